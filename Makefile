@@ -1,0 +1,55 @@
+# cloudpacs — the one command surface. `make help` lists the targets.
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+MAKEFLAGS += --warn-undefined-variables --no-builtin-rules
+
+UV ?= uv
+PYTEST_ARGS ?=
+
+.PHONY: help
+help: ## List the targets
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
+
+.PHONY: bootstrap
+bootstrap: ## Install prerequisites once (Debian packages, uv, Kafka jars, versitygw)
+	infra/bootstrap.sh
+	$(UV) sync --frozen
+
+.PHONY: up
+up: bootstrap ## Start Kafka, the S3 server, PostgreSQL and every service; returns when ready
+	$(UV) run pacs up
+
+.PHONY: down
+down: ## Stop every service and the infrastructure
+	$(UV) run pacs down
+
+.PHONY: status
+status: ## Show what is running and where it listens
+	$(UV) run pacs status
+
+.PHONY: infra
+infra: bootstrap ## Start only the infrastructure (what the tests need)
+	infra/up.sh
+
+.PHONY: test
+test: infra ## Run every test against the real infrastructure
+	$(UV) run pytest $(PYTEST_ARGS)
+
+.PHONY: proto
+proto: ## Regenerate the Python protobuf/gRPC package from protos/
+	$(UV) run bash infra/gen_protos.sh
+
+.PHONY: proto-check
+proto-check: proto ## Fail if the generated code is stale
+	git diff --exit-code -- services/common/src/pacs || { echo "generated code is stale: run 'make proto' and commit"; exit 1; }
+	test -z "$$(git status --porcelain -- services/common/src/pacs)" || { echo "untracked generated files: run 'make proto' and commit"; exit 1; }
+
+.PHONY: lint
+lint: ## ruff lint and format check
+	$(UV) run ruff check .
+	$(UV) run ruff format --check .
+
+.PHONY: typecheck
+typecheck: ## mypy --strict on all of services/
+	$(UV) run mypy services/common/src services/storage/src services/indexer/src services/gateway/src

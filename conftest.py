@@ -1,0 +1,96 @@
+"""Fixtures shared by every test: the real local infrastructure started by ``infra/up.sh``.
+
+Integration tests never mock Kafka, S3 or the database. They read the endpoints from
+``.cache/run/infra.env`` (written by ``infra/up.sh``) or the environment, and fail with a clear
+message when the infrastructure is not running.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pytest
+
+REPO = Path(__file__).resolve().parent
+INFRA_ENV = REPO / ".cache" / "run" / "infra.env"
+
+
+def _load_infra_env() -> dict[str, str]:
+    values: dict[str, str] = {}
+    if INFRA_ENV.exists():
+        for line in INFRA_ENV.read_text().splitlines():
+            if "=" in line and not line.lstrip().startswith("#"):
+                key, _, value = line.partition("=")
+                values[key.strip()] = value.strip()
+    values.update({k: v for k, v in os.environ.items() if k.startswith("PACS_")})
+    return values
+
+
+def _reachable(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def infra_env() -> dict[str, str]:
+    """Endpoints of the running infrastructure; fails if Kafka or S3 is not reachable."""
+    env = _load_infra_env()
+    kafka = env.get("PACS_KAFKA_BOOTSTRAP", "127.0.0.1:19092").split(",")[0]
+    host, _, port = kafka.rpartition(":")
+    s3 = urlparse(env.get("PACS_S3_ENDPOINT", "http://127.0.0.1:17070"))
+    missing = []
+    if not _reachable(host, int(port)):
+        missing.append(f"Kafka at {kafka}")
+    if not _reachable(s3.hostname or "127.0.0.1", s3.port or 80):
+        missing.append(f"S3 at {s3.geturl()}")
+    if missing:
+        pytest.fail(
+            f"{' and '.join(missing)} not reachable: start the infrastructure with "
+            "`infra/up.sh` (or `make up`) before running integration tests",
+            pytrace=False,
+        )
+    for key, value in env.items():
+        os.environ.setdefault(key, value)
+    return env
+
+
+@pytest.fixture
+def tenant() -> str:
+    """A tenant name of its own for each test, so tests never see each other's data."""
+    return f"t{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def bucket_name() -> str:
+    """A fresh bucket name per test (S3 naming rules: lowercase, 3-63 chars)."""
+    return f"test-{uuid.uuid4().hex[:20]}"
+
+
+@pytest.fixture
+def postgres_url(infra_env: dict[str, str]) -> Iterator[str]:
+    """URL of a fresh PostgreSQL database per test on the project's local cluster."""
+    url = infra_env.get(
+        "PACS_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:15432/cloudpacs"
+    )
+    import sqlalchemy as sa  # noqa: PLC0415  (only the indexer's tests need SQLAlchemy)
+
+    name = f"test_{uuid.uuid4().hex[:16]}"
+    admin = sa.create_engine(url, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    except sa.exc.OperationalError as exc:
+        pytest.fail(f"PostgreSQL at {url} not reachable ({exc}); run `infra/up.sh`", pytrace=False)
+    parsed = sa.engine.make_url(url).set(database=name)
+    yield parsed.render_as_string(hide_password=False)
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()

@@ -1,0 +1,99 @@
+# infra/lib.sh — shared helpers for the cloudpacs local-infrastructure scripts.
+#
+# Sourced (not executed) by infra/*.sh. Defines REPO, the .cache layout, ports,
+# logging helpers, pid-file/process helpers and port probes. Bash only; no
+# dependency beyond coreutils/util-linux.
+# shellcheck shell=bash
+
+INFRA_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+REPO="$(cd "$INFRA_DIR/.." && pwd)"
+CACHE="$REPO/.cache"
+RUN="$CACHE/run"
+BIN_DIR="$CACHE/bin"
+KAFKA_LIBS="$CACHE/kafka-libs"
+
+# Endpoints (env-overridable).
+PACS_KAFKA_PORT="${PACS_KAFKA_PORT:-19092}"
+PACS_KAFKA_CONTROLLER_PORT="${PACS_KAFKA_CONTROLLER_PORT:-19093}"
+PACS_S3_PORT="${PACS_S3_PORT:-17070}"
+PACS_S3_ACCESS_KEY="${PACS_S3_ACCESS_KEY:-cloudpacs}"
+PACS_S3_SECRET_KEY="${PACS_S3_SECRET_KEY:-cloudpacs-secret-key}"
+PACS_S3_REGION="${PACS_S3_REGION:-us-east-1}"
+PACS_PG_PORT="${PACS_PG_PORT:-15432}"
+PACS_PG_DB="${PACS_PG_DB:-cloudpacs}"
+
+VERSITYGW_VERSION="v1.7.0"
+
+log()  { printf '==> %s\n' "$*"; }
+warn() { printf 'WARN: %s\n' "$*" >&2; }
+die()  { printf 'ERROR: %s\n' "$*" >&2; exit 1; }
+
+# Fractional wall-clock seconds since the epoch, and elapsed-time formatting.
+now() { date +%s.%N; }
+elapsed() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1fs", b - a }'; }
+
+# port_open PORT — true when something accepts TCP connections on 127.0.0.1:PORT.
+port_open() {
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+}
+
+# pid_alive PIDFILE PATTERN — prints the pid and returns 0 when the pid in PIDFILE
+# is alive and its command line contains PATTERN (guards against pid reuse).
+pid_alive() {
+    local pidfile="$1" pattern="$2" pid
+    [[ -s "$pidfile" ]] || return 1
+    pid="$(head -n1 "$pidfile" | tr -dc '0-9')"
+    [[ -n "$pid" ]] || return 1
+    kill -0 "$pid" 2>/dev/null || return 1
+    tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "$pattern" || return 1
+    printf '%s\n' "$pid"
+}
+
+# stop_pid PID NAME [TIMEOUT] — SIGTERM, wait up to TIMEOUT s (default 30), then SIGKILL.
+stop_pid() {
+    local pid="$1" name="$2" timeout="${3:-30}" i
+    kill -TERM "$pid" 2>/dev/null || return 0
+    for ((i = 0; i < timeout * 10; i++)); do
+        kill -0 "$pid" 2>/dev/null || return 0
+        sleep 0.1
+    done
+    warn "$name (pid $pid) still alive after ${timeout}s, sending SIGKILL"
+    kill -KILL "$pid" 2>/dev/null || true
+    for ((i = 0; i < 50; i++)); do
+        kill -0 "$pid" 2>/dev/null || return 0
+        sleep 0.1
+    done
+    die "$name (pid $pid) survived SIGKILL"
+}
+
+# rotate_log FILE — keep one previous log as FILE.1 so a new start gets a clean log.
+rotate_log() {
+    [[ -e "$1" ]] && mv -f "$1" "$1.1"
+    : >"$1"
+}
+
+# fail_with_log NAME LOGFILE MESSAGE — print the log tail and exit 1.
+fail_with_log() {
+    local name="$1" logfile="$2" msg="$3"
+    printf 'ERROR: %s: %s\n' "$name" "$msg" >&2
+    if [[ -f "$logfile" ]]; then
+        printf -- '----- last 40 lines of %s -----\n' "$logfile" >&2
+        tail -n 40 "$logfile" >&2
+        printf -- '-----\n' >&2
+    fi
+    exit 1
+}
+
+# port_owner PORT — best-effort description of who listens on PORT.
+port_owner() {
+    if command -v ss >/dev/null 2>&1; then
+        ss -Hltnp "sport = :$1" 2>/dev/null | head -n1
+    fi
+}
+
+# ensure_port_free PORT NAME ENVVAR — die if some other process already listens on PORT.
+ensure_port_free() {
+    if port_open "$1"; then
+        die "$2: port 127.0.0.1:$1 is already in use by another process ($(port_owner "$1")); stop it or set $3"
+    fi
+}

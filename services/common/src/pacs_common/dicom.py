@@ -1,0 +1,92 @@
+"""DICOM helpers shared by the services: identifiers of a Part 10 object, UID checks, JSON."""
+
+from __future__ import annotations
+
+import io
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+
+from pacs_common.errors import InvalidArgumentError
+
+# PS3.5 9.1: components of digits separated by '.', no leading zero in a multi-digit
+# component, at most 64 characters.
+_UID_PATTERN = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$")
+UID_MAX_LENGTH = 64
+
+
+def is_valid_uid(value: str) -> bool:
+    """True if ``value`` is a syntactically valid UID (PS3.5 9.1)."""
+    return 0 < len(value) <= UID_MAX_LENGTH and bool(_UID_PATTERN.match(value))
+
+
+@dataclass(frozen=True)
+class Identifiers:
+    """The UIDs that address an instance, read from its header."""
+
+    study_instance_uid: str
+    series_instance_uid: str
+    sop_instance_uid: str
+    sop_class_uid: str
+    transfer_syntax_uid: str
+
+
+def identifiers_of(dataset: Dataset, transfer_syntax_uid: str) -> Identifiers:
+    """Read and check the four UIDs of an instance.
+
+    Raises:
+        InvalidArgumentError: a UID is missing or malformed (the dataset must be refused).
+    """
+    values = {
+        "StudyInstanceUID": str(dataset.get("StudyInstanceUID", "") or "").strip(),
+        "SeriesInstanceUID": str(dataset.get("SeriesInstanceUID", "") or "").strip(),
+        "SOPInstanceUID": str(dataset.get("SOPInstanceUID", "") or "").strip(),
+        "SOPClassUID": str(dataset.get("SOPClassUID", "") or "").strip(),
+    }
+    for keyword, value in values.items():
+        if not value:
+            raise InvalidArgumentError(f"{keyword} is missing")
+        if not is_valid_uid(value):
+            raise InvalidArgumentError(f"{keyword} is not a valid UID (PS3.5 9.1)")
+    return Identifiers(
+        study_instance_uid=values["StudyInstanceUID"],
+        series_instance_uid=values["SeriesInstanceUID"],
+        sop_instance_uid=values["SOPInstanceUID"],
+        sop_class_uid=values["SOPClassUID"],
+        transfer_syntax_uid=transfer_syntax_uid,
+    )
+
+
+def read_header(part10: bytes) -> Dataset:
+    """Parse a Part 10 object up to (not including) the pixel data.
+
+    Raises:
+        InvalidArgumentError: the bytes are not a readable DICOM Part 10 object.
+    """
+    try:
+        return dcmread(io.BytesIO(part10), stop_before_pixels=True, force=False)
+    except (InvalidDicomError, EOFError, ValueError, KeyError, TypeError, OSError) as exc:
+        raise InvalidArgumentError(f"not a readable DICOM Part 10 object: {exc}") from exc
+
+
+def identifiers_of_part10(part10: bytes) -> Identifiers:
+    """The identifiers of a Part 10 object, checked (see :func:`identifiers_of`)."""
+    dataset = read_header(part10)
+    meta = getattr(dataset, "file_meta", None)
+    transfer_syntax = str(getattr(meta, "TransferSyntaxUID", "") or "")
+    if not transfer_syntax:
+        raise InvalidArgumentError("file meta information has no TransferSyntaxUID (PS3.10 7.1)")
+    return identifiers_of(dataset, transfer_syntax)
+
+
+def to_dicom_json(dataset: Dataset) -> dict[str, Any]:
+    """A dataset as a DICOM JSON object (PS3.18 F.2) without bulk data: binary values
+    (pixel data, overlays, waveforms) are left out rather than inlined."""
+    result: dict[str, Any] = dataset.to_json_dict(
+        bulk_data_threshold=1024, bulk_data_element_handler=lambda _element: ""
+    )
+    return result

@@ -1,0 +1,80 @@
+"""The one error hierarchy of cloudpacs.
+
+Each class carries the gRPC status code it maps to and whether a caller may retry (the way
+aiokafka's errors carry ``retriable``). Exactly one place turns these into gRPC statuses: the
+interceptor in :mod:`pacs_common.grpc_server`.
+"""
+
+from __future__ import annotations
+
+import grpc
+
+
+class PacsError(Exception):
+    """Base of every domain error; unexpected exceptions map to INTERNAL instead."""
+
+    code: grpc.StatusCode = grpc.StatusCode.INTERNAL
+    retriable: bool = False
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidArgumentError(PacsError):
+    """The request is malformed; retrying it unchanged will fail again."""
+
+    code = grpc.StatusCode.INVALID_ARGUMENT
+
+
+class NotFoundError(PacsError):
+    """The addressed instance, study or object does not exist."""
+
+    code = grpc.StatusCode.NOT_FOUND
+
+
+class AlreadyExistsError(PacsError):
+    """The resource exists and the request may not overwrite it."""
+
+    code = grpc.StatusCode.ALREADY_EXISTS
+
+
+class PermissionDeniedError(PacsError):
+    """The caller may not touch this tenant's data."""
+
+    code = grpc.StatusCode.PERMISSION_DENIED
+
+
+class FailedPreconditionError(PacsError):
+    """The system is not in a state that allows the request."""
+
+    code = grpc.StatusCode.FAILED_PRECONDITION
+
+
+class ResourceExhaustedError(PacsError):
+    """A limit was reached (query too broad, too many associations)."""
+
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+class UnavailableError(PacsError):
+    """A dependency (S3, Kafka, the database, another service) is down; retry later."""
+
+    code = grpc.StatusCode.UNAVAILABLE
+    retriable = True
+
+
+class DataLossError(PacsError):
+    """Stored bytes no longer match their checksum: never serve them silently."""
+
+    code = grpc.StatusCode.DATA_LOSS
+
+
+def is_retriable(exc: BaseException) -> bool:
+    """Tell whether an operation that raised ``exc`` may succeed if tried again."""
+    if isinstance(exc, PacsError):
+        return exc.retriable
+    if isinstance(exc, grpc.RpcError):
+        code = exc.code() if callable(getattr(exc, "code", None)) else None
+        return code in {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
+    return isinstance(exc, (ConnectionError, TimeoutError))

@@ -1,0 +1,267 @@
+"""Kafka events: topic names, CloudEvents binary-mode headers, a publisher and a consumer loop.
+
+Events are protobuf messages from ``pacs.events.v1`` travelling as CloudEvents in Kafka binary
+mode: the value is the serialized message and the headers carry ``ce_specversion``, ``ce_id``,
+``ce_source``, ``ce_type``, ``ce_time``, ``content-type`` and the W3C ``traceparent``. The key is
+the StudyInstanceUID so that one study's events stay in order on one partition.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.errors import KafkaError
+from google.protobuf.message import Message
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+
+from pacs_common.errors import UnavailableError, is_retriable
+from pacs_common.settings import KafkaSettings
+from pacs_common.telemetry import extract_context, inject_headers
+
+log = logging.getLogger(__name__)
+
+TOPIC_INSTANCES = "pacs.instances.v1"
+"""InstanceStored and InstanceDeleted, keyed by StudyInstanceUID."""
+TOPIC_INDEXED = "pacs.indexed.v1"
+"""InstanceIndexed."""
+CONTENT_TYPE = "application/protobuf"
+
+
+def dead_letter_topic(group_id: str) -> str:
+    """The dead-letter topic of one consumer group."""
+    return f"pacs.deadletter.{group_id}.v1"
+
+
+def event_type(message: Message) -> str:
+    """CloudEvents type of a payload: its full protobuf name."""
+    return message.DESCRIPTOR.full_name
+
+
+def now_rfc3339() -> str:
+    """Current UTC time in RFC 3339 with milliseconds."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def cloudevent_headers(message: Message, source: str) -> list[tuple[str, bytes]]:
+    """CloudEvents 1.0 Kafka binary-mode headers plus the trace context."""
+    return [
+        ("ce_specversion", b"1.0"),
+        ("ce_id", str(uuid.uuid4()).encode()),
+        ("ce_source", source.encode()),
+        ("ce_type", event_type(message).encode()),
+        ("ce_time", now_rfc3339().encode()),
+        ("content-type", CONTENT_TYPE.encode()),
+        *inject_headers(),
+    ]
+
+
+def header(record: ConsumerRecord[bytes, bytes], name: str) -> str | None:
+    """One header of a consumed record, decoded."""
+    for key, value in record.headers or ():
+        if key == name:
+            return bytes(value).decode(errors="replace")
+    return None
+
+
+class EventPublisher:
+    """Publishes protobuf events and waits for the brokers' acknowledgement (``acks=all``)."""
+
+    def __init__(self, settings: KafkaSettings, source: str) -> None:
+        self.settings = settings
+        self.source = source
+        self._producer: AIOKafkaProducer | None = None
+
+    async def start(self) -> None:
+        """Connect. Raises :class:`UnavailableError` if no broker answers."""
+        producer = AIOKafkaProducer(
+            bootstrap_servers=self.settings.bootstrap,
+            client_id=f"{self.settings.client_id}-{self.source}",
+            acks="all",
+            enable_idempotence=True,
+            request_timeout_ms=self.settings.request_timeout_ms,
+            linger_ms=0,
+        )
+        try:
+            await producer.start()
+        except KafkaError as exc:
+            await producer.stop()
+            raise UnavailableError(
+                f"Kafka at {self.settings.bootstrap} unreachable: {exc}"
+            ) from exc
+        self._producer = producer
+
+    async def stop(self) -> None:
+        """Flush and disconnect; safe to call twice."""
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            await producer.stop()
+
+    async def publish(self, topic: str, key: str, message: Message) -> None:
+        """Send one event and wait until the brokers acknowledged it.
+
+        Raises:
+            UnavailableError: Kafka did not acknowledge in time; the event may or may not exist,
+                so callers retry and consumers stay idempotent.
+        """
+        if self._producer is None:
+            raise UnavailableError("event publisher is not started")
+        try:
+            await asyncio.wait_for(
+                self._producer.send_and_wait(
+                    topic,
+                    value=message.SerializeToString(),
+                    key=key.encode(),
+                    headers=cloudevent_headers(message, self.source),
+                ),
+                timeout=self.settings.request_timeout_ms / 1000,
+            )
+        except (KafkaError, TimeoutError) as exc:
+            raise UnavailableError(f"Kafka did not acknowledge the event: {exc!r}") from exc
+
+
+Handler = Callable[[ConsumerRecord[bytes, bytes]], Awaitable[None]]
+
+
+@dataclass
+class ConsumerStats:
+    """Counters of one consumer loop, for tests and metrics."""
+
+    handled: int = 0
+    dead_lettered: int = 0
+
+
+class EventConsumer:
+    """Consumes topics with manual commits: an offset is committed only after its handler's
+    side effect is committed, or after the record went to the dead-letter topic.
+
+    A handler that keeps failing with a retriable error is retried with backoff without limit
+    (the dependency is down; dead-lettering would lose work). A non-retriable failure is retried
+    ``max_retries`` times, then the record goes to the group's dead-letter topic with the error
+    in its headers.
+    """
+
+    def __init__(
+        self,
+        settings: KafkaSettings,
+        group_id: str,
+        topics: list[str],
+        handler: Handler,
+        publisher: EventPublisher,
+    ) -> None:
+        self.settings = settings
+        self.group_id = group_id
+        self.topics = topics
+        self.handler = handler
+        self.publisher = publisher
+        self.stats = ConsumerStats()
+        self._consumer: AIOKafkaConsumer | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Join the group and start the loop in a background task."""
+        consumer = AIOKafkaConsumer(
+            *self.topics,
+            bootstrap_servers=self.settings.bootstrap,
+            group_id=self.group_id,
+            client_id=f"{self.settings.client_id}-{self.group_id}",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            isolation_level="read_committed",
+        )
+        await consumer.start()
+        self._consumer = consumer
+        self._task = asyncio.create_task(self._run(), name=f"consumer-{self.group_id}")
+
+    async def stop(self) -> None:
+        """Stop after the record in hand; safe to call twice."""
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        consumer, self._consumer = self._consumer, None
+        if consumer is not None:
+            await consumer.stop()
+
+    async def _run(self) -> None:
+        assert self._consumer is not None
+        consumer = self._consumer
+        async for record in consumer:
+            await self._handle_with_retries(record)
+            tp = TopicPartition(record.topic, record.partition)
+            await consumer.commit({tp: record.offset + 1})
+
+    async def _handle_with_retries(self, record: ConsumerRecord[bytes, bytes]) -> None:
+        attempt = 0
+        delay = 0.2
+        while True:
+            attempt += 1
+            try:
+                await self._call_handler(record)
+                self.stats.handled += 1
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if is_retriable(exc):
+                    log.warning(
+                        "retriable failure handling an event; retrying",
+                        extra={"topic": record.topic, "offset": record.offset, "error": repr(exc)},
+                    )
+                elif attempt > self.settings.max_retries:
+                    await self._dead_letter(record, exc)
+                    return
+                else:
+                    log.warning(
+                        "failure handling an event",
+                        extra={"attempt": attempt, "offset": record.offset, "error": repr(exc)},
+                    )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+
+    async def _call_handler(self, record: ConsumerRecord[bytes, bytes]) -> None:
+        token = otel_context.attach(extract_context(list(record.headers or ())))
+        try:
+            tracer = trace.get_tracer("pacs_common.events")
+            with tracer.start_as_current_span(f"consume {record.topic}"):
+                await self.handler(record)
+        finally:
+            otel_context.detach(token)
+
+    async def _dead_letter(self, record: ConsumerRecord[bytes, bytes], exc: Exception) -> None:
+        """Park a record that keeps failing; never drop it silently."""
+        assert self.publisher._producer is not None
+        headers: list[tuple[str, Any]] = [*(record.headers or ())]
+        headers += [
+            ("dlq_error", repr(exc)[:2000].encode()),
+            ("dlq_topic", record.topic.encode()),
+            ("dlq_partition", str(record.partition).encode()),
+            ("dlq_offset", str(record.offset).encode()),
+            ("dlq_group", self.group_id.encode()),
+        ]
+        while True:
+            try:
+                await self.publisher._producer.send_and_wait(
+                    dead_letter_topic(self.group_id),
+                    value=record.value,
+                    key=record.key,
+                    headers=headers,
+                )
+                break
+            except KafkaError:
+                log.warning("dead-letter topic unavailable; retrying")
+                await asyncio.sleep(1.0)
+        self.stats.dead_lettered += 1
+        log.error(
+            "event dead-lettered after repeated failures",
+            extra={"topic": record.topic, "offset": record.offset, "error": repr(exc)},
+        )

@@ -1,0 +1,206 @@
+"""gRPC server bootstrap shared by every service.
+
+:func:`build_server` returns a ``grpc.aio`` server with the error-mapping interceptor, the
+standard health service (``grpc.health.v1``) and reflection; :class:`GrpcServerRunner` starts it,
+flips health to SERVING, and on SIGTERM/SIGINT sets NOT_SERVING, stops with a grace period and
+runs the service's own cleanup.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from typing import Any, TypeAlias
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
+from grpc_reflection.v1alpha import reflection
+
+from pacs_common.errors import PacsError
+
+log = logging.getLogger(__name__)
+
+MethodHandler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
+
+
+async def _abort_for(exc: BaseException, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+    """Turn any exception into a gRPC status: domain errors keep their code, others INTERNAL."""
+    if isinstance(exc, PacsError):
+        await context.abort(exc.code, exc.message)
+    log.exception("unexpected error in a gRPC handler", exc_info=exc)
+    await context.abort(grpc.StatusCode.INTERNAL, "internal error; see the service log")
+
+
+def _wrap(handler: MethodHandler) -> MethodHandler:
+    """Wrap each behaviour of a method handler so exceptions become statuses."""
+    passthrough = (grpc.aio.AbortError, asyncio.CancelledError)
+
+    if handler.unary_unary:
+        inner_uu = handler.unary_unary
+
+        async def unary_unary(request: Any, context: Any) -> Any:
+            try:
+                return await inner_uu(request, context)
+            except passthrough:
+                raise
+            except Exception as exc:
+                await _abort_for(exc, context)
+
+        return grpc.unary_unary_rpc_method_handler(
+            unary_unary, handler.request_deserializer, handler.response_serializer
+        )
+    if handler.stream_unary:
+        inner_su = handler.stream_unary
+
+        async def stream_unary(request_iterator: Any, context: Any) -> Any:
+            try:
+                return await inner_su(request_iterator, context)
+            except passthrough:
+                raise
+            except Exception as exc:
+                await _abort_for(exc, context)
+
+        return grpc.stream_unary_rpc_method_handler(
+            stream_unary, handler.request_deserializer, handler.response_serializer
+        )
+    if handler.unary_stream:
+        inner_us = handler.unary_stream
+
+        async def unary_stream(request: Any, context: Any) -> AsyncIterator[Any]:
+            try:
+                async for item in inner_us(request, context):  # type: ignore[attr-defined]
+                    yield item
+            except passthrough:
+                raise
+            except Exception as exc:
+                await _abort_for(exc, context)
+
+        return grpc.unary_stream_rpc_method_handler(
+            unary_stream, handler.request_deserializer, handler.response_serializer
+        )
+    if handler.stream_stream:
+        inner_ss = handler.stream_stream
+
+        async def stream_stream(request_iterator: Any, context: Any) -> AsyncIterator[Any]:
+            try:
+                async for item in inner_ss(request_iterator, context):  # type: ignore[attr-defined]
+                    yield item
+            except passthrough:
+                raise
+            except Exception as exc:
+                await _abort_for(exc, context)
+
+        return grpc.stream_stream_rpc_method_handler(
+            stream_stream, handler.request_deserializer, handler.response_serializer
+        )
+    return handler
+
+
+class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
+    """The one place where exceptions become gRPC status codes (like pynetdicom's handler
+    wrapper turning any exception into a DIMSE failure status)."""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[MethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> MethodHandler:
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return handler
+        return _wrap(handler)
+
+
+def build_server(
+    register: Callable[[grpc.aio.Server], None],
+    service_names: Iterable[str],
+    interceptors: Iterable[Any] = (),
+) -> tuple[grpc.aio.Server, HealthServicer]:
+    """Create a server with health, reflection and error mapping; ``register`` adds servicers.
+
+    Args:
+        register: adds the service's own servicers to the server.
+        service_names: full names of those services, for health and reflection.
+        interceptors: extra interceptors, run after error mapping.
+    """
+    server = grpc.aio.server(
+        interceptors=[ErrorMappingInterceptor(), *interceptors],
+        options=[
+            ("grpc.max_receive_message_length", 16 * 1024 * 1024),
+            ("grpc.max_send_message_length", 16 * 1024 * 1024),
+        ],
+    )
+    register(server)
+    health_servicer = HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    names = list(service_names)
+    reflection.enable_server_reflection(
+        [
+            *names,
+            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+            reflection.SERVICE_NAME,
+        ],
+        server,
+    )
+    for name in ["", *names]:
+        health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+    return server, health_servicer
+
+
+class GrpcServerRunner:
+    """Runs one service's server until SIGTERM/SIGINT, then shuts down gracefully."""
+
+    def __init__(
+        self,
+        server: grpc.aio.Server,
+        health_servicer: HealthServicer,
+        service_names: Iterable[str],
+        grace_s: float = 10.0,
+    ) -> None:
+        self.server = server
+        self.health = health_servicer
+        self.service_names = ["", *service_names]
+        self.grace_s = grace_s
+        self._stopped = asyncio.Event()
+        self._stopping = False
+
+    def bind(self, host: str, port: int) -> int:
+        """Bind an insecure port (mTLS comes from the mesh or a later issue); returns the port."""
+        bound = self.server.add_insecure_port(f"{host}:{port}")
+        if bound == 0:
+            raise SystemExit(f"cannot bind gRPC port {host}:{port}; is it already in use?")
+        return bound
+
+    async def start(self) -> None:
+        """Start serving and report SERVING."""
+        await self.server.start()
+        for name in self.service_names:
+            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+
+    async def stop(self) -> None:
+        """NOT_SERVING, then stop with the grace period; safe to call twice."""
+        if self._stopping:
+            await self._stopped.wait()
+            return
+        self._stopping = True
+        for name in self.service_names:
+            await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+        await self.server.stop(self.grace_s)
+        self._stopped.set()
+
+    async def run_until_signalled(
+        self, cleanup: Callable[[], Awaitable[None]] | None = None
+    ) -> None:
+        """Serve until SIGTERM or SIGINT; then stop and run ``cleanup`` (flush, commit, close)."""
+        loop = asyncio.get_running_loop()
+        signalled = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, signalled.set)
+        await signalled.wait()
+        log.info("shutting down")
+        await self.stop()
+        if cleanup is not None:
+            await cleanup()
