@@ -52,4 +52,4 @@ lint: ## ruff lint and format check
 
 .PHONY: typecheck
 typecheck: ## mypy --strict on all of services/
-	$(UV) run mypy services/common/src services/storage/src services/indexer/src services/gateway/src
+	$(UV) run mypy services/*/src

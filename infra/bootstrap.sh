@@ -119,8 +119,9 @@ if ((need_jars)); then
     log "fetching Kafka broker jars with Maven into .cache/kafka-libs (first run: ~1 min)…"
     rm -rf "$KAFKA_LIBS"
     mkdir -p "$KAFKA_LIBS"
+    # (Debian's Maven 3.8.7 prints stray ANSI resets even in batch mode: strip them.)
     mvn -B -q -f "$POM" dependency:copy-dependencies -DincludeScope=runtime \
-        -DoutputDirectory="$KAFKA_LIBS"
+        -DoutputDirectory="$KAFKA_LIBS" 2>&1 | sed -u 's/\x1b\[[0-9;]*m//g'
     compgen -G "$KAFKA_LIBS/kafka_2.13-*.jar" >/dev/null || die "maven ran but no kafka_2.13 jar in $KAFKA_LIBS"
     printf '%s\n' "$pom_sum" >"$KAFKA_LIBS/.pom.sha256"
     log "Kafka jars: $(find "$KAFKA_LIBS" -name '*.jar' | wc -l) jars"
@@ -131,7 +132,7 @@ fi
 # ---------------------------------------------------------------- versitygw
 if ((need_vgw)); then
     log "building versitygw $VERSITYGW_VERSION (first run, ~1 min)…"
-    GOBIN="$BIN_DIR" GOFLAGS="${GOFLAGS:-} -trimpath" go install "github.com/versity/versitygw/cmd/versitygw@$VERSITYGW_VERSION"
+    GOBIN="$BIN_DIR" go install "github.com/versity/versitygw/cmd/versitygw@$VERSITYGW_VERSION"
     [[ -x "$VGW" ]] || die "go install finished but $VGW is missing"
     printf '%s\n' "$VERSITYGW_VERSION" >"$VGW.version"
 else

@@ -1,0 +1,1 @@
+"""The ``pacs`` command: run a local cloudpacs stack."""

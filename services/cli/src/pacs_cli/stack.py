@@ -1,0 +1,215 @@
+"""Start and stop the cloudpacs services as local processes.
+
+Used by ``pacs up``/``pacs down`` and by the end-to-end tests, which run a stack of their own
+on free ports beside any stack a developer has running.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+REPO = Path(__file__).resolve().parents[4]
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    """How to run one service and how to know it is ready."""
+
+    name: str
+    module: str
+    grpc_port: int
+    extra_ports: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class StackConfig:
+    """Ports, run folder and environment of one local stack."""
+
+    run_dir: Path
+    storage_port: int = 50051
+    indexer_port: int = 50052
+    gateway_port: int = 50053
+    dicom_port: int = 11112
+    env: dict[str, str] = field(default_factory=dict)
+
+    def services(self) -> list[ServiceSpec]:
+        """The services in start order (each depends only on the ones before it)."""
+        return [
+            ServiceSpec("storage", "pacs_storage", self.storage_port),
+            ServiceSpec("indexer", "pacs_indexer", self.indexer_port),
+            ServiceSpec("gateway", "pacs_gateway", self.gateway_port, {"dicom": self.dicom_port}),
+        ]
+
+    def service_env(self) -> dict[str, str]:
+        """Environment shared by every service process of this stack."""
+        env = dict(os.environ)
+        env.update(load_infra_env())
+        env.update(
+            {
+                "PACS_STORAGE_GRPC_PORT": str(self.storage_port),
+                "PACS_INDEXER_GRPC_PORT": str(self.indexer_port),
+                "PACS_GATEWAY_GRPC_PORT": str(self.gateway_port),
+                "PACS_GATEWAY_DICOM_PORT": str(self.dicom_port),
+                "PACS_INDEXER_STORAGE_TARGET": f"127.0.0.1:{self.storage_port}",
+                "PACS_GATEWAY_STORAGE_TARGET": f"127.0.0.1:{self.storage_port}",
+                "PACS_GATEWAY_INDEXER_TARGET": f"127.0.0.1:{self.indexer_port}",
+                "PACS_INDEXER_DATABASE_URL": f"sqlite:///{self.run_dir / 'index.sqlite'}",
+                "PYTHONUNBUFFERED": "1",
+            }
+        )
+        env.update(self.env)
+        return env
+
+
+def load_infra_env() -> dict[str, str]:
+    """Endpoints written by ``infra/up.sh`` (empty if the infrastructure never started)."""
+    path = REPO / ".cache" / "run" / "infra.env"
+    values: dict[str, str] = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            key, sep, value = line.partition("=")
+            if sep and not key.startswith("#"):
+                values[key.strip()] = value.strip()
+    return values
+
+
+def free_port() -> int:
+    """A TCP port free on loopback right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def grpc_serving(port: int, timeout_s: float = 1.0) -> bool:
+    """True if the gRPC health service on ``port`` answers SERVING."""
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        try:
+            reply = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=timeout_s)
+        except grpc.RpcError:
+            return False
+        return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
+
+
+def port_open(port: int) -> bool:
+    """True if something accepts TCP connections on 127.0.0.1:``port``."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+class ServiceProcess:
+    """One service process with its pid file and log file."""
+
+    def __init__(self, spec: ServiceSpec, run_dir: Path) -> None:
+        self.spec = spec
+        self.pid_file = run_dir / f"{spec.name}.pid"
+        self.log_file = run_dir / f"{spec.name}.log"
+
+    def pid(self) -> int | None:
+        """The pid of the running process, or None."""
+        try:
+            pid = int(self.pid_file.read_text().strip())
+            os.kill(pid, 0)
+        except (FileNotFoundError, ValueError, ProcessLookupError, PermissionError):
+            return None
+        return pid
+
+    def start(self, env: dict[str, str]) -> None:
+        """Start the process unless it already runs."""
+        if self.pid() is not None:
+            return
+        self.pid_file.parent.mkdir(parents=True, exist_ok=True)
+        with self.log_file.open("ab") as log:
+            process = subprocess.Popen(  # noqa: S603  (our own interpreter and module)
+                [sys.executable, "-m", self.spec.module],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                cwd=REPO,
+            )
+        self.pid_file.write_text(str(process.pid))
+
+    def wait_ready(self, timeout_s: float) -> None:
+        """Wait until every port of the service answers.
+
+        Raises:
+            RuntimeError: the process died or did not become ready; the message shows its log.
+        """
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.pid() is None:
+                raise RuntimeError(f"{self.spec.name} exited during start-up:\n{self.log_tail()}")
+            ready = grpc_serving(self.spec.grpc_port) and all(
+                port_open(port) for port in self.spec.extra_ports.values()
+            )
+            if ready:
+                return
+            time.sleep(0.2)
+        raise RuntimeError(
+            f"{self.spec.name} not ready after {timeout_s:.0f}s; log {self.log_file}:\n"
+            f"{self.log_tail()}"
+        )
+
+    def stop(self, timeout_s: float = 15.0) -> bool:
+        """SIGTERM (graceful shutdown), then SIGKILL after ``timeout_s``; True if it ran."""
+        pid = self.pid()
+        if pid is None:
+            self.pid_file.unlink(missing_ok=True)
+            return False
+        os.killpg(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and self.pid() is not None:
+            time.sleep(0.1)
+        if self.pid() is not None:
+            os.killpg(pid, signal.SIGKILL)
+        self.pid_file.unlink(missing_ok=True)
+        return True
+
+    def log_tail(self, lines: int = 30) -> str:
+        """The last lines of the service's log."""
+        if not self.log_file.exists():
+            return "(no log)"
+        return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
+
+
+class Stack:
+    """The services of one local stack, started in dependency order."""
+
+    def __init__(self, config: StackConfig) -> None:
+        self.config = config
+        self.processes = [ServiceProcess(s, config.run_dir) for s in config.services()]
+
+    def start(self, timeout_s: float = 60.0) -> None:
+        """Start every service and wait until each is ready; stops all on failure."""
+        env = self.config.service_env()
+        try:
+            for process in self.processes:
+                process.start(env)
+                process.wait_ready(timeout_s)
+        except Exception:
+            self.stop()
+            raise
+
+    def stop(self) -> list[str]:
+        """Stop the services in reverse order; returns the names of those that ran."""
+        return [p.spec.name for p in reversed(self.processes) if p.stop()]
+
+    def process(self, name: str) -> ServiceProcess:
+        """The process of one service by name."""
+        return next(p for p in self.processes if p.spec.name == name)

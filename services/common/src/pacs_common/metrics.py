@@ -1,0 +1,263 @@
+"""Prometheus metrics of every cloudpacs service, defined once so names stay consistent.
+
+Each service calls :func:`start_metrics_server` with its ``PACS_METRICS_PORT`` and adds
+:class:`GrpcMetricsInterceptor` to its gRPC server; domain code imports the metric objects below
+(for example ``DIMSE_OPERATIONS.labels(operation="C-STORE", status="success").inc()``).
+The dashboards in ``infra/dashboards/`` and the alert rules in ``infra/prometheus/rules.yml``
+query exactly these names: rename one here and there together.
+
+Metric objects are process-wide, as Prometheus client libraries intend (one default registry per
+process, scraped over HTTP); label values must stay low-cardinality, so never put a UID, a
+tenant's patient data or an AE title from an unknown caller in a label.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeAlias
+from wsgiref.simple_server import WSGIServer
+
+import grpc
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.exposition import start_http_server
+
+from pacs_common.errors import PacsError
+
+MethodHandler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
+
+# Latency buckets (seconds): sub-millisecond lookups up to minute-long streamed instances.
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+
+# --- gRPC (every service) -------------------------------------------------------------------
+
+GRPC_SERVER_REQUESTS = Counter(
+    "pacs_grpc_server_requests",
+    "gRPC calls handled by the server, by service, method and final status code.",
+    ["service", "method", "code"],
+)
+GRPC_SERVER_REQUEST_DURATION = Histogram(
+    "pacs_grpc_server_request_duration_seconds",
+    "Time from the start of a gRPC call to its last response message or status.",
+    ["service", "method"],
+    buckets=_LATENCY_BUCKETS,
+)
+
+# --- DICOM (gateway) ------------------------------------------------------------------------
+
+DICOM_ASSOCIATIONS_OPEN = Gauge(
+    "pacs_dicom_associations_open",
+    "DICOM associations currently established with the gateway.",
+)
+DICOM_ASSOCIATIONS_REJECTED = Counter(
+    "pacs_dicom_associations_rejected",
+    "Association requests rejected (PS3.8 9.3.4), by reason "
+    "(unknown_calling_ae, unknown_called_ae, address_not_allowed, tls_identity, limit, other).",
+    ["reason"],
+)
+DIMSE_OPERATIONS = Counter(
+    "pacs_dimse_operations",
+    "DIMSE operations served (C-ECHO, C-STORE, C-FIND, ...), by outcome status class "
+    "(success, warning, failure, cancel).",
+    ["operation", "status"],
+)
+DICOM_CSTORE_BYTES = Counter(
+    "pacs_dicom_cstore_bytes",
+    "Encoded dataset bytes received by C-STORE and accepted.",
+)
+DICOM_CSTORE_DURATION = Histogram(
+    "pacs_dicom_cstore_duration_seconds",
+    "Time to handle one C-STORE request, from the dataset received to the response status.",
+    buckets=_LATENCY_BUCKETS,
+)
+
+# --- Kafka (producers and consumers) --------------------------------------------------------
+
+KAFKA_PRODUCE_DURATION = Histogram(
+    "pacs_kafka_produce_duration_seconds",
+    "Time until the brokers acknowledged a published event (acks=all).",
+    ["topic"],
+    buckets=_LATENCY_BUCKETS,
+)
+KAFKA_CONSUMER_LAG = Gauge(
+    "pacs_kafka_consumer_lag",
+    "Records behind the partition's end offset, as seen by this consumer.",
+    ["group", "topic", "partition"],
+)
+KAFKA_EVENTS_CONSUMED = Counter(
+    "pacs_kafka_events_consumed",
+    "Events handled by a consumer, by outcome (ok, retried, dead_lettered, skipped).",
+    ["group", "topic", "outcome"],
+)
+
+# --- S3 (storage) ---------------------------------------------------------------------------
+
+S3_REQUEST_DURATION = Histogram(
+    "pacs_s3_request_duration_seconds",
+    "Time of one S3 request (put_object, get_object, head_object, ...), successful or not.",
+    ["operation"],
+    buckets=_LATENCY_BUCKETS,
+)
+S3_ERRORS = Counter(
+    "pacs_s3_errors",
+    "S3 requests that failed after the client's retries, by operation.",
+    ["operation"],
+)
+
+# --- Index (indexer) ------------------------------------------------------------------------
+
+INDEX_QUERY_DURATION = Histogram(
+    "pacs_index_query_duration_seconds",
+    "Time of one index query, by query/retrieve level (PATIENT, STUDY, SERIES, IMAGE).",
+    ["level"],
+    buckets=_LATENCY_BUCKETS,
+)
+
+
+@dataclass
+class MetricsServer:
+    """A running ``/metrics`` HTTP endpoint; :meth:`stop` is safe to call twice."""
+
+    port: int
+    _httpd: WSGIServer
+    _thread: threading.Thread
+
+    def stop(self) -> None:
+        """Stop serving and wait for the server thread."""
+        if self._thread.is_alive():
+            self._httpd.shutdown()
+            self._thread.join()
+        self._httpd.server_close()
+
+
+def start_metrics_server(
+    port: int,
+    host: str = "0.0.0.0",  # noqa: S104  (Prometheus scrapes from other pods)
+    registry: CollectorRegistry = REGISTRY,
+) -> MetricsServer:
+    """Serve the Prometheus text exposition on ``http://host:port/metrics`` from a thread.
+
+    Args:
+        port: TCP port; 0 picks a free one (tests), read it back from the result.
+        host: address to bind.
+        registry: the registry to expose (the process-wide default unless testing).
+
+    Returns:
+        The running server, with the bound port.
+    """
+    httpd, thread = start_http_server(port, addr=host, registry=registry)
+    return MetricsServer(port=int(httpd.server_port), _httpd=httpd, _thread=thread)
+
+
+def _split_method(full_method: str) -> tuple[str, str]:
+    """``/pacs.storage.v1.StorageService/Put`` -> (``pacs.storage.v1.StorageService``, ``Put``)."""
+    service, _, method = full_method.lstrip("/").rpartition("/")
+    return service or "unknown", method or "unknown"
+
+
+def _code_of(exc: BaseException | None, context: Any) -> grpc.StatusCode:
+    """The status code the client will see for a call that returned or raised ``exc``."""
+    if isinstance(exc, PacsError):
+        # Raised inside the error-mapping interceptor, which turns it into exactly this code.
+        return exc.code
+    if isinstance(exc, asyncio.CancelledError | GeneratorExit):
+        # The client went away (or the deadline passed) while the handler was running.
+        return grpc.StatusCode.CANCELLED
+    code = context.code()
+    if isinstance(code, grpc.StatusCode):
+        return code
+    if exc is None:
+        return grpc.StatusCode.OK
+    if isinstance(exc, grpc.aio.AbortError):
+        return grpc.StatusCode.UNKNOWN
+    # Any other exception becomes INTERNAL in ErrorMappingInterceptor.
+    return grpc.StatusCode.INTERNAL
+
+
+class _CallRecorder:
+    """Times one call and records its final code exactly once."""
+
+    def __init__(self, service: str, method: str) -> None:
+        self.service = service
+        self.method = method
+        self.started = time.perf_counter()
+
+    def done(self, exc: BaseException | None, context: Any) -> None:
+        code = _code_of(exc, context)
+        GRPC_SERVER_REQUESTS.labels(self.service, self.method, "OK").inc()
+        GRPC_SERVER_REQUEST_DURATION.labels(self.service, self.method).observe(
+            time.perf_counter() - self.started
+        )
+
+
+def _instrument(handler: MethodHandler, service: str, method: str) -> MethodHandler:
+    """Wrap whichever of the four behaviours the handler has (unary/stream in and out)."""
+    if handler.unary_unary or handler.stream_unary:
+        inner_unary = handler.unary_unary or handler.stream_unary
+
+        async def unary_response(request: Any, context: Any) -> Any:
+            recorder = _CallRecorder(service, method)
+            try:
+                response = await inner_unary(request, context)  # type: ignore[misc]
+            except BaseException as exc:
+                recorder.done(exc, context)
+                raise
+            recorder.done(None, context)
+            return response
+
+        if handler.unary_unary:
+            return grpc.unary_unary_rpc_method_handler(
+                unary_response, handler.request_deserializer, handler.response_serializer
+            )
+        return grpc.stream_unary_rpc_method_handler(
+            unary_response, handler.request_deserializer, handler.response_serializer
+        )
+    if handler.unary_stream or handler.stream_stream:
+        inner_stream = handler.unary_stream or handler.stream_stream
+
+        async def stream_response(request: Any, context: Any) -> AsyncIterator[Any]:
+            recorder = _CallRecorder(service, method)
+            try:
+                result: Any = inner_stream(request, context)  # type: ignore[misc]
+                if hasattr(result, "__aiter__"):
+                    async for item in result:
+                        yield item
+                else:
+                    # A handler written with ``await context.write(...)`` returns a coroutine.
+                    await result
+            except BaseException as exc:
+                recorder.done(exc, context)
+                raise
+            recorder.done(None, context)
+
+        if handler.unary_stream:
+            return grpc.unary_stream_rpc_method_handler(
+                stream_response, handler.request_deserializer, handler.response_serializer
+            )
+        return grpc.stream_stream_rpc_method_handler(
+            stream_response, handler.request_deserializer, handler.response_serializer
+        )
+    return handler
+
+
+class GrpcMetricsInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
+    """Counts and times every call: ``pacs_grpc_server_requests_total{service,method,code}`` and
+    ``pacs_grpc_server_request_duration_seconds{service,method}``.
+
+    Pass it to :func:`pacs_common.grpc_server.build_server` (``interceptors=[...]``): it then runs
+    inside the error-mapping interceptor and records the code that interceptor will send.
+    """
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[MethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> MethodHandler:
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return handler
+        service, method = _split_method(handler_call_details.method)
+        return _instrument(handler, service, method)

@@ -1,0 +1,184 @@
+"""The gRPC metrics interceptor and the /metrics endpoint, through a real in-process server.
+
+A tiny bytes-in/bytes-out service (no protos needed) exposes the four RPC kinds; it runs in the
+same server as the standard health service, built by ``build_server`` exactly as the services do.
+"""
+
+from __future__ import annotations
+
+import urllib.request
+from collections.abc import AsyncIterator, Iterator
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from prometheus_client import REGISTRY
+
+from pacs_common.errors import NotFoundError
+from pacs_common.grpc_server import GrpcServerRunner, build_server
+from pacs_common.metrics import (
+    DICOM_ASSOCIATIONS_REJECTED,
+    GrpcMetricsInterceptor,
+    start_metrics_server,
+)
+
+SERVICE = "pacs.test.v1.MetricsProbe"
+
+
+async def _echo(request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
+    if request == b"missing":
+        raise NotFoundError("no such thing")
+    if request == b"boom":
+        raise RuntimeError("unexpected")
+    return request
+
+
+async def _concat(
+    requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext[bytes, bytes]
+) -> bytes:
+    return b"".join([chunk async for chunk in requests])
+
+
+async def _split(
+    request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]
+) -> AsyncIterator[bytes]:
+    for byte in request:
+        yield bytes([byte])
+    if request.startswith(b"x"):
+        raise NotFoundError("stopped after the items")
+
+
+async def _bounce(
+    requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext[bytes, bytes]
+) -> AsyncIterator[bytes]:
+    async for chunk in requests:
+        yield chunk.upper()
+
+
+def _register(server: grpc.aio.Server) -> None:
+    server.add_generic_rpc_handlers(
+        [
+            grpc.method_handlers_generic_handler(
+                SERVICE,
+                {
+                    "Echo": grpc.unary_unary_rpc_method_handler(_echo),
+                    "Concat": grpc.stream_unary_rpc_method_handler(_concat),
+                    "Split": grpc.unary_stream_rpc_method_handler(_split),
+                    "Bounce": grpc.stream_stream_rpc_method_handler(_bounce),
+                },
+            )
+        ]
+    )
+
+
+def _count(method: str, code: str, service: str = SERVICE) -> float:
+    value = REGISTRY.get_sample_value(
+        "pacs_grpc_server_requests_total",
+        {"service": service, "method": method, "code": code},
+    )
+    return value or 0.0
+
+
+def _observations(method: str, service: str = SERVICE) -> float:
+    value = REGISTRY.get_sample_value(
+        "pacs_grpc_server_request_duration_seconds_count",
+        {"service": service, "method": method},
+    )
+    return value or 0.0
+
+
+@pytest.fixture
+async def channel() -> AsyncIterator[grpc.aio.Channel]:
+    server, health = build_server(_register, [SERVICE], interceptors=[GrpcMetricsInterceptor()])
+    runner = GrpcServerRunner(server, health, [SERVICE], grace_s=0)
+    port = runner.bind("127.0.0.1", 0)
+    await runner.start()
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as chan:
+        yield chan
+    await runner.stop()
+
+
+async def test_unary_call_is_counted_with_ok_and_timed(channel: grpc.aio.Channel) -> None:
+    before, timed_before = _count("Echo", "OK"), _observations("Echo")
+
+    reply = await channel.unary_unary(f"/{SERVICE}/Echo")(b"hello")
+
+    assert reply == b"hello"
+    assert _count("Echo", "OK") == before + 1
+    assert _observations("Echo") == timed_before + 1
+
+
+async def test_domain_error_is_counted_with_its_status_code(channel: grpc.aio.Channel) -> None:
+    before = _count("Echo", "NOT_FOUND")
+
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await channel.unary_unary(f"/{SERVICE}/Echo")(b"missing")
+
+    assert raised.value.code() == grpc.StatusCode.NOT_FOUND
+    assert _count("Echo", "NOT_FOUND") == before + 1
+
+
+async def test_unexpected_exception_is_counted_as_internal(channel: grpc.aio.Channel) -> None:
+    before = _count("Echo", "INTERNAL")
+
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await channel.unary_unary(f"/{SERVICE}/Echo")(b"boom")
+
+    assert raised.value.code() == grpc.StatusCode.INTERNAL
+    assert _count("Echo", "INTERNAL") == before + 1
+
+
+async def test_streaming_kinds_are_counted(channel: grpc.aio.Channel) -> None:
+    before = {m: _count(m, "OK") for m in ("Concat", "Split", "Bounce")}
+    split_error_before = _count("Split", "NOT_FOUND")
+
+    def chunks() -> Iterator[bytes]:
+        yield from (b"ab", b"cd")
+
+    assert await channel.stream_unary(f"/{SERVICE}/Concat")(chunks()) == b"abcd"
+    assert [m async for m in channel.unary_stream(f"/{SERVICE}/Split")(b"ok")] == [b"o", b"k"]
+    bounced = [m async for m in channel.stream_stream(f"/{SERVICE}/Bounce")(chunks())]
+    assert bounced == [b"AB", b"CD"]
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        _ = [m async for m in channel.unary_stream(f"/{SERVICE}/Split")(b"xy")]
+
+    assert raised.value.code() == grpc.StatusCode.NOT_FOUND
+    assert {m: _count(m, "OK") for m in before} == {m: n + 1 for m, n in before.items()}
+    assert _count("Split", "NOT_FOUND") == split_error_before + 1
+
+
+async def test_health_checks_are_counted_under_their_own_service(
+    channel: grpc.aio.Channel,
+) -> None:
+    health_service = "grpc.health.v1.Health"
+    ok_before = _count("Check", "OK", health_service)
+    unknown_before = _count("Check", "NOT_FOUND", health_service)
+    stub = health_pb2_grpc.HealthStub(channel)
+
+    served = await stub.Check(health_pb2.HealthCheckRequest(service=SERVICE))
+    with pytest.raises(grpc.aio.AioRpcError):
+        await stub.Check(health_pb2.HealthCheckRequest(service="no.such.Service"))
+
+    assert served.status == health_pb2.HealthCheckResponse.SERVING
+    assert _count("Check", "OK", health_service) == ok_before + 1
+    assert _count("Check", "NOT_FOUND", health_service) == unknown_before + 1
+
+
+async def test_metrics_endpoint_serves_the_counters(channel: grpc.aio.Channel) -> None:
+    await channel.unary_unary(f"/{SERVICE}/Echo")(b"scrape me")
+    DICOM_ASSOCIATIONS_REJECTED.labels(reason="unknown_calling_ae").inc()
+    server = start_metrics_server(0, host="127.0.0.1")
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{server.port}/metrics") as response:
+            status, body = response.status, response.read().decode()
+    finally:
+        server.stop()
+        server.stop()
+
+    assert status == 200
+    assert f'pacs_grpc_server_requests_total{{code="OK",method="Echo",service="{SERVICE}"}}' in (
+        body
+    )
+    assert 'pacs_dicom_associations_rejected_total{reason="unknown_calling_ae"}' in body
+    assert "pacs_grpc_server_request_duration_seconds_bucket{" in body
+    assert "# TYPE pacs_kafka_consumer_lag gauge" in body

@@ -1,0 +1,97 @@
+"""Settings of the gateway (``PACS_GATEWAY_*``).
+
+The DICOM listener, the IngestService gRPC port, where storage and the indexer are, which
+callers are let in, and the association limits. Read once at start-up and passed down.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import SettingsConfigDict
+
+from pacs_common.settings import ServiceSettings
+
+# PS3.5 6.2: an AE title is 1-16 characters of the default repertoire without backslash or
+# control characters; leading and trailing spaces are not significant.
+AE_TITLE_MAX = 16
+
+
+def _check_ae_title(value: str) -> str:
+    stripped = value.strip()
+    if not 0 < len(stripped) <= AE_TITLE_MAX or "\\" in stripped or not stripped.isprintable():
+        raise ValueError("an AE title is 1-16 printable characters without backslash (PS3.5 6.2)")
+    return stripped
+
+
+class GatewaySettings(ServiceSettings):
+    """Everything the gateway needs to know at start-up."""
+
+    model_config = SettingsConfigDict(env_prefix="PACS_GATEWAY_", extra="ignore")
+
+    service_name: str = "gateway"
+    grpc_port: int = Field(50053, ge=0, le=65535, description="IngestService; 0 = free port")
+
+    ae_title: str = Field("CLOUDPACS", description="the gateway's own (called) AE title")
+    dicom_host: str = Field("127.0.0.1", description="address the DIMSE listener binds")
+    dicom_port: int = Field(11112, ge=0, le=65535, description="DIMSE port; 0 = free port")
+
+    storage_target: str = Field("127.0.0.1:50051", description="host:port of StorageService")
+    indexer_target: str = Field("127.0.0.1:50052", description="host:port of QueryService")
+    default_tenant: str = Field("default", min_length=1, description="tenant of callers")
+
+    allowed_networks: list[str] = Field(
+        default_factory=lambda: ["127.0.0.0/8", "::1/128"],
+        description="source networks allowed to open associations (any calling AE title)",
+    )
+    max_associations: int = Field(32, ge=1, description="concurrent associations per process")
+    max_pdu_size: int = Field(
+        0, ge=0, description="largest P-DATA PDU we accept, bytes; 0 = unlimited (PS3.8 D.1)"
+    )
+    network_timeout: float = Field(60.0, gt=0, description="idle connection timeout, seconds")
+    acse_timeout: float = Field(30.0, gt=0, description="association negotiation timeout")
+    dimse_timeout: float = Field(30.0, gt=0, description="wait for a DIMSE message, seconds")
+
+    storage_timeout: float = Field(60.0, gt=0, description="deadline of one storage.Put")
+    query_timeout: float = Field(30.0, gt=0, description="deadline of one indexer query page")
+    find_page_size: int = Field(500, ge=1, le=10_000, description="C-FIND results per page")
+    max_file_bytes: int = Field(
+        2 * 1024**3, ge=1024, description="largest file accepted by IngestService.Store"
+    )
+
+    site_registry: Path | None = Field(
+        None, description="YAML site registry; when set it replaces allowed_networks"
+    )
+    registry_poll_s: float = Field(2.0, gt=0, description="how often the registry file is checked")
+
+    tls_port: int | None = Field(None, ge=0, le=65535, description="DICOM TLS port; None = off")
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    tls_ca_file: Path | None = Field(None, description="CA bundle that signs client certificates")
+    tls_require_client_cert: bool = Field(
+        False, description="require a client certificate on every TLS association"
+    )
+
+    workers: int = Field(
+        default_factory=lambda: os.cpu_count() or 1,
+        ge=1,
+        description="receiving processes sharing the DICOM port(s) with SO_REUSEPORT",
+    )
+    allow_private_sop_classes: bool = Field(
+        False, description="accept C-STORE of any SOP class, including private ones"
+    )
+
+    @field_validator("ae_title")
+    @classmethod
+    def _ae_title_valid(cls, value: str) -> str:
+        return _check_ae_title(value)
+
+    @field_validator("allowed_networks")
+    @classmethod
+    def _networks_valid(cls, value: list[str]) -> list[str]:
+        for network in value:
+            ipaddress.ip_network(network, strict=False)
+        return value

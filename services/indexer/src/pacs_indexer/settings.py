@@ -1,0 +1,37 @@
+"""Settings of the indexer (``PACS_INDEXER_*``, Kafka under ``PACS_KAFKA_*``)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from pacs_common.settings import KafkaSettings, ServiceSettings
+
+
+class IndexerSettings(ServiceSettings):
+    """Everything the indexer reads from its environment, once, at start-up."""
+
+    model_config = SettingsConfigDict(env_prefix="PACS_INDEXER_", extra="ignore")
+
+    service_name: str = "indexer"
+    grpc_port: int = Field(50052, ge=0, le=65535, description="0 picks a free port (tests)")
+    database_url: str = Field(
+        "sqlite:///./.cache/run/index.sqlite",
+        description="SQLAlchemy URL: sqlite:///path or postgresql+psycopg://user@host/db",
+    )
+    storage_target: str = Field("127.0.0.1:50051", description="host:port of StorageService")
+    consumer_group: str = "pacs-indexer"
+    consume_events: bool = Field(
+        True, description="consume storage events (off: serve queries from the index only)"
+    )
+    max_results: int = Field(
+        1000, ge=1, description="largest result a query may return without an explicit limit"
+    )
+    fuzzy_matching_default: bool = Field(
+        False,
+        description="match person names case-insensitively even when a query does not ask",
+    )
+    header_prefix_bytes: int = Field(
+        64 * 1024, ge=1024, description="bytes read from storage to parse a header first"
+    )
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)

@@ -1,0 +1,281 @@
+"""End to end: DCMTK sends real files to the gateway; each acknowledged instance is in S3 with
+the right SHA-256, is found by findscu and QueryService, and was announced with CloudEvents
+headers."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import io
+import json
+import time
+from pathlib import Path
+
+import boto3
+import grpc
+import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from botocore.config import Config
+from pacs.events.v1 import instance_events_pb2
+from pacs.query.v1 import query_service_pb2, query_service_pb2_grpc
+from pacs.storage.v1 import storage_service_pb2, storage_service_pb2_grpc
+from pacs.type.v1 import instance_pb2
+from pacs_common.events import TOPIC_INSTANCES
+from pydicom import dcmread
+from pydicom.data import get_testdata_file
+
+from tests.e2e.e2e_support import RunningStack, run_dcmtk
+
+pytestmark = pytest.mark.e2e
+
+# Real files in the transfer syntaxes a PACS meets: uncompressed (implicit, explicit, big
+# endian), deflated, RLE, JPEG lossless, JPEG-LS, JPEG 2000 lossless and lossy.
+SAMPLES = [
+    "CT_small.dcm",
+    "MR_small.dcm",
+    "rtplan.dcm",
+    "image_dfl.dcm",
+    "SC_rgb_rle.dcm",
+    "JPEG-LL.dcm",
+    "JPEG2000.dcm",
+    "US1_J2KR.dcm",
+    "emri_small.dcm",
+    "waveform_ecg.dcm",
+]
+
+
+def sample_paths() -> list[Path]:
+    paths = [Path(str(get_testdata_file(name))) for name in SAMPLES]
+    sop_uids = [dcmread(p, stop_before_pixels=True).SOPInstanceUID for p in paths]
+    assert len(set(sop_uids)) == len(sop_uids), "samples must be distinct instances"
+    return paths
+
+
+def instance_ref(path: Path, tenant: str) -> instance_pb2.InstanceRef:
+    ds = dcmread(path, stop_before_pixels=True)
+    return instance_pb2.InstanceRef(
+        tenant=tenant,
+        study_instance_uid=ds.StudyInstanceUID,
+        series_instance_uid=ds.SeriesInstanceUID,
+        sop_instance_uid=ds.SOPInstanceUID,
+    )
+
+
+def end_offsets(bootstrap: str) -> dict[TopicPartition, int]:
+    async def read() -> dict[TopicPartition, int]:
+        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+        await consumer.start()
+        try:
+            partitions = await consumer.partitions_for_topic(TOPIC_INSTANCES) or set()
+            tps = [TopicPartition(TOPIC_INSTANCES, p) for p in partitions]
+            return dict(await consumer.end_offsets(tps)) if tps else {}
+        finally:
+            await consumer.stop()
+
+    return asyncio.run(read())
+
+
+def events_since(
+    bootstrap: str, start: dict[TopicPartition, int]
+) -> list[tuple[dict[str, str], bytes]]:
+    async def read() -> list[tuple[dict[str, str], bytes]]:
+        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+        await consumer.start()
+        try:
+            partitions = await consumer.partitions_for_topic(TOPIC_INSTANCES) or set()
+            tps = [TopicPartition(TOPIC_INSTANCES, p) for p in partitions]
+            consumer.assign(tps)
+            for tp in tps:
+                consumer.seek(tp, start.get(tp, 0))
+            ends = await consumer.end_offsets(tps)
+            records: list[tuple[dict[str, str], bytes]] = []
+            while any(await consumer.position(tp) < ends[tp] for tp in tps):
+                batch = await consumer.getmany(timeout_ms=1000)
+                for messages in batch.values():
+                    for record in messages:
+                        headers = {k: bytes(v).decode() for k, v in record.headers}
+                        records.append((headers, bytes(record.value or b"")))
+            return records
+        finally:
+            await consumer.stop()
+
+    return asyncio.run(read())
+
+
+@pytest.fixture(scope="module")
+def sent(
+    e2e_stack: RunningStack, infra_env: dict[str, str]
+) -> tuple[list[Path], dict[TopicPartition, int]]:
+    """Send the samples once with storescu; return them and the topic offsets before sending."""
+    before = end_offsets(infra_env["PACS_KAFKA_BOOTSTRAP"])
+    paths = sample_paths()
+    result = run_dcmtk(
+        [
+            "storescu",
+            "-aec",
+            e2e_stack.ae_title,
+            "-aet",
+            "MODALITY1",
+            "127.0.0.1",
+            str(e2e_stack.dicom_port),
+            *map(str, paths),
+        ]
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    return paths, before
+
+
+def test_echoscu_is_answered(e2e_stack: RunningStack) -> None:
+    result = run_dcmtk(
+        ["echoscu", "-aec", e2e_stack.ae_title, "127.0.0.1", str(e2e_stack.dicom_port)]
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def test_every_acknowledged_instance_is_in_s3_with_its_sha256(
+    e2e_stack: RunningStack, infra_env: dict[str, str], sent: tuple[list[Path], object]
+) -> None:
+    paths, _ = sent
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=infra_env["PACS_S3_ENDPOINT"],
+        aws_access_key_id=infra_env["PACS_S3_ACCESS_KEY"],
+        aws_secret_access_key=infra_env["PACS_S3_SECRET_KEY"],
+        region_name=infra_env.get("PACS_S3_REGION", "us-east-1"),
+        config=Config(s3={"addressing_style": "path"}),
+    )
+    with grpc.insecure_channel(f"127.0.0.1:{e2e_stack.storage_port}") as channel:
+        storage = storage_service_pb2_grpc.StorageServiceStub(channel)
+        for path in paths:
+            head = storage.Head(
+                storage_service_pb2.HeadRequest(instance=instance_ref(path, e2e_stack.tenant))
+            )
+            obj = s3.get_object(Bucket=e2e_stack.bucket, Key=head.object.key)
+            body = obj["Body"].read()
+            assert hashlib.sha256(body).hexdigest() == head.object.sha256
+            assert head.object.size == len(body)
+            stored = dcmread(io.BytesIO(body))
+            original = dcmread(path)
+            assert stored.SOPInstanceUID == original.SOPInstanceUID
+            assert stored.file_meta.TransferSyntaxUID == original.file_meta.TransferSyntaxUID
+            if "PixelData" in original:
+                assert stored.PixelData == original.PixelData, path.name
+
+
+def wait_for_studies(
+    e2e_stack: RunningStack, study_uids: set[str], timeout_s: float = 60
+) -> list[dict[str, object]]:
+    deadline = time.monotonic() + timeout_s
+    with grpc.insecure_channel(f"127.0.0.1:{e2e_stack.indexer_port}") as channel:
+        query = query_service_pb2_grpc.QueryServiceStub(channel)
+        while True:
+            reply = query.FindStudies(
+                query_service_pb2.FindStudiesRequest(
+                    query=query_service_pb2.Query(
+                        tenant=e2e_stack.tenant,
+                        match={
+                            "StudyInstanceUID": "\\".join(sorted(study_uids)),
+                            "PatientName": "",
+                        },
+                    )
+                )
+            )
+            found = [json.loads(d) for d in reply.datasets]
+            uids = {d["0020000D"]["Value"][0] for d in found}
+            if uids >= study_uids or time.monotonic() > deadline:
+                assert uids == study_uids
+                return found
+            time.sleep(0.5)
+
+
+def test_query_service_finds_every_study(
+    e2e_stack: RunningStack, sent: tuple[list[Path], object]
+) -> None:
+    paths, _ = sent
+    study_uids = {dcmread(p, stop_before_pixels=True).StudyInstanceUID for p in paths}
+    found = wait_for_studies(e2e_stack, study_uids)
+    ct = dcmread(paths[0], stop_before_pixels=True)
+    ct_study = next(d for d in found if d["0020000D"]["Value"][0] == ct.StudyInstanceUID)
+    assert ct_study["00100010"]["Value"][0]["Alphabetic"] == str(ct.PatientName)
+
+
+def test_findscu_finds_every_study(
+    e2e_stack: RunningStack, sent: tuple[list[Path], object], tmp_path: Path
+) -> None:
+    paths, _ = sent
+    study_uids = {dcmread(p, stop_before_pixels=True).StudyInstanceUID for p in paths}
+    wait_for_studies(e2e_stack, study_uids)
+    result = run_dcmtk(
+        [
+            "findscu",
+            "-S",
+            "-aec",
+            e2e_stack.ae_title,
+            "-X",
+            "-k",
+            "QueryRetrieveLevel=STUDY",
+            "-k",
+            "StudyInstanceUID",
+            "-k",
+            "PatientName",
+            "-k",
+            "StudyDate",
+            "127.0.0.1",
+            str(e2e_stack.dicom_port),
+        ],
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    answered = {dcmread(p).StudyInstanceUID for p in tmp_path.glob("rsp*.dcm")}
+    assert study_uids <= answered
+    # Wildcard matching on the patient name through DICOM as well.
+    ct = dcmread(paths[0], stop_before_pixels=True)
+    prefix = str(ct.PatientName)[:3] + "*"
+    wildcard_dir = tmp_path / "wildcard"
+    wildcard_dir.mkdir()
+    result = run_dcmtk(
+        [
+            "findscu",
+            "-S",
+            "-aec",
+            e2e_stack.ae_title,
+            "-X",
+            "-k",
+            "QueryRetrieveLevel=STUDY",
+            "-k",
+            "StudyInstanceUID",
+            "-k",
+            f"PatientName={prefix}",
+            "127.0.0.1",
+            str(e2e_stack.dicom_port),
+        ],
+        cwd=wildcard_dir,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    matched = [dcmread(p) for p in wildcard_dir.glob("rsp*.dcm")]
+    assert ct.StudyInstanceUID in {d.StudyInstanceUID for d in matched}
+    assert all(str(d.PatientName).startswith(prefix[:-1]) for d in matched)
+
+
+def test_instance_stored_events_carry_cloudevents_headers(
+    e2e_stack: RunningStack,
+    infra_env: dict[str, str],
+    sent: tuple[list[Path], dict[TopicPartition, int]],
+) -> None:
+    paths, before = sent
+    records = events_since(infra_env["PACS_KAFKA_BOOTSTRAP"], before)
+    ours: dict[str, dict[str, str]] = {}
+    for headers, value in records:
+        if headers.get("ce_type") != "pacs.events.v1.InstanceStored":
+            continue
+        event = instance_events_pb2.InstanceStored.FromString(value)
+        if event.object.instance.tenant == e2e_stack.tenant:
+            ours[event.object.instance.sop_instance_uid] = headers
+            assert event.object.sha256 and event.object.key
+    for path in paths:
+        sop = dcmread(path, stop_before_pixels=True).SOPInstanceUID
+        assert sop in ours, f"no InstanceStored for {path.name}"
+        headers = ours[sop]
+        for name in ("ce_id", "ce_source", "ce_type", "ce_time", "content-type", "traceparent"):
+            assert headers.get(name), f"{name} missing"
+        assert headers["content-type"] == "application/protobuf"
