@@ -46,9 +46,10 @@ proto-check: proto ## Fail if the generated code is stale
 	test -z "$$(git status --porcelain -- services/common/src/pacs)" || { echo "untracked generated files: run 'make proto' and commit"; exit 1; }
 
 .PHONY: lint
-lint: ## ruff lint and format check
+lint: ## ruff lint and format check, buf lint and breaking-change check of the protos
 	$(UV) run ruff check .
 	$(UV) run ruff format --check .
+	infra/buf.sh
 
 .PHONY: typecheck
 typecheck: ## mypy --strict on all of services/
