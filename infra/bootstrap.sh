@@ -13,6 +13,7 @@
 # and Go >= 1.21 (only to build versitygw; go >= 1.25 or GOTOOLCHAIN=auto).
 # Usage: infra/bootstrap.sh          (no arguments; safe to re-run)
 set -euo pipefail
+# shellcheck source-path=SCRIPTDIR source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 APT_PACKAGES=(dcmtk postgresql orthanc prometheus)

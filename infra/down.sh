@@ -5,6 +5,7 @@
 # Downloaded/built artefacts (.cache/kafka-libs, .cache/bin) are never deleted.
 # Usage: infra/down.sh [--purge]
 set -euo pipefail
+# shellcheck source-path=SCRIPTDIR source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 purge=0
@@ -15,10 +16,22 @@ case "${1:-}" in
 esac
 
 t0="$(now)"
+# Stop the three in parallel (Kafka's controlled shutdown and versitygw's
+# graceful stop take ~2-3 s each); print each one's output in a fixed order.
+tmp="$(mktemp -d)"
+trap 'rm -rf "$tmp"' EXIT
+pids=()
+for svc in kafka s3 postgres; do
+    "$INFRA_DIR/$svc.sh" stop >"$tmp/$svc" 2>&1 &
+    pids+=($!)
+done
 rc=0
-"$INFRA_DIR/kafka.sh" stop || rc=1
-"$INFRA_DIR/s3.sh" stop || rc=1
-"$INFRA_DIR/postgres.sh" stop || rc=1
+i=0
+for svc in kafka s3 postgres; do
+    wait "${pids[$i]}" || rc=1
+    cat "$tmp/$svc"
+    i=$((i + 1))
+done
 ((rc == 0)) || die "some service failed to stop; not purging (check 'infra/<svc>.sh status')"
 
 if ((purge)); then

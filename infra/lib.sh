@@ -3,7 +3,7 @@
 # Sourced (not executed) by infra/*.sh. Defines REPO, the .cache layout, ports,
 # logging helpers, pid-file/process helpers and port probes. Bash only; no
 # dependency beyond coreutils/util-linux.
-# shellcheck shell=bash
+# shellcheck shell=bash disable=SC2034  # variables are used by the sourcing scripts
 
 INFRA_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO="$(cd "$INFRA_DIR/.." && pwd)"
@@ -96,4 +96,13 @@ ensure_port_free() {
     if port_open "$1"; then
         die "$2: port 127.0.0.1:$1 is already in use by another process ($(port_owner "$1")); stop it or set $3"
     fi
+}
+
+# svc_lock DIR — serialise start/stop of one service across concurrent callers
+# (flock on DIR/.lock held via fd 8 until the script exits). Daemons launched
+# while holding it must be started with `8>&-` so they do not inherit the lock.
+svc_lock() {
+    mkdir -p "$1"
+    exec 8>"$1/.lock"
+    flock -w 150 8 || die "timed out waiting for $1/.lock (another start/stop running?)"
 }

@@ -12,6 +12,7 @@
 # Binaries: $PACS_PG_BIN, else /usr/lib/postgresql/<PG_VERSION of the data dir>/bin,
 # else the newest /usr/lib/postgresql/*/bin, else pg_ctl on PATH.
 set -euo pipefail
+# shellcheck source-path=SCRIPTDIR source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 PDIR="$RUN/postgres"
@@ -29,7 +30,7 @@ find_pgbin() {
         echo "/usr/lib/postgresql/$(cat "$DATA/PG_VERSION")/bin"; return
     fi
     local d
-    d="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -t/ -k4,4V | tail -n1 || true)"
+    d="$(compgen -G '/usr/lib/postgresql/*/bin' | sort -V | tail -n1 || true)"
     if [[ -n "$d" && -x "$d/pg_ctl" ]]; then
         echo "$d"; return
     fi
@@ -65,6 +66,7 @@ psql_cmd() {
 cmd_start() {
     local pid t0
     t0="$(now)"
+    svc_lock "$PDIR"
     PGBIN="$(find_pgbin)"
     if pid="$(running_pid)"; then
         log "postgres: already running (pid $pid) on 127.0.0.1:$PACS_PG_PORT"
@@ -85,12 +87,21 @@ cmd_start() {
         as_pg "$PGBIN/initdb" -D "$DATA" -A trust -U postgres -E UTF8 --locale=C.UTF-8 --no-sync \
             >"$PDIR/initdb.log" 2>&1 || fail_with_log postgres "$PDIR/initdb.log" "initdb failed"
     fi
-    rm -f "$DATA/postmaster.pid"   # stale (process is gone, checked above)
+    # A postmaster that was just SIGKILLed can linger a moment (zombie / exiting
+    # backends still attached); postgres refuses to start until it is gone.
+    local old i
+    old="$(head -n1 "$DATA/postmaster.pid" 2>/dev/null | tr -dc '0-9' || true)"
+    if [[ -n "$old" ]]; then
+        for ((i = 0; i < 100; i++)); do
+            [[ -e "/proc/$old" ]] || break
+            sleep 0.1
+        done
+    fi
     log "postgres: starting on 127.0.0.1:$PACS_PG_PORT"
-    # pg_ctl daemonises the postmaster (setsid) itself.
+    # pg_ctl daemonises the postmaster (setsid) itself; 8>&-: keep our lock fd out of it.
     if ! as_pg "$PGBIN/pg_ctl" -D "$DATA" -l "$LOGFILE" -w -t "$START_TIMEOUT" -s \
         -o "-p $PACS_PG_PORT -k $PDIR -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off" \
-        start; then
+        start 8>&-; then
         fail_with_log postgres "$LOGFILE" "pg_ctl start failed"
     fi
     ensure_db
@@ -107,6 +118,7 @@ ensure_db() {
 cmd_stop() {
     local pid t0
     t0="$(now)"
+    svc_lock "$PDIR"
     if ! pid="$(running_pid)"; then
         log "postgres: not running"
         return 0

@@ -12,6 +12,7 @@
 # choice is made on the first start and recorded in .cache/run/s3/meta-mode.
 # Log: .cache/run/s3/s3.log (request logging off: -q). Pid: .cache/run/s3/s3.pid.
 set -euo pipefail
+# shellcheck source-path=SCRIPTDIR source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 SDIR="$RUN/s3"
@@ -65,6 +66,7 @@ meta_mode() {
 cmd_start() {
     local pid t0 mode
     t0="$(now)"
+    svc_lock "$SDIR"
     if pid="$(running_pid)"; then
         log "s3: already running (pid $pid) on http://127.0.0.1:$PACS_S3_PORT"
         return 0
@@ -85,7 +87,7 @@ cmd_start() {
     ROOT_ACCESS_KEY="$PACS_S3_ACCESS_KEY" ROOT_SECRET_KEY="$PACS_S3_SECRET_KEY" \
         VGW_REGION="$PACS_S3_REGION" \
         setsid "$VGW" --port "127.0.0.1:$PACS_S3_PORT" --quiet "${backend[@]}" "$DATA" \
-        >>"$LOGFILE" 2>&1 </dev/null &
+        >>"$LOGFILE" 2>&1 </dev/null 8>&- &
     pid=$!
     printf '%s\n' "$pid" >"$PIDFILE"
 
@@ -107,6 +109,7 @@ cmd_start() {
 cmd_stop() {
     local pid t0
     t0="$(now)"
+    svc_lock "$SDIR"
     if ! pid="$(running_pid)"; then
         rm -f "$PIDFILE"
         log "s3: not running"

@@ -5,13 +5,24 @@
 # and print the endpoints. Safe to re-run: running services are left alone.
 # Usage: infra/up.sh            (ports/keys: see infra/README.md)
 set -euo pipefail
+# shellcheck source-path=SCRIPTDIR source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 t0="$(now)"
 "$INFRA_DIR/bootstrap.sh"
-"$INFRA_DIR/postgres.sh" start
-"$INFRA_DIR/s3.sh" start
-"$INFRA_DIR/kafka.sh" start
+# Kafka (the slow one: 2 JVM starts) comes up in the background while PostgreSQL
+# and S3 start; its output is shown once it is done.
+mkdir -p "$RUN"
+kafka_out="$(mktemp)"
+trap 'rm -f "$kafka_out"' EXIT
+"$INFRA_DIR/kafka.sh" start >"$kafka_out" 2>&1 &
+kafka_job=$!
+rc=0
+"$INFRA_DIR/postgres.sh" start || rc=1
+"$INFRA_DIR/s3.sh" start || rc=1
+wait "$kafka_job" || rc=1
+cat "$kafka_out"
+((rc == 0)) || die "infra up failed (see messages above; 'infra/down.sh' stops whatever did start)"
 
 mkdir -p "$RUN"
 ENV_FILE="$RUN/infra.env"
@@ -25,16 +36,15 @@ PACS_TEST_POSTGRES_URL=postgresql+psycopg://postgres@127.0.0.1:${PACS_PG_PORT}/$
 ENV
 mv -f "$ENV_FILE.tmp" "$ENV_FILE"
 
-cat <<TABLE
-
-  service    endpoint                         logs
-  ---------  -------------------------------  -----------------------------------
-  kafka      127.0.0.1:${PACS_KAFKA_PORT} (ctrl ${PACS_KAFKA_CONTROLLER_PORT})       .cache/run/kafka/kafka.log
-  s3         http://127.0.0.1:${PACS_S3_PORT}           .cache/run/s3/s3.log
-  postgres   127.0.0.1:${PACS_PG_PORT} db ${PACS_PG_DB}      .cache/run/postgres/postgres.log
-
-  S3 credentials: ${PACS_S3_ACCESS_KEY} / ${PACS_S3_SECRET_KEY} (region ${PACS_S3_REGION})
-  env file: .cache/run/infra.env   (load with: set -a; . .cache/run/infra.env; set +a)
-
-TABLE
+row() { printf '  %-9s  %-42s  %s\n' "$@"; }
+echo
+row service endpoint log
+row ------- -------- ---
+row kafka "127.0.0.1:${PACS_KAFKA_PORT} (controller ${PACS_KAFKA_CONTROLLER_PORT})" .cache/run/kafka/kafka.log
+row s3 "http://127.0.0.1:${PACS_S3_PORT} (${PACS_S3_REGION})" .cache/run/s3/s3.log
+row postgres "127.0.0.1:${PACS_PG_PORT}/${PACS_PG_DB} (user postgres)" .cache/run/postgres/postgres.log
+echo
+echo "  S3 credentials: ${PACS_S3_ACCESS_KEY} / ${PACS_S3_SECRET_KEY}"
+echo "  env file: .cache/run/infra.env   (load: set -a; . .cache/run/infra.env; set +a)"
+echo
 log "infra up in $(elapsed "$t0")"

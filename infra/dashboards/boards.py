@@ -1,0 +1,609 @@
+"""The cloudpacs Grafana dashboards, on the metric names of ``pacs_common.metrics``.
+
+Four boards: ingest overview (what the sites see), per-service health (gRPC), Kafka lag
+(the event pipeline) and storage (S3). ``component`` is the label the chart's ServiceMonitor
+sets (storage, indexer, gateway).
+"""
+
+from __future__ import annotations
+
+from grafana_foundation_sdk.builders import dashboard as dash
+from grafana_foundation_sdk.builders import prometheus
+from grafana_foundation_sdk.models.dashboard import Dashboard
+from grafana_foundation_sdk.models.dashboard import VariableRefresh, VariableSort
+from panels import DATASOURCE, NS, graph, new_dashboard, query, row, single
+
+RATE = "$__rate_interval"
+SERVER_ERRORS = 'code=~"UNKNOWN|INTERNAL|UNAVAILABLE|DATA_LOSS|DEADLINE_EXCEEDED|UNIMPLEMENTED"'
+STORAGE_SERVICE = 'service="pacs.storage.v1.StorageService"'
+CSTORE = f'{NS},operation="C-STORE"'
+# One series per partition: a consumer may still export a partition it lost in a rebalance.
+LAG_BY_PARTITION = f"max by (group, topic, partition) (pacs_kafka_consumer_lag{{{NS}}})"
+
+
+def quantiles(metric: str, by: str, selector: str = NS) -> list[prometheus.Dataquery]:
+    """p50/p95/p99 of a histogram, per ``by`` label (empty for one overall series)."""
+    group = f"{by}, le" if by else "le"
+    legend_prefix = f"{{{{{by}}}}} " if by else ""
+    return [
+        query(
+            f"histogram_quantile({q}, sum by ({group}) "
+            f"(rate({metric}_bucket{{{selector}}}[{RATE}])))",
+            f"{legend_prefix}p{int(q * 100)}",
+        )
+        for q in (0.5, 0.95, 0.99)
+    ]
+
+
+def ingest_overview() -> Dashboard:
+    """What the imaging sites experience: images in, failures, rejections, delay to query."""
+    return (
+        new_dashboard(
+            "cloudpacs-ingest",
+            "cloudpacs / Ingest overview",
+            "DICOM ingest end to end: associations, C-STORE outcomes and latency, throughput, "
+            "and how far indexing lags behind.",
+        )
+        .with_row(row("Now"))
+        .with_panel(
+            single(
+                "Images stored / s",
+                "C-STOREs answered with Success (only after the image is durable and announced).",
+                "ops",
+                f'sum(rate(pacs_dimse_operations_total{{{CSTORE},status="success"}}[5m]))',
+            )
+        )
+        .with_panel(
+            single(
+                "Ingest throughput",
+                "Dataset bytes accepted by C-STORE.",
+                "Bps",
+                f"sum(rate(pacs_dicom_cstore_bytes_total{{{NS}}}[5m]))",
+            )
+        )
+        .with_panel(
+            single(
+                "Open associations",
+                "DICOM associations currently established with the gateway.",
+                "short",
+                f"sum(pacs_dicom_associations_open{{{NS}}})",
+            )
+        )
+        .with_panel(
+            single(
+                "C-STORE failures",
+                "Share of C-STOREs answered with a failure status (senders keep and retry them).",
+                "percentunit",
+                f'sum(rate(pacs_dimse_operations_total{{{CSTORE},status="failure"}}[5m])) '
+                f"/ sum(rate(pacs_dimse_operations_total{{{CSTORE}}}[5m]))",
+                [(None, "green"), (0.001, "orange"), (0.01, "red")],
+            )
+        )
+        .with_panel(
+            single(
+                "Rejected associations (1h)",
+                "Association requests refused at association time (unknown AE, network, TLS).",
+                "short",
+                f"sum(increase(pacs_dicom_associations_rejected_total{{{NS}}}[1h]))",
+                [(None, "green"), (1, "orange"), (50, "red")],
+            )
+        )
+        .with_panel(
+            single(
+                "Events waiting",
+                "Events not yet handled by their consumers, all groups (indexing delay).",
+                "short",
+                f"sum({LAG_BY_PARTITION})",
+                [(None, "green"), (1000, "orange"), (10000, "red")],
+            )
+        )
+        .with_row(row("DICOM"))
+        .with_panel(
+            graph(
+                "C-STORE by status",
+                "C-STORE responses per second by status class.",
+                "ops",
+                query(
+                    f"sum by (status) (rate(pacs_dimse_operations_total{{{CSTORE}}}[{RATE}]))",
+                    "{{status}}",
+                ),
+                stacked=True,
+            )
+        )
+        .with_panel(
+            graph(
+                "C-STORE latency",
+                "From the dataset received to the response status, including storage.Put.",
+                "s",
+                *quantiles("pacs_dicom_cstore_duration_seconds", ""),
+            )
+        )
+        .with_panel(
+            graph(
+                "Ingest throughput by pod",
+                "Dataset bytes accepted per second, per gateway pod.",
+                "Bps",
+                query(
+                    f"sum by (pod) (rate(pacs_dicom_cstore_bytes_total{{{NS}}}[{RATE}]))",
+                    "{{pod}}",
+                ),
+                stacked=True,
+            )
+        )
+        .with_panel(
+            graph(
+                "DIMSE operations",
+                "Every DIMSE service by operation and status.",
+                "ops",
+                query(
+                    f"sum by (operation, status) "
+                    f"(rate(pacs_dimse_operations_total{{{NS}}}[{RATE}]))",
+                    "{{operation}} {{status}}",
+                ),
+            )
+        )
+        .with_panel(
+            graph(
+                "Open associations by pod",
+                "Associations held per gateway pod; compare with maxAssociations.",
+                "short",
+                query(f"sum by (pod) (pacs_dicom_associations_open{{{NS}}})", "{{pod}}"),
+            )
+        )
+        .with_panel(
+            graph(
+                "Rejected associations by reason",
+                "A-ASSOCIATE-RJ sent per second (PS3.8 9.3.4).",
+                "ops",
+                query(
+                    f"sum by (reason) "
+                    f"(rate(pacs_dicom_associations_rejected_total{{{NS}}}[{RATE}]))",
+                    "{{reason}}",
+                ),
+            )
+        )
+        .with_row(row("Pipeline"))
+        .with_panel(
+            graph(
+                "storage.Put outcomes",
+                "The gateway's writes to the storage service, by gRPC status code.",
+                "reqps",
+                query(
+                    f"sum by (code) (rate(pacs_grpc_server_requests_total"
+                    f'{{{NS},{STORAGE_SERVICE},method="Put"}}[{RATE}]))',
+                    "{{code}}",
+                ),
+                width=8,
+            )
+        )
+        .with_panel(
+            graph(
+                "Event publish latency",
+                "Until Kafka acknowledged InstanceStored (acks=all), p95 per topic.",
+                "s",
+                query(
+                    f"histogram_quantile(0.95, sum by (topic, le) "
+                    f"(rate(pacs_kafka_produce_duration_seconds_bucket{{{NS}}}[{RATE}])))",
+                    "{{topic}} p95",
+                ),
+                width=8,
+            )
+        )
+        .with_panel(
+            graph(
+                "Events waiting by consumer group",
+                "Consumer lag summed over partitions: images not yet queryable.",
+                "short",
+                query(f"sum by (group, topic) ({LAG_BY_PARTITION})", "{{group}} {{topic}}"),
+                width=8,
+            )
+        )
+        .build()
+    )
+
+
+def service_health() -> Dashboard:
+    """gRPC traffic, errors and latency of every service, and the pods behind them."""
+    selector = f'{NS},service=~"$service"'
+    return (
+        new_dashboard(
+            "cloudpacs-services",
+            "cloudpacs / Service health",
+            "gRPC requests, server-side errors and latency per service and method, pod "
+            "resources, and index query latency.",
+        )
+        .with_variable(
+            dash.QueryVariable("service")
+            .label("gRPC service")
+            .datasource(DATASOURCE)
+            .query(f"label_values(pacs_grpc_server_requests_total{{{NS}}}, service)")
+            .refresh(VariableRefresh.ON_TIME_RANGE_CHANGED)
+            .sort(VariableSort.ALPHABETICAL_ASC)
+            .multi(True)
+            .include_all(True)
+            .all_value(".*")
+        )
+        .with_row(row("Now"))
+        .with_panel(
+            single(
+                "Requests / s",
+                "gRPC calls handled, all selected services.",
+                "reqps",
+                f"sum(rate(pacs_grpc_server_requests_total{{{selector}}}[5m]))",
+                width=6,
+            )
+        )
+        .with_panel(
+            single(
+                "Server errors",
+                "Share of calls ending UNKNOWN, INTERNAL, UNAVAILABLE, DATA_LOSS, "
+                "DEADLINE_EXCEEDED or UNIMPLEMENTED.",
+                "percentunit",
+                f"sum(rate(pacs_grpc_server_requests_total{{{selector},{SERVER_ERRORS}}}[5m])) "
+                f"/ sum(rate(pacs_grpc_server_requests_total{{{selector}}}[5m]))",
+                [(None, "green"), (0.01, "orange"), (0.05, "red")],
+                width=6,
+            )
+        )
+        .with_panel(
+            single(
+                "p99 latency",
+                "99th percentile of call duration, all selected services.",
+                "s",
+                f"histogram_quantile(0.99, sum by (le) "
+                f"(rate(pacs_grpc_server_request_duration_seconds_bucket{{{selector}}}[5m])))",
+                width=6,
+            )
+        )
+        .with_panel(
+            single(
+                "Pods up",
+                "Scrape targets answering, all components.",
+                "short",
+                f'sum(up{{{NS},component=~".+"}})',
+                [(None, "red"), (1, "green")],
+                width=6,
+            )
+        )
+        .with_row(row("gRPC"))
+        .with_panel(
+            graph(
+                "Requests by method",
+                "Calls per second per service and method.",
+                "reqps",
+                query(
+                    f"sum by (service, method) "
+                    f"(rate(pacs_grpc_server_requests_total{{{selector}}}[{RATE}]))",
+                    "{{service}}/{{method}}",
+                ),
+            )
+        )
+        .with_panel(
+            graph(
+                "Non-OK responses by code",
+                "Every status but OK: caller errors (INVALID_ARGUMENT, NOT_FOUND...) and "
+                "server errors alike.",
+                "reqps",
+                query(
+                    f"sum by (service, code) "
+                    f'(rate(pacs_grpc_server_requests_total{{{selector},code!="OK"}}[{RATE}]))',
+                    "{{service}} {{code}}",
+                ),
+            )
+        )
+        .with_panel(
+            graph(
+                "Server error ratio",
+                "Share of calls ending with a server-side error; the alert fires above 5%.",
+                "percentunit",
+                query(
+                    f"sum by (service) (rate(pacs_grpc_server_requests_total"
+                    f"{{{selector},{SERVER_ERRORS}}}[{RATE}])) / sum by (service) "
+                    f"(rate(pacs_grpc_server_requests_total{{{selector}}}[{RATE}]))",
+                    "{{service}}",
+                ),
+            )
+        )
+        .with_panel(
+            graph(
+                "Latency p95 by method",
+                "95th percentile of call duration (streams: until the last message).",
+                "s",
+                query(
+                    f"histogram_quantile(0.95, sum by (service, method, le) "
+                    f"(rate(pacs_grpc_server_request_duration_seconds_bucket"
+                    f"{{{selector}}}[{RATE}])))",
+                    "{{service}}/{{method}}",
+                ),
+            )
+        )
+        .with_row(row("Pods"))
+        .with_panel(
+            graph(
+                "Resident memory",
+                "Per pod; compare with the component's memory limit.",
+                "bytes",
+                query(
+                    f'sum by (component, pod) (process_resident_memory_bytes{{{NS},component=~".+"}})',
+                    "{{pod}}",
+                ),
+                width=8,
+            )
+        )
+        .with_panel(
+            graph(
+                "CPU",
+                "Cores used per pod.",
+                "short",
+                query(
+                    f"sum by (component, pod) "
+                    f'(rate(process_cpu_seconds_total{{{NS},component=~".+"}}[{RATE}]))',
+                    "{{pod}}",
+                ),
+                width=8,
+            )
+        )
+        .with_panel(
+            graph(
+                "Index query latency",
+                "QueryService lookups in the index database, p95 by query/retrieve level.",
+                "s",
+                query(
+                    f"histogram_quantile(0.95, sum by (level, le) "
+                    f"(rate(pacs_index_query_duration_seconds_bucket{{{NS}}}[{RATE}])))",
+                    "{{level}} p95",
+                ),
+                width=8,
+            )
+        )
+        .build()
+    )
+
+
+def kafka_lag() -> Dashboard:
+    """The event pipeline: consumer lag, handling outcomes, dead letters, publish latency."""
+    lag = (
+        f'max by (group, topic, partition) (pacs_kafka_consumer_lag{{{NS},group=~"$group"}})'
+    )
+    consumed = f'{NS},group=~"$group"'
+    return (
+        new_dashboard(
+            "cloudpacs-kafka",
+            "cloudpacs / Kafka lag",
+            "Consumer lag per group, topic and partition, how events are handled (ok, "
+            "retried, dead-lettered) and how long publishing takes.",
+        )
+        .with_variable(
+            dash.QueryVariable("group")
+            .label("Consumer group")
+            .datasource(DATASOURCE)
+            .query(f"label_values(pacs_kafka_consumer_lag{{{NS}}}, group)")
+            .refresh(VariableRefresh.ON_TIME_RANGE_CHANGED)
+            .sort(VariableSort.ALPHABETICAL_ASC)
+            .multi(True)
+            .include_all(True)
+            .all_value(".*")
+        )
+        .with_row(row("Now"))
+        .with_panel(
+            single(
+                "Events waiting",
+                "Lag summed over the selected groups' partitions.",
+                "short",
+                f"sum({lag})",
+                [(None, "green"), (1000, "orange"), (10000, "red")],
+                width=6,
+            )
+        )
+        .with_panel(
+            single(
+                "Handled / s",
+                "Events handled successfully per second.",
+                "ops",
+                f'sum(rate(pacs_kafka_events_consumed_total{{{consumed},outcome="ok"}}[5m]))',
+                width=6,
+            )
+        )
+        .with_panel(
+            single(
+                "Time to catch up",
+                "Events waiting divided by the handling rate.",
+                "s",
+                f"sum({lag}) / sum(rate(pacs_kafka_events_consumed_total"
+                f'{{{consumed},outcome="ok"}}[5m]))',
+                [(None, "green"), (300, "orange"), (1800, "red")],
+                width=6,
+            )
+        )
+        .with_panel(
+            single(
+                "Dead-lettered (24h)",
+                "Events that failed every retry and went to a dead-letter topic.",
+                "short",
+                f"sum(increase(pacs_kafka_events_consumed_total"
+                f'{{{consumed},outcome="dead_lettered"}}[24h]))',
+                [(None, "green"), (1, "red")],
+                width=6,
+            )
+        )
+        .with_row(row("Lag"))
+        .with_panel(
+            graph(
+                "Lag by group and topic",
+                "Events not yet handled; the alert fires above 1000 for 10 minutes.",
+                "short",
+                query(f"sum by (group, topic) ({lag})", "{{group}} {{topic}}"),
+            )
+        )
+        .with_panel(
+            graph(
+                "Lag by partition",
+                "One hot partition means one busy study key (events are keyed by study).",
+                "short",
+                query(lag, "{{group}} {{topic}}[{{partition}}]"),
+            )
+        )
+        .with_row(row("Handling"))
+        .with_panel(
+            graph(
+                "Events by outcome",
+                "ok, retried, dead_lettered or skipped, per group and topic.",
+                "ops",
+                query(
+                    f"sum by (group, topic, outcome) "
+                    f"(rate(pacs_kafka_events_consumed_total{{{consumed}}}[{RATE}]))",
+                    "{{group}} {{topic}} {{outcome}}",
+                ),
+                stacked=True,
+            )
+        )
+        .with_panel(
+            graph(
+                "Publish latency",
+                "Until the brokers acknowledged an event (acks=all), per topic.",
+                "s",
+                *quantiles("pacs_kafka_produce_duration_seconds", "topic"),
+            )
+        )
+        .with_panel(
+            graph(
+                "Events published",
+                "Events published per second, per topic.",
+                "ops",
+                query(
+                    f"sum by (topic) "
+                    f"(rate(pacs_kafka_produce_duration_seconds_count{{{NS}}}[{RATE}]))",
+                    "{{topic}}",
+                ),
+                width=24,
+            )
+        )
+        .build()
+    )
+
+
+def storage() -> Dashboard:
+    """The storage service and its S3 traffic."""
+    grpc_storage = f"{NS},{STORAGE_SERVICE}"
+    return (
+        new_dashboard(
+            "cloudpacs-storage",
+            "cloudpacs / Storage",
+            "StorageService calls and the S3 requests behind them: rate, latency and errors "
+            "after retries, per operation.",
+        )
+        .with_row(row("Now"))
+        .with_panel(
+            single(
+                "S3 requests / s",
+                "All S3 operations.",
+                "reqps",
+                f"sum(rate(pacs_s3_request_duration_seconds_count{{{NS}}}[5m]))",
+                width=6,
+            )
+        )
+        .with_panel(
+            single(
+                "S3 error ratio",
+                "Requests failing after the client's retries.",
+                "percentunit",
+                f"sum(rate(pacs_s3_errors_total{{{NS}}}[5m])) "
+                f"/ sum(rate(pacs_s3_request_duration_seconds_count{{{NS}}}[5m]))",
+                [(None, "green"), (0.01, "orange"), (0.1, "red")],
+                width=6,
+            )
+        )
+        .with_panel(
+            single(
+                "Put p95",
+                "StorageService.Put, from first chunk to durable and announced.",
+                "s",
+                f"histogram_quantile(0.95, sum by (le) "
+                f"(rate(pacs_grpc_server_request_duration_seconds_bucket"
+                f'{{{grpc_storage},method="Put"}}[5m])))',
+                width=6,
+            )
+        )
+        .with_panel(
+            single(
+                "Get p95",
+                "StorageService.Get, until the last chunk is sent.",
+                "s",
+                f"histogram_quantile(0.95, sum by (le) "
+                f"(rate(pacs_grpc_server_request_duration_seconds_bucket"
+                f'{{{grpc_storage},method="Get"}}[5m])))',
+                width=6,
+            )
+        )
+        .with_row(row("StorageService"))
+        .with_panel(
+            graph(
+                "Calls by method and code",
+                "Put, Get, Head, Delete, List per second by gRPC status.",
+                "reqps",
+                query(
+                    f"sum by (method, code) "
+                    f"(rate(pacs_grpc_server_requests_total{{{grpc_storage}}}[{RATE}]))",
+                    "{{method}} {{code}}",
+                ),
+            )
+        )
+        .with_panel(
+            graph(
+                "Latency p95 by method",
+                "95th percentile per StorageService method.",
+                "s",
+                query(
+                    f"histogram_quantile(0.95, sum by (method, le) "
+                    f"(rate(pacs_grpc_server_request_duration_seconds_bucket"
+                    f"{{{grpc_storage}}}[{RATE}])))",
+                    "{{method}}",
+                ),
+            )
+        )
+        .with_row(row("S3"))
+        .with_panel(
+            graph(
+                "S3 requests by operation",
+                "put_object, get_object, head_object, multipart parts...",
+                "reqps",
+                query(
+                    f"sum by (operation) "
+                    f"(rate(pacs_s3_request_duration_seconds_count{{{NS}}}[{RATE}]))",
+                    "{{operation}}",
+                ),
+                width=8,
+            )
+        )
+        .with_panel(
+            graph(
+                "S3 latency",
+                "Per operation, successful or not.",
+                "s",
+                *quantiles("pacs_s3_request_duration_seconds", "operation"),
+                width=8,
+            )
+        )
+        .with_panel(
+            graph(
+                "S3 errors by operation",
+                "Failures after the client's retries; each one fails a Put or a Get.",
+                "reqps",
+                query(
+                    f"sum by (operation) (rate(pacs_s3_errors_total{{{NS}}}[{RATE}]))",
+                    "{{operation}}",
+                ),
+                width=8,
+            )
+        )
+        .build()
+    )
+
+
+DASHBOARDS = {
+    "ingest-overview": ingest_overview,
+    "service-health": service_health,
+    "kafka-lag": kafka_lag,
+    "storage": storage,
+}
+"""File name (without .json) -> builder."""
