@@ -54,3 +54,13 @@ lint: ## ruff lint and format check, buf lint and breaking-change check of the p
 .PHONY: typecheck
 typecheck: ## mypy --strict on all of services/
 	$(UV) run mypy services/*/src
+
+.PHONY: helm-lint
+helm-lint: ## Chart: lint --strict, offline validation (k8s 1.33/1.35), golden renders; alert rules; dashboards
+	infra/helm.sh lint
+	infra/prometheus/check.sh
+	infra/dashboards/generate.sh check
+
+.PHONY: dashboards
+dashboards: ## Regenerate the Grafana dashboards into charts/cloudpacs/dashboards/
+	infra/dashboards/generate.sh

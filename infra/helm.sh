@@ -103,12 +103,17 @@ for line in open(values_path).read().splitlines():
     indent, key = len(match.group(1)), match.group(2)
     while stack and stack[-1][0] >= indent:
         stack.pop()
-    stack.append((indent, key))
-    path = [k for _, k in stack]
+    # Keys inside a documented map (resources.requests, a selector) are its default content.
+    inside_documented = any(documented for _, _, documented in stack)
+    stack.append((indent, key, pending is not None))
+    path = [k for _, k, _ in stack]
     node = values
     for part in path:
         node = node[part]
     leaf = not (isinstance(node, dict) and node)
+    if inside_documented:
+        pending = None
+        continue
     if pending is None and leaf:
         undocumented.append(".".join(path))
     if pending is not None:
@@ -166,6 +171,88 @@ cmd_lint() {
             failures=$((failures + 1))
         fi
     done
+    log "site registries: the rendered ConfigMaps, read by the gateway's own loader"
+    (cd "$REPO" && uv run --frozen python - "$tmp"/*-"$GOLDEN_KUBE_VERSION".yaml <<'PY'
+"""Every site-registry ConfigMap the chart renders must load with pacs_gateway.registry."""
+import sys
+import tempfile
+from pathlib import Path
+
+import yaml
+from pacs_gateway.registry import load_registry
+
+checked = 0
+for render in sys.argv[1:]:
+    for doc in yaml.safe_load_all(Path(render).read_text()):
+        if doc and doc["kind"] == "ConfigMap" and doc["metadata"]["name"].endswith("-site-registry"):
+            with tempfile.TemporaryDirectory() as tmp:
+                path = Path(tmp) / "sites.yaml"
+                path.write_text(doc["data"]["sites.yaml"])
+                registry = load_registry(path)
+            checked += 1
+            print(f"  {Path(render).name}: {doc['metadata']['name']} valid ({len(registry.tenants)} tenants)")
+if not checked:
+    sys.exit("no site registry rendered: a ci/ values file should set one")
+PY
+    ) || failures=$((failures + 1))
+    log "service settings: each rendered ConfigMap parsed by its service's own Settings class"
+    (cd "$REPO" && uv run --frozen python - "$tmp"/*-"$GOLDEN_KUBE_VERSION".yaml <<'PY'
+"""The environment the chart gives each component must be accepted by its settings class.
+
+Values that fail validation are errors; variables the class does not read are warnings (a
+setting the chart passes but the service ignores, or one the service has not added yet).
+"""
+import importlib
+import inspect
+import os
+import sys
+from pathlib import Path
+
+import yaml
+from pacs_common.settings import KafkaSettings, S3Settings, ServiceSettings
+from pydantic import ValidationError
+
+errors = 0
+for render in sys.argv[1:]:
+    docs = [d for d in yaml.safe_load_all(Path(render).read_text()) if d]
+    for deployment in (d for d in docs if d["kind"] == "Deployment"):
+        name = deployment["metadata"]["labels"]["app.kubernetes.io/component"]
+        container = deployment["spec"]["template"]["spec"]["containers"][0]
+        config = next(d for d in docs if d["kind"] == "ConfigMap"
+                      and d["metadata"]["name"] == container["envFrom"][0]["configMapRef"]["name"])
+        env = dict(config["data"])
+        for var in container.get("env", []):  # Secret-backed: any well-formed value
+            env[var["name"]] = var.get("value", "postgresql+psycopg://user:secret@db:5432/pacs"
+                                        if var["name"].endswith("DATABASE_URL") else "secret")
+        try:
+            module = importlib.import_module(f"pacs_{name.replace('-', '_')}.settings")
+        except ModuleNotFoundError:
+            print(f"  {Path(render).name} {name}: no pacs_{name}.settings module, skipped")
+            continue
+        classes = [c for _, c in inspect.getmembers(module, inspect.isclass)
+                   if issubclass(c, ServiceSettings) and c is not ServiceSettings]
+        settings_cls = classes[0]
+        prefix = str(settings_cls.model_config.get("env_prefix", ""))
+        known = {prefix + f.upper() for f in settings_cls.model_fields}
+        known |= {"PACS_KAFKA_" + f.upper() for f in KafkaSettings.model_fields}
+        known |= {"PACS_S3_" + f.upper() for f in S3Settings.model_fields}
+        unread = sorted(set(env) - known)
+        saved = dict(os.environ)
+        os.environ.clear()
+        os.environ.update(env)
+        try:
+            settings_cls()
+            print(f"  {Path(render).name} {name}: {len(env)} variables accepted by "
+                  f"{settings_cls.__name__}" + (f"; not read: {', '.join(unread)}" if unread else ""))
+        except ValidationError as exc:
+            errors += 1
+            print(f"ERROR {Path(render).name} {name}: {exc}", file=sys.stderr)
+        finally:
+            os.environ.clear()
+            os.environ.update(saved)
+sys.exit(1 if errors else 0)
+PY
+    ) || failures=$((failures + 1))
     log "values documentation"
     values_doc check || failures=$((failures + 1))
     ((failures == 0)) || die "$failures chart check(s) failed"

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 from grafana_foundation_sdk.builders import dashboard as dash
 from grafana_foundation_sdk.builders import prometheus
-from grafana_foundation_sdk.models.dashboard import Dashboard
-from grafana_foundation_sdk.models.dashboard import VariableRefresh, VariableSort
+from grafana_foundation_sdk.models.dashboard import Dashboard, VariableRefresh, VariableSort
 from panels import DATASOURCE, NS, graph, new_dashboard, query, row, single
 
 RATE = "$__rate_interval"
@@ -76,7 +75,7 @@ def ingest_overview() -> Dashboard:
                 "percentunit",
                 f'sum(rate(pacs_dimse_operations_total{{{CSTORE},status="failure"}}[5m])) '
                 f"/ sum(rate(pacs_dimse_operations_total{{{CSTORE}}}[5m]))",
-                [(None, "green"), (0.001, "orange"), (0.01, "red")],
+                thresholds=[(None, "green"), (0.001, "orange"), (0.01, "red")],
             )
         )
         .with_panel(
@@ -85,7 +84,7 @@ def ingest_overview() -> Dashboard:
                 "Association requests refused at association time (unknown AE, network, TLS).",
                 "short",
                 f"sum(increase(pacs_dicom_associations_rejected_total{{{NS}}}[1h]))",
-                [(None, "green"), (1, "orange"), (50, "red")],
+                thresholds=[(None, "green"), (1, "orange"), (50, "red")],
             )
         )
         .with_panel(
@@ -94,7 +93,7 @@ def ingest_overview() -> Dashboard:
                 "Events not yet handled by their consumers, all groups (indexing delay).",
                 "short",
                 f"sum({LAG_BY_PARTITION})",
-                [(None, "green"), (1000, "orange"), (10000, "red")],
+                thresholds=[(None, "green"), (1000, "orange"), (10000, "red")],
             )
         )
         .with_row(row("DICOM"))
@@ -241,7 +240,7 @@ def service_health() -> Dashboard:
                 "percentunit",
                 f"sum(rate(pacs_grpc_server_requests_total{{{selector},{SERVER_ERRORS}}}[5m])) "
                 f"/ sum(rate(pacs_grpc_server_requests_total{{{selector}}}[5m]))",
-                [(None, "green"), (0.01, "orange"), (0.05, "red")],
+                thresholds=[(None, "green"), (0.01, "orange"), (0.05, "red")],
                 width=6,
             )
         )
@@ -261,7 +260,7 @@ def service_health() -> Dashboard:
                 "Scrape targets answering, all components.",
                 "short",
                 f'sum(up{{{NS},component=~".+"}})',
-                [(None, "red"), (1, "green")],
+                thresholds=[(None, "red"), (1, "green")],
                 width=6,
             )
         )
@@ -324,7 +323,8 @@ def service_health() -> Dashboard:
                 "Per pod; compare with the component's memory limit.",
                 "bytes",
                 query(
-                    f'sum by (component, pod) (process_resident_memory_bytes{{{NS},component=~".+"}})',
+                    f"sum by (component, pod) "
+                    f'(process_resident_memory_bytes{{{NS},component=~".+"}})',
                     "{{pod}}",
                 ),
                 width=8,
@@ -362,9 +362,7 @@ def service_health() -> Dashboard:
 
 def kafka_lag() -> Dashboard:
     """The event pipeline: consumer lag, handling outcomes, dead letters, publish latency."""
-    lag = (
-        f'max by (group, topic, partition) (pacs_kafka_consumer_lag{{{NS},group=~"$group"}})'
-    )
+    lag = f'max by (group, topic, partition) (pacs_kafka_consumer_lag{{{NS},group=~"$group"}})'
     consumed = f'{NS},group=~"$group"'
     return (
         new_dashboard(
@@ -391,7 +389,7 @@ def kafka_lag() -> Dashboard:
                 "Lag summed over the selected groups' partitions.",
                 "short",
                 f"sum({lag})",
-                [(None, "green"), (1000, "orange"), (10000, "red")],
+                thresholds=[(None, "green"), (1000, "orange"), (10000, "red")],
                 width=6,
             )
         )
@@ -411,7 +409,7 @@ def kafka_lag() -> Dashboard:
                 "s",
                 f"sum({lag}) / sum(rate(pacs_kafka_events_consumed_total"
                 f'{{{consumed},outcome="ok"}}[5m]))',
-                [(None, "green"), (300, "orange"), (1800, "red")],
+                thresholds=[(None, "green"), (300, "orange"), (1800, "red")],
                 width=6,
             )
         )
@@ -422,7 +420,7 @@ def kafka_lag() -> Dashboard:
                 "short",
                 f"sum(increase(pacs_kafka_events_consumed_total"
                 f'{{{consumed},outcome="dead_lettered"}}[24h]))',
-                [(None, "green"), (1, "red")],
+                thresholds=[(None, "green"), (1, "red")],
                 width=6,
             )
         )
@@ -509,7 +507,7 @@ def storage() -> Dashboard:
                 "percentunit",
                 f"sum(rate(pacs_s3_errors_total{{{NS}}}[5m])) "
                 f"/ sum(rate(pacs_s3_request_duration_seconds_count{{{NS}}}[5m]))",
-                [(None, "green"), (0.01, "orange"), (0.1, "red")],
+                thresholds=[(None, "green"), (0.01, "orange"), (0.1, "red")],
                 width=6,
             )
         )

@@ -12,9 +12,8 @@ import re
 import sys
 from pathlib import Path
 
+from pacs_common import metrics
 from prometheus_client.metrics import MetricWrapperBase
-
-import pacs_common.metrics as metrics
 
 REPO = Path(__file__).resolve().parents[2]
 DASHBOARDS = sorted((REPO / "charts/cloudpacs/dashboards").glob("*.json"))
@@ -28,8 +27,8 @@ def defined() -> dict[str, str]:
     names: dict[str, str] = {}
     for value in vars(metrics).values():
         if isinstance(value, MetricWrapperBase):
-            family = value._name  # noqa: SLF001  (prometheus_client keeps the name here)
-            for suffix in SUFFIXES[value._type]:  # noqa: SLF001
+            family = value._name  # prometheus_client keeps the name here
+            for suffix in SUFFIXES[value._type]:
                 names[family + suffix] = family
     return names
 
@@ -50,7 +49,7 @@ def main() -> int:
         print(problem, file=sys.stderr)
     if not DASHBOARDS:
         problems.append("no dashboards found: run infra/dashboards/generate.sh")
-    print(f"{len(known)} sample names, {len(used_families)} families used, {len(problems)} problems")
+    print(f"{len(known)} sample names, {len(used_families)} families, {len(problems)} problems")
     return 1 if problems else 0
 
 

@@ -105,6 +105,7 @@ def single(
     description: str,
     unit: str,
     expr: str,
+    *,
     thresholds: list[tuple[float | None, str]] | None = None,
     width: int = 4,
 ) -> stat.Panel:
@@ -133,4 +134,3 @@ def single(
 def row(title: str) -> dash.Row:
     """A collapsible section."""
     return dash.Row(title)
-

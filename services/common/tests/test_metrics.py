@@ -6,14 +6,16 @@ same server as the standard health service, built by ``build_server`` exactly as
 
 from __future__ import annotations
 
+import asyncio
+import os
+import sys
 import urllib.request
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from prometheus_client import REGISTRY
-
 from pacs_common.errors import NotFoundError
 from pacs_common.grpc_server import GrpcServerRunner, build_server
 from pacs_common.metrics import (
@@ -21,6 +23,7 @@ from pacs_common.metrics import (
     GrpcMetricsInterceptor,
     start_metrics_server,
 )
+from prometheus_client import REGISTRY
 
 SERVICE = "pacs.test.v1.MetricsProbe"
 
@@ -69,6 +72,11 @@ def _register(server: grpc.aio.Server) -> None:
             )
         ]
     )
+
+
+def _scrape(url: str) -> tuple[int, str]:
+    with urllib.request.urlopen(url) as response:
+        return int(response.status), response.read().decode()
 
 
 def _count(method: str, code: str, service: str = SERVICE) -> float:
@@ -169,8 +177,7 @@ async def test_metrics_endpoint_serves_the_counters(channel: grpc.aio.Channel) -
     DICOM_ASSOCIATIONS_REJECTED.labels(reason="unknown_calling_ae").inc()
     server = start_metrics_server(0, host="127.0.0.1")
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{server.port}/metrics") as response:
-            status, body = response.status, response.read().decode()
+        status, body = await asyncio.to_thread(_scrape, f"http://127.0.0.1:{server.port}/metrics")
     finally:
         server.stop()
         server.stop()
@@ -182,3 +189,45 @@ async def test_metrics_endpoint_serves_the_counters(channel: grpc.aio.Channel) -
     assert 'pacs_dicom_associations_rejected_total{reason="unknown_calling_ae"}' in body
     assert "pacs_grpc_server_request_duration_seconds_bucket{" in body
     assert "# TYPE pacs_kafka_consumer_lag gauge" in body
+
+
+WORKERS_SCRIPT = """
+import multiprocessing, sys
+from pacs_common.metrics import DICOM_CSTORE_BYTES, start_metrics_server
+
+def receive(nbytes):
+    DICOM_CSTORE_BYTES.inc(nbytes)
+
+if __name__ == "__main__":
+    workers = [multiprocessing.Process(target=receive, args=(n,)) for n in (100, 250)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    server = start_metrics_server(0, host="127.0.0.1")
+    print(server.port, flush=True)
+    sys.stdin.read()
+    server.stop()
+"""
+
+
+async def test_worker_processes_are_summed_in_multiprocess_mode(tmp_path: Path) -> None:
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics")}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        WORKERS_SCRIPT,
+        env=env,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+    )
+    assert process.stdout is not None and process.stdin is not None
+    try:
+        port = int(await asyncio.wait_for(process.stdout.readline(), timeout=30))
+        status, body = await asyncio.to_thread(_scrape, f"http://127.0.0.1:{port}/metrics")
+    finally:
+        process.stdin.close()
+        await process.wait()
+
+    assert status == 200
+    assert "pacs_dicom_cstore_bytes_total 350.0" in body

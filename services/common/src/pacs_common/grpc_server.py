@@ -145,8 +145,7 @@ def build_server(
         ],
         server,
     )
-    for name in ["", *names]:
-        health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+    # Health answers SERVICE_UNKNOWN until GrpcServerRunner.start() reports SERVING.
     return server, health_servicer
 
 

@@ -9,11 +9,17 @@ query exactly these names: rename one here and there together.
 Metric objects are process-wide, as Prometheus client libraries intend (one default registry per
 process, scraped over HTTP); label values must stay low-cardinality, so never put a UID, a
 tenant's patient data or an AE title from an unknown caller in a label.
+
+A service that forks worker processes (the gateway's ``workers`` sharing the DICOM port) sets
+``PROMETHEUS_MULTIPROC_DIR`` to an empty directory before starting them: every process then
+records into files there, and :func:`start_metrics_server` in the parent exposes their sum
+(prometheus_client's multiprocess mode). The parent must empty that directory at start-up.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -24,10 +30,16 @@ from wsgiref.simple_server import WSGIServer
 import grpc
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import start_http_server
+from prometheus_client.multiprocess import MultiProcessCollector
 
 from pacs_common.errors import PacsError
 
 MethodHandler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
+
+MULTIPROC_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
+if _multiproc_dir := os.environ.get(MULTIPROC_DIR_ENV):
+    # Metrics without labels create their value file on definition, just below.
+    os.makedirs(_multiproc_dir, exist_ok=True)
 
 # Latency buckets (seconds): sub-millisecond lookups up to minute-long streamed instances.
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
@@ -51,6 +63,7 @@ GRPC_SERVER_REQUEST_DURATION = Histogram(
 DICOM_ASSOCIATIONS_OPEN = Gauge(
     "pacs_dicom_associations_open",
     "DICOM associations currently established with the gateway.",
+    multiprocess_mode="livesum",  # workers' associations add up; dead workers hold none
 )
 DICOM_ASSOCIATIONS_REJECTED = Counter(
     "pacs_dicom_associations_rejected",
@@ -86,6 +99,7 @@ KAFKA_CONSUMER_LAG = Gauge(
     "pacs_kafka_consumer_lag",
     "Records behind the partition's end offset, as seen by this consumer.",
     ["group", "topic", "partition"],
+    multiprocess_mode="livemax",
 )
 KAFKA_EVENTS_CONSUMED = Counter(
     "pacs_kafka_events_consumed",
@@ -148,6 +162,10 @@ def start_metrics_server(
     Returns:
         The running server, with the bound port.
     """
+    if registry is REGISTRY and os.environ.get(MULTIPROC_DIR_ENV):
+        # Expose what every process wrote, not only this one's values.
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
     httpd, thread = start_http_server(port, addr=host, registry=registry)
     return MetricsServer(port=int(httpd.server_port), _httpd=httpd, _thread=thread)
 
@@ -187,7 +205,7 @@ class _CallRecorder:
 
     def done(self, exc: BaseException | None, context: Any) -> None:
         code = _code_of(exc, context)
-        GRPC_SERVER_REQUESTS.labels(self.service, self.method, "OK").inc()
+        GRPC_SERVER_REQUESTS.labels(self.service, self.method, code.name).inc()
         GRPC_SERVER_REQUEST_DURATION.labels(self.service, self.method).observe(
             time.perf_counter() - self.started
         )

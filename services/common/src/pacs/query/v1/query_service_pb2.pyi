@@ -50,6 +50,7 @@ class Query(_message.Message):
     LIMIT_FIELD_NUMBER: _builtins.int
     OFFSET_FIELD_NUMBER: _builtins.int
     FUZZY_MATCHING_FIELD_NUMBER: _builtins.int
+    COMBINED_DATETIME_MATCHING_FIELD_NUMBER: _builtins.int
     tenant: _builtins.str
     """Tenant whose data is searched; required."""
     limit: _builtins.int
@@ -58,6 +59,10 @@ class Query(_message.Message):
     """Results to skip, for paging."""
     fuzzy_matching: _builtins.bool
     """Match person names case-insensitively (PS3.4 C.2.2.2.4 allows it as fuzzy matching)."""
+    combined_datetime_matching: _builtins.bool
+    """Match StudyDate and StudyTime together as one date-time range (PS3.4 C.2.2.2.5.1,
+    combined date time matching) instead of each on its own.
+    """
     @_builtins.property
     def match(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """Matching keys: attribute keyword (e.g. "PatientName") or 8-hex-digit tag -> matching value
@@ -80,10 +85,11 @@ class Query(_message.Message):
         limit: _builtins.int = ...,
         offset: _builtins.int = ...,
         fuzzy_matching: _builtins.bool = ...,
+        combined_datetime_matching: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["fuzzy_matching", b"fuzzy_matching", "limit", b"limit", "match", b"match", "offset", b"offset", "return_keys", b"return_keys", "tenant", b"tenant"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["combined_datetime_matching", b"combined_datetime_matching", "fuzzy_matching", b"fuzzy_matching", "limit", b"limit", "match", b"match", "offset", b"offset", "return_keys", b"return_keys", "tenant", b"tenant"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -300,3 +306,59 @@ class GetInstanceMetadataResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetInstanceMetadataResponse: _TypeAlias = GetInstanceMetadataResponse  # noqa: Y015
+
+@_typing.final
+class GetStudyMetadataRequest(_message.Message):
+    """GetStudyMetadataRequest addresses one study, or one series of it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TENANT_FIELD_NUMBER: _builtins.int
+    STUDY_INSTANCE_UID_FIELD_NUMBER: _builtins.int
+    SERIES_INSTANCE_UID_FIELD_NUMBER: _builtins.int
+    tenant: _builtins.str
+    """Tenant of the study."""
+    study_instance_uid: _builtins.str
+    """Study Instance UID; required."""
+    series_instance_uid: _builtins.str
+    """Series Instance UID; optional, restricts the answer to that series."""
+    def __init__(
+        self,
+        *,
+        tenant: _builtins.str = ...,
+        study_instance_uid: _builtins.str = ...,
+        series_instance_uid: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["series_instance_uid", b"series_instance_uid", "study_instance_uid", b"study_instance_uid", "tenant", b"tenant"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetStudyMetadataRequest: _TypeAlias = GetStudyMetadataRequest  # noqa: Y015
+
+@_typing.final
+class GetStudyMetadataResponse(_message.Message):
+    """GetStudyMetadataResponse holds the headers of some instances of the study."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DATASETS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def datasets(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """One DICOM JSON object per instance, without bulk data; series by series, in
+        instance-number order.
+        """
+
+    def __init__(
+        self,
+        *,
+        datasets: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["datasets", b"datasets"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetStudyMetadataResponse: _TypeAlias = GetStudyMetadataResponse  # noqa: Y015

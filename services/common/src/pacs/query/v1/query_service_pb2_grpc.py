@@ -56,6 +56,11 @@ class QueryServiceStub:
                 request_serializer=pacs_dot_query_dot_v1_dot_query__service__pb2.GetInstanceMetadataRequest.SerializeToString,
                 response_deserializer=pacs_dot_query_dot_v1_dot_query__service__pb2.GetInstanceMetadataResponse.FromString,
                 _registered_method=True)
+        self.GetStudyMetadata = channel.unary_stream(
+                '/pacs.query.v1.QueryService/GetStudyMetadata',
+                request_serializer=pacs_dot_query_dot_v1_dot_query__service__pb2.GetStudyMetadataRequest.SerializeToString,
+                response_deserializer=pacs_dot_query_dot_v1_dot_query__service__pb2.GetStudyMetadataResponse.FromString,
+                _registered_method=True)
 
 
 class QueryServiceServicer:
@@ -91,6 +96,14 @@ class QueryServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetStudyMetadata(self, request, context):
+        """GetStudyMetadata streams the headers of every instance of a study (or of one series of
+        it) from the index, without reading storage (WADO-RS metadata, PS3.18 10.4).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_QueryServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -113,6 +126,11 @@ def add_QueryServiceServicer_to_server(servicer, server):
                     servicer.GetInstanceMetadata,
                     request_deserializer=pacs_dot_query_dot_v1_dot_query__service__pb2.GetInstanceMetadataRequest.FromString,
                     response_serializer=pacs_dot_query_dot_v1_dot_query__service__pb2.GetInstanceMetadataResponse.SerializeToString,
+            ),
+            'GetStudyMetadata': grpc.unary_stream_rpc_method_handler(
+                    servicer.GetStudyMetadata,
+                    request_deserializer=pacs_dot_query_dot_v1_dot_query__service__pb2.GetStudyMetadataRequest.FromString,
+                    response_serializer=pacs_dot_query_dot_v1_dot_query__service__pb2.GetStudyMetadataResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -225,6 +243,33 @@ class QueryService:
             '/pacs.query.v1.QueryService/GetInstanceMetadata',
             pacs_dot_query_dot_v1_dot_query__service__pb2.GetInstanceMetadataRequest.SerializeToString,
             pacs_dot_query_dot_v1_dot_query__service__pb2.GetInstanceMetadataResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetStudyMetadata(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/pacs.query.v1.QueryService/GetStudyMetadata',
+            pacs_dot_query_dot_v1_dot_query__service__pb2.GetStudyMetadataRequest.SerializeToString,
+            pacs_dot_query_dot_v1_dot_query__service__pb2.GetStudyMetadataResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -43,6 +43,10 @@ class QueryServiceStub:
     """FindInstances matches at the IMAGE (instance) level."""
     GetInstanceMetadata: _grpc.UnaryUnaryMultiCallable[_query_service_pb2.GetInstanceMetadataRequest, _query_service_pb2.GetInstanceMetadataResponse]
     """GetInstanceMetadata returns one instance's header as DICOM JSON, without bulk data."""
+    GetStudyMetadata: _grpc.UnaryStreamMultiCallable[_query_service_pb2.GetStudyMetadataRequest, _query_service_pb2.GetStudyMetadataResponse]
+    """GetStudyMetadata streams the headers of every instance of a study (or of one series of
+    it) from the index, without reading storage (WADO-RS metadata, PS3.18 10.4).
+    """
 
 @_typing.type_check_only
 class QueryServiceAsyncStub(QueryServiceStub):
@@ -59,6 +63,10 @@ class QueryServiceAsyncStub(QueryServiceStub):
     """FindInstances matches at the IMAGE (instance) level."""
     GetInstanceMetadata: _aio.UnaryUnaryMultiCallable[_query_service_pb2.GetInstanceMetadataRequest, _query_service_pb2.GetInstanceMetadataResponse]  # type: ignore[assignment]
     """GetInstanceMetadata returns one instance's header as DICOM JSON, without bulk data."""
+    GetStudyMetadata: _aio.UnaryStreamMultiCallable[_query_service_pb2.GetStudyMetadataRequest, _query_service_pb2.GetStudyMetadataResponse]  # type: ignore[assignment]
+    """GetStudyMetadata streams the headers of every instance of a study (or of one series of
+    it) from the index, without reading storage (WADO-RS metadata, PS3.18 10.4).
+    """
 
 class QueryServiceServicer(metaclass=_abc_1.ABCMeta):
     """QueryService answers DICOM queries (C-FIND, QIDO-RS) from the index. Matching follows
@@ -96,5 +104,15 @@ class QueryServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_query_service_pb2.GetInstanceMetadataResponse, _abc.Awaitable[_query_service_pb2.GetInstanceMetadataResponse]]:
         """GetInstanceMetadata returns one instance's header as DICOM JSON, without bulk data."""
+
+    @_abc_1.abstractmethod
+    def GetStudyMetadata(
+        self,
+        request: _query_service_pb2.GetStudyMetadataRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_query_service_pb2.GetStudyMetadataResponse], _abc.AsyncIterator[_query_service_pb2.GetStudyMetadataResponse]]:
+        """GetStudyMetadata streams the headers of every instance of a study (or of one series of
+        it) from the index, without reading storage (WADO-RS metadata, PS3.18 10.4).
+        """
 
 def add_QueryServiceServicer_to_server(servicer: QueryServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -1,0 +1,602 @@
+{{/*
+The resources of one component. Each template takes the context built in components.yaml:
+  root: the chart's root context ($)
+  name: the component's key in .Values.components (storage, indexer, gateway, ...)
+  c:    componentDefaults merged with that component's values
+  all:  every component's merged values, by name (for dependencies)
+*/}}
+
+{{/* ---- settings ------------------------------------------------------------------------- */}}
+{{- define "cloudpacs.component.configData" -}}
+{{- $root := .root -}}
+{{- $c := .c -}}
+{{- $p := include "cloudpacs.component.envPrefix" . -}}
+{{- $data := dict -}}
+{{- $_ := set $data (print $p "GRPC_HOST") "0.0.0.0" -}}
+{{- $_ := set $data (print $p "GRPC_PORT") (include "cloudpacs.envValue" $c.grpc.port) -}}
+{{- /* Both spellings: ServiceSettings subclasses read fields under their own prefix. */ -}}
+{{- $_ := set $data "PACS_METRICS_PORT" (include "cloudpacs.envValue" $c.metrics.port) -}}
+{{- $_ := set $data (print $p "METRICS_PORT") (include "cloudpacs.envValue" $c.metrics.port) -}}
+{{- $_ := set $data (print $p "LOG_LEVEL") ($c.logLevel | default $root.Values.logLevel) -}}
+{{- $_ := set $data (print $p "LOG_PATIENT_DATA") (toString $root.Values.logPatientData) -}}
+{{- $_ := set $data (print $p "SHUTDOWN_GRACE_S") (include "cloudpacs.envValue" (max 1 (sub (int64 $c.terminationGracePeriodSeconds) (add (int64 $c.preStopSleepSeconds) 5)))) -}}
+{{- range $dep := $c.dependsOn -}}
+{{- $_ := set $data (printf "%s%s_TARGET" $p ($dep | upper | replace "-" "_")) (include "cloudpacs.component.grpcTarget" (dict "root" $root "name" $dep "all" $.all)) -}}
+{{- end -}}
+{{- if $c.uses.kafka -}}
+{{- $_ := set $data "PACS_KAFKA_BOOTSTRAP" (required "kafka.bootstrap is required: the host:port list of your Kafka brokers" $root.Values.kafka.bootstrap) -}}
+{{- $_ := set $data "PACS_KAFKA_CLIENT_ID" (include "cloudpacs.component.fullname" .) -}}
+{{- if $root.Values.kafka.credentials.enabled -}}
+{{- $_ := set $data "PACS_KAFKA_SECURITY_PROTOCOL" $root.Values.kafka.credentials.securityProtocol -}}
+{{- $_ := set $data "PACS_KAFKA_SASL_MECHANISM" $root.Values.kafka.credentials.mechanism -}}
+{{- end -}}
+{{- end -}}
+{{- if $c.uses.s3 -}}
+{{- $_ := set $data "PACS_S3_ENDPOINT" (required "s3.endpoint is required: the URL of your S3 endpoint" $root.Values.s3.endpoint) -}}
+{{- $_ := set $data "PACS_S3_REGION" $root.Values.s3.region -}}
+{{- $_ := set $data "PACS_S3_BUCKET" $root.Values.s3.bucket -}}
+{{- $_ := set $data "PACS_S3_VERIFY_TLS" (toString $root.Values.s3.verifyTls) -}}
+{{- end -}}
+{{- if $c.dicom.enabled -}}
+{{- $d := $c.dicom -}}
+{{- $_ := set $data (print $p "DICOM_HOST") "0.0.0.0" -}}
+{{- $_ := set $data (print $p "DICOM_PORT") (include "cloudpacs.envValue" $d.port) -}}
+{{- $_ := set $data (print $p "AE_TITLE") $d.aeTitle -}}
+{{- $_ := set $data (print $p "MAX_ASSOCIATIONS") (include "cloudpacs.envValue" $d.maxAssociations) -}}
+{{- $_ := set $data (print $p "WORKERS") (include "cloudpacs.envValue" $d.workers) -}}
+{{- with $d.allowedNetworks -}}
+{{- $_ := set $data (print $p "ALLOWED_NETWORKS") (toJson .) -}}
+{{- end -}}
+{{- if $d.siteRegistry -}}
+{{- $_ := set $data (print $p "SITE_REGISTRY") "/etc/cloudpacs/site-registry/sites.yaml" -}}
+{{- end -}}
+{{- if $d.tls.enabled -}}
+{{- $_ := set $data (print $p "TLS_PORT") (include "cloudpacs.envValue" $d.tls.port) -}}
+{{- $_ := set $data (print $p "TLS_CERT_FILE") "/etc/cloudpacs/dicom-tls/tls.crt" -}}
+{{- $_ := set $data (print $p "TLS_KEY_FILE") "/etc/cloudpacs/dicom-tls/tls.key" -}}
+{{- if $d.tls.caKey -}}
+{{- $_ := set $data (print $p "TLS_CA_FILE") "/etc/cloudpacs/dicom-ca/ca.pem" -}}
+{{- end -}}
+{{- $_ := set $data (print $p "TLS_REQUIRE_CLIENT_CERT") (toString $d.tls.requireClientCert) -}}
+{{- end -}}
+{{- end -}}
+{{- range $key, $value := $c.settings -}}
+{{- $_ := set $data (printf "%s%s" $p ($key | upper | replace "-" "_")) (include "cloudpacs.envValue" $value) -}}
+{{- end -}}
+{{- toYaml $data -}}
+{{- end -}}
+
+{{- define "cloudpacs.component.configmap" -}}
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: {{ include "cloudpacs.component.fullname" . }}-config
+  namespace: {{ .root.Release.Namespace }}
+  labels:
+    {{- include "cloudpacs.component.labels" . | nindent 4 }}
+data:
+  {{- include "cloudpacs.component.configData" . | nindent 2 }}
+{{- end -}}
+
+{{- define "cloudpacs.component.siteRegistry" -}}
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: {{ include "cloudpacs.component.fullname" . }}-site-registry
+  namespace: {{ .root.Release.Namespace }}
+  labels:
+    {{- include "cloudpacs.component.labels" . | nindent 4 }}
+data:
+  sites.yaml: |
+    {{- toYaml .c.dicom.siteRegistry | nindent 4 }}
+{{- end -}}
+
+{{/* ---- identity ------------------------------------------------------------------------- */}}
+{{- define "cloudpacs.component.serviceAccount" -}}
+apiVersion: v1
+kind: ServiceAccount
+metadata:
+  name: {{ include "cloudpacs.component.serviceAccountName" . }}
+  namespace: {{ .root.Release.Namespace }}
+  labels:
+    {{- include "cloudpacs.component.labels" . | nindent 4 }}
+  {{- with .c.serviceAccount.annotations }}
+  annotations:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+# The services never call the Kubernetes API.
+automountServiceAccountToken: false
+{{- end -}}
+
+{{/* ---- workload ------------------------------------------------------------------------- */}}
+{{- define "cloudpacs.component.env" -}}
+{{- $root := .root -}}
+{{- $c := .c -}}
+{{- $p := include "cloudpacs.component.envPrefix" . -}}
+{{- if $c.uses.s3 }}
+- name: PACS_S3_ACCESS_KEY
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "cloudpacs.s3SecretName" $root }}
+      key: {{ $root.Values.s3.credentials.accessKeyKey }}
+- name: PACS_S3_SECRET_KEY
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "cloudpacs.s3SecretName" $root }}
+      key: {{ $root.Values.s3.credentials.secretKeyKey }}
+{{- end }}
+{{- if $c.uses.database }}
+- name: {{ $p }}DATABASE_URL
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "cloudpacs.databaseSecretName" $root }}
+      key: {{ $root.Values.database.urlKey }}
+{{- end }}
+{{- if and $c.uses.kafka $root.Values.kafka.credentials.enabled }}
+- name: PACS_KAFKA_SASL_USERNAME
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "cloudpacs.kafkaSecretName" $root }}
+      key: {{ $root.Values.kafka.credentials.usernameKey }}
+- name: PACS_KAFKA_SASL_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "cloudpacs.kafkaSecretName" $root }}
+      key: {{ $root.Values.kafka.credentials.passwordKey }}
+{{- end }}
+{{- with $c.extraEnv }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
+
+{{- define "cloudpacs.component.deployment" -}}
+{{- $root := .root -}}
+{{- $c := .c -}}
+{{- $d := $c.dicom -}}
+{{- $probePort := int64 $c.grpc.port -}}
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: {{ include "cloudpacs.component.fullname" . }}
+  namespace: {{ $root.Release.Namespace }}
+  labels:
+    {{- include "cloudpacs.component.labels" . | nindent 4 }}
+spec:
+  {{- if not $c.autoscaling.enabled }}
+  replicas: {{ int64 $c.replicas }}
+  {{- end }}
+  revisionHistoryLimit: 5
+  strategy:
+    type: RollingUpdate
+    rollingUpdate:
+      # Never below the wanted capacity while rolling: a new pod must be ready first.
+      maxSurge: 25%
+      maxUnavailable: 0
+  selector:
+    matchLabels:
+      {{- include "cloudpacs.component.selectorLabels" . | nindent 6 }}
+  template:
+    metadata:
+      labels:
+        {{- include "cloudpacs.component.labels" . | nindent 8 }}
+        {{- with $c.podLabels }}
+        {{- toYaml . | nindent 8 }}
+        {{- end }}
+      annotations:
+        # Roll the pods when their configuration or the chart-made credentials change.
+        checksum/config: {{ include "cloudpacs.component.configmap" . | sha256sum }}
+        checksum/secrets: {{ include (print $root.Template.BasePath "/secrets.yaml") $root | sha256sum }}
+        {{- if and $d.enabled $d.siteRegistry }}
+        checksum/site-registry: {{ include "cloudpacs.component.siteRegistry" . | sha256sum }}
+        {{- end }}
+        {{- with $c.podAnnotations }}
+        {{- toYaml . | nindent 8 }}
+        {{- end }}
+    spec:
+      serviceAccountName: {{ include "cloudpacs.component.serviceAccountName" . }}
+      automountServiceAccountToken: false
+      enableServiceLinks: false
+      {{- with $root.Values.imagePullSecrets }}
+      imagePullSecrets:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+      {{- with $c.priorityClassName }}
+      priorityClassName: {{ . }}
+      {{- end }}
+      securityContext:
+        {{- toYaml $root.Values.podSecurityContext | nindent 8 }}
+      terminationGracePeriodSeconds: {{ int64 $c.terminationGracePeriodSeconds }}
+      containers:
+        - name: {{ .name }}
+          image: {{ include "cloudpacs.component.image" . }}
+          imagePullPolicy: {{ $root.Values.image.pullPolicy }}
+          securityContext:
+            {{- toYaml $root.Values.containerSecurityContext | nindent 12 }}
+          ports:
+            - name: grpc
+              containerPort: {{ int64 $c.grpc.port }}
+              protocol: TCP
+            - name: metrics
+              containerPort: {{ int64 $c.metrics.port }}
+              protocol: TCP
+            {{- if $d.enabled }}
+            - name: dicom
+              containerPort: {{ int64 $d.port }}
+              protocol: TCP
+            {{- if $d.tls.enabled }}
+            - name: dicom-tls
+              containerPort: {{ int64 $d.tls.port }}
+              protocol: TCP
+            {{- end }}
+            {{- end }}
+          envFrom:
+            - configMapRef:
+                name: {{ include "cloudpacs.component.fullname" . }}-config
+          {{- $env := include "cloudpacs.component.env" . }}
+          {{- if trim $env }}
+          env:
+            {{- $env | nindent 12 }}
+          {{- end }}
+          # Native gRPC probes against grpc.health.v1 (overall server health, service "").
+          startupProbe:
+            grpc:
+              port: {{ $probePort }}
+            periodSeconds: 2
+            timeoutSeconds: {{ int64 $c.probes.timeoutSeconds }}
+            failureThreshold: {{ max 1 (div (int64 $c.probes.startupSeconds) 2) }}
+          readinessProbe:
+            grpc:
+              port: {{ $probePort }}
+            periodSeconds: {{ int64 $c.probes.readinessPeriodSeconds }}
+            timeoutSeconds: {{ int64 $c.probes.timeoutSeconds }}
+            failureThreshold: {{ int64 $c.probes.failureThreshold }}
+          livenessProbe:
+            grpc:
+              port: {{ $probePort }}
+            periodSeconds: {{ int64 $c.probes.livenessPeriodSeconds }}
+            timeoutSeconds: {{ int64 $c.probes.timeoutSeconds }}
+            failureThreshold: {{ int64 $c.probes.failureThreshold }}
+          {{- if gt (int64 $c.preStopSleepSeconds) 0 }}
+          lifecycle:
+            preStop:
+              sleep:
+                seconds: {{ int64 $c.preStopSleepSeconds }}
+          {{- end }}
+          resources:
+            {{- toYaml $c.resources | nindent 12 }}
+          volumeMounts:
+            - name: tmp
+              mountPath: /tmp
+            {{- if $d.enabled }}
+            {{- if $d.siteRegistry }}
+            - name: site-registry
+              mountPath: /etc/cloudpacs/site-registry
+              readOnly: true
+            {{- end }}
+            {{- if $d.tls.enabled }}
+            - name: dicom-tls
+              mountPath: /etc/cloudpacs/dicom-tls
+              readOnly: true
+            {{- if $d.tls.caKey }}
+            - name: dicom-ca
+              mountPath: /etc/cloudpacs/dicom-ca
+              readOnly: true
+            {{- end }}
+            {{- end }}
+            {{- end }}
+      volumes:
+        - name: tmp
+          emptyDir:
+            sizeLimit: {{ $c.tmpSizeLimit }}
+        {{- if $d.enabled }}
+        {{- if $d.siteRegistry }}
+        - name: site-registry
+          configMap:
+            name: {{ include "cloudpacs.component.fullname" . }}-site-registry
+        {{- end }}
+        {{- if $d.tls.enabled }}
+        - name: dicom-tls
+          secret:
+            secretName: {{ required (printf "components.%s.dicom.tls.secretName is required when DICOM TLS is on" .name) $d.tls.secretName }}
+            items:
+              - key: tls.crt
+                path: tls.crt
+              - key: tls.key
+                path: tls.key
+        {{- if $d.tls.caKey }}
+        - name: dicom-ca
+          secret:
+            secretName: {{ $d.tls.caSecretName | default $d.tls.secretName }}
+            items:
+              - key: {{ $d.tls.caKey }}
+                path: ca.pem
+        {{- else if $d.tls.requireClientCert }}
+        {{- fail (printf "components.%s.dicom.tls.requireClientCert needs dicom.tls.caKey (the CA that signs client certificates)" .name) }}
+        {{- end }}
+        {{- end }}
+        {{- end }}
+      {{- with $c.nodeSelector }}
+      nodeSelector:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+      {{- with $c.affinity }}
+      affinity:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+      {{- with $c.tolerations }}
+      tolerations:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+      {{- if $c.spreadAcrossNodes }}
+      topologySpreadConstraints:
+        - maxSkew: 1
+          topologyKey: kubernetes.io/hostname
+          whenUnsatisfiable: ScheduleAnyway
+          labelSelector:
+            matchLabels:
+              {{- include "cloudpacs.component.selectorLabels" . | nindent 14 }}
+          matchLabelKeys:
+            - pod-template-hash
+      {{- end }}
+{{- end -}}
+
+{{/* ---- network -------------------------------------------------------------------------- */}}
+{{- define "cloudpacs.component.service" -}}
+apiVersion: v1
+kind: Service
+metadata:
+  name: {{ include "cloudpacs.component.fullname" . }}
+  namespace: {{ .root.Release.Namespace }}
+  labels:
+    {{- include "cloudpacs.component.labels" . | nindent 4 }}
+    # Selected by the ServiceMonitor (the DICOM Service has no metrics port).
+    cloudpacs.io/scrape: "true"
+  {{- with .c.service.annotations }}
+  annotations:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+spec:
+  type: {{ .c.service.type }}
+  selector:
+    {{- include "cloudpacs.component.selectorLabels" . | nindent 4 }}
+  ports:
+    - name: grpc
+      port: {{ int64 .c.grpc.port }}
+      targetPort: grpc
+      protocol: TCP
+    - name: metrics
+      port: {{ int64 .c.metrics.port }}
+      targetPort: metrics
+      protocol: TCP
+{{- end -}}
+
+{{- define "cloudpacs.component.dicomService" -}}
+{{- $d := .c.dicom -}}
+{{- $external := ne $d.service.type "ClusterIP" -}}
+apiVersion: v1
+kind: Service
+metadata:
+  name: {{ include "cloudpacs.component.fullname" . }}-dicom
+  namespace: {{ .root.Release.Namespace }}
+  labels:
+    {{- include "cloudpacs.component.labels" . | nindent 4 }}
+  {{- with $d.service.annotations }}
+  annotations:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+spec:
+  type: {{ $d.service.type }}
+  {{- if $external }}
+  # Local keeps the modality's source address, which the gateway checks against the site registry.
+  externalTrafficPolicy: {{ $d.service.externalTrafficPolicy }}
+  {{- end }}
+  {{- if and (eq $d.service.type "LoadBalancer") $d.service.loadBalancerSourceRanges }}
+  loadBalancerSourceRanges:
+    {{- toYaml $d.service.loadBalancerSourceRanges | nindent 4 }}
+  {{- end }}
+  selector:
+    {{- include "cloudpacs.component.selectorLabels" . | nindent 4 }}
+  ports:
+    - name: dicom
+      port: {{ int64 $d.port }}
+      targetPort: dicom
+      protocol: TCP
+      {{- if and $external (gt (int64 $d.service.nodePort) 0) }}
+      nodePort: {{ int64 $d.service.nodePort }}
+      {{- end }}
+    {{- if $d.tls.enabled }}
+    - name: dicom-tls
+      port: {{ int64 $d.tls.port }}
+      targetPort: dicom-tls
+      protocol: TCP
+      {{- if and $external (gt (int64 $d.service.tlsNodePort) 0) }}
+      nodePort: {{ int64 $d.service.tlsNodePort }}
+      {{- end }}
+    {{- end }}
+{{- end -}}
+
+{{- define "cloudpacs.component.hpa" -}}
+{{- $a := .c.autoscaling -}}
+{{- if and (eq (int64 $a.targetCPUUtilizationPercentage) 0) (eq (int64 $a.targetMemoryUtilizationPercentage) 0) -}}
+{{- fail (printf "components.%s.autoscaling needs a CPU or memory target" .name) -}}
+{{- end -}}
+apiVersion: autoscaling/v2
+kind: HorizontalPodAutoscaler
+metadata:
+  name: {{ include "cloudpacs.component.fullname" . }}
+  namespace: {{ .root.Release.Namespace }}
+  labels:
+    {{- include "cloudpacs.component.labels" . | nindent 4 }}
+spec:
+  scaleTargetRef:
+    apiVersion: apps/v1
+    kind: Deployment
+    name: {{ include "cloudpacs.component.fullname" . }}
+  minReplicas: {{ int64 $a.minReplicas }}
+  maxReplicas: {{ int64 $a.maxReplicas }}
+  metrics:
+    {{- if gt (int64 $a.targetCPUUtilizationPercentage) 0 }}
+    - type: Resource
+      resource:
+        name: cpu
+        target:
+          type: Utilization
+          averageUtilization: {{ int64 $a.targetCPUUtilizationPercentage }}
+    {{- end }}
+    {{- if gt (int64 $a.targetMemoryUtilizationPercentage) 0 }}
+    - type: Resource
+      resource:
+        name: memory
+        target:
+          type: Utilization
+          averageUtilization: {{ int64 $a.targetMemoryUtilizationPercentage }}
+    {{- end }}
+  behavior:
+    scaleDown:
+      # Scale in slowly: a gateway pod may hold long associations.
+      stabilizationWindowSeconds: 300
+{{- end -}}
+
+{{- define "cloudpacs.component.pdb" -}}
+apiVersion: policy/v1
+kind: PodDisruptionBudget
+metadata:
+  name: {{ include "cloudpacs.component.fullname" . }}
+  namespace: {{ .root.Release.Namespace }}
+  labels:
+    {{- include "cloudpacs.component.labels" . | nindent 4 }}
+spec:
+  {{- $max := .c.podDisruptionBudget.maxUnavailable }}
+  {{- if kindIs "string" $max }}
+  maxUnavailable: {{ $max | quote }}
+  {{- else }}
+  maxUnavailable: {{ int64 $max }}
+  {{- end }}
+  selector:
+    matchLabels:
+      {{- include "cloudpacs.component.selectorLabels" . | nindent 6 }}
+{{- end -}}
+
+{{- define "cloudpacs.component.networkPolicy" -}}
+{{- $root := .root -}}
+{{- $c := .c -}}
+{{- $d := $c.dicom -}}
+{{- $np := $root.Values.networkPolicy -}}
+{{- $self := .name -}}
+{{- $callers := list -}}
+{{- range $name, $other := .all -}}
+{{- if and $other.enabled (has $self $other.dependsOn) -}}
+{{- $callers = append $callers $name -}}
+{{- end -}}
+{{- end -}}
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata:
+  name: {{ include "cloudpacs.component.fullname" . }}
+  namespace: {{ $root.Release.Namespace }}
+  labels:
+    {{- include "cloudpacs.component.labels" . | nindent 4 }}
+spec:
+  podSelector:
+    matchLabels:
+      {{- include "cloudpacs.component.selectorLabels" . | nindent 6 }}
+  policyTypes:
+    - Ingress
+    - Egress
+  ingress:
+    {{- if $callers }}
+    # gRPC from the components that call this one.
+    - from:
+        {{- range $callers }}
+        - podSelector:
+            matchLabels:
+              {{- include "cloudpacs.component.selectorLabels" (dict "root" $root "name" .) | nindent 14 }}
+        {{- end }}
+      ports:
+        - port: grpc
+          protocol: TCP
+    {{- end }}
+    # Prometheus scrapes.
+    - from:
+        {{- if $np.metrics.peers }}
+        {{- toYaml $np.metrics.peers | nindent 8 }}
+        {{- else }}
+        - namespaceSelector:
+            {{- if $np.metrics.namespaceSelector }}
+            matchLabels:
+              {{- toYaml $np.metrics.namespaceSelector | nindent 14 }}
+            {{- else }}
+            {}
+            {{- end }}
+        {{- end }}
+      ports:
+        - port: metrics
+          protocol: TCP
+    {{- if $d.enabled }}
+    # DICOM associations from the modalities' networks (the gateway admits callers itself too).
+    - from:
+        {{- range $d.allowedCIDRs }}
+        - ipBlock:
+            cidr: {{ . }}
+        {{- end }}
+      ports:
+        - port: dicom
+          protocol: TCP
+        {{- if $d.tls.enabled }}
+        - port: dicom-tls
+          protocol: TCP
+        {{- end }}
+    {{- end }}
+    {{- with $c.networkPolicy.extraIngress }}
+    {{- toYaml . | nindent 4 }}
+    {{- end }}
+  egress:
+    # Cluster DNS.
+    - to:
+        - namespaceSelector:
+            matchLabels:
+              {{- toYaml $np.dns.namespaceSelector | nindent 14 }}
+          podSelector:
+            matchLabels:
+              {{- toYaml $np.dns.podSelector | nindent 14 }}
+      ports:
+        - port: 53
+          protocol: UDP
+        - port: 53
+          protocol: TCP
+    {{- range $dep := $c.dependsOn }}
+    # gRPC to {{ $dep }}.
+    - to:
+        - podSelector:
+            matchLabels:
+              {{- include "cloudpacs.component.selectorLabels" (dict "root" $root "name" $dep) | nindent 14 }}
+      ports:
+        - port: {{ int64 (index $.all $dep).grpc.port }}
+          protocol: TCP
+    {{- end }}
+    {{- range $kind := list "kafka" "s3" "database" }}
+    {{- if index $c.uses $kind }}
+    {{- $e := index $np.egress $kind }}
+    {{- /* No destination at all would mean "anywhere": leave the rule out instead. */}}
+    {{- if or $e.cidrs $e.peers }}
+    # {{ $kind }}.
+    - to:
+        {{- range $e.cidrs }}
+        - ipBlock:
+            cidr: {{ . }}
+        {{- end }}
+        {{- with $e.peers }}
+        {{- toYaml . | nindent 8 }}
+        {{- end }}
+      ports:
+        {{- range $e.ports }}
+        - port: {{ int64 . }}
+          protocol: TCP
+        {{- end }}
+    {{- end }}
+    {{- end }}
+    {{- end }}
+    {{- with $c.networkPolicy.extraEgress }}
+    {{- toYaml . | nindent 4 }}
+    {{- end }}
+{{- end -}}
