@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,8 +35,23 @@ def dcmtk_env() -> dict[str, str]:
     return {**os.environ, "TCP_NODELAY": "1"}
 
 
+def dcmtk_tool(name: str) -> str:
+    """The DCMTK program ``name`` from the system, never pynetdicom's same-named app scripts
+    that the virtual environment puts first on PATH."""
+    path = shutil.which(name, path="/usr/bin:/usr/local/bin")
+    if path is None:
+        raise FileNotFoundError(f"DCMTK's {name} not found: run infra/bootstrap.sh (apt dcmtk)")
+    return path
+
+
 def run_dcmtk(args: list[str], cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     """Run a DCMTK tool, capturing its output."""
     return subprocess.run(
-        args, env=dcmtk_env(), cwd=cwd, capture_output=True, text=True, timeout=120, check=False
+        [dcmtk_tool(args[0]), *args[1:]],
+        env=dcmtk_env(),
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )

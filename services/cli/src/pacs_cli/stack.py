@@ -118,9 +118,13 @@ class ServiceProcess:
         self.spec = spec
         self.pid_file = run_dir / f"{spec.name}.pid"
         self.log_file = run_dir / f"{spec.name}.log"
+        self._child: subprocess.Popen[bytes] | None = None
 
     def pid(self) -> int | None:
         """The pid of the running process, or None."""
+        if self._child is not None and self._child.poll() is not None:
+            # Our own child exited: poll() reaped it (a zombie would still answer kill(pid, 0)).
+            return None
         try:
             pid = int(self.pid_file.read_text().strip())
             os.kill(pid, 0)
@@ -143,6 +147,7 @@ class ServiceProcess:
                 start_new_session=True,
                 cwd=REPO,
             )
+        self._child = process
         self.pid_file.write_text(str(process.pid))
 
     def wait_ready(self, timeout_s: float) -> None:

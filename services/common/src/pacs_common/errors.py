@@ -78,3 +78,24 @@ def is_retriable(exc: BaseException) -> bool:
         code = exc.code() if callable(getattr(exc, "code", None)) else None
         return code in {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
     return isinstance(exc, (ConnectionError, TimeoutError))
+
+
+# gRPC codes that say the request itself is wrong: repeating it cannot succeed.
+_PERMANENT_CODES = {
+    grpc.StatusCode.INVALID_ARGUMENT,
+    grpc.StatusCode.NOT_FOUND,
+    grpc.StatusCode.FAILED_PRECONDITION,
+    grpc.StatusCode.PERMISSION_DENIED,
+    grpc.StatusCode.OUT_OF_RANGE,
+    grpc.StatusCode.ALREADY_EXISTS,
+}
+
+
+def is_permanent(exc: BaseException) -> bool:
+    """Tell whether ``exc`` says the input is wrong, so that no retry can succeed."""
+    if isinstance(exc, PacsError):
+        return exc.code in _PERMANENT_CODES
+    if isinstance(exc, grpc.RpcError):
+        code = exc.code() if callable(getattr(exc, "code", None)) else None
+        return code in _PERMANENT_CODES
+    return False

@@ -23,7 +23,7 @@ from google.protobuf.message import Message
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 
-from pacs_common.errors import UnavailableError, is_retriable
+from pacs_common.errors import UnavailableError, is_permanent, is_retriable
 from pacs_common.settings import KafkaSettings
 from pacs_common.telemetry import extract_context, inject_headers
 
@@ -144,9 +144,9 @@ class EventConsumer:
     side effect is committed, or after the record went to the dead-letter topic.
 
     A handler that keeps failing with a retriable error is retried with backoff without limit
-    (the dependency is down; dead-lettering would lose work). A non-retriable failure is retried
-    ``max_retries`` times, then the record goes to the group's dead-letter topic with the error
-    in its headers.
+    (the dependency is down; dead-lettering would lose work). A permanent failure (the event
+    itself is invalid: retrying cannot help) goes to the group's dead-letter topic at once, with
+    the error in its headers; any other failure is retried ``max_retries`` times first.
     """
 
     def __init__(
@@ -217,7 +217,7 @@ class EventConsumer:
                         "retriable failure handling an event; retrying",
                         extra={"topic": record.topic, "offset": record.offset, "error": repr(exc)},
                     )
-                elif attempt > self.settings.max_retries:
+                elif is_permanent(exc) or attempt > self.settings.max_retries:
                     await self._dead_letter(record, exc)
                     return
                 else:
