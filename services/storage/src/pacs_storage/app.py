@@ -1,0 +1,129 @@
+"""The storage service process: wiring, start/stop, and ``serve()``.
+
+Start-up never fails because a dependency is down: the bucket is created on first use if S3 was
+unreachable at start, and Kafka is reconnected in the background (see
+:mod:`pacs_storage.announcer`). Meanwhile Put and Delete answer UNAVAILABLE and the health
+status of ``pacs.storage.v1.StorageService`` is NOT_SERVING, while the overall status ("")
+stays SERVING so that the process is not restarted for someone else's outage.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from grpc_health.v1 import health_pb2
+from pacs.storage.v1 import storage_service_pb2_grpc as pb_grpc
+from pacs_common.errors import PacsError
+from pacs_common.grpc_server import GrpcServerRunner, build_server
+from pacs_common.logging import configure_logging
+from pacs_common.metrics import GrpcMetricsInterceptor, MetricsServer, start_metrics_server
+from pacs_common.s3 import make_s3_client
+
+from pacs_storage.announcer import Announcer
+from pacs_storage.bucket import Bucket
+from pacs_storage.servicer import SERVICE_NAME, StorageServicer
+from pacs_storage.settings import StorageSettings
+from pacs_storage.store import InstanceStore
+
+log = logging.getLogger(__name__)
+
+_SERVING = health_pb2.HealthCheckResponse.SERVING
+_NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+def sse_arguments(settings: StorageSettings) -> dict[str, str]:
+    """The server-side-encryption arguments sent with every write."""
+    if settings.sse == "none":
+        return {}
+    arguments: dict[str, str] = {"ServerSideEncryption": settings.sse}
+    if settings.sse == "aws:kms" and settings.sse_kms_key_id:
+        arguments["SSEKMSKeyId"] = settings.sse_kms_key_id
+    return arguments
+
+
+class StorageApp:
+    """One storage service: gRPC server, S3 bucket, Kafka announcer."""
+
+    def __init__(self, settings: StorageSettings) -> None:
+        self.settings = settings
+        self.s3 = make_s3_client(settings.s3)
+        self.bucket = Bucket(self.s3, settings.s3, sse_arguments(settings))
+        self.announcer = Announcer(
+            settings.kafka, settings.service_name, settings.kafka_retry_s, self._kafka_changed
+        )
+        self.store = InstanceStore(self.bucket, self.announcer, settings)
+        servicer = StorageServicer(self.store)
+        server, health = build_server(
+            lambda srv: pb_grpc.add_StorageServiceServicer_to_server(servicer, srv),
+            [SERVICE_NAME],
+            interceptors=[GrpcMetricsInterceptor()],
+        )
+        self.health = health
+        self.runner = GrpcServerRunner(server, health, [SERVICE_NAME], settings.shutdown_grace_s)
+        self.grpc_port = self.runner.bind(settings.grpc_host, settings.grpc_port)
+        self.metrics: MetricsServer | None = None
+        self._started = False
+        self._stopped = False
+        self._health_tasks: set[asyncio.Task[None]] = set()
+
+    def _kafka_changed(self, ready: bool) -> None:
+        if not self._started or self._stopped:
+            return
+        task = asyncio.create_task(self._update_health())
+        self._health_tasks.add(task)
+        task.add_done_callback(self._health_tasks.discard)
+
+    async def _update_health(self) -> None:
+        """StorageService is SERVING only while events can be published (read at the moment
+        of setting, so concurrent updates cannot leave a stale status behind)."""
+        if self._stopped:
+            return
+        status = _SERVING if self.announcer.ready else _NOT_SERVING
+        await self.health.set(SERVICE_NAME, status)
+
+    async def start(self) -> None:
+        """Create the bucket if possible, connect to Kafka if possible, and serve."""
+        if self.settings.metrics_port is not None:
+            self.metrics = start_metrics_server(self.settings.metrics_port, self.settings.grpc_host)
+        try:
+            await self.store.ensure_bucket()
+        except PacsError as exc:
+            log.warning("S3 unreachable at start; bucket checked again on first use: %s", exc)
+        await self.announcer.start()
+        await self.runner.start()
+        self._started = True
+        await self._update_health()
+
+    async def stop(self) -> None:
+        """Stop serving (grace period), then disconnect from Kafka; safe to call twice."""
+        if self._stopped:
+            return
+        self._stopped = True
+        await self.runner.stop()
+        await self.announcer.stop()
+        if self.metrics is not None:
+            self.metrics.stop()
+        for task in list(self._health_tasks):
+            with contextlib.suppress(BaseException):
+                await task
+        self.s3.close()
+
+
+def create_app(settings: StorageSettings) -> StorageApp:
+    """Build the service (not started); ``grpc_port`` is bound already."""
+    return StorageApp(settings)
+
+
+async def serve() -> None:
+    """Run the storage service until SIGTERM/SIGINT, then shut down gracefully."""
+    settings = StorageSettings.load()
+    configure_logging(settings.service_name, settings.log_level, settings.log_patient_data)
+    app = create_app(settings)
+    await app.start()
+    log.info(
+        "storage service started",
+        extra={"port": app.grpc_port, "bucket": settings.s3.bucket, "sse": settings.sse},
+    )
+    await app.runner.run_until_signalled(app.stop)

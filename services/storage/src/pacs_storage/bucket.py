@@ -1,0 +1,352 @@
+"""Asynchronous access to the one S3 bucket, with S3 failures turned into domain errors.
+
+boto3 is synchronous, so every request runs in a worker thread (``asyncio.to_thread``) and the
+event loop keeps serving other calls meanwhile. Each request is timed
+(``pacs_s3_request_duration_seconds``) and its failure, after botocore's own retries
+(standard mode, see :func:`pacs_common.s3.make_s3_client`), mapped once, here:
+
+* connection refused, timeouts, 5xx, throttling, checksum mismatch in transit -> UNAVAILABLE
+  (retriable: the gateway answers "out of resources" and the sender tries again);
+* missing key -> NOT_FOUND; unsatisfiable range -> INVALID_ARGUMENT.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import grpc
+from botocore.exceptions import ClientError, HTTPClientError, IncompleteReadError
+from botocore.exceptions import ConnectionError as BotoConnectionError
+from pacs_common.errors import (
+    InvalidArgumentError,
+    NotFoundError,
+    PacsError,
+    UnavailableError,
+)
+from pacs_common.metrics import S3_ERRORS, S3_REQUEST_DURATION
+from pacs_common.settings import S3Settings
+
+if TYPE_CHECKING:
+    from hashlib import _Hash as Hash
+
+    from mypy_boto3_s3 import S3Client
+    from mypy_boto3_s3.type_defs import CompletedPartTypeDef
+
+T = TypeVar("T")
+
+_NOT_FOUND = {"404", "NoSuchKey", "NotFound", "NoSuchVersion"}
+_RETRIABLE = {
+    "BadDigest",  # the bytes changed on the way to S3
+    "XAmzContentSHA256Mismatch",
+    "InternalError",
+    "ServiceUnavailable",
+    "SlowDown",
+    "RequestTimeout",
+    "RequestTimeTooSkewed",
+    "NoSuchBucket",  # not created yet, or removed under us: nothing to do but wait
+    "AccessDenied",  # credentials or policy misconfigured: an operator must act
+    "InvalidAccessKeyId",
+    "SignatureDoesNotMatch",
+}
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    """What S3 tells about one object (HEAD or GET response)."""
+
+    key: str
+    size: int
+    etag: str
+    metadata: Mapping[str, str]
+    last_modified: datetime | None
+    checksum_sha256: str | None
+
+
+@dataclass(frozen=True)
+class ListedObject:
+    """One entry of a listing."""
+
+    key: str
+    size: int
+    last_modified: datetime
+
+
+class ObjectReader:
+    """An open GET: object description plus its body, read chunk by chunk in a thread."""
+
+    def __init__(self, info: StoredObject, total_size: int, body: Any) -> None:
+        self.info = info
+        self.total_size = total_size
+        self._body = body
+
+    async def read(self, size: int, digest: Hash | None = None) -> bytes:
+        """Up to ``size`` bytes; b"" at the end. ``digest`` is updated with them in the worker
+        thread (hashlib releases the GIL), off the event loop."""
+
+        def read() -> bytes:
+            data: bytes = self._body.read(size)
+            if digest is not None:
+                digest.update(data)
+            return data
+
+        try:
+            data = await asyncio.to_thread(read)
+        except (BotoConnectionError, HTTPClientError, IncompleteReadError, OSError) as exc:
+            raise UnavailableError(f"S3 read interrupted: {type(exc).__name__}") from exc
+        return data
+
+    def close(self) -> None:
+        """Release the HTTP connection."""
+        self._body.close()
+
+
+class WriteConflictError(PacsError):
+    """A conditional write lost a race: the object changed since it was read."""
+
+    code = grpc.StatusCode.ABORTED
+    retriable = True
+
+
+def _error_for(operation: str, exc: Exception) -> PacsError:
+    if isinstance(exc, ClientError):
+        error = exc.response.get("Error", {})
+        code = str(error.get("Code", ""))
+        status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
+        if code in {"PreconditionFailed", "ConditionalRequestConflict"}:
+            return WriteConflictError("the object changed while it was being replaced")
+        if code in _NOT_FOUND:
+            return NotFoundError("object not found")
+        if code == "InvalidRange":
+            return InvalidArgumentError("the requested range is outside the object")
+        if code in _RETRIABLE or status >= 500:
+            return UnavailableError(f"S3 {operation} failed: {code or status}")
+        return PacsError(f"S3 {operation} failed: {code or status}")
+    return UnavailableError(f"S3 unreachable during {operation}: {type(exc).__name__}")
+
+
+class Bucket:
+    """The service's bucket, addressed through one boto3 client (thread-safe)."""
+
+    def __init__(self, client: S3Client, settings: S3Settings, sse: Mapping[str, str]) -> None:
+        self.client = client
+        self.name = settings.bucket
+        self._sse = dict(sse)
+
+    async def _call(self, operation: str, fn: Callable[..., T], **kwargs: Any) -> T:
+        started = time.perf_counter()
+        try:
+            return await asyncio.to_thread(fn, **kwargs)
+        except (ClientError, BotoConnectionError, HTTPClientError) as exc:
+            S3_ERRORS.labels(operation).inc()
+            raise _error_for(operation, exc) from exc
+        finally:
+            S3_REQUEST_DURATION.labels(operation).observe(time.perf_counter() - started)
+
+    async def ensure_exists(self) -> bool:
+        """Create the bucket when it is missing; True if it was created."""
+        try:
+            await self._call("head_bucket", self.client.head_bucket, Bucket=self.name)
+            return False
+        except NotFoundError:
+            pass
+        try:
+            await self._call("create_bucket", self.client.create_bucket, Bucket=self.name)
+        except PacsError:
+            # Another replica may have created it meanwhile; HEAD decides.
+            await self._call("head_bucket", self.client.head_bucket, Bucket=self.name)
+        return True
+
+    async def head(self, key: str) -> StoredObject | None:
+        """Describe one object, or None when it does not exist."""
+        try:
+            response = await self._call(
+                "head_object",
+                self.client.head_object,
+                Bucket=self.name,
+                Key=key,
+                ChecksumMode="ENABLED",
+            )
+        except NotFoundError:
+            return None
+        return _stored(key, response)
+
+    async def put(
+        self,
+        key: str,
+        data: bytes,
+        sha256_b64: str,
+        metadata: Mapping[str, str],
+        condition: Mapping[str, str] | None = None,
+    ) -> StoredObject:
+        """Write one object in one request; S3 verifies ``sha256_b64`` before storing it.
+
+        ``condition`` (``IfNoneMatch``/``IfMatch``) makes the write conditional; a lost race
+        raises :class:`WriteConflictError`.
+        """
+        response = await self._call(
+            "put_object",
+            self.client.put_object,
+            Bucket=self.name,
+            Key=key,
+            Body=data,
+            ChecksumSHA256=sha256_b64,
+            Metadata=dict(metadata),
+            ContentType="application/dicom",
+            **self._sse,
+            **dict(condition or {}),
+        )
+        return StoredObject(
+            key=key,
+            size=len(data),
+            etag=str(response.get("ETag", "")),
+            metadata=dict(metadata),
+            last_modified=None,
+            checksum_sha256=response.get("ChecksumSHA256"),
+        )
+
+    async def create_multipart(self, key: str, metadata: Mapping[str, str]) -> str:
+        """Open a multipart upload with per-part SHA-256 checksums; returns its upload id."""
+        response = await self._call(
+            "create_multipart_upload",
+            self.client.create_multipart_upload,
+            Bucket=self.name,
+            Key=key,
+            ChecksumAlgorithm="SHA256",
+            Metadata=dict(metadata),
+            ContentType="application/dicom",
+            **self._sse,
+        )
+        return response["UploadId"]
+
+    async def upload_part(
+        self, key: str, upload_id: str, number: int, data: bytes, sha256_b64: str
+    ) -> CompletedPartTypeDef:
+        """Upload one part; S3 verifies its checksum."""
+        response = await self._call(
+            "upload_part",
+            self.client.upload_part,
+            Bucket=self.name,
+            Key=key,
+            UploadId=upload_id,
+            PartNumber=number,
+            Body=data,
+            ChecksumSHA256=sha256_b64,
+        )
+        return {"PartNumber": number, "ETag": response["ETag"], "ChecksumSHA256": sha256_b64}
+
+    async def complete_multipart(
+        self,
+        key: str,
+        upload_id: str,
+        parts: list[CompletedPartTypeDef],
+        condition: Mapping[str, str] | None = None,
+    ) -> None:
+        """Assemble the parts into the object (conditionally, like :meth:`put`)."""
+        await self._call(
+            "complete_multipart_upload",
+            self.client.complete_multipart_upload,
+            Bucket=self.name,
+            Key=key,
+            UploadId=upload_id,
+            MultipartUpload={"Parts": parts},
+            **dict(condition or {}),
+        )
+
+    async def abort_multipart(self, key: str, upload_id: str) -> None:
+        """Discard an unfinished upload (best effort: a lifecycle rule catches leftovers)."""
+        with contextlib.suppress(PacsError):
+            await self._call(
+                "abort_multipart_upload",
+                self.client.abort_multipart_upload,
+                Bucket=self.name,
+                Key=key,
+                UploadId=upload_id,
+            )
+
+    async def copy(
+        self,
+        source: str,
+        key: str,
+        metadata: Mapping[str, str] | None,
+        source_etag: str = "",
+    ) -> str | None:
+        """Server-side copy; ``metadata`` replaces the source's when given; with
+        ``source_etag`` only if the source is still that object (else WriteConflictError).
+
+        S3 computes a full-object SHA-256 of the copy (``ChecksumAlgorithm``), also when the
+        source was a multipart upload; it is returned (base64) for the caller to compare.
+        """
+        extra: dict[str, Any] = dict(self._sse)
+        if source_etag:
+            extra["CopySourceIfMatch"] = source_etag
+        if metadata is not None:
+            extra["Metadata"] = dict(metadata)
+            extra["MetadataDirective"] = "REPLACE"
+            extra["ContentType"] = "application/dicom"
+        response = await self._call(
+            "copy_object",
+            self.client.copy_object,
+            Bucket=self.name,
+            Key=key,
+            CopySource={"Bucket": self.name, "Key": source},
+            ChecksumAlgorithm="SHA256",
+            **extra,
+        )
+        return response.get("CopyObjectResult", {}).get("ChecksumSHA256")
+
+    async def open(self, key: str, first: int = 0, last: int | None = None) -> ObjectReader:
+        """Start reading an object, optionally bytes ``first..last`` (inclusive)."""
+        extra: dict[str, Any] = {}
+        if first or last is not None:
+            extra["Range"] = f"bytes={first}-{'' if last is None else last}"
+        response = await self._call(
+            "get_object", self.client.get_object, Bucket=self.name, Key=key, **extra
+        )
+        info = _stored(key, response)
+        total = info.size
+        content_range = str(response.get("ContentRange", ""))
+        if "/" in content_range:
+            total = int(content_range.rsplit("/", 1)[1])
+        return ObjectReader(info, total, response["Body"])
+
+    async def delete(self, key: str) -> None:
+        """Remove one object (no error if it is already gone)."""
+        await self._call("delete_object", self.client.delete_object, Bucket=self.name, Key=key)
+
+    async def list(
+        self, prefix: str, max_keys: int, token: str = ""
+    ) -> tuple[list[ListedObject], str]:
+        """One page of keys under ``prefix`` and the token of the next page ("" at the end)."""
+        extra: dict[str, Any] = {"ContinuationToken": token} if token else {}
+        response = await self._call(
+            "list_objects_v2",
+            self.client.list_objects_v2,
+            Bucket=self.name,
+            Prefix=prefix,
+            MaxKeys=max_keys,
+            **extra,
+        )
+        items = [
+            ListedObject(key=item["Key"], size=item["Size"], last_modified=item["LastModified"])
+            for item in response.get("Contents", [])
+        ]
+        truncated = response.get("IsTruncated", False)
+        next_token = response.get("NextContinuationToken", "") if truncated else ""
+        return items, next_token
+
+
+def _stored(key: str, response: Mapping[str, Any]) -> StoredObject:
+    return StoredObject(
+        key=key,
+        size=int(response.get("ContentLength", 0)),
+        etag=str(response.get("ETag", "")),
+        metadata=dict(response.get("Metadata", {})),
+        last_modified=response.get("LastModified"),
+        checksum_sha256=response.get("ChecksumSHA256"),
+    )

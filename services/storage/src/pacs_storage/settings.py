@@ -1,0 +1,72 @@
+"""Settings of the storage service (``PACS_STORAGE_*``; Kafka under ``PACS_KAFKA_*``, S3 under
+``PACS_S3_*``)."""
+
+from __future__ import annotations
+
+from typing import Literal, Self
+
+from pacs_common.settings import KafkaSettings, S3Settings, ServiceSettings
+from pydantic import Field, model_validator
+from pydantic_settings import SettingsConfigDict
+
+MIB = 1024 * 1024
+# S3 refuses parts below 5 MiB (except the last one) and a single CopyObject above 5 GiB.
+S3_MIN_PART_SIZE = 5 * MIB
+S3_MAX_COPY_SIZE = 5 * 1024 * MIB
+# gRPC messages are capped at 16 MiB by pacs_common (grpc_server/grpc_client); keep room for
+# the message envelope.
+MAX_CHUNK_SIZE = 8 * MIB
+
+SseMode = Literal["none", "AES256", "aws:kms"]
+
+
+class StorageSettings(ServiceSettings):
+    """Everything the storage service reads from its environment, once, at start-up."""
+
+    model_config = SettingsConfigDict(env_prefix="PACS_STORAGE_", extra="ignore")
+
+    service_name: str = "storage"
+    grpc_port: int = Field(50051, ge=0, le=65535, description="StorageService; 0 = free port")
+    metrics_port: int | None = Field(
+        None, ge=0, le=65535, description="Prometheus /metrics port; None = off, 0 = free port"
+    )
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    s3: S3Settings = Field(default_factory=S3Settings)
+
+    chunk_size: int = Field(
+        1 * MIB, ge=4096, le=MAX_CHUNK_SIZE, description="bytes per Get message"
+    )
+    multipart_threshold: int = Field(
+        16 * MIB, ge=S3_MIN_PART_SIZE, description="objects at least this big use multipart"
+    )
+    part_size: int = Field(8 * MIB, ge=S3_MIN_PART_SIZE, description="multipart part size")
+    max_parts_in_flight: int = Field(
+        4, ge=1, le=32, description="concurrent part uploads of one Put (bounds its memory)"
+    )
+    max_object_size: int = Field(
+        S3_MAX_COPY_SIZE,
+        ge=1,
+        le=S3_MAX_COPY_SIZE,
+        description="largest object accepted (a single S3 CopyObject is limited to 5 GiB)",
+    )
+    create_bucket: bool = Field(True, description="create the bucket at start when missing")
+    sse: SseMode = Field(
+        "AES256",
+        description="server-side encryption requested on every write: none | AES256 | aws:kms",
+    )
+    sse_kms_key_id: str | None = Field(None, description="KMS key for sse=aws:kms")
+    conditional_writes: bool = Field(
+        True,
+        description="use If-Match/If-None-Match writes (AWS S3, versitygw); turn off only for "
+        "stores that reject them (a store that ignores them loses versions under races)",
+    )
+    kafka_retry_s: float = Field(
+        2.0, gt=0, description="pause between attempts to reach Kafka while it is down"
+    )
+    list_page_size: int = Field(1000, ge=1, le=1000, description="List page size by default")
+
+    @model_validator(mode="after")
+    def _check_sizes(self) -> Self:
+        if self.sse_kms_key_id and self.sse != "aws:kms":
+            raise ValueError("sse_kms_key_id needs sse=aws:kms")
+        return self

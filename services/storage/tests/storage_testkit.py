@@ -1,0 +1,207 @@
+"""Helpers of the storage service tests: sample objects, events on Kafka, raw bucket access."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import os
+import socket
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+from pacs.events.v1 import instance_events_pb2
+from pacs.type.v1 import instance_pb2
+from pacs_common.dicom import identifiers_of_part10
+from pacs_common.events import TOPIC_INSTANCES, header
+from pydicom import dcmread
+from pydicom.data import get_testdata_file
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on (bound, then released): connections are refused."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def sample_part10(name: str = "CT_small.dcm") -> bytes:
+    """A real DICOM file bundled with pydicom."""
+    path = get_testdata_file(name)
+    assert path is not None
+    with open(path, "rb") as handle:
+        return handle.read()
+
+
+def modified_part10(data: bytes) -> bytes:
+    """The same instance (same UIDs) with one pixel changed: different bytes, same address."""
+    dataset = dcmread(io.BytesIO(data))
+    pixels = bytearray(dataset.PixelData)
+    pixels[0] ^= 0xFF
+    dataset.PixelData = bytes(pixels)
+    out = io.BytesIO()
+    dataset.save_as(out, enforce_file_format=True)
+    return out.getvalue()
+
+
+def synthetic_part10(pixel_bytes: int) -> bytes:
+    """A large Secondary Capture instance with ``pixel_bytes`` of random pixel data."""
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.7"
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    dataset = Dataset()
+    dataset.file_meta = meta
+    dataset.SOPClassUID = meta.MediaStorageSOPClassUID
+    dataset.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    dataset.StudyInstanceUID = generate_uid()
+    dataset.SeriesInstanceUID = generate_uid()
+    dataset.Modality = "OT"
+    side = int((pixel_bytes // 2) ** 0.5)
+    dataset.Rows = side
+    dataset.Columns = pixel_bytes // 2 // side
+    dataset.SamplesPerPixel = 1
+    dataset.PhotometricInterpretation = "MONOCHROME2"
+    dataset.BitsAllocated = 16
+    dataset.BitsStored = 16
+    dataset.HighBit = 15
+    dataset.PixelRepresentation = 0
+    dataset.PixelData = os.urandom(dataset.Rows * dataset.Columns * 2)
+    out = io.BytesIO()
+    dataset.save_as(out, enforce_file_format=True)
+    return out.getvalue()
+
+
+def ref_of(data: bytes, tenant: str) -> instance_pb2.InstanceRef:
+    """The InstanceRef of a Part 10 object, the way the gateway builds it."""
+    ids = identifiers_of_part10(data)
+    return instance_pb2.InstanceRef(
+        tenant=tenant,
+        study_instance_uid=ids.study_instance_uid,
+        series_instance_uid=ids.series_instance_uid,
+        sop_instance_uid=ids.sop_instance_uid,
+        sop_class_uid=ids.sop_class_uid,
+        transfer_syntax_uid=ids.transfer_syntax_uid,
+    )
+
+
+def address_of(ref: instance_pb2.InstanceRef) -> instance_pb2.InstanceRef:
+    """Only the address part of a ref (what readers send)."""
+    return instance_pb2.InstanceRef(
+        tenant=ref.tenant,
+        study_instance_uid=ref.study_instance_uid,
+        series_instance_uid=ref.series_instance_uid,
+        sop_instance_uid=ref.sop_instance_uid,
+    )
+
+
+@dataclass
+class Event:
+    """One consumed event."""
+
+    record: ConsumerRecord[bytes, bytes]
+    ce_type: str
+    message: instance_events_pb2.InstanceStored | instance_events_pb2.InstanceDeleted
+
+    def header(self, name: str) -> str | None:
+        return header(self.record, name)
+
+
+class InstanceEvents:
+    """Reads pacs.instances.v1 from the end (positioned before the test acts)."""
+
+    def __init__(self, bootstrap: str) -> None:
+        self.bootstrap = bootstrap
+        self.consumer = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap,
+            group_id=f"test-storage-{uuid.uuid4().hex[:12]}",
+            enable_auto_commit=False,
+            auto_offset_reset="latest",
+        )
+
+    async def start(self) -> None:
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
+        await admin.start()
+        try:
+            await admin.create_topics([NewTopic(TOPIC_INSTANCES, 3, 1)])
+        except TopicAlreadyExistsError:
+            pass
+        finally:
+            await admin.close()
+        await self.consumer.start()
+        partitions = None
+        for _ in range(50):
+            await self.consumer._client.force_metadata_update()
+            partitions = self.consumer.partitions_for_topic(TOPIC_INSTANCES)
+            if partitions:
+                break
+            await asyncio.sleep(0.1)
+        assert partitions, "topic pacs.instances.v1 has no partitions"
+        assigned = [TopicPartition(TOPIC_INSTANCES, p) for p in partitions]
+        self.consumer.assign(assigned)
+        await self.consumer.seek_to_end(*assigned)
+        for tp in assigned:
+            await self.consumer.position(tp)  # resolve the seek before the test publishes
+
+    async def stop(self) -> None:
+        await self.consumer.stop()
+
+    async def next(self, accept: Callable[[Event], bool], within: float = 15.0) -> Event:
+        """The next event that ``accept`` approves (others are skipped)."""
+
+        async def wait() -> Event:
+            while True:
+                record = await self.consumer.getone()
+                event = decode(record)
+                if event is not None and accept(event):
+                    return event
+
+        return await asyncio.wait_for(wait(), within)
+
+    async def drain(self, accept: Callable[[Event], bool], within: float = 1.5) -> list[Event]:
+        """Every approved event that arrives within ``within`` seconds."""
+        found: list[Event] = []
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + within
+        while (left := deadline - loop.time()) > 0:
+            batches = await self.consumer.getmany(timeout_ms=int(left * 1000))
+            for records in batches.values():
+                for record in records:
+                    event = decode(record)
+                    if event is not None and accept(event):
+                        found.append(event)
+        return found
+
+
+def decode(record: ConsumerRecord[bytes, bytes]) -> Event | None:
+    """Decode an InstanceStored/InstanceDeleted record by its CloudEvents type."""
+    ce_type = header(record, "ce_type") or ""
+    message: instance_events_pb2.InstanceStored | instance_events_pb2.InstanceDeleted
+    if ce_type == "pacs.events.v1.InstanceStored":
+        message = instance_events_pb2.InstanceStored.FromString(record.value or b"")
+    elif ce_type == "pacs.events.v1.InstanceDeleted":
+        message = instance_events_pb2.InstanceDeleted.FromString(record.value or b"")
+    else:
+        return None
+    return Event(record, ce_type, message)
+
+
+def for_tenant(
+    tenant: str, ce_type: str = "pacs.events.v1.InstanceStored"
+) -> Callable[[Event], bool]:
+    """Accept events of one type about one tenant."""
+
+    def accept(event: Event) -> bool:
+        if event.ce_type != ce_type:
+            return False
+        message = event.message
+        if isinstance(message, instance_events_pb2.InstanceStored):
+            return message.object.instance.tenant == tenant
+        return message.instance.tenant == tenant
+
+    return accept
