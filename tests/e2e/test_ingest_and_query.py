@@ -14,7 +14,7 @@ from pathlib import Path
 import boto3
 import grpc
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from botocore.config import Config
 from pacs.events.v1 import instance_events_pb2
 from pacs.query.v1 import query_service_pb2, query_service_pb2_grpc
@@ -72,13 +72,22 @@ def instance_ref(path: Path, tenant: str) -> instance_pb2.InstanceRef:
     )
 
 
+async def topic_partitions(bootstrap: str) -> set[int]:
+    """Partitions of the instances topic (the producer API fetches the topic's metadata)."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+    await producer.start()
+    try:
+        return set(await producer.partitions_for(TOPIC_INSTANCES))
+    finally:
+        await producer.stop()
+
+
 def end_offsets(bootstrap: str) -> dict[TopicPartition, int]:
     async def read() -> dict[TopicPartition, int]:
         consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
         await consumer.start()
         try:
-            await consumer.topics()  # loads the cluster metadata
-            partitions = consumer.partitions_for_topic(TOPIC_INSTANCES) or set()
+            partitions = await topic_partitions(bootstrap)
             tps = [TopicPartition(TOPIC_INSTANCES, p) for p in partitions]
             return dict(await consumer.end_offsets(tps)) if tps else {}
         finally:
@@ -94,15 +103,18 @@ def events_since(
         consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
         await consumer.start()
         try:
-            await consumer.topics()  # loads the cluster metadata
-            partitions = consumer.partitions_for_topic(TOPIC_INSTANCES) or set()
+            partitions = await topic_partitions(bootstrap)
             tps = [TopicPartition(TOPIC_INSTANCES, p) for p in partitions]
             consumer.assign(tps)
             for tp in tps:
                 consumer.seek(tp, start.get(tp, 0))
             ends = await consumer.end_offsets(tps)
             records: list[tuple[dict[str, str], bytes]] = []
-            while any(await consumer.position(tp) < ends[tp] for tp in tps):
+
+            async def behind() -> bool:
+                return any([await consumer.position(tp) < ends[tp] for tp in tps])
+
+            while await behind():
                 batch = await consumer.getmany(timeout_ms=1000)
                 for messages in batch.values():
                     for record in messages:

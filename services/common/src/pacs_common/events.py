@@ -25,7 +25,7 @@ from opentelemetry import trace
 
 from pacs_common.errors import UnavailableError, is_permanent, is_retriable
 from pacs_common.settings import KafkaSettings
-from pacs_common.telemetry import extract_context, inject_headers
+from pacs_common.telemetry import configure_tracing, extract_context, inject_headers
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +82,8 @@ class EventPublisher:
 
     async def start(self) -> None:
         """Connect. Raises :class:`UnavailableError` if no broker answers."""
+        # Events carry W3C trace context; without an SDK provider there is no span to carry.
+        configure_tracing(self.source)
         producer = AIOKafkaProducer(
             bootstrap_servers=self.settings.bootstrap,
             client_id=f"{self.settings.client_id}-{self.source}",
@@ -114,6 +116,12 @@ class EventPublisher:
         """
         if self._producer is None:
             raise UnavailableError("event publisher is not started")
+        tracer = trace.get_tracer("pacs_common.events")
+        with tracer.start_as_current_span(f"publish {topic}", kind=trace.SpanKind.PRODUCER):
+            await self._send(topic, key, message)
+
+    async def _send(self, topic: str, key: str, message: Message) -> None:
+        assert self._producer is not None
         try:
             await asyncio.wait_for(
                 self._producer.send_and_wait(

@@ -10,17 +10,21 @@ import ipaddress
 import os
 from pathlib import Path
 
+from pacs_common.settings import ServiceSettings
 from pydantic import Field, field_validator
 from pydantic_settings import SettingsConfigDict
-
-from pacs_common.settings import ServiceSettings
 
 # PS3.5 6.2: an AE title is 1-16 characters of the default repertoire without backslash or
 # control characters; leading and trailing spaces are not significant.
 AE_TITLE_MAX = 16
 
 
-def _check_ae_title(value: str) -> str:
+def check_ae_title(value: str) -> str:
+    """A valid AE title, stripped (PS3.5 6.2).
+
+    Raises:
+        ValueError: empty, too long, or with forbidden characters.
+    """
     stripped = value.strip()
     if not 0 < len(stripped) <= AE_TITLE_MAX or "\\" in stripped or not stripped.isprintable():
         raise ValueError("an AE title is 1-16 printable characters without backslash (PS3.5 6.2)")
@@ -36,6 +40,9 @@ class GatewaySettings(ServiceSettings):
     grpc_port: int = Field(50053, ge=0, le=65535, description="IngestService; 0 = free port")
 
     ae_title: str = Field("CLOUDPACS", description="the gateway's own (called) AE title")
+    require_called_ae_title: bool = Field(
+        True, description="reject associations addressed to another called AE title"
+    )
     dicom_host: str = Field("127.0.0.1", description="address the DIMSE listener binds")
     dicom_port: int = Field(11112, ge=0, le=65535, description="DIMSE port; 0 = free port")
 
@@ -75,6 +82,11 @@ class GatewaySettings(ServiceSettings):
         False, description="require a client certificate on every TLS association"
     )
 
+    commitment_wait_s: float = Field(
+        30.0, gt=0, description="how long Storage Commitment waits for instances to be indexed"
+    )
+    serve_grpc: bool = Field(True, description="serve IngestService (off in extra workers)")
+    reuse_port: bool = Field(False, description="bind DICOM ports with SO_REUSEPORT")
     workers: int = Field(
         default_factory=lambda: os.cpu_count() or 1,
         ge=1,
@@ -87,7 +99,7 @@ class GatewaySettings(ServiceSettings):
     @field_validator("ae_title")
     @classmethod
     def _ae_title_valid(cls, value: str) -> str:
-        return _check_ae_title(value)
+        return check_ae_title(value)
 
     @field_validator("allowed_networks")
     @classmethod

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+from pacs_common.settings import KafkaSettings, ServiceSettings
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
-
-from pacs_common.settings import KafkaSettings, ServiceSettings
 
 
 class IndexerSettings(ServiceSettings):
@@ -15,6 +14,9 @@ class IndexerSettings(ServiceSettings):
 
     service_name: str = "indexer"
     grpc_port: int = Field(50052, ge=0, le=65535, description="0 picks a free port (tests)")
+    metrics_port: int | None = Field(
+        None, ge=0, le=65535, description="Prometheus /metrics port; None = off, 0 = free port"
+    )
     database_url: str = Field(
         "sqlite:///./.cache/run/index.sqlite",
         description="SQLAlchemy URL: sqlite:///path or postgresql+psycopg://user@host/db",
@@ -33,5 +35,12 @@ class IndexerSettings(ServiceSettings):
     )
     header_prefix_bytes: int = Field(
         64 * 1024, ge=1024, description="bytes read from storage to parse a header first"
+    )
+    statistics_interval_s: float = Field(
+        600.0, gt=0, description="how often SQLite's planner statistics are refreshed"
+    )
+    extra_attributes: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description='extra searchable attributes per level, JSON: {"STUDY": ["InstitutionName"]}',
     )
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)

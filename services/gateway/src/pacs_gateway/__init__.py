@@ -1,0 +1,1 @@
+"""cloudpacs gateway: the DICOM front door (DIMSE SCP/SCU) and the IngestService."""

@@ -1,0 +1,114 @@
+"""Who may open an association, and which tenant an accepted caller works in.
+
+Decided once per association, when the A-ASSOCIATE-RQ arrives (pynetdicom's EVT_REQUESTED),
+from the calling AE title, the source address and, over TLS, the client certificate subject.
+A refused caller gets an A-ASSOCIATE-RJ, rejected-permanent, source "DICOM UL service-user"
+(PS3.8 9.3.4, Table 9-21), and never reaches a DIMSE handler.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import threading
+import weakref
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+# PS3.8 Table 9-21, A-ASSOCIATE-RJ Reason/Diag. with source 1 (DICOM UL service-user).
+REASON_NO_REASON_GIVEN = 0x01
+REASON_CALLING_AE_NOT_RECOGNIZED = 0x03
+REASON_CALLED_AE_NOT_RECOGNIZED = 0x07
+RESULT_REJECTED_PERMANENT = 0x01
+SOURCE_SERVICE_USER = 0x01
+
+
+@dataclass(frozen=True)
+class Caller:
+    """An admitted association requestor."""
+
+    tenant: str
+    calling_ae_title: str
+    address: str
+    site: str | None = None
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """Why an association is refused; ``reason`` is a PS3.8 Table 9-21 diagnostic."""
+
+    reason: int
+    explanation: str
+
+
+@dataclass(frozen=True)
+class AssociationRequest:
+    """What is known about a requestor when its A-ASSOCIATE-RQ arrives."""
+
+    calling_ae_title: str
+    called_ae_title: str
+    address: str
+    tls_subject: str | None = None
+    """RFC 4514 subject of the verified client certificate, when the association uses TLS."""
+    tls: bool = False
+
+
+class AdmissionPolicy(Protocol):
+    """Decides on an association request."""
+
+    def admit(self, request: AssociationRequest) -> Caller | Rejection: ...
+
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def address_in(address: str, networks: Iterable[Network]) -> bool:
+    """True if ``address`` (an IPv4/IPv6 literal, possibly IPv4-mapped IPv6) is in a network."""
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return any(ip in network for network in networks)
+
+
+class NetworkPolicy:
+    """The embedded default: any calling AE title, from the allowed networks only."""
+
+    def __init__(
+        self, allowed_networks: Iterable[str], tenant: str, called_ae_title: str | None
+    ) -> None:
+        self._networks = [ipaddress.ip_network(n, strict=False) for n in allowed_networks]
+        self._tenant = tenant
+        self._called_ae_title = called_ae_title
+
+    def admit(self, request: AssociationRequest) -> Caller | Rejection:
+        """Admit callers from the allowed networks into the default tenant.
+
+        An address outside the allowed networks has no Table 9-21 reason of its own; we answer
+        "no-reason-given" so that a probe learns nothing about which AE titles exist.
+        """
+        if self._called_ae_title and request.called_ae_title != self._called_ae_title:
+            return Rejection(REASON_CALLED_AE_NOT_RECOGNIZED, "called AE title is not ours")
+        if not address_in(request.address, self._networks):
+            return Rejection(REASON_NO_REASON_GIVEN, "source address not allowed")
+        return Caller(self._tenant, request.calling_ae_title, request.address)
+
+
+class Callers:
+    """The admitted caller of each live association (weakly keyed: no clean-up needed)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._by_association: weakref.WeakKeyDictionary[Any, Caller] = weakref.WeakKeyDictionary()
+
+    def set(self, association: Any, caller: Caller) -> None:
+        """Remember the caller of ``association``."""
+        with self._lock:
+            self._by_association[association] = caller
+
+    def get(self, association: Any) -> Caller | None:
+        """The caller of ``association``; None if it was never admitted."""
+        with self._lock:
+            return self._by_association.get(association)

@@ -1,0 +1,281 @@
+"""The gateway process: the DICOM listener(s) and the IngestService gRPC server.
+
+Every gRPC object (the IngestService server, the storage and indexer channels) lives in one
+dedicated event loop (:mod:`pacs_gateway.io_loop`, which explains why); the DICOM listeners run
+pynetdicom's threads and submit work to that loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from pacs.ingest.v1 import ingest_service_pb2, ingest_service_pb2_grpc
+from pacs.query.v1 import query_service_pb2_grpc
+from pacs.storage.v1 import storage_service_pb2
+from pacs_common.grpc_client import open_channel
+from pacs_common.grpc_server import GrpcServerRunner, build_server
+from pacs_storage.client import StorageClient
+from pynetdicom import _config as pynetdicom_config
+from pynetdicom import evt
+
+from pacs_gateway import status
+from pacs_gateway.admission import AdmissionPolicy, Callers, NetworkPolicy
+from pacs_gateway.c_find import Finder, FindScp
+from pacs_gateway.c_store import StoreScp
+from pacs_gateway.commitment import Committer, StorageCommitmentScp
+from pacs_gateway.contexts import scp_contexts
+from pacs_gateway.dimse_server import DimseServer
+from pacs_gateway.ingest import Ingest, RecentInstances
+from pacs_gateway.io_loop import IoLoop
+from pacs_gateway.registry import Destination, RegistryWatcher
+from pacs_gateway.retrieve import Retriever
+from pacs_gateway.retrieve_scp import RetrieveScp
+from pacs_gateway.servicer import IngestServicer
+from pacs_gateway.settings import GatewaySettings
+from pacs_gateway.tls import server_ssl_context
+
+log = logging.getLogger(__name__)
+
+INGEST_SERVICE = ingest_service_pb2.DESCRIPTOR.services_by_name["IngestService"].full_name
+STORAGE_SERVICE = storage_service_pb2.DESCRIPTOR.services_by_name["StorageService"].full_name
+
+
+def quiet_pynetdicom() -> None:
+    """Stop pynetdicom from logging identifiers (patient data) and formatting every PDU."""
+    pynetdicom_config.LOG_HANDLER_LEVEL = "none"
+    pynetdicom_config.LOG_REQUEST_IDENTIFIERS = False
+    pynetdicom_config.LOG_RESPONSE_IDENTIFIERS = False
+
+
+class _Clients:
+    """The service clients, created inside the io loop."""
+
+    def __init__(self, settings: GatewaySettings) -> None:
+        self.storage_channel = open_channel(settings.storage_target)
+        self.indexer_channel = open_channel(settings.indexer_target)
+        self.storage = StorageClient(self.storage_channel)
+        self.finder = Finder(
+            query_service_pb2_grpc.QueryServiceStub(self.indexer_channel), settings.query_timeout
+        )
+
+    async def storage_ready(self) -> bool:
+        """True if the storage service reports SERVING (it can store and announce)."""
+        stub = health_pb2_grpc.HealthStub(self.storage_channel)
+        try:
+            response = await stub.Check(
+                health_pb2.HealthCheckRequest(service=STORAGE_SERVICE), timeout=5
+            )
+        except grpc.RpcError:
+            return False
+        return bool(response.status == health_pb2.HealthCheckResponse.SERVING)
+
+    async def close(self) -> None:
+        await self.storage_channel.close(None)
+        await self.indexer_channel.close(None)
+
+
+class GatewayApp:
+    """A running gateway; ``grpc_port``, ``dicom_port`` and ``tls_port`` are the bound ports
+    after :meth:`start` (``tls_port`` is None without DICOM TLS)."""
+
+    def __init__(self, settings: GatewaySettings) -> None:
+        self.settings = settings
+        self.grpc_port = 0
+        self.dicom_port = 0
+        self.tls_port: int | None = None
+        self.callers = Callers()
+        self._recent = RecentInstances()
+        self._io = IoLoop()
+        self._registry = (
+            RegistryWatcher(settings.site_registry, settings.registry_poll_s, self._called_ae())
+            if settings.site_registry is not None
+            else None
+        )
+        self._runner: GrpcServerRunner | None = None
+        self._clients: _Clients | None = None
+        self._dimse: DimseServer | None = None
+        self._commitment: StorageCommitmentScp | None = None
+        self._started = False
+        self._stopped = False
+
+    def _called_ae(self) -> str | None:
+        return self.settings.ae_title if self.settings.require_called_ae_title else None
+
+    @property
+    def dimse(self) -> DimseServer:
+        """The DICOM listener (after :meth:`start`)."""
+        if self._dimse is None:
+            raise RuntimeError("the gateway is not started")
+        return self._dimse
+
+    @property
+    def registry(self) -> RegistryWatcher | None:
+        """The site registry watcher, when a registry file is configured."""
+        return self._registry
+
+    def admission(self) -> AdmissionPolicy:
+        """The policy deciding on each association request: the site registry when one is
+        configured, else any calling AE title from the allowed networks (embedded default)."""
+        if self._registry is not None:
+            return self._registry.policy
+        settings = self.settings
+        return NetworkPolicy(settings.allowed_networks, settings.default_tenant, self._called_ae())
+
+    def destination(self, tenant: str, ae_title: str) -> Destination | None:
+        """A registered destination AE of ``tenant`` (C-MOVE, commitment reports)."""
+        if self._registry is None:
+            return None
+        return self._registry.policy.registry.destination(tenant, ae_title)
+
+    async def start(self) -> None:
+        """Start the gRPC side in the io loop, then the DICOM listener(s)."""
+        if self._started:
+            return
+        self._started = True
+        quiet_pynetdicom()
+        self._io.start()
+        await self._io.call(self._start_io())
+        self._dimse = self._build_dimse()
+        settings = self.settings
+        self.dicom_port = self._dimse.listen(
+            settings.dicom_host, settings.dicom_port, reuse_port=settings.reuse_port
+        )
+        if settings.tls_port is not None:
+            self.tls_port = self._dimse.listen(
+                settings.dicom_host,
+                settings.tls_port,
+                ssl_context=server_ssl_context(settings),
+                reuse_port=settings.reuse_port,
+            )
+        if self._registry is not None:
+            self._registry.start()
+        log.info(
+            "gateway started",
+            extra={
+                "dicom_port": self.dicom_port,
+                "tls_port": self.tls_port,
+                "grpc_port": self.grpc_port,
+            },
+        )
+
+    async def _start_io(self) -> None:
+        settings = self.settings
+        self._clients = clients = _Clients(settings)
+        if not settings.serve_grpc:
+            return
+        servicer = IngestServicer(
+            self._ingest(),
+            settings.ae_title,
+            settings.default_tenant,
+            settings.max_file_bytes,
+            clients.storage_ready,
+        )
+        server, health = build_server(
+            lambda s: ingest_service_pb2_grpc.add_IngestServiceServicer_to_server(servicer, s),
+            [INGEST_SERVICE],
+        )
+        self._runner = GrpcServerRunner(server, health, [INGEST_SERVICE], settings.shutdown_grace_s)
+        self.grpc_port = self._runner.bind(settings.grpc_host, settings.grpc_port)
+        await self._runner.start()
+
+    def _ingest(self) -> Ingest:
+        assert self._clients is not None
+        return Ingest(self._clients.storage, self.settings.storage_timeout, self._recent)
+
+    def _build_dimse(self) -> DimseServer:
+        settings = self.settings
+        clients = self._clients
+        assert clients is not None
+        store = StoreScp(self._ingest(), self._io, self.callers.get, settings.storage_timeout)
+        find = FindScp(
+            clients.finder,
+            io=self._io,
+            caller_of=self.callers.get,
+            ae_title=settings.ae_title,
+            page_size=settings.find_page_size,
+            timeout_s=settings.query_timeout,
+        )
+        retrieve = RetrieveScp(
+            Retriever(clients.finder, clients.storage, settings.find_page_size),
+            self._io,
+            self.callers.get,
+            self.destination,
+            max(settings.query_timeout, settings.storage_timeout),
+        )
+        self._commitment = StorageCommitmentScp(
+            Committer(clients.finder, clients.storage, self._recent, settings.commitment_wait_s),
+            io=self._io,
+            ae_title=settings.ae_title,
+            caller_of=self.callers.get,
+            destination_of=self.destination,
+            timeout_s=settings.commitment_wait_s + settings.query_timeout,
+        )
+        handlers: list[tuple[Any, Any]] = [
+            (evt.EVT_C_ECHO, _handle_echo),
+            (evt.EVT_C_STORE, store.handle),
+            (evt.EVT_C_FIND, find.handle),
+            (evt.EVT_C_MOVE, retrieve.handle_move),
+            (evt.EVT_C_GET, retrieve.handle_get),
+            (evt.EVT_N_ACTION, self._commitment.handle_action),
+        ]
+        return DimseServer(
+            settings.ae_title,
+            scp_contexts(),
+            self.admission,
+            self.callers,
+            handlers,
+            max_associations=settings.max_associations,
+            max_pdu_size=settings.max_pdu_size,
+            network_timeout=settings.network_timeout,
+            acse_timeout=settings.acse_timeout,
+            dimse_timeout=settings.dimse_timeout,
+        )
+
+    async def stop(self) -> None:
+        """Stop the DICOM listener(s) (letting open associations finish), then the gRPC side.
+
+        Safe to call twice.
+        """
+        await asyncio.to_thread(self.close)
+
+    def close(self) -> None:
+        """:meth:`stop` for callers without an event loop (blocks); safe to call twice."""
+        if self._stopped or not self._started:
+            return
+        self._stopped = True
+        if self._registry is not None:
+            self._registry.stop()
+        if self._dimse is not None:
+            self._dimse.stop(self.settings.shutdown_grace_s)
+        if self._commitment is not None:
+            self._commitment.join(self.settings.shutdown_grace_s)
+        self._io.run(self._stop_io(), timeout=self.settings.shutdown_grace_s + 10)
+        self._io.stop()
+
+    async def _stop_io(self) -> None:
+        if self._runner is not None:
+            await self._runner.stop()
+        if self._clients is not None:
+            await self._clients.close()
+
+
+def _handle_echo(event: Any) -> int:
+    """C-ECHO (PS3.4 A.4): the association was admitted, so we answer Success."""
+    return status.SUCCESS
+
+
+def create_app(settings: GatewaySettings) -> GatewayApp:
+    """Build (not start) a gateway."""
+    return GatewayApp(settings)
+
+
+async def serve() -> None:
+    """Run the gateway until SIGTERM/SIGINT: ``workers`` processes share the DICOM port(s)
+    with SO_REUSEPORT (see :mod:`pacs_gateway.workers`)."""
+    from pacs_gateway.workers import run  # noqa: PLC0415  (workers imports this module)
+
+    await run(GatewaySettings.load())

@@ -1,0 +1,202 @@
+"""The Query/Retrieve Service Class SCP, C-FIND part (PS3.4 C.4.1), answered from the index.
+
+STUDY, SERIES and IMAGE levels map to the indexer's FindStudies, FindSeries and FindInstances,
+paged so that a broad query streams pending responses instead of building one huge answer.
+The PATIENT level (Patient Root) has no index RPC: it is answered by grouping FindStudies
+results by patient (Patient ID plus Issuer of Patient ID), counting related studies, series and
+instances when those keys are asked for.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import grpc
+from pacs.query.v1 import query_service_pb2 as query_pb
+from pacs.query.v1 import query_service_pb2_grpc as query_grpc
+from pacs_common.errors import InvalidArgumentError, PacsError, UnavailableError
+from pydicom.dataset import Dataset
+
+from pacs_gateway import status
+from pacs_gateway.admission import Caller
+from pacs_gateway.find_identifier import (
+    FindRequest,
+    InvalidIdentifierError,
+    dataset_of_json,
+    find_request_of,
+    levels_of,
+    response_of,
+)
+from pacs_gateway.io_loop import IoLoop
+from pacs_gateway.upstream import from_exception
+
+log = logging.getLogger(__name__)
+
+FindResult = tuple[int | Dataset, Dataset | None]
+
+PATIENT_COUNTS = {
+    "NumberOfPatientRelatedStudies": None,
+    "NumberOfPatientRelatedSeries": "NumberOfStudyRelatedSeries",
+    "NumberOfPatientRelatedInstances": "NumberOfStudyRelatedInstances",
+}
+# Patient-level attributes a study-level index result carries (PS3.4 C.6.1.1.2, Table C.6-1).
+PATIENT_LEVEL_KEYS = ("PatientID", "IssuerOfPatientID")
+
+
+class Finder:
+    """Pages through the index for one level."""
+
+    def __init__(self, stub: query_grpc.QueryServiceAsyncStub, timeout_s: float) -> None:
+        self._stub = stub
+        self._timeout_s = timeout_s
+
+    async def find(self, level: str, query: query_pb.Query) -> tuple[list[str], int]:
+        """One page of DICOM JSON results and the total number of matches.
+
+        Raises:
+            UnavailableError: the indexer is unreachable.
+            InvalidArgumentError: the indexer cannot evaluate the query.
+            PacsError: any other failure.
+        """
+        try:
+            response: (
+                query_pb.FindStudiesResponse
+                | query_pb.FindSeriesResponse
+                | query_pb.FindInstancesResponse
+            )
+            if level in ("STUDY", "PATIENT"):
+                response = await self._stub.FindStudies(
+                    query_pb.FindStudiesRequest(query=query), timeout=self._timeout_s
+                )
+            elif level == "SERIES":
+                response = await self._stub.FindSeries(
+                    query_pb.FindSeriesRequest(query=query), timeout=self._timeout_s
+                )
+            else:
+                response = await self._stub.FindInstances(
+                    query_pb.FindInstancesRequest(query=query), timeout=self._timeout_s
+                )
+        except (grpc.RpcError, ConnectionError, TimeoutError) as exc:
+            raise from_exception(exc, "indexer") from exc
+        return list(response.datasets), int(response.total_count)
+
+
+class FindScp:
+    """Handles EVT_C_FIND for the Patient Root and Study Root models."""
+
+    def __init__(
+        self,
+        finder: Finder,
+        *,
+        io: IoLoop,
+        caller_of: Callable[[Any], Caller | None],
+        ae_title: str,
+        page_size: int,
+        timeout_s: float,
+    ) -> None:
+        self._finder = finder
+        self._io = io
+        self._caller_of = caller_of
+        self._ae_title = ae_title
+        self._page_size = page_size
+        self._timeout_s = timeout_s + 5
+
+    def handle(self, event: Any) -> Iterator[FindResult]:
+        """EVT_C_FIND handler: pending matches, then a final status (PS3.4 C.4.1.1.4)."""
+        try:
+            yield from self._find(event)
+        except UnavailableError:
+            yield status.status(status.OUT_OF_RESOURCES, "index unavailable, retry later"), None
+        except InvalidIdentifierError as exc:
+            yield status.status(exc.status, exc.message), None
+        except InvalidArgumentError as exc:
+            yield status.status(status.INVALID_QUERY, exc.message), None
+        except PacsError as exc:
+            log.warning("C-FIND failed", extra={"error": exc.message})
+            yield status.status(status.UNEXPECTED_FAILURE, "query failed"), None
+        except Exception:
+            log.exception("unexpected error in C-FIND")
+            yield status.status(status.UNEXPECTED_FAILURE, "internal error"), None
+
+    def _find(self, event: Any) -> Iterator[FindResult]:
+        caller = self._caller_of(event.assoc)
+        if caller is None:
+            yield status.status(status.NOT_AUTHORIZED, "association not admitted"), None
+            return
+        model = str(event.request.AffectedSOPClassUID)
+        try:
+            identifier = event.identifier
+        except Exception as exc:
+            raise InvalidIdentifierError("identifier cannot be decoded") from exc
+        request = find_request_of(identifier, model)
+        levels = levels_of(model)
+        if request.level == "PATIENT":
+            results: Iterator[Dataset] = self._patients(event, request, caller.tenant)
+        else:
+            results = self._pages(event, request, caller.tenant)
+        for result in results:
+            if event.is_cancelled:
+                yield status.CANCEL, None
+                return
+            yield status.PENDING, response_of(result, request, self._ae_title, levels)
+        if event.is_cancelled:
+            yield status.CANCEL, None
+
+    def _pages(self, event: Any, request: FindRequest, tenant: str) -> Iterator[Dataset]:
+        """Every match of ``request``, fetched one page at a time until cancelled."""
+        offset = 0
+        while not event.is_cancelled:
+            query = request.query(tenant, limit=self._page_size, offset=offset)
+            page, total = self._io.run(
+                self._finder.find(request.level, query), timeout=self._timeout_s
+            )
+            for text in page:
+                yield dataset_of_json(text)
+            offset += len(page)
+            if not page or offset >= total:
+                return
+
+    def _patients(self, event: Any, request: FindRequest, tenant: str) -> Iterator[Dataset]:
+        """PATIENT level: study matches grouped by patient, with the related counts."""
+        wanted_counts = [k for k in PATIENT_COUNTS if k in request.identifier]
+        match = dict(request.match)
+        for keyword in wanted_counts:
+            match.pop(keyword, None)
+        for keyword in PATIENT_LEVEL_KEYS:
+            match.setdefault(keyword, "")
+        for count_keyword in PATIENT_COUNTS.values():
+            if count_keyword:
+                match.setdefault(count_keyword, "")
+        study_request = FindRequest(
+            level="STUDY",
+            identifier=request.identifier,
+            match=match,
+            return_keys=request.return_keys,
+        )
+        patients: dict[tuple[str, str], Dataset] = {}
+        counts: dict[tuple[str, str], list[int]] = {}
+        for study in self._pages(event, study_request, tenant):
+            key = (str(study.get("PatientID", "")), str(study.get("IssuerOfPatientID", "")))
+            patients.setdefault(key, study)
+            totals = counts.setdefault(key, [0, 0, 0])
+            totals[0] += 1
+            totals[1] += _int(study.get("NumberOfStudyRelatedSeries"))
+            totals[2] += _int(study.get("NumberOfStudyRelatedInstances"))
+        for key, patient in patients.items():
+            result = Dataset()
+            for element in patient:
+                result[element.tag] = element
+            studies, series, instances = counts[key]
+            result.NumberOfPatientRelatedStudies = studies
+            result.NumberOfPatientRelatedSeries = series
+            result.NumberOfPatientRelatedInstances = instances
+            yield result
+
+
+def _int(value: Any) -> int:
+    try:
+        return int(value) if value not in (None, "") else 0
+    except (TypeError, ValueError):
+        return 0

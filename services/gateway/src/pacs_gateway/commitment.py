@@ -1,0 +1,346 @@
+"""Storage Commitment Push Model SCP (PS3.4 Annex J).
+
+A sender asks, with N-ACTION "Request Storage Commitment", whether the gateway takes
+responsibility for a list of SOP instances (PS3.4 J.3.2). The N-ACTION is answered at once;
+the check runs in the background: each instance must be found in the caller's tenant in the
+index and be present in storage (Head), with the SOP class the sender named. The result goes
+back as N-EVENT-REPORT (PS3.4 J.3.3), event 1 when every instance is committed, event 2 with a
+Failed SOP Sequence otherwise. It is sent on the requesting association while that is still
+open, else on a new association to the caller's AE title registered as a destination of its
+tenant, proposing the SCP role for the Storage Commitment SOP class (PS3.4 J.3.3, PS3.7 D.3.3.4).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from pacs.type.v1 import instance_pb2
+from pacs_common.errors import PacsError
+from pacs_storage.client import StorageClient
+from pydicom.dataset import Dataset
+from pydicom.sequence import Sequence
+from pynetdicom import AE
+from pynetdicom.presentation import build_context, build_role
+
+from pacs_gateway import status
+from pacs_gateway.admission import Caller
+from pacs_gateway.c_find import Finder
+from pacs_gateway.contexts import STORAGE_COMMITMENT_PUSH, UNCOMPRESSED
+from pacs_gateway.find_identifier import FindRequest, dataset_of_json
+from pacs_gateway.ingest import RecentInstances
+from pacs_gateway.io_loop import IoLoop
+from pacs_gateway.outbound import association_kwargs
+from pacs_gateway.registry import Destination
+from pacs_gateway.upstream import from_exception
+
+log = logging.getLogger(__name__)
+
+STORAGE_COMMITMENT_INSTANCE = "1.2.840.10008.1.20.1.1"
+"""The well-known Storage Commitment Push Model SOP Instance (PS3.4 J.3.5)."""
+REQUEST_STORAGE_COMMITMENT = 1
+EVENT_ALL_COMMITTED = 1
+EVENT_FAILURES_EXIST = 2
+
+# PS3.7 C.5 general statuses used for the N-ACTION response.
+NO_SUCH_ACTION_TYPE = 0x0123
+MISSING_ATTRIBUTE = 0x0120
+INVALID_SOP_INSTANCE = 0x0117
+
+# PS3.4 J.3.3, Failure Reason (0008,1197) values.
+PROCESSING_FAILURE = 0x0110
+NO_SUCH_OBJECT_INSTANCE = 0x0112
+CLASS_INSTANCE_CONFLICT = 0x0119
+RESOURCE_LIMITATION = 0x0213
+
+
+@dataclass(frozen=True)
+class Reference:
+    """One SOP instance a sender asks about."""
+
+    sop_class_uid: str
+    sop_instance_uid: str
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """The commitment result of one transaction."""
+
+    committed: list[Reference]
+    failed: list[tuple[Reference, int]]
+
+
+class Committer:
+    """Checks references against the index and storage, waiting a little for indexing."""
+
+    def __init__(
+        self,
+        finder: Finder,
+        storage: StorageClient,
+        recent: RecentInstances,
+        wait_s: float,
+        poll_s: float = 0.5,
+    ) -> None:
+        self._finder = finder
+        self._storage = storage
+        self._recent = recent
+        self._wait_s = wait_s
+        self._poll_s = poll_s
+
+    async def check(self, tenant: str, references: list[Reference]) -> Outcome:
+        """Which references are durable in ``tenant``. Instances this process stored are
+        located from memory; the others through the index, which may not have caught up with
+        instances stored moments ago (by another worker), so missing ones are looked up again
+        until ``wait_s`` has passed."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._wait_s
+        found: dict[str, instance_pb2.InstanceRef] = {}
+        for reference in references:
+            ref = self._recent.get(tenant, reference.sop_instance_uid)
+            if ref is not None:
+                found[reference.sop_instance_uid] = ref
+        while True:
+            missing = [r for r in references if r.sop_instance_uid not in found]
+            try:
+                found.update(await self._locate(tenant, missing))
+            except PacsError as exc:
+                log.warning("storage commitment lookup failed", extra={"error": exc.message})
+                if loop.time() >= deadline:
+                    return Outcome([], [(r, RESOURCE_LIMITATION) for r in references])
+            if all(r.sop_instance_uid in found for r in references) or loop.time() >= deadline:
+                break
+            await asyncio.sleep(self._poll_s)
+        committed: list[Reference] = []
+        failed: list[tuple[Reference, int]] = []
+        for reference in references:
+            ref = found.get(reference.sop_instance_uid)
+            if ref is None:
+                failed.append((reference, NO_SUCH_OBJECT_INSTANCE))
+            elif ref.sop_class_uid and ref.sop_class_uid != reference.sop_class_uid:
+                failed.append((reference, CLASS_INSTANCE_CONFLICT))
+            elif not await self._durable(ref):
+                failed.append((reference, NO_SUCH_OBJECT_INSTANCE))
+            else:
+                committed.append(reference)
+        return Outcome(committed, failed)
+
+    async def _locate(
+        self, tenant: str, references: list[Reference]
+    ) -> dict[str, instance_pb2.InstanceRef]:
+        if not references:
+            return {}
+        match = {
+            "SOPInstanceUID": "\\".join(r.sop_instance_uid for r in references),
+            "SOPClassUID": "",
+        }
+        query = FindRequest("IMAGE", Dataset(), match).query(tenant, limit=len(references))
+        page, _ = await self._finder.find("IMAGE", query)
+        located: dict[str, instance_pb2.InstanceRef] = {}
+        for text in page:
+            result = dataset_of_json(text)
+            ref = instance_pb2.InstanceRef(
+                tenant=tenant,
+                study_instance_uid=str(result.get("StudyInstanceUID", "")),
+                series_instance_uid=str(result.get("SeriesInstanceUID", "")),
+                sop_instance_uid=str(result.get("SOPInstanceUID", "")),
+                sop_class_uid=str(result.get("SOPClassUID", "")),
+            )
+            located[ref.sop_instance_uid] = ref
+        return located
+
+    async def _durable(self, ref: instance_pb2.InstanceRef) -> bool:
+        try:
+            await self._storage.head(ref)
+        except Exception as exc:
+            log.info(
+                "committed instance not in storage",
+                extra={
+                    "sop_instance_uid": ref.sop_instance_uid,
+                    "error": str(from_exception(exc, "storage")),
+                },
+            )
+            return False
+        return True
+
+
+def references_of(action_information: Dataset) -> tuple[str, list[Reference]]:
+    """Transaction UID and references of a commitment request (PS3.4 J.3.2.1.1).
+
+    Raises:
+        ValueError: Transaction UID or Referenced SOP Sequence missing or empty.
+    """
+    transaction = str(action_information.get("TransactionUID", "") or "").strip()
+    items = action_information.get("ReferencedSOPSequence") or []
+    if not transaction or not items:
+        raise ValueError("TransactionUID and ReferencedSOPSequence are required")
+    references = [
+        Reference(
+            str(item.get("ReferencedSOPClassUID", "") or ""),
+            str(item.get("ReferencedSOPInstanceUID", "") or ""),
+        )
+        for item in items
+    ]
+    return transaction, references
+
+
+def event_information(transaction: str, outcome: Outcome, ae_title: str) -> Dataset:
+    """The N-EVENT-REPORT Event Information (PS3.4 J.3.3.1, Table J.3-2)."""
+    dataset = Dataset()
+    dataset.TransactionUID = transaction
+    dataset.RetrieveAETitle = ae_title
+    committed = Sequence()
+    for reference in outcome.committed:
+        item = Dataset()
+        item.ReferencedSOPClassUID = reference.sop_class_uid
+        item.ReferencedSOPInstanceUID = reference.sop_instance_uid
+        committed.append(item)
+    dataset.ReferencedSOPSequence = committed
+    if outcome.failed:
+        failed = Sequence()
+        for reference, reason in outcome.failed:
+            item = Dataset()
+            item.ReferencedSOPClassUID = reference.sop_class_uid
+            item.ReferencedSOPInstanceUID = reference.sop_instance_uid
+            item.FailureReason = reason
+            failed.append(item)
+        dataset.FailedSOPSequence = failed
+    return dataset
+
+
+def _pause_reactor(assoc: Any, within_s: float = 10.0) -> bool:
+    """Hold pynetdicom's acceptor reactor before sending from another thread.
+
+    ``send_n_event_report`` pauses the reactor itself, but it takes a single glimpse of the
+    paused flag, which the reactor also raises for an instant on every loop iteration; if the
+    glimpse falls in that instant, the reactor goes on and swallows our response. Seeing the
+    flag raised twice, 10 ms apart, means it really waits (its loop turns every millisecond).
+    ``send_n_event_report`` releases the reactor when done. Returns False if the association
+    closed meanwhile (the reactor is then released).
+    """
+    assoc._reactor_checkpoint.clear()
+    deadline = time.monotonic() + within_s
+    while assoc.is_established and time.monotonic() < deadline:
+        if assoc._is_paused:
+            time.sleep(0.01)
+            if assoc._is_paused:
+                return True
+        else:
+            time.sleep(0.001)
+    assoc._reactor_checkpoint.set()
+    return False
+
+
+class StorageCommitmentScp:
+    """Handles EVT_N_ACTION for the Storage Commitment Push Model."""
+
+    def __init__(
+        self,
+        committer: Committer,
+        *,
+        io: IoLoop,
+        ae_title: str,
+        caller_of: Callable[[Any], Caller | None],
+        destination_of: Callable[[str, str], Destination | None],
+        timeout_s: float,
+    ) -> None:
+        self._committer = committer
+        self._io = io
+        # An AE of its own for the report associations it opens (requestor side).
+        self._ae = AE(ae_title=ae_title)
+        self._caller_of = caller_of
+        self._destination_of = destination_of
+        self._timeout_s = timeout_s
+        self._workers: set[threading.Thread] = set()
+
+    def handle_action(self, event: Any) -> tuple[Dataset, Dataset | None]:
+        """EVT_N_ACTION: accept the request (the result follows as N-EVENT-REPORT)."""
+        request = event.request
+        caller = self._caller_of(event.assoc)
+        if caller is None:
+            return status.status(status.NOT_AUTHORIZED, "association not admitted"), None
+        if str(request.RequestedSOPInstanceUID) != STORAGE_COMMITMENT_INSTANCE:
+            return status.status(INVALID_SOP_INSTANCE, "not the well-known instance"), None
+        if request.ActionTypeID != REQUEST_STORAGE_COMMITMENT:
+            return status.status(NO_SUCH_ACTION_TYPE, "only Request Storage Commitment"), None
+        try:
+            transaction, references = references_of(event.action_information)
+        except Exception as exc:
+            return status.status(MISSING_ATTRIBUTE, str(exc)), None
+        worker = threading.Thread(
+            target=self._commit,
+            args=(event.assoc, caller, transaction, references),
+            name="storage-commitment",
+            daemon=True,
+        )
+        self._workers.add(worker)
+        worker.start()
+        return status.status(status.SUCCESS), None
+
+    def _commit(
+        self, assoc: Any, caller: Caller, transaction: str, references: list[Reference]
+    ) -> None:
+        try:
+            outcome = self._io.run(
+                self._committer.check(caller.tenant, references), timeout=self._timeout_s
+            )
+        except Exception:
+            log.exception("storage commitment check failed")
+            outcome = Outcome([], [(r, PROCESSING_FAILURE) for r in references])
+        try:
+            self._report(assoc, caller, transaction, outcome)
+        except Exception:
+            log.exception("storage commitment report could not be sent")
+        finally:
+            self._workers.discard(threading.current_thread())
+
+    def _report(self, assoc: Any, caller: Caller, transaction: str, outcome: Outcome) -> None:
+        ae = self._ae
+        information = event_information(transaction, outcome, ae.ae_title)
+        event_type = EVENT_FAILURES_EXIST if outcome.failed else EVENT_ALL_COMMITTED
+        log.info(
+            "storage commitment result",
+            extra={
+                "transaction_uid": transaction,
+                "committed": len(outcome.committed),
+                "failed": len(outcome.failed),
+            },
+        )
+        if assoc.is_established and _pause_reactor(assoc):
+            assoc.send_n_event_report(
+                information, event_type, STORAGE_COMMITMENT_PUSH, STORAGE_COMMITMENT_INSTANCE
+            )
+            return
+        destination = self._destination_of(caller.tenant, caller.calling_ae_title)
+        if destination is None:
+            log.warning(
+                "storage commitment report undeliverable: association closed and the caller "
+                "is not a registered destination",
+                extra={"calling_ae_title": caller.calling_ae_title},
+            )
+            return
+        kwargs = association_kwargs(
+            destination, [build_context(STORAGE_COMMITMENT_PUSH, UNCOMPRESSED)]
+        )
+        kwargs["ext_neg"] = [build_role(STORAGE_COMMITMENT_PUSH, scu_role=False, scp_role=True)]
+        report = ae.associate(
+            destination.host, destination.port, ae_title=destination.ae_title, **kwargs
+        )
+        if not report.is_established:
+            log.warning("storage commitment report: association to the caller failed")
+            return
+        try:
+            report.send_n_event_report(
+                information, event_type, STORAGE_COMMITMENT_PUSH, STORAGE_COMMITMENT_INSTANCE
+            )
+        finally:
+            report.release()
+
+    def join(self, timeout_s: float) -> None:
+        """Wait for reports in progress (shutdown)."""
+        for worker in list(self._workers):
+            worker.join(timeout=timeout_s)

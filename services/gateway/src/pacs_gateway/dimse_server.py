@@ -1,0 +1,210 @@
+"""The DICOM listener: a pynetdicom Application Entity running as association acceptor.
+
+Each listening port is a :class:`GatewayAssociationServer` (pynetdicom's threaded server) run
+in its own thread; every association gets a thread of its own (pynetdicom's model). The server
+class adds what pynetdicom does not do: TCP_NODELAY on every accepted socket (without it a
+DIMSE exchange of small PDUs waits on Nagle's algorithm and delayed ACKs, 40 ms at a time),
+SO_REUSEPORT when several processes share the port, and a TLS handshake that happens in the
+association's thread instead of blocking the accept loop.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import socketserver
+import ssl
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from pynetdicom import AE, evt
+from pynetdicom.presentation import PresentationContext
+from pynetdicom.transport import ThreadedAssociationServer
+
+from pacs_gateway.admission import (
+    RESULT_REJECTED_PERMANENT,
+    SOURCE_SERVICE_USER,
+    AdmissionPolicy,
+    AssociationRequest,
+    Caller,
+    Callers,
+    Rejection,
+)
+
+log = logging.getLogger(__name__)
+
+
+def set_nodelay(sock: socket.socket) -> None:
+    """Disable Nagle's algorithm on a TCP socket (no-op for other socket kinds)."""
+    if sock.family in (socket.AF_INET, socket.AF_INET6):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+class GatewayAssociationServer(ThreadedAssociationServer):
+    """pynetdicom's threaded association server with the gateway's socket options."""
+
+    def __init__(self, *args: Any, reuse_port: bool = False, **kwargs: Any) -> None:
+        self._reuse_port = reuse_port
+        super().__init__(*args, **kwargs)
+
+    def server_bind(self) -> None:
+        """Bind, with SO_REUSEPORT when worker processes share the port."""
+        if self._reuse_port and self.socket is not None:
+            self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        super().server_bind()
+
+    def get_request(self) -> tuple[socket.socket, tuple[str, int]]:
+        """Accept a connection: TCP_NODELAY first, then wrap in TLS without handshaking here.
+
+        The handshake runs on first read in the association's own thread, so one slow or
+        hostile TLS client cannot stall the accept loop.
+        """
+        assert self.socket is not None
+        client, address = self.socket.accept()
+        set_nodelay(client)
+        if self.ssl_context is not None:
+            client = self.ssl_context.wrap_socket(
+                client, server_side=True, do_handshake_on_connect=False
+            )
+        return client, address
+
+    def shutdown(self) -> None:
+        """Stop accepting and close the listening socket (pynetdicom's version also assumes the
+        server was registered with the AE, which a custom server class is not)."""
+        socketserver.BaseServer.shutdown(self)
+        self.server_close()
+
+
+def association_request_of(assoc: Any) -> AssociationRequest:
+    """What the admission policy needs to know about a requesting association."""
+    primitive = assoc.requestor.primitive
+    sock = assoc.dul.socket.socket if assoc.dul.socket is not None else None
+    tls_subject: str | None = None
+    is_tls = isinstance(sock, ssl.SSLSocket)
+    if isinstance(sock, ssl.SSLSocket):
+        certificate = sock.getpeercert()
+        if certificate:
+            tls_subject = _rfc4514(certificate.get("subject", ()))
+    return AssociationRequest(
+        calling_ae_title=str(primitive.calling_ae_title).strip(),
+        called_ae_title=str(primitive.called_ae_title).strip(),
+        address=str(assoc.requestor.address),
+        tls_subject=tls_subject,
+        tls=is_tls,
+    )
+
+
+def _rfc4514(subject: Any) -> str:
+    """An ``ssl`` peer certificate subject as an RFC 4514 string (most specific first)."""
+    short = {
+        "commonName": "CN",
+        "organizationName": "O",
+        "organizationalUnitName": "OU",
+        "countryName": "C",
+        "localityName": "L",
+        "stateOrProvinceName": "ST",
+    }
+    parts = [f"{short.get(k, k)}={v}" for rdn in reversed(subject) for (k, v) in rdn]
+    return ",".join(parts)
+
+
+class DimseServer:
+    """Owns the AE, its listening servers and the event handlers bound to them."""
+
+    def __init__(
+        self,
+        ae_title: str,
+        contexts: list[PresentationContext],
+        admission: Callable[[], AdmissionPolicy],
+        callers: Callers,
+        handlers: list[tuple[Any, Callable[..., Any]]],
+        *,
+        max_associations: int,
+        max_pdu_size: int,
+        network_timeout: float,
+        acse_timeout: float,
+        dimse_timeout: float,
+    ) -> None:
+        self.ae = AE(ae_title=ae_title)
+        self.ae.maximum_associations = max_associations
+        self.ae.maximum_pdu_size = max_pdu_size
+        self.ae.network_timeout = network_timeout
+        self.ae.acse_timeout = acse_timeout
+        self.ae.dimse_timeout = dimse_timeout
+        self._contexts = contexts
+        self._admission = admission
+        self._callers = callers
+        self._handlers: list[Any] = [(evt.EVT_REQUESTED, self._on_requested), *handlers]
+        self._servers: list[GatewayAssociationServer] = []
+        self._threads: list[threading.Thread] = []
+
+    def listen(
+        self,
+        host: str,
+        port: int,
+        ssl_context: ssl.SSLContext | None = None,
+        reuse_port: bool = False,
+    ) -> int:
+        """Start serving on ``host:port`` in a thread of its own; returns the bound port."""
+        server = self.ae.make_server(  # returns server_class's instance
+            (host, port),
+            contexts=self._contexts,
+            ssl_context=ssl_context,
+            evt_handlers=self._handlers,
+            server_class=GatewayAssociationServer,
+            reuse_port=reuse_port,
+        )
+        assert isinstance(server, GatewayAssociationServer)
+        thread = threading.Thread(
+            target=server.serve_forever,
+            kwargs={"poll_interval": 0.2},
+            daemon=True,
+            name=f"dimse-accept-{port}",
+        )
+        thread.start()
+        self._servers.append(server)
+        self._threads.append(thread)
+        return int(server.server_address[1])
+
+    def _on_requested(self, event: Any) -> None:
+        """EVT_REQUESTED: admit or reject the caller before any negotiation (PS3.8 7.1.1)."""
+        assoc = event.assoc
+        try:
+            request = association_request_of(assoc)
+            decision: Caller | Rejection = self._admission().admit(request)
+        except Exception:
+            log.exception("admission check failed; rejecting the association")
+            decision = Rejection(0x01, "admission check failed")
+            request = None
+        if isinstance(decision, Caller):
+            self._callers.set(assoc, decision)
+            return
+        log.info(
+            "association rejected",
+            extra={
+                "calling_ae_title": request.calling_ae_title if request else None,
+                "address": request.address if request else None,
+                "reason": decision.explanation,
+            },
+        )
+        assoc.acse.send_reject(RESULT_REJECTED_PERMANENT, SOURCE_SERVICE_USER, decision.reason)
+        assoc.kill()
+
+    def active_associations(self) -> int:
+        """Number of associations currently open on any of our ports."""
+        return sum(len(server.active_associations) for server in self._servers)
+
+    def stop(self, grace_s: float = 5.0) -> None:
+        """Stop accepting, give open associations ``grace_s`` to finish, abort the rest."""
+        for server in self._servers:
+            server.shutdown()
+        associations = [a for server in self._servers for a in server.active_associations]
+        for assoc in associations:
+            assoc.join(timeout=grace_s / max(len(associations), 1))
+            if assoc.is_alive():
+                assoc.abort()
+        for thread in self._threads:
+            thread.join(timeout=5)
+        self._servers.clear()
+        self._threads.clear()

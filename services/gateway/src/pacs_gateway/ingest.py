@@ -1,0 +1,129 @@
+"""Taking in one Part 10 object: check its identifiers, then hand it to storage.
+
+Shared by C-STORE and ``IngestService.Store``. The rule of both: an object is reported stored
+only after ``storage.Put`` returned, which means it is durable in S3 and ``InstanceStored`` was
+acknowledged by Kafka. Nothing here decodes pixel data: the header is read with
+``stop_before_pixels`` and the bytes go to storage exactly as received.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Protocol
+
+from pacs.storage.v1 import storage_service_pb2 as storage_pb
+from pacs.type.v1 import instance_pb2
+from pacs_common.dicom import identifiers_of, read_header
+from pacs_common.errors import InvalidArgumentError
+
+from pacs_gateway.upstream import from_exception
+
+
+class UnreadableObjectError(InvalidArgumentError):
+    """The bytes are not a readable DICOM Part 10 object."""
+
+
+class InstanceStore(Protocol):
+    """What the gateway needs from the storage service (``pacs_storage.client.StorageClient``)."""
+
+    async def put(
+        self, instance: instance_pb2.InstanceRef, data: bytes
+    ) -> storage_pb.PutResponse: ...
+
+
+@dataclass(frozen=True)
+class StoredInstance:
+    """The outcome of a successful store."""
+
+    object: instance_pb2.ObjectInfo
+    already_present: bool
+
+
+def instance_ref_of(part10: bytes, tenant: str) -> instance_pb2.InstanceRef:
+    """Address a Part 10 object: its checked UIDs under ``tenant``.
+
+    Raises:
+        UnreadableObjectError: the header cannot be parsed.
+        InvalidArgumentError: a UID is missing or invalid, or the transfer syntax is absent.
+    """
+    try:
+        dataset = read_header(part10)
+    except InvalidArgumentError as exc:
+        raise UnreadableObjectError(exc.message) from exc
+    meta = getattr(dataset, "file_meta", None)
+    transfer_syntax = str(getattr(meta, "TransferSyntaxUID", "") or "")
+    if not transfer_syntax:
+        raise InvalidArgumentError("file meta information has no TransferSyntaxUID (PS3.10 7.1)")
+    ids = identifiers_of(dataset, transfer_syntax)
+    return instance_pb2.InstanceRef(
+        tenant=tenant,
+        study_instance_uid=ids.study_instance_uid,
+        series_instance_uid=ids.series_instance_uid,
+        sop_instance_uid=ids.sop_instance_uid,
+        sop_class_uid=ids.sop_class_uid,
+        transfer_syntax_uid=ids.transfer_syntax_uid,
+    )
+
+
+class RecentInstances:
+    """The addresses of the instances this process stored lately (bounded, thread-safe).
+
+    Storage Commitment requests name instances by SOP Instance UID only; remembering where
+    they were stored answers most of them without waiting for the index to catch up.
+    """
+
+    def __init__(self, capacity: int = 100_000) -> None:
+        self._capacity = capacity
+        self._lock = threading.Lock()
+        self._refs: OrderedDict[tuple[str, str], instance_pb2.InstanceRef] = OrderedDict()
+
+    def add(self, ref: instance_pb2.InstanceRef) -> None:
+        """Remember ``ref`` (the oldest entry goes when full)."""
+        with self._lock:
+            self._refs[(ref.tenant, ref.sop_instance_uid)] = ref
+            self._refs.move_to_end((ref.tenant, ref.sop_instance_uid))
+            while len(self._refs) > self._capacity:
+                self._refs.popitem(last=False)
+
+    def get(self, tenant: str, sop_instance_uid: str) -> instance_pb2.InstanceRef | None:
+        """The address of a recently stored instance of ``tenant``."""
+        with self._lock:
+            return self._refs.get((tenant, sop_instance_uid))
+
+
+class Ingest:
+    """Stores checked objects through the storage service."""
+
+    def __init__(
+        self, store: InstanceStore, timeout_s: float, recent: RecentInstances | None = None
+    ) -> None:
+        self._store = store
+        self._timeout_s = timeout_s
+        self.recent = recent if recent is not None else RecentInstances()
+
+    async def put(self, instance: instance_pb2.InstanceRef, part10: bytes) -> StoredInstance:
+        """Store ``part10`` under ``instance``; returns only once storage made it durable.
+
+        Raises:
+            UnavailableError: storage (or its S3/Kafka) is unreachable: retry later.
+            PacsError: storage refused the object.
+        """
+        try:
+            response = await asyncio.wait_for(self._store.put(instance, part10), self._timeout_s)
+        except Exception as exc:
+            raise from_exception(exc, "storage") from exc
+        self.recent.add(instance)
+        return StoredInstance(object=response.object, already_present=response.already_existed)
+
+    async def store(self, tenant: str, part10: bytes) -> StoredInstance:
+        """Check and store one Part 10 object (the header is parsed in a worker thread).
+
+        Raises:
+            InvalidArgumentError: the object cannot be addressed (see :func:`instance_ref_of`).
+            UnavailableError, PacsError: as :meth:`put`.
+        """
+        instance = await asyncio.to_thread(instance_ref_of, part10, tenant)
+        return await self.put(instance, part10)

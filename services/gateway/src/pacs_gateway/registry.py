@@ -1,0 +1,237 @@
+"""The site registry: which DICOM peers exist, which tenant they belong to, where to send.
+
+A YAML file (validated with pydantic) lists tenants, their sites, each site's calling AE titles
+with the networks they call from (and, optionally, the TLS client certificate subject they must
+present), and the C-MOVE / Storage Commitment destinations of each site. The file is re-read
+when its modification time changes; a file that fails validation is reported and ignored, the
+previous registry stays in force. See the service README for an example.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import threading
+from pathlib import Path
+from typing import Self
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from pacs_gateway.admission import (
+    REASON_CALLED_AE_NOT_RECOGNIZED,
+    REASON_CALLING_AE_NOT_RECOGNIZED,
+    AssociationRequest,
+    Caller,
+    Network,
+    Rejection,
+    address_in,
+)
+from pacs_gateway.settings import check_ae_title
+
+log = logging.getLogger(__name__)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class CallerEntry(_Strict):
+    """One AE title allowed to open associations, from given networks."""
+
+    ae_title: str
+    networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = Field(min_length=1)
+    tls_subject: str | None = Field(
+        None, description="RFC 4514 subject the client certificate must have; implies TLS"
+    )
+    require_tls: bool = False
+
+    @field_validator("ae_title")
+    @classmethod
+    def _ae_title_valid(cls, value: str) -> str:
+        return check_ae_title(value)
+
+    @property
+    def needs_tls(self) -> bool:
+        """True if this caller may only come over DICOM TLS."""
+        return self.require_tls or self.tls_subject is not None
+
+
+class Destination(_Strict):
+    """A peer the gateway opens associations to (C-MOVE destination, commitment reports)."""
+
+    ae_title: str
+    host: str
+    port: int = Field(ge=1, le=65535)
+    tls: bool = False
+    tls_ca_file: Path | None = Field(None, description="CA bundle to verify the peer")
+    tls_cert_file: Path | None = Field(None, description="our client certificate, if asked")
+    tls_key_file: Path | None = None
+
+    @field_validator("ae_title")
+    @classmethod
+    def _ae_title_valid(cls, value: str) -> str:
+        return check_ae_title(value)
+
+
+class Site(_Strict):
+    """A hospital or imaging site of a tenant."""
+
+    callers: list[CallerEntry] = Field(default_factory=list)
+    destinations: list[Destination] = Field(default_factory=list)
+
+
+class Tenant(_Strict):
+    """A tenant: its sites."""
+
+    sites: dict[str, Site] = Field(default_factory=dict)
+
+
+class Registry(_Strict):
+    """The whole registry file."""
+
+    tenants: dict[str, Tenant] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _unambiguous(self) -> Self:
+        """An AE title may appear several times only from non-overlapping networks, so that
+        every (AE title, address) pair names at most one site."""
+        seen: dict[str, list[tuple[str, Network]]] = {}
+        for tenant_name, tenant in self.tenants.items():
+            for site_name, site in tenant.sites.items():
+                for caller in site.callers:
+                    for network in caller.networks:
+                        for where, other in seen.get(caller.ae_title, []):
+                            if network.version == other.version and network.overlaps(other):
+                                raise ValueError(
+                                    f"AE title {caller.ae_title} is registered twice for "
+                                    f"overlapping networks ({where} and {tenant_name}/{site_name})"
+                                )
+                        seen.setdefault(caller.ae_title, []).append(
+                            (f"{tenant_name}/{site_name}", network)
+                        )
+                titles = [d.ae_title for d in site.destinations]
+                if len(titles) != len(set(titles)):
+                    raise ValueError(f"duplicate destination AE title in {tenant_name}/{site_name}")
+        return self
+
+    def destination(self, tenant: str, ae_title: str) -> Destination | None:
+        """A destination AE of ``tenant`` (any of its sites)."""
+        for site in self.tenants.get(tenant, Tenant()).sites.values():
+            for destination in site.destinations:
+                if destination.ae_title == ae_title.strip():
+                    return destination
+        return None
+
+
+def load_registry(path: Path) -> Registry:
+    """Read and validate a registry file.
+
+    Raises:
+        ValueError: the file is not valid YAML or does not follow the schema.
+        OSError: the file cannot be read.
+    """
+    try:
+        content = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{path}: not valid YAML: {exc}") from exc
+    try:
+        return Registry.model_validate(content)
+    except ValidationError as exc:
+        raise ValueError(f"{path}: {exc}") from exc
+
+
+class RegistryPolicy:
+    """Admission by the site registry: a known AE title, from its networks, over TLS with the
+    right certificate subject where required; the caller then works in its site's tenant."""
+
+    def __init__(self, registry: Registry, called_ae_title: str | None) -> None:
+        self.registry = registry
+        self._called_ae_title = called_ae_title
+
+    def admit(self, request: AssociationRequest) -> Caller | Rejection:
+        """Decide on one association request (rejections cite PS3.8 Table 9-21)."""
+        if self._called_ae_title and request.called_ae_title != self._called_ae_title:
+            return Rejection(REASON_CALLED_AE_NOT_RECOGNIZED, "called AE title is not ours")
+        for tenant_name, tenant in self.registry.tenants.items():
+            for site_name, site in tenant.sites.items():
+                for entry in site.callers:
+                    if entry.ae_title != request.calling_ae_title:
+                        continue
+                    if not address_in(request.address, entry.networks):
+                        continue
+                    if entry.needs_tls and not request.tls:
+                        return Rejection(REASON_CALLING_AE_NOT_RECOGNIZED, "TLS required")
+                    if entry.tls_subject is not None and not _same_subject(
+                        entry.tls_subject, request.tls_subject
+                    ):
+                        return Rejection(
+                            REASON_CALLING_AE_NOT_RECOGNIZED, "client certificate mismatch"
+                        )
+                    return Caller(tenant_name, entry.ae_title, request.address, site_name)
+        # Unknown AE title, or a known one from an address it is not registered for: the
+        # (AE title, address) pair is not recognized.
+        return Rejection(REASON_CALLING_AE_NOT_RECOGNIZED, "calling AE title not registered")
+
+
+def _same_subject(expected: str, actual: str | None) -> bool:
+    if actual is None:
+        return False
+
+    def normal(subject: str) -> list[str]:
+        return sorted(part.strip() for part in subject.split(","))
+
+    return normal(expected) == normal(actual)
+
+
+class RegistryWatcher:
+    """Keeps the current registry, re-reading the file when its mtime changes (polling)."""
+
+    def __init__(self, path: Path, poll_s: float, called_ae_title: str | None) -> None:
+        self.path = path
+        self._poll_s = poll_s
+        self._called_ae_title = called_ae_title
+        self._mtime = self.path.stat().st_mtime_ns
+        self._policy = RegistryPolicy(load_registry(path), called_ae_title)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="registry-watch", daemon=True)
+
+    @property
+    def policy(self) -> RegistryPolicy:
+        """The policy of the registry currently in force."""
+        return self._policy
+
+    def start(self) -> None:
+        """Start polling the file."""
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop polling; safe to call twice."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
+
+    def check(self) -> bool:
+        """Reload if the file changed; True if a new registry is now in force."""
+        try:
+            mtime = self.path.stat().st_mtime_ns
+        except OSError as exc:
+            log.error(
+                "site registry unreadable; keeping the previous one", extra={"error": str(exc)}
+            )
+            return False
+        if mtime == self._mtime:
+            return False
+        self._mtime = mtime
+        try:
+            registry = load_registry(self.path)
+        except (OSError, ValueError) as exc:
+            log.error("site registry invalid; keeping the previous one", extra={"error": str(exc)})
+            return False
+        self._policy = RegistryPolicy(registry, self._called_ae_title)
+        log.info("site registry reloaded", extra={"tenants": len(registry.tenants)})
+        return True
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._poll_s):
+            self.check()

@@ -1,0 +1,225 @@
+"""What a C-MOVE or C-GET asks for, where those instances are, and in which syntax to send them.
+
+A retrieve identifier (PS3.4 C.4.2.1.4, C.4.3.1.3) names its level and the unique keys of that
+level and the levels above, possibly as lists of UIDs (C.2.2.2.2). The instances are found in
+the index (inside the caller's tenant only), their stored transfer syntax is read from storage
+(Head), and each one is fetched from storage when it is its turn to be sent.
+
+On the way out an instance keeps its stored syntax when the receiver accepted it; otherwise it
+is decompressed to an uncompressed syntax the receiver accepted (PS3.5 A.1-A.2). An instance
+that cannot be sent in any accepted syntax fails its sub-operation and is listed in the Failed
+SOP Instance UID List (PS3.4 C.4.2.1.5); nothing is ever sent in a syntax not negotiated.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from pacs.type.v1 import instance_pb2
+from pacs_common.errors import NotFoundError
+from pacs_storage.client import StorageClient
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pynetdicom.presentation import PresentationContext, build_context
+
+from pacs_gateway import status
+from pacs_gateway.c_find import Finder
+from pacs_gateway.find_identifier import (
+    UNIQUE_KEY,
+    FindRequest,
+    InvalidIdentifierError,
+    dataset_of_json,
+    level_of,
+    levels_of,
+    matching_string,
+)
+from pacs_gateway.upstream import from_exception
+
+log = logging.getLogger(__name__)
+
+UNCOMPRESSED_OUT = [ExplicitVRLittleEndian, ImplicitVRLittleEndian]
+"""What every storage SCP must accept (Implicit VR Little Endian is the default, PS3.5 10.1)."""
+MAX_CONTEXTS = 128
+"""A requestor may propose at most 128 presentation contexts (odd IDs 1-255, PS3.8 9.3.2.2)."""
+HEAD_CONCURRENCY = 16
+
+
+@dataclass(frozen=True)
+class RetrieveRequest:
+    """A checked retrieve identifier."""
+
+    level: str
+    match: dict[str, str]
+
+
+def retrieve_request_of(identifier: Dataset, model_uid: str) -> RetrieveRequest:
+    """Translate a C-MOVE/C-GET identifier into index matching keys.
+
+    Raises:
+        InvalidIdentifierError: bad level, or the level's unique key missing (A900).
+    """
+    level = level_of(identifier, model_uid)
+    levels = levels_of(model_uid)
+    match: dict[str, str] = {}
+    for name in levels[: levels.index(level) + 1]:
+        keyword = UNIQUE_KEY[name]
+        element = identifier.get(keyword)
+        value = matching_string(identifier[keyword]).strip() if element is not None else ""
+        if value:
+            match[keyword] = value
+    if UNIQUE_KEY[level] not in match:
+        raise InvalidIdentifierError(
+            f"{UNIQUE_KEY[level]} is required to retrieve at the {level} level",
+            status.DATASET_DOES_NOT_MATCH_SOP_CLASS,
+        )
+    if any(c in value for value in match.values() for c in "*?"):
+        raise InvalidIdentifierError("wildcards are not allowed in retrieve keys")
+    return RetrieveRequest(level=level, match=match)
+
+
+class Retriever:
+    """Locates and fetches the instances of a retrieve request."""
+
+    def __init__(self, finder: Finder, storage: StorageClient, page_size: int) -> None:
+        self._finder = finder
+        self._storage = storage
+        self._page_size = page_size
+
+    async def locate(self, tenant: str, request: RetrieveRequest) -> list[instance_pb2.InstanceRef]:
+        """Every stored instance the request names, with SOP class and stored syntax.
+
+        Raises:
+            UnavailableError: the index or storage is unreachable.
+            PacsError: the index refused the query.
+        """
+        match = {**request.match, "SOPClassUID": ""}
+        query = FindRequest(level="IMAGE", identifier=Dataset(), match=match)
+        refs: list[instance_pb2.InstanceRef] = []
+        offset = 0
+        while True:
+            page, total = await self._finder.find(
+                "IMAGE", query.query(tenant, limit=self._page_size, offset=offset)
+            )
+            for text in page:
+                result = dataset_of_json(text)
+                refs.append(
+                    instance_pb2.InstanceRef(
+                        tenant=tenant,
+                        study_instance_uid=str(result.get("StudyInstanceUID", "")),
+                        series_instance_uid=str(result.get("SeriesInstanceUID", "")),
+                        sop_instance_uid=str(result.get("SOPInstanceUID", "")),
+                        sop_class_uid=str(result.get("SOPClassUID", "")),
+                    )
+                )
+            offset += len(page)
+            if not page or offset >= total:
+                break
+        return await self._with_syntaxes(refs)
+
+    async def _with_syntaxes(
+        self, refs: list[instance_pb2.InstanceRef]
+    ) -> list[instance_pb2.InstanceRef]:
+        """Fill in each instance's stored transfer syntax (storage Head, bounded concurrency);
+        an instance the index knows but storage does not keeps an empty syntax (it fails)."""
+        limit = asyncio.Semaphore(HEAD_CONCURRENCY)
+
+        async def head(ref: instance_pb2.InstanceRef) -> instance_pb2.InstanceRef:
+            async with limit:
+                try:
+                    info = await self._storage.head(ref)
+                except Exception as exc:
+                    error = from_exception(exc, "storage")
+                    if isinstance(error, NotFoundError):
+                        return ref
+                    raise error from exc
+            found = instance_pb2.InstanceRef()
+            found.CopyFrom(ref)
+            found.transfer_syntax_uid = info.instance.transfer_syntax_uid
+            if info.instance.sop_class_uid:
+                found.sop_class_uid = info.instance.sop_class_uid
+            return found
+
+        return list(await asyncio.gather(*(head(ref) for ref in refs)))
+
+    async def fetch(self, ref: instance_pb2.InstanceRef) -> bytes:
+        """The stored Part 10 bytes of one instance (SHA-256 verified by storage).
+
+        Raises:
+            PacsError: storage failed or the object is gone.
+        """
+        try:
+            return await self._storage.get(ref)
+        except Exception as exc:
+            raise from_exception(exc, "storage") from exc
+
+
+def proposed_contexts(refs: Iterable[instance_pb2.InstanceRef]) -> list[PresentationContext]:
+    """Contexts to propose to a C-MOVE destination: per SOP class, one context per stored
+    syntax (so each is accepted or refused on its own) plus one uncompressed fallback.
+    Falls back to uncompressed only when that would exceed 128 contexts."""
+    syntaxes: dict[str, set[str]] = {}
+    for ref in refs:
+        if ref.sop_class_uid:
+            known = syntaxes.setdefault(ref.sop_class_uid, set())
+            if ref.transfer_syntax_uid and UID(ref.transfer_syntax_uid) not in UNCOMPRESSED_OUT:
+                known.add(ref.transfer_syntax_uid)
+    contexts: list[PresentationContext] = []
+    for sop_class, stored in sorted(syntaxes.items()):
+        contexts.extend(build_context(sop_class, [ts]) for ts in sorted(stored))
+        contexts.append(build_context(sop_class, list(UNCOMPRESSED_OUT)))
+    if len(contexts) <= MAX_CONTEXTS:
+        return contexts
+    return [build_context(sop_class, list(UNCOMPRESSED_OUT)) for sop_class in sorted(syntaxes)][
+        :MAX_CONTEXTS
+    ]
+
+
+def accepted_syntaxes(contexts: Iterable[PresentationContext], sop_class: str) -> set[str]:
+    """Transfer syntaxes accepted for ``sop_class`` among ``contexts``."""
+    return {
+        str(cx.transfer_syntax[0])
+        for cx in contexts
+        if str(cx.abstract_syntax) == sop_class and cx.transfer_syntax
+    }
+
+
+def unsendable(ref: instance_pb2.InstanceRef) -> Dataset:
+    """A dataset that pynetdicom cannot send (no transfer syntax): yielding it makes the
+    sub-operation fail and puts its SOP Instance UID in the Failed SOP Instance UID List."""
+    dataset = Dataset()
+    dataset.SOPClassUID = ref.sop_class_uid or "1.2.840.10008.5.1.4.1.1.7"
+    dataset.SOPInstanceUID = ref.sop_instance_uid
+    return dataset
+
+
+def prepare(part10: bytes, accepted: set[str]) -> Dataset:
+    """The instance as a dataset pynetdicom will send in an accepted syntax.
+
+    Kept as stored when its syntax was accepted. A compressed instance is decompressed when
+    only uncompressed syntaxes were accepted; pynetdicom itself converts between the little
+    endian uncompressed syntaxes (explicit/implicit VR, deflated).
+
+    Raises:
+        ValueError: no accepted syntax can carry it (or it cannot be decoded).
+    """
+    dataset = dcmread(io.BytesIO(part10))
+    stored = UID(str(dataset.file_meta.TransferSyntaxUID))
+    if stored in accepted:
+        return dataset
+    if not any(UID(ts).is_little_endian and not UID(ts).is_compressed for ts in accepted):
+        raise ValueError(f"receiver accepts neither {stored} nor an uncompressed syntax")
+    if stored.is_compressed:
+        try:
+            # Same instance, another encoding: keep its SOP Instance UID (pydicom would make
+            # a new one by default, as if it were a derived image).
+            dataset.decompress(generate_instance_uid=False)
+        except Exception as exc:
+            raise ValueError(f"cannot decompress {stored}: {exc}") from exc
+    elif not stored.is_little_endian:
+        raise ValueError("big endian instances are only sent to receivers that accept them")
+    return dataset

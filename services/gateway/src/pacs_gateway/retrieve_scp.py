@@ -1,0 +1,155 @@
+"""The Query/Retrieve Service Class SCP, C-MOVE and C-GET parts (PS3.4 C.4.2, C.4.3).
+
+pynetdicom drives the sub-operations: the handlers only say where to (C-MOVE: a destination
+from the site registry, in the caller's tenant), how many, and then hand over one dataset at a
+time; pynetdicom sends each with C-STORE, sends the pending responses with the remaining /
+completed / failed / warning counts, and builds the final status with the Failed SOP Instance
+UID List. C-MOVE opens an association to the destination; C-GET sends back over the caller's
+own association on the storage contexts where it accepted the SCP role (PS3.7 D.3.3.4).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from pacs.type.v1 import instance_pb2
+from pacs_common.errors import InvalidArgumentError, PacsError, UnavailableError
+from pydicom.dataset import Dataset
+from pynetdicom.presentation import build_context
+
+from pacs_gateway import status
+from pacs_gateway.admission import Caller
+from pacs_gateway.find_identifier import InvalidIdentifierError
+from pacs_gateway.io_loop import IoLoop
+from pacs_gateway.outbound import association_kwargs
+from pacs_gateway.registry import Destination
+from pacs_gateway.retrieve import (
+    Retriever,
+    accepted_syntaxes,
+    prepare,
+    proposed_contexts,
+    retrieve_request_of,
+    unsendable,
+)
+
+log = logging.getLogger(__name__)
+
+UNABLE_TO_CALCULATE_MATCHES = 0xA701
+"""Refused: Out of Resources - Unable to calculate number of matches (PS3.4 C.4.2.1.5,
+C.4.3.1.5): the index or storage is unavailable, retry later."""
+VERIFICATION = "1.2.840.10008.1.1"
+
+Located = tuple[Dataset | None, list[instance_pb2.InstanceRef]]
+
+
+class RetrieveScp:
+    """Handles EVT_C_MOVE and EVT_C_GET."""
+
+    def __init__(
+        self,
+        retriever: Retriever,
+        io: IoLoop,
+        caller_of: Callable[[Any], Caller | None],
+        destination_of: Callable[[str, str], Destination | None],
+        timeout_s: float,
+    ) -> None:
+        self._retriever = retriever
+        self._io = io
+        self._caller_of = caller_of
+        self._destination_of = destination_of
+        self._timeout_s = timeout_s + 5
+
+    def handle_move(self, event: Any) -> Iterator[Any]:
+        """EVT_C_MOVE: destination, number of sub-operations, then one dataset per instance."""
+        caller = self._caller_of(event.assoc)
+        wanted = str(event.move_destination or "").strip()
+        destination = self._destination_of(caller.tenant, wanted) if caller else None
+        if caller is None or destination is None:
+            log.info("C-MOVE to an unregistered destination", extra={"move_destination": wanted})
+            yield None, None  # Move Destination unknown (A801)
+            return
+        failure, refs = self._locate(event, caller.tenant)
+        sub_association: dict[str, Any] = {}
+
+        def accepted(accept_event: Any) -> None:
+            sub_association["assoc"] = accept_event.assoc
+
+        contexts = proposed_contexts(refs) if refs else [build_context(VERIFICATION)]
+        yield (
+            destination.host,
+            destination.port,
+            association_kwargs(destination, contexts, accepted),
+        )
+        if failure is not None:
+            # pynetdicom only sends a failure status once a sub-operation was announced.
+            yield 1
+            yield failure, None
+            return
+        yield len(refs)
+        assoc = sub_association.get("assoc")
+        offered = list(assoc.accepted_contexts) if assoc is not None else []
+        yield from self._send_all(event, refs, offered)
+
+    def handle_get(self, event: Any) -> Iterator[Any]:
+        """EVT_C_GET: number of sub-operations, then one dataset per instance."""
+        caller = self._caller_of(event.assoc)
+        if caller is None:
+            yield 1
+            yield status.status(status.NOT_AUTHORIZED, "association not admitted"), None
+            return
+        failure, refs = self._locate(event, caller.tenant)
+        if failure is not None:
+            yield 1
+            yield failure, None
+            return
+        yield len(refs)
+        # Our SCU-role storage contexts: those where the requestor accepted to be the SCP.
+        offered = [cx for cx in event.assoc.accepted_contexts if cx.as_scu]
+        yield from self._send_all(event, refs, offered)
+
+    def _locate(self, event: Any, tenant: str) -> Located:
+        """The instances to send, or the failure status to answer with."""
+        try:
+            request = retrieve_request_of(event.identifier, str(event.request.AffectedSOPClassUID))
+            refs = self._io.run(self._retriever.locate(tenant, request), timeout=self._timeout_s)
+        except InvalidIdentifierError as exc:
+            return status.status(exc.status, exc.message), []
+        except (UnavailableError, TimeoutError):
+            return status.status(UNABLE_TO_CALCULATE_MATCHES, "index or storage unavailable"), []
+        except InvalidArgumentError as exc:
+            return status.status(status.INVALID_QUERY, exc.message), []
+        except PacsError as exc:
+            log.warning("retrieve failed", extra={"error": exc.message})
+            return status.status(status.UNEXPECTED_FAILURE, "retrieve failed"), []
+        except Exception:
+            log.exception("unexpected error locating instances to retrieve")
+            return status.status(status.UNEXPECTED_FAILURE, "internal error"), []
+        return None, refs
+
+    def _send_all(
+        self, event: Any, refs: list[instance_pb2.InstanceRef], offered: list[Any]
+    ) -> Iterator[tuple[int, Dataset | None]]:
+        for ref in refs:
+            if event.is_cancelled:
+                yield status.CANCEL, None
+                return
+            yield status.PENDING, self._dataset_for(ref, offered)
+
+    def _dataset_for(self, ref: instance_pb2.InstanceRef, offered: list[Any]) -> Dataset:
+        """The dataset to send for ``ref``, or an unsendable one (the sub-operation fails)."""
+        accepted = accepted_syntaxes(offered, ref.sop_class_uid)
+        if not ref.transfer_syntax_uid or not accepted:
+            return unsendable(ref)
+        try:
+            part10 = self._io.run(self._retriever.fetch(ref), timeout=self._timeout_s)
+            return prepare(part10, accepted)
+        except (PacsError, TimeoutError, ValueError) as exc:
+            log.warning(
+                "instance not sent",
+                extra={"sop_instance_uid": ref.sop_instance_uid, "error": str(exc)},
+            )
+        except Exception:
+            log.exception("unexpected error preparing an instance")
+        return unsendable(ref)

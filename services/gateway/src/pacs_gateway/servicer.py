@@ -1,0 +1,120 @@
+"""IngestService: Part 10 files over gRPC, under the same durability rule as C-STORE.
+
+Thin: it frames the client stream into files, hands each to :class:`~pacs_gateway.ingest.Ingest`
+and maps the outcome. Bad files are refused one by one (the stream goes on); only a malformed
+stream (a chunk before any header) fails the call with INVALID_ARGUMENT.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+from pacs.ingest.v1 import ingest_service_pb2 as ingest_pb
+from pacs.ingest.v1 import ingest_service_pb2_grpc as ingest_grpc
+from pacs_common.errors import InvalidArgumentError, PacsError, UnavailableError
+
+from pacs_gateway.ingest import Ingest
+
+log = logging.getLogger(__name__)
+
+Outcome = ingest_pb.StoreOutcome
+
+
+class IngestServicer(ingest_grpc.IngestServiceServicer):
+    """gRPC front of the ingest path."""
+
+    def __init__(
+        self,
+        ingest: Ingest,
+        ae_title: str,
+        default_tenant: str,
+        max_file_bytes: int,
+        storage_ready: Callable[[], Awaitable[bool]],
+    ) -> None:
+        self._ingest = ingest
+        self._ae_title = ae_title
+        self._default_tenant = default_tenant
+        self._max_file_bytes = max_file_bytes
+        self._storage_ready = storage_ready
+
+    async def Echo(  # noqa: N802  (gRPC method name)
+        self, request: ingest_pb.EchoRequest, context: Any
+    ) -> ingest_pb.EchoResponse:
+        """Answer when the storage path is up too (like a C-ECHO that means something).
+
+        Raises:
+            UnavailableError: storage is not serving.
+        """
+        if not await self._storage_ready():
+            raise UnavailableError("storage service is not serving")
+        return ingest_pb.EchoResponse(ae_title=self._ae_title)
+
+    async def Store(  # noqa: N802  (gRPC method name)
+        self, request_iterator: AsyncIterator[ingest_pb.StoreRequest], context: Any
+    ) -> ingest_pb.StoreResponse:
+        """Store each file of the stream; one result per file, in stream order.
+
+        Raises:
+            InvalidArgumentError: a chunk came before any header, or a message is empty.
+        """
+        results: list[ingest_pb.StoreFileResult] = []
+        header: ingest_pb.StoreFileHeader | None = None
+        chunks: list[bytes] = []
+        size = 0
+        async for message in request_iterator:
+            part = message.WhichOneof("part")
+            if part == "header":
+                if header is not None:
+                    results.append(await self._store_one(header, chunks, size))
+                header, chunks, size = message.header, [], 0
+            elif part == "chunk":
+                if header is None:
+                    raise InvalidArgumentError("a chunk arrived before any file header")
+                size += len(message.chunk)
+                if size <= self._max_file_bytes:
+                    chunks.append(message.chunk)
+                else:
+                    chunks.clear()  # refused anyway; stop holding its bytes
+            else:
+                raise InvalidArgumentError("a StoreRequest carries neither header nor chunk")
+        if header is not None:
+            results.append(await self._store_one(header, chunks, size))
+        return ingest_pb.StoreResponse(results=results)
+
+    async def _store_one(
+        self, header: ingest_pb.StoreFileHeader, chunks: list[bytes], size: int
+    ) -> ingest_pb.StoreFileResult:
+        result = ingest_pb.StoreFileResult(client_file_id=header.client_file_id)
+        if size > self._max_file_bytes:
+            result.outcome = Outcome.STORE_OUTCOME_REFUSED
+            result.reason = f"file larger than {self._max_file_bytes} bytes"
+            return result
+        if size == 0:
+            result.outcome = Outcome.STORE_OUTCOME_REFUSED
+            result.reason = "empty file"
+            return result
+        tenant = header.tenant or self._default_tenant
+        try:
+            stored = await self._ingest.store(tenant, b"".join(chunks))
+        except UnavailableError as exc:
+            result.outcome = Outcome.STORE_OUTCOME_UNAVAILABLE
+            result.reason = exc.message
+            return result
+        except InvalidArgumentError as exc:
+            result.outcome = Outcome.STORE_OUTCOME_REFUSED
+            result.reason = exc.message
+            return result
+        except PacsError as exc:
+            log.warning("storage refused a file", extra={"error": exc.message})
+            result.outcome = Outcome.STORE_OUTCOME_REFUSED
+            result.reason = exc.message
+            return result
+        result.outcome = (
+            Outcome.STORE_OUTCOME_ALREADY_PRESENT
+            if stored.already_present
+            else Outcome.STORE_OUTCOME_STORED
+        )
+        result.object.CopyFrom(stored.object)
+        return result

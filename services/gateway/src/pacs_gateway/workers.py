@@ -1,0 +1,105 @@
+"""Several receiving processes sharing the DICOM port(s) with SO_REUSEPORT.
+
+pynetdicom runs one thread per association, and Python threads share one interpreter lock, so
+a single process does not scale with parallel senders (measured: fewer instances/s over eight
+associations than over one). The kernel spreads new connections over every socket bound to the
+same port with SO_REUSEPORT, so ``workers`` processes each run a whole gateway on the same
+DICOM port(s). The first one also serves IngestService; the others only DIMSE. The first
+process supervises the others and restarts any that dies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import multiprocessing
+import signal
+from multiprocessing.process import BaseProcess
+from typing import Any
+
+from pacs_common.logging import configure_logging
+
+from pacs_gateway.app import create_app
+from pacs_gateway.settings import GatewaySettings
+
+log = logging.getLogger(__name__)
+
+SUPERVISE_INTERVAL_S = 1.0
+
+
+def _worker_main(values: dict[str, Any]) -> None:
+    """Entry point of an extra worker process (spawned, so it starts from a clean state)."""
+    settings = GatewaySettings(**values)
+    configure_logging(settings.service_name, settings.log_level, settings.log_patient_data)
+    asyncio.run(_serve_one(settings))
+
+
+async def _serve_one(settings: GatewaySettings) -> None:
+    app = create_app(settings)
+    await app.start()
+    await _until_signalled()
+    await app.stop()
+
+
+async def _until_signalled() -> None:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+
+
+async def run(settings: GatewaySettings) -> None:
+    """Run the gateway with ``settings.workers`` processes until SIGTERM/SIGINT."""
+    configure_logging(settings.service_name, settings.log_level, settings.log_patient_data)
+    if settings.workers <= 1:
+        await _serve_one(settings)
+        return
+    primary = create_app(settings.model_copy(update={"reuse_port": True}))
+    await primary.start()
+    # Extra workers bind the ports the first one got (which matters when they were 0).
+    extra = settings.model_copy(
+        update={
+            "reuse_port": True,
+            "serve_grpc": False,
+            "workers": 1,
+            "dicom_port": primary.dicom_port,
+            "tls_port": primary.tls_port,
+        }
+    ).model_dump(mode="json")
+    context = multiprocessing.get_context("spawn")
+    children: list[BaseProcess] = []
+
+    def spawn() -> BaseProcess:
+        child = context.Process(target=_worker_main, args=(extra,), name="gateway-worker")
+        child.start()
+        return child
+
+    children = [spawn() for _ in range(settings.workers - 1)]
+    log.info("gateway workers started", extra={"workers": settings.workers})
+    supervisor = asyncio.create_task(_supervise(children, spawn))
+    await _until_signalled()
+    supervisor.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await supervisor
+    for child in children:
+        child.terminate()  # SIGTERM: each worker shuts down gracefully
+    await asyncio.to_thread(_join_all, children, settings.shutdown_grace_s + 5)
+    await primary.stop()
+
+
+async def _supervise(children: list[BaseProcess], spawn: Any) -> None:
+    while True:
+        await asyncio.sleep(SUPERVISE_INTERVAL_S)
+        for index, child in enumerate(children):
+            if not child.is_alive():
+                log.warning("gateway worker exited; restarting", extra={"exitcode": child.exitcode})
+                children[index] = spawn()
+
+
+def _join_all(children: list[BaseProcess], timeout_s: float) -> None:
+    for child in children:
+        child.join(timeout_s)
+        if child.is_alive():
+            child.kill()

@@ -1,0 +1,128 @@
+"""Fixtures of the gateway tests: the gateway in-process, with the real storage and indexer
+services (in-process too) on the real local infrastructure.
+
+Storage and the indexer are started once per test module (their start-up is the slow part);
+tests keep apart through tenants of their own. Test modules that use them run in the module's
+event loop (``pytestmark = pytest.mark.asyncio(loop_scope="module")``), because their gRPC
+servers live in it. The gateway itself runs its own event loop thread, so any test can start
+one.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import Any
+
+import pytest
+import pytest_asyncio
+from gateway_helpers import closed_port
+from pacs_gateway.app import GatewayApp, create_app
+from pacs_gateway.settings import GatewaySettings
+
+GatewayFactory = Callable[..., Awaitable[GatewayApp]]
+
+
+@pytest.fixture
+def start_gateway() -> Iterator[GatewayFactory]:
+    """Start gateways with settings overrides (free ports, loopback); stopped afterwards.
+
+    Storage and the indexer default to closed ports: tests that need them pass targets.
+    """
+    apps: list[GatewayApp] = []
+
+    async def start(**overrides: Any) -> GatewayApp:
+        values: dict[str, Any] = {
+            "dicom_port": 0,
+            "grpc_port": 0,
+            "storage_target": f"127.0.0.1:{closed_port()}",
+            "indexer_target": f"127.0.0.1:{closed_port()}",
+            "storage_timeout": 10,
+            "query_timeout": 10,
+            "shutdown_grace_s": 1,
+            "workers": 1,
+        }
+        values.update(overrides)
+        app = create_app(GatewaySettings(**values))
+        apps.append(app)
+        await app.start()
+        return app
+
+    yield start
+    for app in apps:
+        app.close()
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def storage_app(infra_env: dict[str, str]) -> AsyncIterator[Any]:
+    """The real storage service on a fresh bucket (one per test module)."""
+    from pacs_common.settings import S3Settings  # noqa: PLC0415  (needs infra_env's env)
+    from pacs_storage.app import create_app as create_storage  # noqa: PLC0415
+    from pacs_storage.settings import StorageSettings  # noqa: PLC0415
+
+    bucket = f"test-gw-{uuid.uuid4().hex[:16]}"
+    app = create_storage(
+        StorageSettings(grpc_port=0, s3=S3Settings(bucket=bucket), shutdown_grace_s=1)
+    )
+    await app.start()
+    yield app
+    await app.stop()
+
+
+async def _group_at_end_of_topic(group_id: str) -> None:
+    """Commit the end of the instances topic as ``group_id``'s position, so that a fresh
+    indexer reads only the events from now on instead of the whole shared topic's history."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition  # noqa: PLC0415
+    from aiokafka.admin import AIOKafkaAdminClient  # noqa: PLC0415
+    from pacs_common.events import TOPIC_INSTANCES  # noqa: PLC0415
+    from pacs_common.settings import KafkaSettings  # noqa: PLC0415
+
+    bootstrap = KafkaSettings().bootstrap
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        described = await admin.describe_topics([TOPIC_INSTANCES])
+    finally:
+        await admin.close()
+    partitions = [
+        TopicPartition(TOPIC_INSTANCES, p["partition"])
+        for topic in described
+        if topic.get("error_code", 0) == 0
+        for p in topic["partitions"]
+    ]
+    if not partitions:
+        return  # the topic does not exist yet: a new group starts at its beginning anyway
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, group_id=group_id, enable_auto_commit=False
+    )
+    await consumer.start()
+    try:
+        ends = await consumer.end_offsets(partitions)
+        consumer.assign(partitions)
+        await consumer.commit(dict(ends.items()))
+    finally:
+        await consumer.stop()
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def indexer_app(
+    storage_app: Any, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Any]:
+    """The real indexer (SQLite index) consuming the real storage events (one per module)."""
+    from pacs_indexer.app import create_app as create_indexer  # noqa: PLC0415
+    from pacs_indexer.settings import IndexerSettings  # noqa: PLC0415
+
+    group = f"gateway-test-{uuid.uuid4().hex[:12]}"
+    await _group_at_end_of_topic(group)
+    app = create_indexer(
+        IndexerSettings(
+            grpc_port=0,
+            database_url=f"sqlite:///{tmp_path_factory.mktemp('index') / 'index.sqlite'}",
+            storage_target=f"127.0.0.1:{storage_app.grpc_port}",
+            consumer_group=group,
+            shutdown_grace_s=1,
+        )
+    )
+    await app.start()
+    yield app
+    await app.stop()

@@ -1,0 +1,175 @@
+"""Storage Commitment Push Model (PS3.4 J) with a pynetdicom SCU, against the real stack."""
+
+from __future__ import annotations
+
+import asyncio
+import textwrap
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+from gateway_helpers import free_port, sample_path, scu_store_files
+from pacs_gateway import status
+from pacs_gateway.commitment import NO_SUCH_OBJECT_INSTANCE, STORAGE_COMMITMENT_INSTANCE
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+from pydicom.uid import generate_uid
+from pynetdicom import AE, evt
+from pynetdicom.sop_class import StorageCommitmentPushModel  # type: ignore[attr-defined]
+
+pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
+
+
+def _registry(report_port: int, tenant: str) -> str:
+    return textwrap.dedent(
+        f"""
+        tenants:
+          {tenant}:
+            sites:
+              radiology:
+                callers:
+                  - ae_title: MODALITY
+                    networks: [127.0.0.0/8]
+                destinations:
+                  - ae_title: MODALITY
+                    host: 127.0.0.1
+                    port: {report_port}
+        """
+    )
+
+
+def _request(references: list[tuple[str, str]]) -> Dataset:
+    request = Dataset()
+    request.TransactionUID = generate_uid()
+    items = []
+    for sop_class, sop_instance in references:
+        item = Dataset()
+        item.ReferencedSOPClassUID = sop_class
+        item.ReferencedSOPInstanceUID = sop_instance
+        items.append(item)
+    request.ReferencedSOPSequence = items
+    return request
+
+
+class Reports:
+    """N-EVENT-REPORTs received by the test SCU, on any association."""
+
+    def __init__(self) -> None:
+        self.received: list[tuple[int, Dataset, bool]] = []
+        self.arrived = threading.Event()
+
+    def handle(self, event: Any) -> tuple[int, None]:
+        self.received.append((event.event_type, event.event_information, event.assoc.is_requestor))
+        self.arrived.set()
+        return 0x0000, None  # N-EVENT-REPORT response: (status, event reply)
+
+
+async def _gateway(
+    start_gateway, storage_app, indexer_app, tmp_path: Path, report_port: int, tenant: str
+) -> Any:
+    registry = tmp_path / "registry.yaml"
+    registry.write_text(_registry(report_port, tenant))
+    return await start_gateway(
+        storage_target=f"127.0.0.1:{storage_app.grpc_port}",
+        indexer_target=f"127.0.0.1:{indexer_app.grpc_port}",
+        site_registry=registry,
+        commitment_wait_s=3,
+    )
+
+
+def _ask(port: int, request: Dataset, reports: Reports, keep_open: bool) -> int:
+    ae = AE(ae_title="MODALITY")
+    ae.add_requested_context(StorageCommitmentPushModel)
+    assoc = ae.associate(
+        "127.0.0.1",
+        port,
+        ae_title="CLOUDPACS",
+        evt_handlers=[(evt.EVT_N_EVENT_REPORT, reports.handle)],
+    )
+    assert assoc.is_established
+    try:
+        answer, _ = assoc.send_n_action(
+            request, 1, StorageCommitmentPushModel, STORAGE_COMMITMENT_INSTANCE
+        )
+        if keep_open:
+            reports.arrived.wait(timeout=60)
+        return int(answer.Status)
+    finally:
+        assoc.release()
+
+
+async def test_commitment_report_on_the_same_association(
+    start_gateway, storage_app, indexer_app, tmp_path: Path, tenant: str
+) -> None:
+    gateway = await _gateway(start_gateway, storage_app, indexer_app, tmp_path, free_port(), tenant)
+    ct = dcmread(sample_path("CT_small.dcm"), stop_before_pixels=True)
+    stored = await asyncio.to_thread(
+        scu_store_files, gateway.dicom_port, [sample_path("CT_small.dcm")], "MODALITY"
+    )
+    assert stored == [status.SUCCESS]
+    missing = generate_uid()
+    request = _request([(ct.SOPClassUID, ct.SOPInstanceUID), (ct.SOPClassUID, missing)])
+    reports = Reports()
+
+    answer = await asyncio.to_thread(_ask, gateway.dicom_port, request, reports, True)
+
+    assert answer == status.SUCCESS
+    assert len(reports.received) == 1
+    event_type, info, on_our_association = reports.received[0]
+    assert event_type == 2  # failures exist (PS3.4 J.3.3)
+    assert on_our_association
+    assert info.TransactionUID == request.TransactionUID
+    assert [i.ReferencedSOPInstanceUID for i in info.ReferencedSOPSequence] == [ct.SOPInstanceUID]
+    assert [(i.ReferencedSOPInstanceUID, i.FailureReason) for i in info.FailedSOPSequence] == [
+        (missing, NO_SUCH_OBJECT_INSTANCE)
+    ]
+
+
+async def test_commitment_report_on_a_new_association_after_release(
+    start_gateway, storage_app, indexer_app, tmp_path: Path, tenant: str
+) -> None:
+    reports = Reports()
+    listener = AE(ae_title="MODALITY")
+    listener.add_supported_context(StorageCommitmentPushModel, scu_role=True, scp_role=True)
+    report_port = free_port()
+    server = listener.start_server(
+        ("127.0.0.1", report_port),
+        block=False,
+        evt_handlers=[(evt.EVT_N_EVENT_REPORT, reports.handle)],
+    )
+    try:
+        gateway = await _gateway(
+            start_gateway, storage_app, indexer_app, tmp_path, report_port, tenant
+        )
+        mr = dcmread(sample_path("MR_small_jpeg_ls_lossless.dcm"), stop_before_pixels=True)
+        stored = await asyncio.to_thread(
+            scu_store_files,
+            gateway.dicom_port,
+            [sample_path("MR_small_jpeg_ls_lossless.dcm")],
+            "MODALITY",
+        )
+        assert stored == [status.SUCCESS]
+        request = _request([(mr.SOPClassUID, mr.SOPInstanceUID)])
+
+        answer = await asyncio.to_thread(_ask, gateway.dicom_port, request, reports, False)
+        assert answer == status.SUCCESS
+        assert await asyncio.to_thread(reports.arrived.wait, 60)
+    finally:
+        server.shutdown()
+
+    event_type, info, on_our_association = reports.received[0]
+    assert event_type == 1  # all committed
+    assert not on_our_association  # the gateway called back
+    assert [i.ReferencedSOPInstanceUID for i in info.ReferencedSOPSequence] == [mr.SOPInstanceUID]
+    assert "FailedSOPSequence" not in info
+
+
+async def test_commitment_request_without_transaction_uid_is_refused(
+    start_gateway, storage_app, indexer_app, tmp_path: Path, tenant: str
+) -> None:
+    gateway = await _gateway(start_gateway, storage_app, indexer_app, tmp_path, free_port(), tenant)
+    request = Dataset()
+    request.ReferencedSOPSequence = []
+    answer = await asyncio.to_thread(_ask, gateway.dicom_port, request, Reports(), False)
+    assert answer == 0x0120  # missing attribute (PS3.7 C.5)

@@ -1,0 +1,98 @@
+"""IngestService over a real gRPC channel, with the real storage service."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import AsyncIterator
+
+import grpc
+import pytest
+from gateway_helpers import sample_path
+from pacs.ingest.v1 import ingest_service_pb2 as pb
+from pacs.ingest.v1 import ingest_service_pb2_grpc as pb_grpc
+from pacs_common.grpc_client import open_channel
+
+Outcome = pb.StoreOutcome
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+
+async def _files(
+    *files: tuple[str, bytes], tenant: str = "", chunk: int = 4096
+) -> AsyncIterator[pb.StoreRequest]:
+    for name, data in files:
+        yield pb.StoreRequest(header=pb.StoreFileHeader(tenant=tenant, client_file_id=name))
+        for start in range(0, len(data), chunk):
+            yield pb.StoreRequest(chunk=data[start : start + chunk])
+
+
+def _stub(port: int) -> pb_grpc.IngestServiceStub:
+    return pb_grpc.IngestServiceStub(open_channel(f"127.0.0.1:{port}"))
+
+
+@pytest.mark.integration
+async def test_store_reports_each_file(start_gateway, storage_app, tenant: str) -> None:
+    gateway = await start_gateway(storage_target=f"127.0.0.1:{storage_app.grpc_port}")
+    ct = sample_path("CT_small.dcm").read_bytes()
+    j2k = sample_path("JPEG2000.dcm").read_bytes()
+
+    response = await _stub(gateway.grpc_port).Store(
+        _files(
+            ("ct", ct),
+            ("not-dicom", b"hello, this is not a DICOM file" * 10),
+            ("j2k", j2k),
+            ("ct-again", ct),
+            tenant=tenant,
+        )
+    )
+
+    results = {r.client_file_id: r for r in response.results}
+    assert [r.client_file_id for r in response.results] == ["ct", "not-dicom", "j2k", "ct-again"]
+    assert results["ct"].outcome == Outcome.STORE_OUTCOME_STORED
+    assert results["ct"].object.sha256 == hashlib.sha256(ct).hexdigest()
+    assert results["ct"].object.instance.tenant == tenant
+    assert results["not-dicom"].outcome == Outcome.STORE_OUTCOME_REFUSED
+    assert "DICOM" in results["not-dicom"].reason
+    assert results["j2k"].outcome == Outcome.STORE_OUTCOME_STORED
+    assert results["j2k"].object.instance.transfer_syntax_uid == "1.2.840.10008.1.2.4.91"
+    assert results["ct-again"].outcome == Outcome.STORE_OUTCOME_ALREADY_PRESENT
+
+
+@pytest.mark.integration
+async def test_echo_answers_with_the_ae_title(start_gateway, storage_app) -> None:
+    gateway = await start_gateway(storage_target=f"127.0.0.1:{storage_app.grpc_port}")
+    response = await _stub(gateway.grpc_port).Echo(pb.EchoRequest())
+    assert response.ae_title == "CLOUDPACS"
+
+
+async def test_echo_is_unavailable_without_storage(start_gateway) -> None:
+    gateway = await start_gateway()
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await _stub(gateway.grpc_port).Echo(pb.EchoRequest())
+    assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+async def test_store_without_storage_is_unavailable_per_file(start_gateway) -> None:
+    gateway = await start_gateway()
+    ct = sample_path("CT_small.dcm").read_bytes()
+    response = await _stub(gateway.grpc_port).Store(_files(("ct", ct), ("junk", b"x" * 300)))
+    outcomes = [r.outcome for r in response.results]
+    assert outcomes == [Outcome.STORE_OUTCOME_UNAVAILABLE, Outcome.STORE_OUTCOME_REFUSED]
+
+
+async def test_chunk_before_header_is_invalid_argument(start_gateway) -> None:
+    gateway = await start_gateway()
+
+    async def bad() -> AsyncIterator[pb.StoreRequest]:
+        yield pb.StoreRequest(chunk=b"DICM")
+
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await _stub(gateway.grpc_port).Store(bad())
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_file_over_the_size_limit_is_refused(start_gateway) -> None:
+    gateway = await start_gateway(max_file_bytes=2048)
+    ct = sample_path("CT_small.dcm").read_bytes()
+    response = await _stub(gateway.grpc_port).Store(_files(("ct", ct)))
+    assert response.results[0].outcome == Outcome.STORE_OUTCOME_REFUSED
+    assert "larger than" in response.results[0].reason

@@ -1,0 +1,306 @@
+"""C-MOVE and C-GET from the real stack to DCMTK receivers; tenant confinement of queries."""
+
+from __future__ import annotations
+
+import asyncio
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+from gateway_helpers import (
+    Storescp,
+    eventually,
+    free_port,
+    run_dcmtk,
+    sample_path,
+    scu_find,
+    scu_store_files,
+)
+from pacs_gateway import status
+from pacs_gateway.find_identifier import STUDY_ROOT_FIND, STUDY_ROOT_MOVE
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+from pynetdicom import AE
+
+pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
+
+J2K = "JPEG2000.dcm"  # JPEG 2000 (lossy), study 1.3.6.1.4.1.5962.1.2.8...
+JPEG_LL = "JPEG-LL.dcm"  # same study, JPEG lossless
+CT = "CT_small.dcm"  # another study
+
+
+def _registry(dest_port: int, tenant: str) -> str:
+    return textwrap.dedent(
+        f"""
+        tenants:
+          {tenant}-a:
+            sites:
+              radiology:
+                callers:
+                  - ae_title: MODALITY
+                    networks: [127.0.0.0/8]
+                destinations:
+                  - ae_title: DEST
+                    host: 127.0.0.1
+                    port: {dest_port}
+          {tenant}-b:
+            sites:
+              main:
+                callers:
+                  - ae_title: OTHERSITE
+                    networks: [127.0.0.0/8]
+                destinations:
+                  - ae_title: OTHERDEST
+                    host: 127.0.0.1
+                    port: {dest_port}
+        """
+    )
+
+
+async def _stack(
+    start_gateway, storage_app, indexer_app, tmp_path: Path, dest_port: int, tenant: str
+) -> Any:
+    registry = tmp_path / "registry.yaml"
+    registry.write_text(_registry(dest_port, tenant))
+    return await start_gateway(
+        storage_target=f"127.0.0.1:{storage_app.grpc_port}",
+        indexer_target=f"127.0.0.1:{indexer_app.grpc_port}",
+        site_registry=registry,
+    )
+
+
+def _study(name: str) -> str:
+    return str(dcmread(sample_path(name), stop_before_pixels=True).StudyInstanceUID)
+
+
+async def _stored_and_indexed(gateway: Any, names: list[str], calling: str = "MODALITY") -> None:
+    paths = [sample_path(n) for n in names]
+    statuses = await asyncio.to_thread(scu_store_files, gateway.dicom_port, paths, calling)
+    assert statuses == [status.SUCCESS] * len(paths)
+    wanted = {str(dcmread(p, stop_before_pixels=True).SOPInstanceUID) for p in paths}
+
+    async def indexed() -> bool:
+        identifier = Dataset()
+        identifier.QueryRetrieveLevel = "IMAGE"
+        identifier.StudyInstanceUID = "\\".join({_study(n) for n in names})
+        identifier.SeriesInstanceUID = ""
+        identifier.SOPInstanceUID = ""
+        # IMAGE level in Study Root needs the series: ask per study at SERIES level first
+        found: set[str] = set()
+        series = Dataset()
+        series.QueryRetrieveLevel = "SERIES"
+        series.StudyInstanceUID = identifier.StudyInstanceUID
+        series.SeriesInstanceUID = ""
+        for code, ds in await asyncio.to_thread(
+            scu_find, gateway.dicom_port, series, STUDY_ROOT_FIND, calling
+        ):
+            if code == status.PENDING and ds is not None:
+                identifier.SeriesInstanceUID = ds.SeriesInstanceUID
+                for c, inst in await asyncio.to_thread(
+                    scu_find, gateway.dicom_port, identifier, STUDY_ROOT_FIND, calling
+                ):
+                    if c == status.PENDING and inst is not None:
+                        found.add(str(inst.SOPInstanceUID))
+        return found >= wanted
+
+    assert await eventually(indexed, within_s=90)
+
+
+async def test_movescu_study_to_storescp_as_stored(
+    start_gateway, storage_app, indexer_app, tmp_path: Path, tenant: str
+) -> None:
+    async with Storescp(tmp_path / "received", accept_all=True) as dest:
+        gateway = await _stack(start_gateway, storage_app, indexer_app, tmp_path, dest.port, tenant)
+        await _stored_and_indexed(gateway, [J2K, JPEG_LL, CT])
+
+        code, out = await run_dcmtk(
+            "movescu",
+            "-v",
+            "-S",
+            "-aet",
+            "MODALITY",
+            "-aec",
+            "CLOUDPACS",
+            "-aem",
+            "DEST",
+            "-k",
+            "QueryRetrieveLevel=STUDY",
+            "-k",
+            f"StudyInstanceUID={_study(J2K)}",
+            "127.0.0.1",
+            str(gateway.dicom_port),
+        )
+        assert code == 0, out
+        assert "Received Final Move Response (Success)" in out, out
+        received = dest.received()
+
+    by_uid = {str(ds.SOPInstanceUID): ds for ds in received}
+    originals = [dcmread(sample_path(n)) for n in (J2K, JPEG_LL)]
+    assert set(by_uid) == {str(o.SOPInstanceUID) for o in originals}  # not the CT study
+    for original in originals:
+        copy = by_uid[str(original.SOPInstanceUID)]
+        # storescp accepted every syntax: each instance arrives as stored, pixels untouched
+        assert copy.file_meta.TransferSyntaxUID == original.file_meta.TransferSyntaxUID
+        assert copy.PixelData == original.PixelData
+
+
+async def test_move_to_uncompressed_only_receiver_decompresses(
+    start_gateway, storage_app, indexer_app, tmp_path: Path, tenant: str
+) -> None:
+    async with Storescp(tmp_path / "received") as dest:  # uncompressed syntaxes only
+        gateway = await _stack(start_gateway, storage_app, indexer_app, tmp_path, dest.port, tenant)
+        await _stored_and_indexed(gateway, [JPEG_LL])
+        original = dcmread(sample_path(JPEG_LL))
+
+        code, out = await run_dcmtk(
+            "movescu",
+            "-v",
+            "-S",
+            "-aet",
+            "MODALITY",
+            "-aec",
+            "CLOUDPACS",
+            "-aem",
+            "DEST",
+            "-k",
+            "QueryRetrieveLevel=IMAGE",
+            "-k",
+            f"StudyInstanceUID={original.StudyInstanceUID}",
+            "-k",
+            f"SeriesInstanceUID={original.SeriesInstanceUID}",
+            "-k",
+            f"SOPInstanceUID={original.SOPInstanceUID}",
+            "127.0.0.1",
+            str(gateway.dicom_port),
+        )
+        assert code == 0, out
+        assert "Received Final Move Response (Success)" in out, out
+        received = dest.received()
+
+    assert len(received) == 1
+    copy = received[0]
+    assert not copy.file_meta.TransferSyntaxUID.is_compressed
+    assert copy.SOPInstanceUID == original.SOPInstanceUID  # same instance, another encoding
+    # JPEG lossless: decompressed pixels equal the original's decoded pixels, bit for bit
+    original.decompress()
+    assert copy.PixelData == original.PixelData
+
+
+async def test_getscu_series_comes_back_on_the_same_association(
+    start_gateway, storage_app, indexer_app, tmp_path: Path, tenant: str
+) -> None:
+    gateway = await _stack(start_gateway, storage_app, indexer_app, tmp_path, free_port(), tenant)
+    await _stored_and_indexed(gateway, [CT])
+    original = dcmread(sample_path(CT))
+    out_dir = tmp_path / "got"
+    out_dir.mkdir()
+
+    code, out = await run_dcmtk(
+        "getscu",
+        "-v",
+        "-S",
+        "-aet",
+        "MODALITY",
+        "-aec",
+        "CLOUDPACS",
+        "-od",
+        out_dir,
+        "-k",
+        "QueryRetrieveLevel=SERIES",
+        "-k",
+        f"StudyInstanceUID={original.StudyInstanceUID}",
+        "-k",
+        f"SeriesInstanceUID={original.SeriesInstanceUID}",
+        "127.0.0.1",
+        str(gateway.dicom_port),
+    )
+
+    assert code == 0, out
+    files = list(out_dir.iterdir())
+    assert len(files) == 1, out
+    copy = dcmread(files[0])
+    assert copy.SOPInstanceUID == original.SOPInstanceUID
+    assert copy.PixelData == original.PixelData
+
+
+def _move(port: int, destination: str, study: str, calling: str) -> list[Dataset]:
+    ae = AE(ae_title=calling)
+    ae.add_requested_context(STUDY_ROOT_MOVE)
+    assoc = ae.associate("127.0.0.1", port, ae_title="CLOUDPACS")
+    assert assoc.is_established
+    identifier = Dataset()
+    identifier.QueryRetrieveLevel = "STUDY"
+    identifier.StudyInstanceUID = study
+    try:
+        return [rsp for rsp, _ in assoc.send_c_move(identifier, destination, STUDY_ROOT_MOVE)]
+    finally:
+        assoc.release()
+
+
+async def test_unregistered_destination_is_a801(
+    start_gateway, storage_app, indexer_app, tmp_path: Path, tenant: str
+) -> None:
+    gateway = await _stack(start_gateway, storage_app, indexer_app, tmp_path, free_port(), tenant)
+    responses = await asyncio.to_thread(
+        _move, gateway.dicom_port, "NOWHERE", _study(CT), "MODALITY"
+    )
+    assert [int(r.Status) for r in responses] == [0xA801]  # Move Destination unknown
+
+
+async def test_other_tenants_cannot_see_or_move_a_study(
+    start_gateway, storage_app, indexer_app, tmp_path: Path, tenant: str
+) -> None:
+    async with Storescp(tmp_path / "received", ae_title="OTHERDEST") as dest:
+        gateway = await _stack(start_gateway, storage_app, indexer_app, tmp_path, dest.port, tenant)
+        await _stored_and_indexed(gateway, [CT])  # stored by MODALITY: tenant hospital-a
+
+        identifier = Dataset()
+        identifier.QueryRetrieveLevel = "STUDY"
+        identifier.StudyInstanceUID = ""
+        mine = await asyncio.to_thread(
+            scu_find, gateway.dicom_port, identifier, STUDY_ROOT_FIND, "MODALITY"
+        )
+        theirs = await asyncio.to_thread(
+            scu_find, gateway.dicom_port, identifier, STUDY_ROOT_FIND, "OTHERSITE"
+        )
+        moved = await asyncio.to_thread(
+            _move, gateway.dicom_port, "OTHERDEST", _study(CT), "OTHERSITE"
+        )
+        # and clinic-b cannot send to hospital-a's destination either
+        foreign = await asyncio.to_thread(
+            _move, gateway.dicom_port, "DEST", _study(CT), "OTHERSITE"
+        )
+
+    assert [c for c, _ in mine] == [status.PENDING, status.SUCCESS]
+    assert [c for c, _ in theirs] == [status.SUCCESS]
+    assert int(moved[-1].Status) == status.SUCCESS
+    assert int(moved[-1].get("NumberOfCompletedSuboperations", 0)) == 0
+    assert dest.received() == []
+    assert [int(r.Status) for r in foreign] == [0xA801]
+
+
+async def test_undecodable_instance_is_listed_as_failed(
+    start_gateway, storage_app, indexer_app, tmp_path: Path, tenant: str
+) -> None:
+    """JPEG-lossy.dcm cannot be decoded by the installed JPEG decoder, so a receiver that
+    takes only uncompressed syntaxes cannot get it: the sub-operation fails, the others go."""
+    async with Storescp(tmp_path / "received") as dest:
+        gateway = await _stack(start_gateway, storage_app, indexer_app, tmp_path, dest.port, tenant)
+        await _stored_and_indexed(gateway, ["JPEG-lossy.dcm", JPEG_LL])
+        lossy = dcmread(sample_path("JPEG-lossy.dcm"), stop_before_pixels=True)
+
+        responses = await asyncio.to_thread(
+            _move, gateway.dicom_port, "DEST", str(lossy.StudyInstanceUID), "MODALITY"
+        )
+        received = dest.received()
+
+    final = responses[-1]
+    assert int(final.Status) == 0xB000  # sub-operations complete, one or more failures
+    assert int(final.NumberOfFailedSuboperations) == 1
+    assert int(final.NumberOfCompletedSuboperations) == 1
+    assert [str(ds.SOPInstanceUID) for ds in received] == [
+        str(dcmread(sample_path(JPEG_LL), stop_before_pixels=True).SOPInstanceUID)
+    ]
+    pending = [r for r in responses if int(r.Status) == status.PENDING]
+    assert pending, "pending responses carry the sub-operation counts"

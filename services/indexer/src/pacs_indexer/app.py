@@ -1,0 +1,152 @@
+"""The indexer process: the index database, the storage-event consumer and QueryService."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+import grpc
+from pacs.query.v1 import query_service_pb2 as query_pb
+from pacs.query.v1 import query_service_pb2_grpc as query_grpc
+from pacs_common.errors import PacsError
+from pacs_common.events import TOPIC_INSTANCES, EventConsumer, EventPublisher
+from pacs_common.grpc_client import open_channel
+from pacs_common.grpc_server import GrpcServerRunner, build_server
+from pacs_common.logging import configure_logging
+from pacs_common.metrics import GrpcMetricsInterceptor, MetricsServer, start_metrics_server
+from pacs_common.telemetry import configure_tracing
+from pacs_storage.client import StorageClient
+
+from pacs_indexer.consumer import IndexEventHandler
+from pacs_indexer.database import Database
+from pacs_indexer.extra_attributes import ExtraAttributes, backfill
+from pacs_indexer.header import HeaderReader
+from pacs_indexer.servicer import QueryServicer
+from pacs_indexer.settings import IndexerSettings
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = query_pb.DESCRIPTOR.services_by_name["QueryService"].full_name
+
+
+class IndexerApp:
+    """One running indexer: create with :func:`create_app`, then ``start()`` / ``stop()``."""
+
+    def __init__(self, settings: IndexerSettings) -> None:
+        self.settings = settings
+        self.database = Database(settings.database_url)
+        try:
+            self.extras = ExtraAttributes(settings.extra_attributes)
+        except PacsError as exc:
+            raise SystemExit(f"PACS_INDEXER_EXTRA_ATTRIBUTES: {exc.message}") from exc
+        self.grpc_port = 0
+        self._storage: grpc.aio.Channel | None = None
+        self._publisher: EventPublisher | None = None
+        self.consumer: EventConsumer | None = None
+        self.servicer = QueryServicer(
+            self.database, settings.max_results, settings.fuzzy_matching_default, self.extras
+        )
+        server, health = build_server(
+            lambda s: query_grpc.add_QueryServiceServicer_to_server(self.servicer, s),
+            [SERVICE_NAME],
+            interceptors=[GrpcMetricsInterceptor()],
+        )
+        self.metrics: MetricsServer | None = None
+        self.runner = GrpcServerRunner(server, health, [SERVICE_NAME], settings.shutdown_grace_s)
+        self._started = False
+        self._stopped = False
+        self._statistics: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Migrate the schema, start consuming events (if enabled), then serve queries.
+
+        If a step fails, what was started is stopped again before the error propagates.
+        """
+        try:
+            await self._start()
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def _start(self) -> None:
+        await asyncio.to_thread(self.database.create_schema)
+        await asyncio.to_thread(self.database.refresh_statistics)
+        self._statistics = asyncio.create_task(self._refresh_statistics(), name="statistics")
+        if self.extras:
+            # Once per newly configured attribute; large indexes make this start-up slower.
+            await asyncio.to_thread(self._backfill)
+        if self.settings.consume_events:
+            self._storage = open_channel(self.settings.storage_target)
+            self._publisher = EventPublisher(self.settings.kafka, source="indexer")
+            await self._publisher.start()
+            handler = IndexEventHandler(
+                self.database,
+                HeaderReader(
+                    StorageClient(self._storage, timeout=60), self.settings.header_prefix_bytes
+                ),
+                self._publisher,
+                self.extras,
+            )
+            self.consumer = EventConsumer(
+                self.settings.kafka,
+                self.settings.consumer_group,
+                [TOPIC_INSTANCES],
+                handler,
+                self._publisher,
+            )
+            await self.consumer.start()
+        if self.settings.metrics_port is not None:
+            self.metrics = start_metrics_server(self.settings.metrics_port, self.settings.grpc_host)
+        self.grpc_port = self.runner.bind(self.settings.grpc_host, self.settings.grpc_port)
+        await self.runner.start()
+        self._started = True
+        log.info("indexer started", extra={"grpc_port": self.grpc_port})
+
+    async def stop(self) -> None:
+        """Stop serving, stop consuming (after the event in hand), close; safe twice."""
+        if self._stopped:
+            return
+        self._stopped = True
+        if self._statistics is not None:
+            self._statistics.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._statistics
+        await self.runner.stop()
+        if self.consumer is not None:
+            await self.consumer.stop()
+        if self._publisher is not None:
+            await self._publisher.stop()
+        if self._storage is not None:
+            await self._storage.close(grace=None)
+        if self.metrics is not None:
+            self.metrics.stop()
+        self.database.dispose()
+
+    async def _refresh_statistics(self) -> None:
+        """Keep the query planner's statistics current as the index grows."""
+        while True:
+            await asyncio.sleep(self.settings.statistics_interval_s)
+            try:
+                await asyncio.to_thread(self.database.refresh_statistics)
+            except PacsError as exc:
+                log.warning("could not refresh planner statistics", extra={"error": repr(exc)})
+
+    def _backfill(self) -> None:
+        with self.database.session() as session:
+            backfill(session.connection(), self.extras)
+
+
+def create_app(settings: IndexerSettings) -> IndexerApp:
+    """Build an indexer from its settings (nothing is started yet)."""
+    return IndexerApp(settings)
+
+
+async def serve() -> None:
+    """Run the indexer with settings from the environment until SIGTERM."""
+    settings = IndexerSettings.load()
+    configure_logging(settings.service_name, settings.log_level, settings.log_patient_data)
+    configure_tracing(settings.service_name)
+    app = create_app(settings)
+    await app.start()
+    await app.runner.run_until_signalled(app.stop)

@@ -1,0 +1,134 @@
+"""Connection to the index database: SQLite (one machine) or PostgreSQL (deployment).
+
+Both are reached through SQLAlchemy with the same schema and the same queries. SQLite gets the
+pragmas that make it behave like the server database where it matters: write-ahead logging (a
+reader never blocks the writer), enforced foreign keys, a busy timeout instead of immediate
+"database is locked" errors, and case-sensitive LIKE (PS3.4 C.2.2.2.4 wildcard matching is
+case-sensitive, as PostgreSQL's LIKE is).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from pacs_common.errors import UnavailableError
+from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+log = logging.getLogger(__name__)
+
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+_LOCK = 0x7061_6373_6964_78  # "pacsidx": the advisory lock key of index migrations
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute("PRAGMA case_sensitive_like=ON")
+    cursor.close()
+
+
+def make_engine(url: str) -> Engine:
+    """Create an engine for ``url``; for a SQLite file, create its folder first."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        database = parsed.database or ""
+        if database and database != ":memory:":
+            Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"timeout": 30})
+        event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    # No server-side prepared statements: psycopg prepares a statement after a few runs, and
+    # PostgreSQL may then keep a generic plan made while a table was still small (a sequential
+    # scan) long after the table grew. Planning these short queries costs well under 1 ms.
+    return create_engine(
+        url,
+        pool_pre_ping=True,
+        pool_size=5,
+        max_overflow=5,
+        connect_args={"prepare_threshold": None},
+    )
+
+
+class Database:
+    """The engine and session factory of the index."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.engine = make_engine(url)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    @property
+    def dialect(self) -> str:
+        """``sqlite`` or ``postgresql``."""
+        return self.engine.dialect.name
+
+    def create_schema(self) -> None:
+        """Bring the schema to the latest migration (idempotent; see :meth:`migrate`)."""
+        self.migrate()
+
+    def migrate(self, revision: str = "head", downgrade: bool = False) -> None:
+        """Run the Alembic migrations up (or down) to ``revision``.
+
+        On PostgreSQL an advisory lock serialises replicas that start at the same time, so
+        only one of them migrates and the others find the schema current.
+        """
+        config = Config()
+        config.set_main_option("script_location", str(MIGRATIONS))
+        with translate_errors(), self.engine.begin() as connection:
+            if connection.dialect.name == "postgresql":
+                connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _LOCK})
+            config.attributes["connection"] = connection
+            if downgrade:
+                command.downgrade(config, revision)
+            else:
+                command.upgrade(config, revision)
+
+    def refresh_statistics(self) -> None:
+        """Refresh the planner's statistics where the database does not do it by itself.
+
+        SQLite plans joins well only with ``ANALYZE`` statistics; with ``analysis_limit`` each
+        index is sampled, so this stays fast on a large index. PostgreSQL's autovacuum keeps
+        its own statistics current.
+        """
+        if self.dialect != "sqlite":
+            return
+        with translate_errors(), self.engine.begin() as connection:
+            connection.execute(text("PRAGMA analysis_limit=1000"))
+            connection.execute(text("ANALYZE"))
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """A session in one transaction: committed on success, rolled back on error.
+
+        Raises:
+            UnavailableError: the database cannot be reached (callers may retry).
+        """
+        with translate_errors(), self._sessions.begin() as session:
+            yield session
+
+    def dispose(self) -> None:
+        """Close every pooled connection."""
+        self.engine.dispose()
+
+
+@contextmanager
+def translate_errors() -> Iterator[None]:
+    """Turn "database unreachable" into the retriable :class:`UnavailableError`."""
+    try:
+        yield
+    except OperationalError as exc:
+        if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+            raise UnavailableError("index database connection lost") from exc
+        raise UnavailableError(f"index database unavailable: {exc.orig!r}") from exc

@@ -1,0 +1,237 @@
+"""The index tables: patients, studies, series and instances of each tenant, keyed by UID.
+
+The DICOM information model (PS3.3 A.1.2, PS3.4 C.6.2 Study Root) is one patient with many
+studies, a study with many series, a series with many instances. Every row carries its tenant
+and every unique key starts with the tenant, so no query can cross tenants by accident.
+
+Values are stored as received (trimmed), with ``''`` for an absent or empty attribute so that
+matching and ordering behave the same on SQLite and PostgreSQL. A few derived columns make
+matching fast and backend-independent: ``*_folded`` (casefolded person names, for
+case-insensitive matching) and ``*_norm`` (times padded to ``HHMMSS.FFFFFF`` so that string
+comparison orders them, for range matching).
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.dialects.postgresql import VARCHAR
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+# Strings compare byte by byte on both backends: PostgreSQL's "C" collation is SQLite's BINARY.
+# Results are then ordered the same everywhere, and PostgreSQL can use plain btree indexes for
+# prefix wildcard matching (LIKE 'DOE%'), which it cannot under a linguistic collation.
+BYTEWISE = String().with_variant(VARCHAR(collation="C"), "postgresql")
+
+
+class Base(DeclarativeBase):
+    """Declarative base of the index tables."""
+
+
+class Patient(Base):
+    """One patient of a tenant (PS3.3 C.7.1.1 Patient Module)."""
+
+    __tablename__ = "patients"
+    __table_args__ = (
+        UniqueConstraint("tenant", "patient_key", name="uq_patients_tenant_key"),
+        Index("ix_patients_tenant_patient_id", "tenant", "patient_id"),
+        Index("ix_patients_tenant_name", "tenant", "patient_name"),
+        Index("ix_patients_tenant_name_folded", "tenant", "patient_name_folded"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    tenant: Mapped[str] = mapped_column(BYTEWISE)
+    # PatientID + IssuerOfPatientID when there is an ID; otherwise name and birth date, so that
+    # anonymous patients without IDs are not all folded into one row.
+    patient_key: Mapped[str] = mapped_column(BYTEWISE)
+    patient_id: Mapped[str] = mapped_column(BYTEWISE, default="")
+    issuer_of_patient_id: Mapped[str] = mapped_column(BYTEWISE, default="")
+    patient_name: Mapped[str] = mapped_column(BYTEWISE, default="")
+    patient_name_folded: Mapped[str] = mapped_column(BYTEWISE, default="")
+    patient_birth_date: Mapped[str] = mapped_column(BYTEWISE, default="")
+    patient_sex: Mapped[str] = mapped_column(BYTEWISE, default="")
+    # Set when demographics came from the patient registry (HL7 update): images carrying older
+    # values no longer overwrite them.
+    demographics_locked: Mapped[bool] = mapped_column(Boolean, default=False)
+
+    studies: Mapped[list[Study]] = relationship(back_populates="patient")
+
+
+class Study(Base):
+    """One study (PS3.3 C.7.2.1 General Study Module) with its computed attributes."""
+
+    __tablename__ = "studies"
+    __table_args__ = (
+        UniqueConstraint("tenant", "study_instance_uid", name="uq_studies_tenant_uid"),
+        Index("ix_studies_tenant_date", "tenant", "study_date", "study_time_norm"),
+        Index("ix_studies_tenant_datetime", "tenant", "study_datetime_norm"),
+        Index("ix_studies_tenant_accession", "tenant", "accession_number"),
+        Index("ix_studies_patient", "patient_pk"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    tenant: Mapped[str] = mapped_column(BYTEWISE)
+    patient_pk: Mapped[int] = mapped_column(ForeignKey("patients.id", ondelete="CASCADE"))
+    study_instance_uid: Mapped[str] = mapped_column(BYTEWISE)
+    study_date: Mapped[str] = mapped_column(BYTEWISE, default="")
+    study_time: Mapped[str] = mapped_column(BYTEWISE, default="")
+    study_time_norm: Mapped[str] = mapped_column(BYTEWISE, default="")
+    study_datetime_norm: Mapped[str] = mapped_column(BYTEWISE, default="")
+    accession_number: Mapped[str] = mapped_column(BYTEWISE, default="")
+    study_id: Mapped[str] = mapped_column(BYTEWISE, default="")
+    study_description: Mapped[str] = mapped_column(BYTEWISE, default="")
+    referring_physician_name: Mapped[str] = mapped_column(BYTEWISE, default="")
+    referring_physician_name_folded: Mapped[str] = mapped_column(BYTEWISE, default="")
+    # Computed from the series (PS3.4 C.6.2.1.2): backslash-separated distinct modalities.
+    modalities_in_study: Mapped[str] = mapped_column(BYTEWISE, default="")
+    number_of_series: Mapped[int] = mapped_column(Integer, default=0)
+    number_of_instances: Mapped[int] = mapped_column(Integer, default=0)
+
+    patient: Mapped[Patient] = relationship(back_populates="studies")
+    series: Mapped[list[Series]] = relationship(back_populates="study")
+
+
+class Series(Base):
+    """One series (PS3.3 C.7.3.1 General Series Module)."""
+
+    __tablename__ = "series"
+    __table_args__ = (
+        UniqueConstraint("tenant", "series_instance_uid", name="uq_series_tenant_uid"),
+        Index("ix_series_study_modality", "study_pk", "modality"),
+        Index("ix_series_tenant_modality", "tenant", "modality"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    tenant: Mapped[str] = mapped_column(BYTEWISE)
+    study_pk: Mapped[int] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"))
+    series_instance_uid: Mapped[str] = mapped_column(BYTEWISE)
+    modality: Mapped[str] = mapped_column(BYTEWISE, default="")
+    series_number: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    series_description: Mapped[str] = mapped_column(BYTEWISE, default="")
+    body_part_examined: Mapped[str] = mapped_column(BYTEWISE, default="")
+    number_of_instances: Mapped[int] = mapped_column(Integer, default=0)
+
+    study: Mapped[Study] = relationship(back_populates="series")
+    instances: Mapped[list[Instance]] = relationship(back_populates="series")
+
+
+class Instance(Base):
+    """One composite SOP instance and where its current stored object is."""
+
+    __tablename__ = "instances"
+    __table_args__ = (
+        UniqueConstraint("tenant", "sop_instance_uid", name="uq_instances_tenant_uid"),
+        Index("ix_instances_series", "series_pk", "instance_number"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    tenant: Mapped[str] = mapped_column(BYTEWISE)
+    series_pk: Mapped[int] = mapped_column(ForeignKey("series.id", ondelete="CASCADE"))
+    sop_instance_uid: Mapped[str] = mapped_column(BYTEWISE)
+    sop_class_uid: Mapped[str] = mapped_column(BYTEWISE, default="")
+    instance_number: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    transfer_syntax_uid: Mapped[str] = mapped_column(BYTEWISE, default="")
+    storage_key: Mapped[str] = mapped_column(BYTEWISE, default="")
+    size: Mapped[int] = mapped_column(BigInteger, default=0)
+    sha256: Mapped[str] = mapped_column(BYTEWISE, default="")
+    version_id: Mapped[str] = mapped_column(BYTEWISE, default="")
+    # RFC 3339 UTC with microseconds, so that string order is time order (newest version wins).
+    stored_time: Mapped[str] = mapped_column(BYTEWISE, default="")
+    # The header as DICOM JSON (PS3.18 F.2) without bulk data.
+    dicom_json: Mapped[str] = mapped_column(Text, default="{}")
+
+    series: Mapped[Series] = relationship(back_populates="instances")
+
+
+class DeletedInstance(Base):
+    """A tombstone: an instance removed at ``deleted_time``. A store event older than that,
+    delivered late, must not bring the instance back."""
+
+    __tablename__ = "deleted_instances"
+
+    tenant: Mapped[str] = mapped_column(BYTEWISE, primary_key=True)
+    sop_instance_uid: Mapped[str] = mapped_column(BYTEWISE, primary_key=True)
+    deleted_time: Mapped[str] = mapped_column(BYTEWISE, default="")
+
+
+class _ExtraAttribute:
+    """Shape of the operator-configured searchable attributes of one level: one row per value
+    (multi-valued attributes match on any value)."""
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    tag: Mapped[int] = mapped_column(Integer)
+    value: Mapped[str] = mapped_column(BYTEWISE, default="")
+    # What matching compares: the value, case-folded for PN, normalised for TM.
+    value_key: Mapped[str] = mapped_column(BYTEWISE, default="")
+
+
+class StudyAttribute(_ExtraAttribute, Base):
+    """A configured PATIENT or STUDY level attribute of a study."""
+
+    __tablename__ = "study_attributes"
+    __table_args__ = (
+        Index("ix_study_attributes_owner", "owner_pk", "tag"),
+        Index("ix_study_attributes_tag_key", "tag", "value_key"),
+    )
+
+    owner_pk: Mapped[int] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"))
+
+
+class SeriesAttribute(_ExtraAttribute, Base):
+    """A configured SERIES level attribute of a series."""
+
+    __tablename__ = "series_attributes"
+    __table_args__ = (
+        Index("ix_series_attributes_owner", "owner_pk", "tag"),
+        Index("ix_series_attributes_tag_key", "tag", "value_key"),
+    )
+
+    owner_pk: Mapped[int] = mapped_column(ForeignKey("series.id", ondelete="CASCADE"))
+
+
+class InstanceAttribute(_ExtraAttribute, Base):
+    """A configured IMAGE level attribute of an instance."""
+
+    __tablename__ = "instance_attributes"
+    __table_args__ = (
+        Index("ix_instance_attributes_owner", "owner_pk", "tag"),
+        Index("ix_instance_attributes_tag_key", "tag", "value_key"),
+    )
+
+    owner_pk: Mapped[int] = mapped_column(ForeignKey("instances.id", ondelete="CASCADE"))
+
+
+class AttributeBackfill(Base):
+    """Which configured attributes have been filled in for the instances indexed before they
+    were configured."""
+
+    __tablename__ = "attribute_backfills"
+
+    level: Mapped[str] = mapped_column(BYTEWISE, primary_key=True)
+    tag: Mapped[int] = mapped_column(Integer, primary_key=True)
+    completed_time: Mapped[str] = mapped_column(BYTEWISE, default="")
+
+
+class PatientMerge(Base):
+    """History of patient merges and updates applied to the index (from HL7 ADT A40/A08)."""
+
+    __tablename__ = "patient_merges"
+    __table_args__ = (Index("ix_patient_merges_source", "tenant", "source_patient_key"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    tenant: Mapped[str] = mapped_column(BYTEWISE)
+    operation: Mapped[str] = mapped_column(BYTEWISE)  # "merge" or "update"
+    source_patient_key: Mapped[str] = mapped_column(BYTEWISE)
+    target_patient_key: Mapped[str] = mapped_column(BYTEWISE)
+    recorded_time: Mapped[str] = mapped_column(BYTEWISE)
+    studies_moved: Mapped[int] = mapped_column(Integer, default=0)
+    # The demographics before the operation, as JSON, so that it can be audited and undone.
+    previous: Mapped[str] = mapped_column(Text, default="{}")

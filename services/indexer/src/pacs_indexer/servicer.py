@@ -1,0 +1,129 @@
+"""QueryService: validate the request, run the query on a worker thread, map the result."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+from pacs.query.v1 import query_service_pb2 as pb
+from pacs.query.v1 import query_service_pb2_grpc as pb_grpc
+from pacs_common.errors import InvalidArgumentError
+from pacs_common.metrics import INDEX_QUERY_DURATION
+
+from pacs_indexer.attributes import Level
+from pacs_indexer.database import Database
+from pacs_indexer.extra_attributes import ExtraAttributes
+from pacs_indexer.query import (
+    FindQuery,
+    FindResult,
+    find,
+    instance_metadata,
+    study_metadata_page,
+)
+
+_Context = grpc.aio.ServicerContext[Any, Any]
+
+METADATA_PAGE = 200
+"""Headers per GetStudyMetadata message: a few MiB at most, under the 16 MiB message cap."""
+
+
+class QueryServicer(pb_grpc.QueryServiceServicer):
+    """Answers DICOM queries from the index (PS3.4 C.4.1, PS3.18 10.6)."""
+
+    def __init__(
+        self,
+        database: Database,
+        max_results: int,
+        fuzzy_default: bool,
+        extras: ExtraAttributes | None = None,
+    ) -> None:
+        self.database = database
+        self.extras = extras
+        self.max_results = max_results
+        self.fuzzy_default = fuzzy_default
+
+    async def FindStudies(  # noqa: N802  (gRPC method names are the proto's)
+        self, request: pb.FindStudiesRequest, context: _Context
+    ) -> pb.FindStudiesResponse:
+        result = await self._find(request.query, Level.STUDY)
+        return pb.FindStudiesResponse(datasets=_texts(result), total_count=result.total_count)
+
+    async def FindSeries(  # noqa: N802  (gRPC method names are the proto's)
+        self, request: pb.FindSeriesRequest, context: _Context
+    ) -> pb.FindSeriesResponse:
+        result = await self._find(request.query, Level.SERIES)
+        return pb.FindSeriesResponse(datasets=_texts(result), total_count=result.total_count)
+
+    async def FindInstances(  # noqa: N802  (gRPC method names are the proto's)
+        self, request: pb.FindInstancesRequest, context: _Context
+    ) -> pb.FindInstancesResponse:
+        result = await self._find(request.query, Level.IMAGE)
+        return pb.FindInstancesResponse(datasets=_texts(result), total_count=result.total_count)
+
+    async def GetInstanceMetadata(  # noqa: N802  (gRPC method names are the proto's)
+        self, request: pb.GetInstanceMetadataRequest, context: _Context
+    ) -> pb.GetInstanceMetadataResponse:
+        dataset = await asyncio.to_thread(
+            self._metadata,
+            request.tenant,
+            request.study_instance_uid,
+            request.series_instance_uid,
+            request.sop_instance_uid,
+        )
+        return pb.GetInstanceMetadataResponse(dataset=dataset)
+
+    async def GetStudyMetadata(  # noqa: N802  (gRPC method names are the proto's)
+        self, request: pb.GetStudyMetadataRequest, context: _Context
+    ) -> AsyncIterator[pb.GetStudyMetadataResponse]:
+        offset = 0
+        while True:
+            page = await asyncio.to_thread(
+                self._metadata_page,
+                request.tenant,
+                request.study_instance_uid,
+                request.series_instance_uid,
+                offset,
+            )
+            if page:
+                yield pb.GetStudyMetadataResponse(datasets=page)
+            if len(page) < METADATA_PAGE:
+                return
+            offset += len(page)
+
+    def _metadata_page(self, tenant: str, study: str, series: str, offset: int) -> list[str]:
+        with self.database.session() as session:
+            return study_metadata_page(
+                session, tenant, study, series, offset=offset, limit=METADATA_PAGE
+            )
+
+    async def _find(self, query: pb.Query, level: Level) -> FindResult:
+        if not query.tenant:
+            raise InvalidArgumentError("query.tenant is required")
+        spec = FindQuery(
+            tenant=query.tenant,
+            level=level,
+            match=dict(query.match),
+            return_keys=list(query.return_keys),
+            limit=query.limit,
+            offset=query.offset,
+            fuzzy=query.fuzzy_matching or self.fuzzy_default,
+            combined_datetime=query.combined_datetime_matching,
+            extras=self.extras,
+        )
+        with INDEX_QUERY_DURATION.labels(level=level.name).time():
+            return await asyncio.to_thread(self._run, spec)
+
+    def _run(self, spec: FindQuery) -> FindResult:
+        with self.database.session() as session:
+            return find(session, spec, self.max_results)
+
+    def _metadata(self, tenant: str, study: str, series: str, sop: str) -> str:
+        with self.database.session() as session:
+            return instance_metadata(session, tenant, study, series, sop)
+
+
+def _texts(result: FindResult) -> list[str]:
+    return [json.dumps(dataset, separators=(",", ":")) for dataset in result.datasets]

@@ -1,0 +1,72 @@
+"""Fixtures of the indexer tests: an index database on SQLite and on PostgreSQL, and a helper
+that indexes synthetic instances through the same upsert the event handler uses.
+
+Tests that only read and write their own tenant's rows share one migrated PostgreSQL database
+per session (every test has a tenant of its own, and tenant isolation is itself under test);
+tests of the schema itself get a fresh database each (``fresh_database``).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from indexer_helpers import Catalog
+from pacs_indexer.database import Database
+
+
+@pytest.fixture(scope="session")
+def shared_postgres(infra_env: dict[str, str]) -> Iterator[Database]:
+    """One migrated PostgreSQL index for the whole session, dropped at the end."""
+    url = infra_env.get(
+        "PACS_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:15432/cloudpacs"
+    )
+    name = f"test_indexer_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(url, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    except sa.exc.OperationalError as exc:
+        pytest.fail(f"PostgreSQL at {url} not reachable ({exc}); run `infra/up.sh`", pytrace=False)
+    database = Database(
+        sa.engine.make_url(url).set(database=name).render_as_string(hide_password=False)
+    )
+    database.create_schema()
+    yield database
+    database.dispose()
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
+    """An index on each backend: a fresh SQLite file, or the session's PostgreSQL database."""
+    if request.param == "postgresql":
+        yield request.getfixturevalue("shared_postgres")
+        return
+    db = Database(f"sqlite:///{tmp_path / 'index.sqlite'}")
+    db.create_schema()
+    yield db
+    db.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def fresh_database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
+    """An empty database (no schema) on each backend."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'index.sqlite'}"
+    else:
+        url = request.getfixturevalue("postgres_url")
+    db = Database(url)
+    yield db
+    db.dispose()
+
+
+@pytest.fixture
+def catalog(database: Database) -> Catalog:
+    """The helper over the parametrised database."""
+    return Catalog(database)

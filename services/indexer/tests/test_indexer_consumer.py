@@ -1,0 +1,206 @@
+"""The event path end to end: storage stores a real DICOM file and announces it on Kafka, the
+indexer consumes the event, reads the header back through storage, and the study becomes
+findable through QueryService; deleting it from storage removes it from the index."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import grpc
+import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+from indexer_helpers import values
+from pacs.events.v1 import instance_events_pb2 as events_pb
+from pacs.query.v1 import query_service_pb2 as pb
+from pacs.query.v1 import query_service_pb2_grpc as pb_grpc
+from pacs.type.v1 import instance_pb2
+from pacs_common.events import TOPIC_INDEXED, TOPIC_INSTANCES, header
+from pacs_common.grpc_client import open_channel
+from pacs_common.settings import KafkaSettings, S3Settings
+from pacs_indexer.app import create_app
+from pacs_indexer.settings import IndexerSettings
+from pacs_storage.app import StorageApp
+from pacs_storage.app import create_app as create_storage_app
+from pacs_storage.client import StorageClient
+from pacs_storage.settings import StorageSettings
+from pydicom import dcmread
+from pydicom.data import get_testdata_file
+
+pytestmark = pytest.mark.integration
+
+
+async def _ensure_topics(bootstrap: str) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        for topic in (TOPIC_INSTANCES, TOPIC_INDEXED):
+            with contextlib.suppress(TopicAlreadyExistsError):
+                await admin.create_topics([NewTopic(topic, num_partitions=3, replication_factor=1)])
+    finally:
+        await admin.close()
+
+
+async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> list[TopicPartition]:
+    for _ in range(50):
+        # aiokafka has no public call that refreshes the consumer's own metadata
+        await consumer._client.force_metadata_update()
+        found = consumer.partitions_for_topic(topic)
+        if found:
+            return [TopicPartition(topic, p) for p in sorted(found)]
+        await asyncio.sleep(0.1)
+    pytest.fail(f"topic {topic} has no partitions")
+
+
+async def _start_group_at_end(bootstrap: str, group: str) -> None:
+    """Commit the group's offsets at the end of the topic, so that the indexer under test
+    handles only what this test stores (not the history other tests left on the topic)."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False
+    )
+    await consumer.start()
+    try:
+        partitions = await _partitions(consumer, TOPIC_INSTANCES)
+        consumer.assign(partitions)
+        ends = await consumer.end_offsets(partitions)
+        await consumer.commit(dict(ends))
+    finally:
+        await consumer.stop()
+
+
+@pytest.fixture
+async def storage(infra_env: dict[str, str], bucket_name: str) -> AsyncIterator[StorageApp]:
+    settings = StorageSettings(
+        grpc_port=0, s3=S3Settings(bucket=bucket_name), kafka_retry_s=0.2, shutdown_grace_s=1
+    )
+    app = create_storage_app(settings)
+    await app.start()
+    yield app
+    await app.stop()
+
+
+@pytest.fixture
+async def indexed_events(infra_env: dict[str, str]) -> AsyncIterator[AIOKafkaConsumer]:
+    """A reader of InstanceIndexed, positioned at the end before the test acts."""
+    bootstrap = KafkaSettings().bootstrap
+    await _ensure_topics(bootstrap)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    partitions = await _partitions(consumer, TOPIC_INDEXED)
+    consumer.assign(partitions)
+    await consumer.seek_to_end(*partitions)
+    for tp in partitions:
+        await consumer.position(tp)
+    yield consumer
+    await consumer.stop()
+
+
+async def _eventually(check: Callable[[], Awaitable[bool]], within: float = 45.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while not await check():
+        if loop.time() > deadline:
+            pytest.fail(f"condition not reached within {within} s")
+        await asyncio.sleep(0.2)
+
+
+@pytest.mark.parametrize("name", ["CT_small.dcm", "rtplan.dcm"])  # header + pixels; header only
+async def test_stored_instance_becomes_findable_then_deleted(
+    storage: StorageApp,
+    indexed_events: AIOKafkaConsumer,
+    tmp_path: Path,
+    tenant: str,
+    name: str,
+) -> None:
+    bootstrap = KafkaSettings().bootstrap
+    group = f"test-indexer-{uuid.uuid4().hex[:12]}"
+    await _start_group_at_end(bootstrap, group)
+    indexer = create_app(
+        IndexerSettings(
+            grpc_port=0,
+            database_url=f"sqlite:///{tmp_path / 'index.sqlite'}",
+            storage_target=f"127.0.0.1:{storage.grpc_port}",
+            consumer_group=group,
+            header_prefix_bytes=1024,  # smaller than the header: exercises reading more
+        )
+    )
+    await indexer.start()
+    storage_channel = open_channel(f"127.0.0.1:{storage.grpc_port}")
+    query_channel = grpc.aio.insecure_channel(f"127.0.0.1:{indexer.grpc_port}")
+    try:
+        path = get_testdata_file(name)
+        assert path is not None
+        data = await asyncio.to_thread(Path(path).read_bytes)
+        dataset = dcmread(path, stop_before_pixels=True)
+        ref = instance_pb2.InstanceRef(
+            tenant=tenant,
+            study_instance_uid=dataset.StudyInstanceUID,
+            series_instance_uid=dataset.SeriesInstanceUID,
+            sop_instance_uid=dataset.SOPInstanceUID,
+            sop_class_uid=dataset.SOPClassUID,
+            transfer_syntax_uid=dataset.file_meta.TransferSyntaxUID,
+        )
+        await StorageClient(storage_channel, timeout=30).put(ref, data)
+
+        query = pb_grpc.QueryServiceStub(query_channel)
+        request = pb.FindStudiesRequest(
+            query=pb.Query(
+                tenant=tenant,
+                match={"PatientName": str(dataset.PatientName)},
+                return_keys=["PatientID", "StudyDate"],
+            )
+        )
+        found: list[pb.FindStudiesResponse] = []
+
+        async def study_found() -> bool:
+            response = await query.FindStudies(request)
+            found.append(response)
+            return response.total_count == 1
+
+        await _eventually(study_found)
+        study = json.loads(found[-1].datasets[0])
+        assert values(study, "0020000D") == [dataset.StudyInstanceUID]
+        assert values(study, "00100020") == [dataset.PatientID]
+        assert values(study, "00080020") == [dataset.StudyDate]
+        assert values(study, "00201208") == [1]
+
+        metadata = await query.GetInstanceMetadata(
+            pb.GetInstanceMetadataRequest(tenant=tenant, sop_instance_uid=dataset.SOPInstanceUID)
+        )
+        header_json = json.loads(metadata.dataset)
+        assert header_json["00080018"]["Value"] == [dataset.SOPInstanceUID]
+        assert "7FE00010" not in header_json  # no pixel data in the index
+
+        indexed = await _next_indexed(indexed_events, tenant)
+        assert indexed.instance.sop_instance_uid == dataset.SOPInstanceUID
+
+        await StorageClient(storage_channel, timeout=30).delete(ref, all_versions=True)
+
+        async def study_gone() -> bool:
+            response = await query.FindStudies(request)
+            return response.total_count == 0
+
+        await _eventually(study_gone)
+    finally:
+        await query_channel.close()
+        await storage_channel.close()
+        await indexer.stop()
+
+
+async def _next_indexed(consumer: AIOKafkaConsumer, tenant: str) -> events_pb.InstanceIndexed:
+    async def wait() -> events_pb.InstanceIndexed:
+        while True:
+            record = await consumer.getone()
+            if header(record, "ce_type") != "pacs.events.v1.InstanceIndexed":
+                continue
+            event = events_pb.InstanceIndexed.FromString(record.value or b"")
+            if event.instance.tenant == tenant:
+                return event
+
+    return await asyncio.wait_for(wait(), 30)
