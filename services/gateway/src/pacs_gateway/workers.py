@@ -19,6 +19,7 @@ from multiprocessing.process import BaseProcess
 from typing import Any
 
 from pacs_common.logging import configure_logging
+from pacs_common.telemetry import configure_tracing
 
 from pacs_gateway.app import create_app
 from pacs_gateway.settings import GatewaySettings
@@ -32,6 +33,7 @@ def _worker_main(values: dict[str, Any]) -> None:
     """Entry point of an extra worker process (spawned, so it starts from a clean state)."""
     settings = GatewaySettings(**values)
     configure_logging(settings.service_name, settings.log_level, settings.log_patient_data)
+    configure_tracing(settings.service_name)
     asyncio.run(_serve_one(settings))
 
 
@@ -53,6 +55,7 @@ async def _until_signalled() -> None:
 async def run(settings: GatewaySettings) -> None:
     """Run the gateway with ``settings.workers`` processes until SIGTERM/SIGINT."""
     configure_logging(settings.service_name, settings.log_level, settings.log_patient_data)
+    configure_tracing(settings.service_name)
     if settings.workers <= 1:
         await _serve_one(settings)
         return
