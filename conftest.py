@@ -16,6 +16,8 @@ from urllib.parse import urlparse
 
 import pytest
 
+from tests.fixtures.scratch_postgres import DEFAULT_URL, scratch_database
+
 REPO = Path(__file__).resolve().parent
 INFRA_ENV = REPO / ".cache" / "run" / "infra.env"
 
@@ -77,20 +79,5 @@ def bucket_name() -> str:
 @pytest.fixture
 def postgres_url(infra_env: dict[str, str]) -> Iterator[str]:
     """URL of a fresh PostgreSQL database per test on the project's local cluster."""
-    url = infra_env.get(
-        "PACS_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:15432/cloudpacs"
-    )
-    import sqlalchemy as sa  # noqa: PLC0415  (only the indexer's tests need SQLAlchemy)
-
-    name = f"test_{uuid.uuid4().hex[:16]}"
-    admin = sa.create_engine(url, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    except sa.exc.OperationalError as exc:
-        pytest.fail(f"PostgreSQL at {url} not reachable ({exc}); run `infra/up.sh`", pytrace=False)
-    parsed = sa.engine.make_url(url).set(database=name)
-    yield parsed.render_as_string(hide_password=False)
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    with scratch_database(infra_env.get("PACS_TEST_POSTGRES_URL", DEFAULT_URL)) as url:
+        yield url

@@ -8,38 +8,25 @@ tests of the schema itself get a fresh database each (``fresh_database``).
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import sqlalchemy as sa
 from indexer_helpers import Catalog
 from pacs_indexer.database import Database
+
+from tests.fixtures.scratch_postgres import DEFAULT_URL, scratch_database
 
 
 @pytest.fixture(scope="session")
 def shared_postgres(infra_env: dict[str, str]) -> Iterator[Database]:
     """One migrated PostgreSQL index for the whole session, dropped at the end."""
-    url = infra_env.get(
-        "PACS_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:15432/cloudpacs"
-    )
-    name = f"test_indexer_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(url, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    except sa.exc.OperationalError as exc:
-        pytest.fail(f"PostgreSQL at {url} not reachable ({exc}); run `infra/up.sh`", pytrace=False)
-    database = Database(
-        sa.engine.make_url(url).set(database=name).render_as_string(hide_password=False)
-    )
-    database.create_schema()
-    yield database
-    database.dispose()
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    url = infra_env.get("PACS_TEST_POSTGRES_URL", DEFAULT_URL)
+    with scratch_database(url, prefix="test_indexer") as scratch_url:
+        database = Database(scratch_url)
+        database.create_schema()
+        yield database
+        database.dispose()
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
