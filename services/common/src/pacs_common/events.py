@@ -240,7 +240,9 @@ class EventConsumer:
         token = otel_context.attach(extract_context(list(record.headers or ())))
         try:
             tracer = trace.get_tracer("pacs_common.events")
-            with tracer.start_as_current_span(f"consume {record.topic}"):
+            with tracer.start_as_current_span(
+                f"consume {record.topic}", kind=trace.SpanKind.CONSUMER
+            ):
                 await self.handler(record)
         finally:
             otel_context.detach(token)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import grpc
 
+from pacs_common.telemetry import client_interceptors
+
 # Retry UNAVAILABLE briefly inside the channel (service restarts, rolling updates); callers see
 # UNAVAILABLE only when the peer stays down.
 _SERVICE_CONFIG = """{
@@ -21,6 +23,7 @@ def open_channel(target: str) -> grpc.aio.Channel:
     """Open an async channel to ``target`` (host:port) with cloudpacs' defaults."""
     return grpc.aio.insecure_channel(
         target,
+        interceptors=client_interceptors(),
         options=[
             ("grpc.service_config", _SERVICE_CONFIG),
             ("grpc.enable_retries", 1),

@@ -20,6 +20,7 @@ from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
 from pacs_common.errors import PacsError
+from pacs_common.telemetry import configure_tracing, server_interceptors
 
 log = logging.getLogger(__name__)
 
@@ -126,8 +127,11 @@ def build_server(
         service_names: full names of those services, for health and reflection.
         interceptors: extra interceptors, run after error mapping.
     """
+    names = list(service_names)
+    # Every server continues its callers' traces; the provider is named after the first service.
+    configure_tracing(names[0] if names else "cloudpacs")
     server = grpc.aio.server(
-        interceptors=[ErrorMappingInterceptor(), *interceptors],
+        interceptors=[*server_interceptors(), ErrorMappingInterceptor(), *interceptors],
         options=[
             ("grpc.max_receive_message_length", 16 * 1024 * 1024),
             ("grpc.max_send_message_length", 16 * 1024 * 1024),
@@ -136,7 +140,6 @@ def build_server(
     register(server)
     health_servicer = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    names = list(service_names)
     reflection.enable_server_reflection(
         [
             *names,

@@ -14,6 +14,12 @@ A service that forks worker processes (the gateway's ``workers`` sharing the DIC
 ``PROMETHEUS_MULTIPROC_DIR`` to an empty directory before starting them: every process then
 records into files there, and :func:`start_metrics_server` in the parent exposes their sum
 (prometheus_client's multiprocess mode). The parent must empty that directory at start-up.
+
+Labelled series appear only once a label combination is first used, so a panel or alert on a
+counter that has never moved (no failed C-STORE yet) would show "No data" rather than 0, and
+``rate()`` misses the first increment. Where the label values are a closed set (below), every
+combination is therefore created at import, at 0 (the Prometheus instrumentation practice);
+:func:`init_consumer_metrics` does the same for one consumer's group and topics.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ import asyncio
 import os
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, TypeAlias
 from wsgiref.simple_server import WSGIServer
@@ -65,12 +71,25 @@ DICOM_ASSOCIATIONS_OPEN = Gauge(
     "DICOM associations currently established with the gateway.",
     multiprocess_mode="livesum",  # workers' associations add up; dead workers hold none
 )
+ASSOCIATION_REJECT_REASONS = (
+    "unknown_calling_ae",
+    "unknown_called_ae",
+    "address_not_allowed",
+    "tls_identity",
+    "limit",
+    "other",
+)
+"""Values of ``reason`` on :data:`DICOM_ASSOCIATIONS_REJECTED`."""
 DICOM_ASSOCIATIONS_REJECTED = Counter(
     "pacs_dicom_associations_rejected",
     "Association requests rejected (PS3.8 9.3.4), by reason "
     "(unknown_calling_ae, unknown_called_ae, address_not_allowed, tls_identity, limit, other).",
     ["reason"],
 )
+DIMSE_SCP_OPERATIONS = ("C-ECHO", "C-STORE", "C-FIND", "C-MOVE", "C-GET")
+"""The DIMSE services the gateway answers as SCP (PS3.7 9.1)."""
+DIMSE_STATUS_CLASSES = ("success", "warning", "failure", "cancel")
+"""Final status classes of a DIMSE response (PS3.7 C.1); pending responses are not counted."""
 DIMSE_OPERATIONS = Counter(
     "pacs_dimse_operations",
     "DIMSE operations served (C-ECHO, C-STORE, C-FIND, ...), by outcome status class "
@@ -101,6 +120,8 @@ KAFKA_CONSUMER_LAG = Gauge(
     ["group", "topic", "partition"],
     multiprocess_mode="livemax",
 )
+CONSUMER_OUTCOMES = ("ok", "retried", "dead_lettered", "skipped")
+"""Values of ``outcome`` on :data:`KAFKA_EVENTS_CONSUMED`."""
 KAFKA_EVENTS_CONSUMED = Counter(
     "pacs_kafka_events_consumed",
     "Events handled by a consumer, by outcome (ok, retried, dead_lettered, skipped).",
@@ -115,6 +136,21 @@ S3_REQUEST_DURATION = Histogram(
     ["operation"],
     buckets=_LATENCY_BUCKETS,
 )
+S3_OPERATIONS = (
+    "head_bucket",
+    "create_bucket",
+    "head_object",
+    "get_object",
+    "put_object",
+    "copy_object",
+    "delete_object",
+    "list_objects_v2",
+    "create_multipart_upload",
+    "upload_part",
+    "complete_multipart_upload",
+    "abort_multipart_upload",
+)
+"""The S3 API operations the storage service calls (values of ``operation``)."""
 S3_ERRORS = Counter(
     "pacs_s3_errors",
     "S3 requests that failed after the client's retries, by operation.",
@@ -129,6 +165,26 @@ INDEX_QUERY_DURATION = Histogram(
     ["level"],
     buckets=_LATENCY_BUCKETS,
 )
+
+
+# --- Known label combinations at 0 (see the module docstring) -------------------------------
+# Counters only: an initialised histogram would add quantile series that are all NaN.
+
+for _reason in ASSOCIATION_REJECT_REASONS:
+    DICOM_ASSOCIATIONS_REJECTED.labels(_reason)
+for _operation in DIMSE_SCP_OPERATIONS:
+    for _status in DIMSE_STATUS_CLASSES:
+        DIMSE_OPERATIONS.labels(_operation, _status)
+for _operation in S3_OPERATIONS:
+    S3_ERRORS.labels(_operation)
+
+
+def init_consumer_metrics(group: str, topics: Iterable[str]) -> None:
+    """Create the outcome counters of one consumer group at 0, so that "dead-lettered" reads 0
+    (not "No data") until something is dead-lettered; call it when the consumer starts."""
+    for topic in topics:
+        for outcome in CONSUMER_OUTCOMES:
+            KAFKA_EVENTS_CONSUMED.labels(group, topic, outcome)
 
 
 @dataclass

@@ -1,21 +1,48 @@
-"""OpenTelemetry set-up and W3C trace-context propagation through Kafka record headers."""
+"""OpenTelemetry: the tracer provider, gRPC instrumentation, and W3C trace-context propagation
+through Kafka record headers, so that one C-STORE is one trace from the gateway through storage
+and Kafka to the indexer."""
 
 from __future__ import annotations
 
+import os
+from typing import Any
+
 from opentelemetry import context, propagate, trace
+from opentelemetry.instrumentation.grpc import aio_client_interceptors, aio_server_interceptor
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
-
-_configured = False
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
 
 def configure_tracing(service: str) -> None:
-    """Install a tracer provider naming ``service``; exporters are added by deployment config."""
-    global _configured  # noqa: PLW0603  (process-wide, like OpenTelemetry's own provider)
-    if _configured:
+    """Install an SDK tracer provider naming ``service``, unless one is installed already
+    (by an earlier call, or by a test with an in-memory exporter).
+
+    Spans are exported over OTLP when the standard ``OTEL_EXPORTER_OTLP_ENDPOINT`` (or
+    ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``) is set; otherwise they only propagate context.
+    """
+    if isinstance(trace.get_tracer_provider(), TracerProvider):
         return
-    trace.set_tracer_provider(TracerProvider(resource=Resource.create({"service.name": service})))
-    _configured = True
+    provider = TracerProvider(resource=Resource.create({"service.name": service}))
+    if os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or os.environ.get(
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
+    ):
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (  # noqa: PLC0415
+            OTLPSpanExporter,  # imported only when exporting: it opens a gRPC channel
+        )
+
+        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+    trace.set_tracer_provider(provider)
+
+
+def server_interceptors() -> list[Any]:
+    """Interceptors that continue the caller's trace in a gRPC server span."""
+    return [aio_server_interceptor()]  # type: ignore[no-untyped-call]
+
+
+def client_interceptors() -> list[Any]:
+    """Interceptors that open a client span and send its context with each gRPC call."""
+    return list(aio_client_interceptors())  # type: ignore[no-untyped-call]
 
 
 def inject_headers() -> list[tuple[str, bytes]]:
