@@ -64,3 +64,11 @@ helm-lint: ## Chart: lint --strict, offline validation (k8s 1.33/1.35), golden r
 .PHONY: dashboards
 dashboards: ## Regenerate the Grafana dashboards into charts/cloudpacs/dashboards/
 	infra/dashboards/generate.sh
+
+BENCH_STUDIES ?= 10000
+.PHONY: bench
+bench: infra ## Benchmarks, each printed as a table: storage vs boto3, index load and queries, DICOM ingest vs Orthanc
+	$(UV) run python services/storage/bench/bench_storage.py
+	$(UV) run python services/storage/bench/bench_memory.py
+	$(UV) run python services/indexer/bench/bench_index.py --studies $(BENCH_STUDIES)
+	@if [ -f services/gateway/bench/bench_ingest.py ]; then $(UV) run python services/gateway/bench/bench_ingest.py; fi
