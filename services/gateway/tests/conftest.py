@@ -3,7 +3,7 @@ services (in-process too) on the real local infrastructure.
 
 Storage and the indexer are started once per test module (their start-up is the slow part);
 tests keep apart through tenants of their own. Test modules that use them run in the module's
-event loop (``pytestmark = pytest.mark.asyncio(loop_scope="module")``), because their gRPC
+event loop (``pytestmark = pytest.mark.asyncio(loop_scope="session")``), because their gRPC
 servers live in it. The gateway itself runs its own event loop thread, so any test can start
 one.
 """
@@ -53,9 +53,9 @@ def start_gateway() -> Iterator[GatewayFactory]:
         app.close()
 
 
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
 async def storage_app(infra_env: dict[str, str]) -> AsyncIterator[Any]:
-    """The real storage service on a fresh bucket (one per test module)."""
+    """The real storage service on a fresh bucket (one per test session)."""
     from pacs_common.settings import S3Settings  # noqa: PLC0415  (needs infra_env's env)
     from pacs_storage.app import create_app as create_storage  # noqa: PLC0415
     from pacs_storage.settings import StorageSettings  # noqa: PLC0415
@@ -104,11 +104,11 @@ async def _group_at_end_of_topic(group_id: str) -> None:
         await consumer.stop()
 
 
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
 async def indexer_app(
     storage_app: Any, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[Any]:
-    """The real indexer (SQLite index) consuming the real storage events (one per module)."""
+    """The real indexer (SQLite index) consuming the real storage events (one per session)."""
     from pacs_indexer.app import create_app as create_indexer  # noqa: PLC0415
     from pacs_indexer.settings import IndexerSettings  # noqa: PLC0415
 

@@ -13,7 +13,7 @@ from pacs.ingest.v1 import ingest_service_pb2_grpc as pb_grpc
 from pacs_common.grpc_client import open_channel
 
 Outcome = pb.StoreOutcome
-pytestmark = pytest.mark.asyncio(loop_scope="module")
+pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 
 async def _files(
@@ -25,8 +25,14 @@ async def _files(
             yield pb.StoreRequest(chunk=data[start : start + chunk])
 
 
+_channels: list[grpc.aio.Channel] = []
+
+
 def _stub(port: int) -> pb_grpc.IngestServiceStub:
-    return pb_grpc.IngestServiceStub(open_channel(f"127.0.0.1:{port}"))
+    # The stub does not keep its channel alive (a collected channel closes): keep it here.
+    channel = open_channel(f"127.0.0.1:{port}")
+    _channels.append(channel)
+    return pb_grpc.IngestServiceStub(channel)
 
 
 @pytest.mark.integration

@@ -20,7 +20,7 @@ from pacs_common.grpc_client import open_channel
 from pacs_storage.client import StorageClient
 from pydicom import dcmread
 
-pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
+pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
 
 
 class Orthanc:
@@ -84,7 +84,7 @@ class Orthanc:
         return await asyncio.to_thread(call)
 
 
-@pytest_asyncio.fixture(loop_scope="module")
+@pytest_asyncio.fixture(loop_scope="session")
 async def stack(
     start_gateway, storage_app, indexer_app, tmp_path: Path, tenant: str
 ) -> AsyncIterator[tuple[Any, Orthanc]]:
@@ -132,7 +132,9 @@ async def test_orthanc_stores_queries_and_receives(stack, storage_app, tenant: s
     job = await orthanc.rest("POST", "/modalities/gateway/store", {"Resources": [uploaded["ID"]]})
     assert job["FailedInstancesCount"] == 0, job
 
-    storage = StorageClient(open_channel(f"127.0.0.1:{storage_app.grpc_port}"))
+    channel = open_channel(f"127.0.0.1:{storage_app.grpc_port}")  # kept alive by the name
+
+    storage = StorageClient(channel)
     ref = instance_pb2.InstanceRef(
         tenant=tenant,
         study_instance_uid=original.StudyInstanceUID,

@@ -8,7 +8,14 @@ import signal
 import subprocess
 import sys
 
-from gateway_helpers import closed_port, free_port, run_dcmtk, scu_associate, wait_for_port
+from gateway_helpers import (
+    closed_port,
+    eventually,
+    free_port,
+    run_dcmtk,
+    scu_associate,
+    wait_for_port,
+)
 
 
 def _listeners(port: int) -> int:
@@ -39,9 +46,8 @@ async def test_workers_share_the_port_and_stop_on_sigterm() -> None:
         async def all_listening() -> bool:
             return _listeners(port) == 2
 
-        from gateway_helpers import eventually  # noqa: PLC0415
+            assert await eventually(all_listening, within_s=30), _listeners(port)
 
-        assert await eventually(all_listening, within_s=30), _listeners(port)
         results = await asyncio.gather(
             *(run_dcmtk("echoscu", "-aec", "CLOUDPACS", "127.0.0.1", str(port)) for _ in range(12))
         )
@@ -65,6 +71,11 @@ async def test_association_limit_rejects_transiently(start_gateway) -> None:
         assert (rejection.result, rejection.result_source, rejection.diagnostic) == (2, 3, 2)
     finally:
         await asyncio.to_thread(first.release)
+
+    async def slot_free() -> bool:  # the acceptor's thread ends a moment after the release
+        return app.dimse.active_associations() == 0
+
+    assert await eventually(slot_free, within_s=10)
     third = await asyncio.to_thread(scu_associate, app.dicom_port)
     assert third.is_established
     await asyncio.to_thread(third.release)
@@ -78,7 +89,16 @@ async def test_idle_association_is_closed_after_the_network_timeout(start_gatewa
     async def closed() -> bool:
         return not assoc.is_established
 
-    from gateway_helpers import eventually  # noqa: PLC0415
-
     assert await eventually(closed, within_s=10)
     assert assoc.is_aborted or assoc.is_released
+
+
+async def test_maximum_pdu_length_is_announced(start_gateway) -> None:
+    app = await start_gateway(max_pdu_size=65536)
+    assoc = await asyncio.to_thread(scu_associate, app.dicom_port)
+    assert assoc.is_established
+    try:
+        # A-ASSOCIATE-AC Maximum Length sub-item (PS3.8 D.1): what the sender may send us
+        assert assoc.acceptor.maximum_length == 65536
+    finally:
+        await asyncio.to_thread(assoc.release)

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
-from gateway_helpers import run_dcmtk, scu_associate
+from gateway_helpers import eventually, run_dcmtk, scu_associate
 from pacs_gateway.admission import (
     REASON_CALLED_AE_NOT_RECOGNIZED,
     REASON_CALLING_AE_NOT_RECOGNIZED,
@@ -178,8 +178,6 @@ async def test_registered_caller_echoes_and_reload_admits_new_ones(
             await asyncio.to_thread(assoc.release)
             return True
         return False
-
-    from gateway_helpers import eventually  # noqa: PLC0415
 
     assert await eventually(admitted, within_s=10)
     code, out = await run_dcmtk(

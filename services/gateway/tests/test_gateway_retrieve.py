@@ -23,7 +23,7 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pynetdicom import AE
 
-pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
+pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
 
 J2K = "JPEG2000.dcm"  # JPEG 2000 (lossy), study 1.3.6.1.4.1.5962.1.2.8...
 JPEG_LL = "JPEG-LL.dcm"  # same study, JPEG lossless

@@ -26,7 +26,7 @@ from pacs_storage.client import StorageClient
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 
-pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
+pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
 
 
 def _ref(tenant: str, dataset: Dataset) -> instance_pb2.InstanceRef:
@@ -98,7 +98,9 @@ async def test_dcmsend_samples_are_stored_as_sent_and_findscu_finds_them(
     sent_syntax = _network_syntaxes(report.read_text())
     assert report.read_text().count("0x0000 (Success)") == len(paths), report.read_text()
 
-    storage = StorageClient(open_channel(f"127.0.0.1:{storage_app.grpc_port}"))
+    channel = open_channel(f"127.0.0.1:{storage_app.grpc_port}")  # kept alive by the name
+
+    storage = StorageClient(channel)
     for path in paths:
         original = dcmread(path)
         info = await storage.head(_ref(tenant, original))
@@ -207,7 +209,8 @@ async def test_store_keeps_dataset_bytes_and_resend_is_harmless(
     assert first == again == [status.SUCCESS]
     original = path.read_bytes()
     meta_end = _end_of_file_meta(original)
-    storage = StorageClient(open_channel(f"127.0.0.1:{storage_app.grpc_port}"))
+    channel = open_channel(f"127.0.0.1:{storage_app.grpc_port}")  # kept alive by the name
+    storage = StorageClient(channel)
     stored = await storage.get(_ref(tenant, dcmread(path, stop_before_pixels=True)))
     assert stored[_end_of_file_meta(stored) :] == original[meta_end:]
 
@@ -301,7 +304,9 @@ async def test_kafka_down_means_out_of_resources_and_nothing_stored(
         )
         assert "Received Store Response (Refused: OutOfResources)" in out, out
 
-        storage = StorageClient(open_channel(f"127.0.0.1:{storage_app.grpc_port}"))
+        channel = open_channel(f"127.0.0.1:{storage_app.grpc_port}")  # kept alive by the name
+
+        storage = StorageClient(channel)
         with pytest.raises(grpc.aio.AioRpcError) as info:
             await storage.head(_ref(tenant, dcmread(path, stop_before_pixels=True)))
         assert info.value.code() == grpc.StatusCode.NOT_FOUND

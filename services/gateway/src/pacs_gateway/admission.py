@@ -35,10 +35,13 @@ class Caller:
 
 @dataclass(frozen=True)
 class Rejection:
-    """Why an association is refused; ``reason`` is a PS3.8 Table 9-21 diagnostic."""
+    """Why an association is refused; ``reason`` is a PS3.8 Table 9-21 diagnostic, ``kind``
+    the metrics label (unknown_calling_ae, unknown_called_ae, address_not_allowed,
+    tls_identity, other)."""
 
     reason: int
     explanation: str
+    kind: str = "other"
 
 
 @dataclass(frozen=True)
@@ -90,9 +93,13 @@ class NetworkPolicy:
         "no-reason-given" so that a probe learns nothing about which AE titles exist.
         """
         if self._called_ae_title and request.called_ae_title != self._called_ae_title:
-            return Rejection(REASON_CALLED_AE_NOT_RECOGNIZED, "called AE title is not ours")
+            return Rejection(
+                REASON_CALLED_AE_NOT_RECOGNIZED, "called AE title is not ours", "unknown_called_ae"
+            )
         if not address_in(request.address, self._networks):
-            return Rejection(REASON_NO_REASON_GIVEN, "source address not allowed")
+            return Rejection(
+                REASON_NO_REASON_GIVEN, "source address not allowed", "address_not_allowed"
+            )
         return Caller(self._tenant, request.calling_ae_title, request.address)
 
 

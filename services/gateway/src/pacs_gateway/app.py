@@ -18,6 +18,7 @@ from pacs.query.v1 import query_service_pb2_grpc
 from pacs.storage.v1 import storage_service_pb2
 from pacs_common.grpc_client import open_channel
 from pacs_common.grpc_server import GrpcServerRunner, build_server
+from pacs_common.metrics import GrpcMetricsInterceptor, MetricsServer, start_metrics_server
 from pacs_storage.client import StorageClient
 from pynetdicom import _config as pynetdicom_config
 from pynetdicom import evt
@@ -28,6 +29,7 @@ from pacs_gateway.c_find import Finder, FindScp
 from pacs_gateway.c_store import StoreScp
 from pacs_gateway.commitment import Committer, StorageCommitmentScp
 from pacs_gateway.contexts import scp_contexts
+from pacs_gateway.dicom_metrics import DicomMetrics
 from pacs_gateway.dimse_server import DimseServer
 from pacs_gateway.ingest import Ingest, RecentInstances
 from pacs_gateway.io_loop import IoLoop
@@ -95,10 +97,14 @@ class GatewayApp:
             if settings.site_registry is not None
             else None
         )
+        self._network_policy = NetworkPolicy(
+            settings.allowed_networks, settings.default_tenant, self._called_ae()
+        )
         self._runner: GrpcServerRunner | None = None
         self._clients: _Clients | None = None
         self._dimse: DimseServer | None = None
         self._commitment: StorageCommitmentScp | None = None
+        self.metrics: MetricsServer | None = None
         self._started = False
         self._stopped = False
 
@@ -122,8 +128,7 @@ class GatewayApp:
         configured, else any calling AE title from the allowed networks (embedded default)."""
         if self._registry is not None:
             return self._registry.policy
-        settings = self.settings
-        return NetworkPolicy(settings.allowed_networks, settings.default_tenant, self._called_ae())
+        return self._network_policy
 
     def destination(self, tenant: str, ae_title: str) -> Destination | None:
         """A registered destination AE of ``tenant`` (C-MOVE, commitment reports)."""
@@ -153,6 +158,10 @@ class GatewayApp:
             )
         if self._registry is not None:
             self._registry.start()
+        if settings.metrics_port is not None and settings.serve_grpc:
+            # Workers other than the first record into PROMETHEUS_MULTIPROC_DIR (if set);
+            # the first one serves /metrics for all of them.
+            self.metrics = start_metrics_server(settings.metrics_port, settings.grpc_host)
         log.info(
             "gateway started",
             extra={
@@ -177,6 +186,7 @@ class GatewayApp:
         server, health = build_server(
             lambda s: ingest_service_pb2_grpc.add_IngestServiceServicer_to_server(servicer, s),
             [INGEST_SERVICE],
+            interceptors=[GrpcMetricsInterceptor()],
         )
         self._runner = GrpcServerRunner(server, health, [INGEST_SERVICE], settings.shutdown_grace_s)
         self.grpc_port = self._runner.bind(settings.grpc_host, settings.grpc_port)
@@ -228,6 +238,7 @@ class GatewayApp:
             self.admission,
             self.callers,
             handlers,
+            metrics=DicomMetrics(),
             max_associations=settings.max_associations,
             max_pdu_size=settings.max_pdu_size,
             network_timeout=settings.network_timeout,
@@ -251,6 +262,8 @@ class GatewayApp:
             self._registry.stop()
         if self._dimse is not None:
             self._dimse.stop(self.settings.shutdown_grace_s)
+        if self.metrics is not None:
+            self.metrics.stop()
         if self._commitment is not None:
             self._commitment.join(self.settings.shutdown_grace_s)
         self._io.run(self._stop_io(), timeout=self.settings.shutdown_grace_s + 10)

@@ -11,11 +11,13 @@ into pynetdicom.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
 from pacs.type.v1 import instance_pb2
 from pacs_common.errors import InvalidArgumentError, PacsError, UnavailableError
+from pacs_common.metrics import DICOM_CSTORE_BYTES, DICOM_CSTORE_DURATION
 from pydicom.dataset import Dataset
 
 from pacs_gateway import status
@@ -44,9 +46,14 @@ class StoreScp:
 
     def handle(self, event: Any) -> Dataset:
         """EVT_C_STORE handler: the C-STORE response status (PS3.4 B.2.3)."""
+        started = time.perf_counter()
         try:
             instance, part10 = self._checked(event)
-            return self._put(instance, part10)
+            result = self._put(instance, part10)
+            if result.Status == status.SUCCESS:
+                DICOM_CSTORE_BYTES.inc(len(part10))
+            DICOM_CSTORE_DURATION.observe(time.perf_counter() - started)
+            return result
         except _RefusedError as refused:
             return refused.status
         except Exception:

@@ -31,6 +31,7 @@ from pacs_gateway.admission import (
     Callers,
     Rejection,
 )
+from pacs_gateway.dicom_metrics import DicomMetrics
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +121,7 @@ class DimseServer:
         callers: Callers,
         handlers: list[tuple[Any, Callable[..., Any]]],
         *,
+        metrics: DicomMetrics,
         max_associations: int,
         max_pdu_size: int,
         network_timeout: float,
@@ -135,7 +137,12 @@ class DimseServer:
         self._contexts = contexts
         self._admission = admission
         self._callers = callers
-        self._handlers: list[Any] = [(evt.EVT_REQUESTED, self._on_requested), *handlers]
+        self._metrics = metrics
+        self._handlers: list[Any] = [
+            (evt.EVT_REQUESTED, self._on_requested),
+            *metrics.handlers(),
+            *handlers,
+        ]
         self._servers: list[GatewayAssociationServer] = []
         self._threads: list[threading.Thread] = []
 
@@ -188,6 +195,7 @@ class DimseServer:
                 "reason": decision.explanation,
             },
         )
+        self._metrics.rejected(decision.kind)
         assoc.acse.send_reject(RESULT_REJECTED_PERMANENT, SOURCE_SERVICE_USER, decision.reason)
         assoc.kill()
 

@@ -152,7 +152,9 @@ class RegistryPolicy:
     def admit(self, request: AssociationRequest) -> Caller | Rejection:
         """Decide on one association request (rejections cite PS3.8 Table 9-21)."""
         if self._called_ae_title and request.called_ae_title != self._called_ae_title:
-            return Rejection(REASON_CALLED_AE_NOT_RECOGNIZED, "called AE title is not ours")
+            return Rejection(
+                REASON_CALLED_AE_NOT_RECOGNIZED, "called AE title is not ours", "unknown_called_ae"
+            )
         for tenant_name, tenant in self.registry.tenants.items():
             for site_name, site in tenant.sites.items():
                 for entry in site.callers:
@@ -161,17 +163,25 @@ class RegistryPolicy:
                     if not address_in(request.address, entry.networks):
                         continue
                     if entry.needs_tls and not request.tls:
-                        return Rejection(REASON_CALLING_AE_NOT_RECOGNIZED, "TLS required")
+                        return Rejection(
+                            REASON_CALLING_AE_NOT_RECOGNIZED, "TLS required", "tls_identity"
+                        )
                     if entry.tls_subject is not None and not _same_subject(
                         entry.tls_subject, request.tls_subject
                     ):
                         return Rejection(
-                            REASON_CALLING_AE_NOT_RECOGNIZED, "client certificate mismatch"
+                            REASON_CALLING_AE_NOT_RECOGNIZED,
+                            "client certificate mismatch",
+                            "tls_identity",
                         )
                     return Caller(tenant_name, entry.ae_title, request.address, site_name)
         # Unknown AE title, or a known one from an address it is not registered for: the
         # (AE title, address) pair is not recognized.
-        return Rejection(REASON_CALLING_AE_NOT_RECOGNIZED, "calling AE title not registered")
+        return Rejection(
+            REASON_CALLING_AE_NOT_RECOGNIZED,
+            "calling AE title not registered for this address",
+            "unknown_calling_ae",
+        )
 
 
 def _same_subject(expected: str, actual: str | None) -> bool:

@@ -38,6 +38,9 @@ class GatewaySettings(ServiceSettings):
 
     service_name: str = "gateway"
     grpc_port: int = Field(50053, ge=0, le=65535, description="IngestService; 0 = free port")
+    metrics_port: int | None = Field(
+        None, ge=0, le=65535, description="Prometheus /metrics port; None = off, 0 = free port"
+    )
 
     ae_title: str = Field("CLOUDPACS", description="the gateway's own (called) AE title")
     require_called_ae_title: bool = Field(

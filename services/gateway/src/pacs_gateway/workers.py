@@ -14,11 +14,14 @@ import asyncio
 import contextlib
 import logging
 import multiprocessing
+import os
 import signal
 from multiprocessing.process import BaseProcess
+from pathlib import Path
 from typing import Any
 
 from pacs_common.logging import configure_logging
+from pacs_common.metrics import MULTIPROC_DIR_ENV
 from pacs_common.telemetry import configure_tracing
 
 from pacs_gateway.app import create_app
@@ -59,6 +62,7 @@ async def run(settings: GatewaySettings) -> None:
     if settings.workers <= 1:
         await _serve_one(settings)
         return
+    _prepare_multiprocess_metrics(settings)
     primary = create_app(settings.model_copy(update={"reuse_port": True}))
     await primary.start()
     # Extra workers bind the ports the first one got (which matters when they were 0).
@@ -90,6 +94,28 @@ async def run(settings: GatewaySettings) -> None:
         child.terminate()  # SIGTERM: each worker shuts down gracefully
     await asyncio.to_thread(_join_all, children, settings.shutdown_grace_s + 5)
     await primary.stop()
+
+
+def _prepare_multiprocess_metrics(settings: GatewaySettings) -> None:
+    """Clear PROMETHEUS_MULTIPROC_DIR of earlier runs' files so /metrics adds up this run's
+    workers only (this process's own files, created at import, stay).
+
+    The variable must be in the environment before the process starts (prometheus_client
+    chooses its storage when imported); without it, /metrics shows the first worker's values.
+    """
+    directory = os.environ.get(MULTIPROC_DIR_ENV)
+    if settings.metrics_port is None:
+        return
+    if not directory:
+        log.warning(
+            "several workers but PROMETHEUS_MULTIPROC_DIR is not set: "
+            "/metrics only counts the first worker"
+        )
+        return
+    mine = f"_{os.getpid()}.db"
+    for path in Path(directory).glob("*.db"):
+        if not path.name.endswith(mine):
+            path.unlink(missing_ok=True)
 
 
 async def _supervise(children: list[BaseProcess], spawn: Any) -> None:
