@@ -3,6 +3,7 @@ infrastructure started by ``infra/up.sh``, driven with DCMTK and gRPC clients.""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Iterator
 
@@ -10,6 +11,7 @@ import pytest
 from pacs_cli.stack import Stack, StackConfig, free_port
 
 from tests.e2e.e2e_support import RunningStack
+from tests.fixtures.kafka_positions import group_at_end_of_topic
 
 
 @pytest.fixture(scope="module")
@@ -29,6 +31,12 @@ def e2e_stack(
             "PACS_S3_BUCKET": bucket,
             "PACS_INDEXER_CONSUMER_GROUP": f"e2e-indexer-{uuid.uuid4().hex[:8]}",
         },
+    )
+    # A fresh group would replay the whole shared topic (every earlier test's events) first.
+    asyncio.run(
+        group_at_end_of_topic(
+            config.env["PACS_INDEXER_CONSUMER_GROUP"], infra_env["PACS_KAFKA_BOOTSTRAP"]
+        )
     )
     stack = Stack(config)
     stack.start(timeout_s=90)

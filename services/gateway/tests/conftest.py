@@ -20,6 +20,8 @@ from gateway_helpers import closed_port
 from pacs_gateway.app import GatewayApp, create_app
 from pacs_gateway.settings import GatewaySettings
 
+from tests.fixtures.kafka_positions import group_at_end_of_topic
+
 GatewayFactory = Callable[..., Awaitable[GatewayApp]]
 
 
@@ -69,51 +71,17 @@ async def storage_app(infra_env: dict[str, str]) -> AsyncIterator[Any]:
     await app.stop()
 
 
-async def _group_at_end_of_topic(group_id: str) -> None:
-    """Commit the end of the instances topic as ``group_id``'s position, so that a fresh
-    indexer reads only the events from now on instead of the whole shared topic's history."""
-    from aiokafka import AIOKafkaConsumer, TopicPartition  # noqa: PLC0415
-    from aiokafka.admin import AIOKafkaAdminClient  # noqa: PLC0415
-    from pacs_common.events import TOPIC_INSTANCES  # noqa: PLC0415
-    from pacs_common.settings import KafkaSettings  # noqa: PLC0415
-
-    bootstrap = KafkaSettings().bootstrap
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        described = await admin.describe_topics([TOPIC_INSTANCES])
-    finally:
-        await admin.close()
-    partitions = [
-        TopicPartition(TOPIC_INSTANCES, p["partition"])
-        for topic in described
-        if topic.get("error_code", 0) == 0
-        for p in topic["partitions"]
-    ]
-    if not partitions:
-        return  # the topic does not exist yet: a new group starts at its beginning anyway
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, group_id=group_id, enable_auto_commit=False
-    )
-    await consumer.start()
-    try:
-        ends = await consumer.end_offsets(partitions)
-        consumer.assign(partitions)
-        await consumer.commit(dict(ends.items()))
-    finally:
-        await consumer.stop()
-
-
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
 async def indexer_app(
     storage_app: Any, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[Any]:
     """The real indexer (SQLite index) consuming the real storage events (one per session)."""
+    from pacs_common.settings import KafkaSettings  # noqa: PLC0415
     from pacs_indexer.app import create_app as create_indexer  # noqa: PLC0415
     from pacs_indexer.settings import IndexerSettings  # noqa: PLC0415
 
     group = f"gateway-test-{uuid.uuid4().hex[:12]}"
-    await _group_at_end_of_topic(group)
+    await group_at_end_of_topic(group, KafkaSettings().bootstrap)
     app = create_indexer(
         IndexerSettings(
             grpc_port=0,
