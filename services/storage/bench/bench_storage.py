@@ -1,69 +1,93 @@
 """Throughput of Put and Get through StorageService versus plain boto3 on the same S3 server.
 
-The service runs in this process (gRPC server on a free loopback port) and is driven by the
-real client (:class:`pacs_storage.client.StorageClient`) over a real channel; boto3 talks to the
-same S3 endpoint directly, with the same SHA-256 checksum on writes. A service Put also waits
-for Kafka to acknowledge InstanceStored, which boto3 of course does not.
+The service runs as its own process (``python -m pacs_storage``, as deployed: client and server
+do not share a GIL or an event loop) and is driven by the real client
+(:class:`pacs_storage.client.StorageClient`) over a real channel. boto3 talks to the same S3
+endpoint directly and does the same integrity work the service must do, so the comparison is
+fair: a Put computes the SHA-256 and sends it as ``ChecksumSHA256`` (S3 verifies it), a Get
+reads the whole body and hashes it. A service Put also waits for Kafka to acknowledge
+InstanceStored, which boto3 of course does not.
 
-    uv run python services/storage/bench/bench_storage.py   (needs infra/up.sh)
+Service and boto3 repetitions alternate, so both see the same background load (the development
+VM is small and shared); the table shows medians.
+
+    uv run python services/storage/bench/bench_storage.py [--rounds N] [--json FILE]
+    (needs infra/up.sh)
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import base64
 import hashlib
+import json
 import os
+import socket
+import statistics
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from pathlib import Path
 
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from pacs.type.v1 import instance_pb2
 from pacs_common.grpc_client import open_channel
 from pacs_common.s3 import make_s3_client
-from pacs_common.settings import KafkaSettings, S3Settings
-from pacs_storage.app import create_app
+from pacs_common.settings import S3Settings
 from pacs_storage.client import StorageClient
-from pacs_storage.settings import StorageSettings
 from rich.console import Console
 from rich.table import Table
 
 MIB = 1024 * 1024
-# (size, repetitions): keep the whole run well under three minutes.
+# (size, repetitions per round): one round stays well under two minutes.
 CASES = [(MIB // 2, 30), (8 * MIB, 8), (256 * MIB, 2)]
 REPO = Path(__file__).resolve().parents[3]
 
 
-def load_infra_env() -> None:
-    """Endpoints written by infra/up.sh, unless already in the environment."""
+def infra_env() -> dict[str, str]:
+    """The environment plus the endpoints written by infra/up.sh (unless already set)."""
+    values = dict(os.environ)
     path = REPO / ".cache" / "run" / "infra.env"
     if path.exists():
         for line in path.read_text().splitlines():
             key, sep, value = line.partition("=")
             if sep and key.startswith("PACS_"):
-                os.environ.setdefault(key.strip(), value.strip())
+                values.setdefault(key.strip(), value.strip())
+    return values
 
 
-@dataclass
-class Result:
-    """Seconds per repetition of one operation."""
-
-    seconds: list[float]
-
-    def mb_per_s(self, size: int) -> float:
-        best = sorted(self.seconds)[len(self.seconds) // 2]  # median
-        return size / MIB / best
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
-async def timed(reps: int, action: Callable[[int], Awaitable[None]]) -> Result:
-    seconds = []
-    for rep in range(reps):
-        started = time.perf_counter()
-        await action(rep)
-        seconds.append(time.perf_counter() - started)
-    return Result(seconds)
+async def wait_serving(port: int, timeout_s: float = 30) -> None:
+    deadline = time.monotonic() + timeout_s
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while time.monotonic() < deadline:
+            try:
+                reply = await stub.Check(
+                    health_pb2.HealthCheckRequest(service="pacs.storage.v1.StorageService"),
+                    timeout=1,
+                )
+                if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.aio.AioRpcError:
+                pass
+            await asyncio.sleep(0.2)
+    raise SystemExit("the storage service did not become ready (is infra/up.sh running?)")
+
+
+async def timed(action: Callable[[], Awaitable[None]]) -> float:
+    started = time.perf_counter()
+    await action()
+    return time.perf_counter() - started
 
 
 def ref(tenant: str, sop: str) -> instance_pb2.InstanceRef:
@@ -77,75 +101,89 @@ def ref(tenant: str, sop: str) -> instance_pb2.InstanceRef:
     )
 
 
-async def main() -> None:
-    load_infra_env()
+async def main(rounds: int) -> list[dict[str, object]]:
+    env = infra_env()
+    port = free_port()
     bucket = f"bench-{uuid.uuid4().hex[:12]}"
-    s3_settings = S3Settings(bucket=bucket)
-    settings = StorageSettings(grpc_port=0, s3=s3_settings, kafka=KafkaSettings())
-    app = create_app(settings)
-    await app.start()
-    if not app.announcer.ready:
-        raise SystemExit("Kafka is not reachable: run infra/up.sh first")
-    s3 = make_s3_client(s3_settings)
-    channel = open_channel(f"127.0.0.1:{app.grpc_port}")
-    client = StorageClient(channel, timeout=600)
-    tenant = "bench"
-    rows = []
+    env.update({"PACS_STORAGE_GRPC_PORT": str(port), "PACS_S3_BUCKET": bucket})
+    s3 = make_s3_client(
+        S3Settings(endpoint=env.get("PACS_S3_ENDPOINT", "http://127.0.0.1:17070"), bucket=bucket)
+    )
+    # A benchmark script: starting the one child before any await is fine (ASYNC220).
+    service = subprocess.Popen(  # noqa: ASYNC220
+        [sys.executable, "-m", "pacs_storage"], env=env, stderr=subprocess.DEVNULL
+    )
+    seconds: dict[tuple[int, str], list[float]] = {}
     try:
-        for size, reps in CASES:
-            data = os.urandom(size)
-            sha_b64 = base64.b64encode(hashlib.sha256(data).digest()).decode()
-            label = f"{size / MIB:g} MiB"
+        await wait_serving(port)
+        channel = open_channel(f"127.0.0.1:{port}")
+        client = StorageClient(channel, timeout=600)
+        for round_no in range(rounds):
+            for size, reps in CASES:
+                data = os.urandom(size)
+                for rep in range(reps):
+                    sop = f"1.2.3.{round_no}.{size}.{rep}"
+                    raw_key = f"raw/{round_no}/{size}/{rep}"
 
-            async def svc_put(rep: int, size: int = size, data: bytes = data) -> None:
-                await client.put(ref(tenant, f"1.2.3.{size}.{rep}"), data)
+                    async def svc_put(sop: str = sop, data: bytes = data) -> None:
+                        await client.put(ref("bench", sop), data)
 
-            async def svc_get(rep: int, size: int = size) -> None:
-                await client.get(ref(tenant, f"1.2.3.{size}.{rep}"))
+                    async def svc_get(sop: str = sop, size: int = size) -> None:
+                        body = await client.get(ref("bench", sop))
+                        assert len(body) == size
 
-            async def raw_put(
-                rep: int, size: int = size, data: bytes = data, sha_b64: str = sha_b64
-            ) -> None:
-                await asyncio.to_thread(
-                    s3.put_object,
-                    Bucket=bucket,
-                    Key=f"raw/{size}/{rep}",
-                    Body=data,
-                    ChecksumSHA256=sha_b64,
-                )
+                    async def raw_put(key: str = raw_key, data: bytes = data) -> None:
+                        digest = base64.b64encode(hashlib.sha256(data).digest()).decode()
+                        s3.put_object(Bucket=bucket, Key=key, Body=data, ChecksumSHA256=digest)
 
-            async def raw_get(rep: int, size: int = size) -> None:
-                def read() -> bytes:
-                    return s3.get_object(Bucket=bucket, Key=f"raw/{size}/{rep}")["Body"].read()
+                    async def raw_get(key: str = raw_key, size: int = size) -> None:
+                        body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+                        hashlib.sha256(body).hexdigest()
+                        assert len(body) == size
 
-                await asyncio.to_thread(read)
-
-            results = {
-                "svc_put": await timed(reps, svc_put),
-                "raw_put": await timed(reps, raw_put),
-                "svc_get": await timed(reps, svc_get),
-                "raw_get": await timed(reps, raw_get),
-            }
-            rows.append((label, reps, size, results))
-    finally:
+                    for name, action in (
+                        ("svc_put", svc_put),
+                        ("raw_put", raw_put),
+                        ("svc_get", svc_get),
+                        ("raw_get", raw_get),
+                    ):
+                        seconds.setdefault((size, name), []).append(await timed(action))
         await channel.close(None)
-        await app.stop()
-        paginator = s3.get_paginator("list_objects_v2")
-        for page in paginator.paginate(Bucket=bucket):
+    finally:
+        service.terminate()
+        service.wait(30)
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
             for item in page.get("Contents", []):
                 s3.delete_object(Bucket=bucket, Key=item["Key"])
         s3.delete_bucket(Bucket=bucket)
 
-    table = Table(title="StorageService vs plain boto3 (median MB/s, same S3 server)")
-    for column in ("object", "reps", "op", "service MB/s", "boto3 MB/s", "service/boto3"):
+    table = Table(title="StorageService (own process) vs plain boto3, median MB/s, same S3 server")
+    for column in ("object", "runs", "op", "service MB/s", "boto3 MB/s", "service time/boto3"):
         table.add_column(column, justify="right")
-    for label, reps, size, results in rows:
+    summary: list[dict[str, object]] = []
+    for size, _ in CASES:
         for op in ("put", "get"):
-            svc = results[f"svc_{op}"].mb_per_s(size)
-            raw = results[f"raw_{op}"].mb_per_s(size)
-            table.add_row(label, str(reps), op, f"{svc:.1f}", f"{raw:.1f}", f"{svc / raw:.2f}")
+            svc = statistics.median(seconds[(size, f"svc_{op}")])
+            raw = statistics.median(seconds[(size, f"raw_{op}")])
+            runs = len(seconds[(size, f"svc_{op}")])
+            table.add_row(
+                f"{size / MIB:g} MiB",
+                str(runs),
+                op,
+                f"{size / MIB / svc:.1f}",
+                f"{size / MIB / raw:.1f}",
+                f"{svc / raw:.2f}",
+            )
+            summary.append({"size": size, "op": op, "service_s": svc, "boto3_s": raw})
     Console().print(table)
+    return summary
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=1, help="repeat all cases this often")
+    parser.add_argument("--json", help="also write the medians to this file")
+    args = parser.parse_args()
+    medians = asyncio.run(main(args.rounds))
+    if args.json:
+        Path(args.json).write_text(json.dumps(medians, indent=1))
