@@ -20,6 +20,18 @@ CSTORE = f'{NS},operation="C-STORE"'
 LAG_BY_PARTITION = f"max by (group, topic, partition) (pacs_kafka_consumer_lag{{{NS}}})"
 
 
+def error_ratio(metric: str, errors: str, selector: str, window: str, by: str = "") -> str:
+    """Share of ``metric`` (a counter) whose samples match ``errors``, per ``by``.
+
+    Without any error the numerator has no series and a plain division would show "No data";
+    ``or ... * 0`` makes it 0 wherever there is traffic.
+    """
+    grouping = f"sum by ({by})" if by else "sum"
+    part = f"{grouping} (rate({metric}{{{selector},{errors}}}[{window}]))"
+    whole = f"{grouping} (rate({metric}{{{selector}}}[{window}]))"
+    return f"({part} or {whole} * 0) / {whole}"
+
+
 def quantiles(metric: str, by: str, selector: str = NS) -> list[prometheus.Dataquery]:
     """p50/p95/p99 of a histogram, per ``by`` label (empty for one overall series)."""
     group = f"{by}, le" if by else "le"
@@ -238,8 +250,7 @@ def service_health() -> Dashboard:
                 "Share of calls ending UNKNOWN, INTERNAL, UNAVAILABLE, DATA_LOSS, "
                 "DEADLINE_EXCEEDED or UNIMPLEMENTED.",
                 "percentunit",
-                f"sum(rate(pacs_grpc_server_requests_total{{{selector},{SERVER_ERRORS}}}[5m])) "
-                f"/ sum(rate(pacs_grpc_server_requests_total{{{selector}}}[5m]))",
+                error_ratio("pacs_grpc_server_requests_total", SERVER_ERRORS, selector, "5m"),
                 thresholds=[(None, "green"), (0.01, "orange"), (0.05, "red")],
                 width=6,
             )
@@ -296,9 +307,9 @@ def service_health() -> Dashboard:
                 "Share of calls ending with a server-side error; the alert fires above 5%.",
                 "percentunit",
                 query(
-                    f"sum by (service) (rate(pacs_grpc_server_requests_total"
-                    f"{{{selector},{SERVER_ERRORS}}}[{RATE}])) / sum by (service) "
-                    f"(rate(pacs_grpc_server_requests_total{{{selector}}}[{RATE}]))",
+                    error_ratio(
+                        "pacs_grpc_server_requests_total", SERVER_ERRORS, selector, RATE, "service"
+                    ),
                     "{{service}}",
                 ),
             )

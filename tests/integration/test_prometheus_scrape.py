@@ -10,6 +10,7 @@ no series yet. The failure message lists every such query at once.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import re
@@ -34,6 +35,7 @@ from pydicom import dcmread
 from pydicom.data import get_testdata_file
 
 from tests.e2e.e2e_support import RunningStack, run_dcmtk
+from tests.fixtures.kafka_positions import group_at_end_of_topic
 
 pytestmark = pytest.mark.integration
 
@@ -129,6 +131,12 @@ def scraped_stack(
                 for component, port in metrics_ports.items()
             },
         },
+    )
+    # A fresh group would replay the whole shared topic (every earlier test's events) first.
+    asyncio.run(
+        group_at_end_of_topic(
+            config.env["PACS_INDEXER_CONSUMER_GROUP"], infra_env["PACS_KAFKA_BOOTSTRAP"]
+        )
     )
     stack = Stack(config)
     stack.start(timeout_s=90)

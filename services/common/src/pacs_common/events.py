@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -24,6 +25,12 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 
 from pacs_common.errors import UnavailableError, is_permanent, is_retriable
+from pacs_common.metrics import (
+    KAFKA_CONSUMER_LAG,
+    KAFKA_EVENTS_CONSUMED,
+    KAFKA_PRODUCE_DURATION,
+    init_consumer_metrics,
+)
 from pacs_common.settings import KafkaSettings
 from pacs_common.telemetry import configure_tracing, extract_context, inject_headers
 
@@ -34,6 +41,8 @@ TOPIC_INSTANCES = "pacs.instances.v1"
 TOPIC_INDEXED = "pacs.indexed.v1"
 """InstanceIndexed."""
 CONTENT_TYPE = "application/protobuf"
+LAG_INTERVAL_S = 5.0
+"""How often a consumer refreshes ``pacs_kafka_consumer_lag`` (also while its handler is stuck)."""
 
 
 def dead_letter_topic(group_id: str) -> str:
@@ -122,6 +131,7 @@ class EventPublisher:
 
     async def _send(self, topic: str, key: str, message: Message) -> None:
         assert self._producer is not None
+        started = time.perf_counter()
         try:
             await asyncio.wait_for(
                 self._producer.send_and_wait(
@@ -134,6 +144,7 @@ class EventPublisher:
             )
         except (KafkaError, TimeoutError) as exc:
             raise UnavailableError(f"Kafka did not acknowledge the event: {exc!r}") from exc
+        KAFKA_PRODUCE_DURATION.labels(topic).observe(time.perf_counter() - started)
 
 
 Handler = Callable[[ConsumerRecord[bytes, bytes]], Awaitable[None]]
@@ -173,6 +184,7 @@ class EventConsumer:
         self.stats = ConsumerStats()
         self._consumer: AIOKafkaConsumer | None = None
         self._task: asyncio.Task[None] | None = None
+        self._lag_task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         """Join the group and start the loop in a background task."""
@@ -187,15 +199,18 @@ class EventConsumer:
         )
         await consumer.start()
         self._consumer = consumer
+        init_consumer_metrics(self.group_id, self.topics)
         self._task = asyncio.create_task(self._run(), name=f"consumer-{self.group_id}")
+        self._lag_task = asyncio.create_task(self._report_lag(), name=f"lag-{self.group_id}")
 
     async def stop(self) -> None:
         """Stop after the record in hand; safe to call twice."""
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        for task in (self._lag_task, self._task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._task = self._lag_task = None
         consumer, self._consumer = self._consumer, None
         if consumer is not None:
             await consumer.stop()
@@ -208,6 +223,24 @@ class EventConsumer:
             tp = TopicPartition(record.topic, record.partition)
             await consumer.commit({tp: record.offset + 1})
 
+    async def _report_lag(self) -> None:
+        """Export, per assigned partition, how many records lie between the group's committed
+        offset and the end of the partition (the last stable offset: reads are read_committed)."""
+        assert self._consumer is not None
+        consumer = self._consumer
+        while True:
+            try:
+                partitions = list(consumer.assignment())
+                ends = await consumer.end_offsets(partitions) if partitions else {}
+                for tp in partitions:
+                    committed = await consumer.committed(tp) or 0
+                    KAFKA_CONSUMER_LAG.labels(self.group_id, tp.topic, str(tp.partition)).set(
+                        max(0, ends.get(tp, committed) - committed)
+                    )
+            except KafkaError as exc:
+                log.debug("consumer lag not refreshed", extra={"error": repr(exc)})
+            await asyncio.sleep(LAG_INTERVAL_S)
+
     async def _handle_with_retries(self, record: ConsumerRecord[bytes, bytes]) -> None:
         attempt = 0
         delay = 0.2
@@ -216,6 +249,7 @@ class EventConsumer:
             try:
                 await self._call_handler(record)
                 self.stats.handled += 1
+                KAFKA_EVENTS_CONSUMED.labels(self.group_id, record.topic, "ok").inc()
                 return
             except asyncio.CancelledError:
                 raise
@@ -227,12 +261,14 @@ class EventConsumer:
                     )
                 elif is_permanent(exc) or attempt > self.settings.max_retries:
                     await self._dead_letter(record, exc)
+                    KAFKA_EVENTS_CONSUMED.labels(self.group_id, record.topic, "dead_lettered").inc()
                     return
                 else:
                     log.warning(
                         "failure handling an event",
                         extra={"attempt": attempt, "offset": record.offset, "error": repr(exc)},
                     )
+                KAFKA_EVENTS_CONSUMED.labels(self.group_id, record.topic, "retried").inc()
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
 

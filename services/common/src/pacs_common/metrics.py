@@ -1,7 +1,8 @@
 """Prometheus metrics of every cloudpacs service, defined once so names stay consistent.
 
-Each service calls :func:`start_metrics_server` with its ``PACS_METRICS_PORT`` and adds
-:class:`GrpcMetricsInterceptor` to its gRPC server; domain code imports the metric objects below
+Each service calls :func:`start_metrics_server` with its ``metrics_port`` setting
+(``PACS_<SERVICE>_METRICS_PORT``) and adds :class:`GrpcMetricsInterceptor` to its gRPC server;
+domain code imports the metric objects below
 (for example ``DIMSE_OPERATIONS.labels(operation="C-STORE", status="success").inc()``).
 The dashboards in ``infra/dashboards/`` and the alert rules in ``infra/prometheus/rules.yml``
 query exactly these names: rename one here and there together.
@@ -159,6 +160,8 @@ S3_ERRORS = Counter(
 
 # --- Index (indexer) ------------------------------------------------------------------------
 
+QUERY_RETRIEVE_LEVELS = ("PATIENT", "STUDY", "SERIES", "IMAGE")
+"""Values of ``level`` on :data:`INDEX_QUERY_DURATION` (PS3.4 C.6)."""
 INDEX_QUERY_DURATION = Histogram(
     "pacs_index_query_duration_seconds",
     "Time of one index query, by query/retrieve level (PATIENT, STUDY, SERIES, IMAGE).",
@@ -168,7 +171,8 @@ INDEX_QUERY_DURATION = Histogram(
 
 
 # --- Known label combinations at 0 (see the module docstring) -------------------------------
-# Counters only: an initialised histogram would add quantile series that are all NaN.
+# Counters, and the one histogram whose label set is small: an idle histogram adds a whole
+# set of bucket series, so S3 latency per operation appears when the operation is first used.
 
 for _reason in ASSOCIATION_REJECT_REASONS:
     DICOM_ASSOCIATIONS_REJECTED.labels(_reason)
@@ -177,6 +181,8 @@ for _operation in DIMSE_SCP_OPERATIONS:
         DIMSE_OPERATIONS.labels(_operation, _status)
 for _operation in S3_OPERATIONS:
     S3_ERRORS.labels(_operation)
+for _level in QUERY_RETRIEVE_LEVELS:
+    INDEX_QUERY_DURATION.labels(_level)
 
 
 def init_consumer_metrics(group: str, topics: Iterable[str]) -> None:
