@@ -378,13 +378,16 @@ def main() -> None:
     args = parser.parse_args()
     console = Console(width=110)
     backends = ["sqlite", "postgresql"] if args.backend == "both" else [args.backend]
-    rows = [row for backend in backends for row in bench(backend, args, console)]
-    table = Table(title=f"index benchmark: {args.studies} studies, {args.repeat} runs per query")
-    for column in ("backend", "query", "p50 ms", "p95 ms", "results"):
-        table.add_column(column, justify="left" if column in ("backend", "query") else "right")
-    for row in rows:
-        table.add_row(*row)
-    console.print(table)
+    for backend in backends:  # each table as soon as it is known
+        table = Table(
+            title=f"{backend}: {args.studies} studies, {args.repeat} runs per query",
+            width=100,
+        )
+        for column in ("backend", "query", "p50 ms", "p95 ms", "results"):
+            table.add_column(column, justify="left" if column in ("backend", "query") else "right")
+        for row in bench(backend, args, console):
+            table.add_row(*row)
+        console.print(table)
 
 
 if __name__ == "__main__":
