@@ -48,6 +48,7 @@ def e2e_stack(
             indexer_port=config.indexer_port,
             gateway_port=config.gateway_port,
             bucket=bucket,
+            run_dir=run_dir,
         )
     finally:
         stack.stop()

@@ -21,6 +21,7 @@ class RunningStack:
     indexer_port: int
     gateway_port: int
     bucket: str
+    run_dir: Path
     tenant: str = "default"
     ae_title: str = "CLOUDPACS"
 

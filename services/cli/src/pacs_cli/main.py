@@ -9,9 +9,12 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from pacs_cli.index_commands import index_app, reindex
 from pacs_cli.stack import REPO, Stack, StackConfig, grpc_serving, load_infra_env, port_open
 
 app = typer.Typer(help="Run a local cloudpacs stack.", no_args_is_help=True)
+app.command()(reindex)
+app.add_typer(index_app, name="index")
 console = Console()
 
 

@@ -22,6 +22,7 @@ from pacs_indexer.consumer import IndexEventHandler
 from pacs_indexer.database import Database
 from pacs_indexer.extra_attributes import ExtraAttributes, backfill
 from pacs_indexer.header import HeaderReader
+from pacs_indexer.reconcile import Reconciler
 from pacs_indexer.servicer import QueryServicer
 from pacs_indexer.settings import IndexerSettings
 
@@ -80,14 +81,14 @@ class IndexerApp:
             self._storage = open_channel(self.settings.storage_target)
             self._publisher = EventPublisher(self.settings.kafka, source="indexer")
             await self._publisher.start()
+            storage = StorageClient(self._storage, timeout=60)
             handler = IndexEventHandler(
                 self.database,
-                HeaderReader(
-                    StorageClient(self._storage, timeout=60), self.settings.header_prefix_bytes
-                ),
+                HeaderReader(storage, self.settings.header_prefix_bytes),
                 self._publisher,
                 self.extras,
             )
+            self.servicer.reconciler = Reconciler(self.database, handler, storage)
             self.consumer = EventConsumer(
                 self.settings.kafka,
                 self.settings.consumer_group,

@@ -10,7 +10,7 @@ from typing import Any
 import grpc
 from pacs.query.v1 import query_service_pb2 as pb
 from pacs.query.v1 import query_service_pb2_grpc as pb_grpc
-from pacs_common.errors import InvalidArgumentError
+from pacs_common.errors import FailedPreconditionError, InvalidArgumentError
 from pacs_common.metrics import INDEX_QUERY_DURATION
 
 from pacs_indexer.attributes import Level
@@ -23,6 +23,7 @@ from pacs_indexer.query import (
     instance_metadata,
     study_metadata_page,
 )
+from pacs_indexer.reconcile import Reconciler, check, reindex
 
 _Context = grpc.aio.ServicerContext[Any, Any]
 
@@ -44,6 +45,41 @@ class QueryServicer(pb_grpc.QueryServiceServicer):
         self.extras = extras
         self.max_results = max_results
         self.fuzzy_default = fuzzy_default
+        # Set by the app once storage and the event path exist (only when consuming events).
+        self.reconciler: Reconciler | None = None
+
+    async def Reindex(  # noqa: N802  (gRPC method names are the proto's)
+        self, request: pb.ReindexRequest, context: _Context
+    ) -> AsyncIterator[pb.ReindexResponse]:
+        reconciler = self._reconciler(request.tenant)
+        async for progress in reindex(reconciler.handler, reconciler.storage, request.tenant):
+            yield pb.ReindexResponse(
+                total=progress.total, processed=progress.processed, failed=progress.failed
+            )
+
+    async def CheckIndex(  # noqa: N802  (gRPC method names are the proto's)
+        self, request: pb.CheckIndexRequest, context: _Context
+    ) -> pb.CheckIndexResponse:
+        reconciler = self._reconciler(request.tenant)
+        result = await check(reconciler.database, reconciler.storage, request.tenant)
+        listed = request.max_listed or 100
+        return pb.CheckIndexResponse(
+            stored_count=result.stored_count,
+            indexed_count=result.indexed_count,
+            not_indexed_count=len(result.not_indexed),
+            not_in_storage_count=len(result.not_in_storage),
+            not_indexed=result.not_indexed[:listed],
+            not_in_storage=result.not_in_storage[:listed],
+        )
+
+    def _reconciler(self, tenant: str) -> Reconciler:
+        if not tenant:
+            raise InvalidArgumentError("tenant is required")
+        if self.reconciler is None:
+            raise FailedPreconditionError(
+                "this indexer does not reach storage (PACS_INDEXER_CONSUME_EVENTS=false)"
+            )
+        return self.reconciler
 
     async def FindStudies(  # noqa: N802  (gRPC method names are the proto's)
         self, request: pb.FindStudiesRequest, context: _Context

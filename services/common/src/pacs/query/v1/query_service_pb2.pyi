@@ -7,6 +7,7 @@ from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf.internal import containers as _containers
+from pacs.type.v1 import instance_pb2 as _instance_pb2
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -362,3 +363,127 @@ class GetStudyMetadataResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetStudyMetadataResponse: _TypeAlias = GetStudyMetadataResponse  # noqa: Y015
+
+@_typing.final
+class ReindexRequest(_message.Message):
+    """ReindexRequest names the tenant to rebuild."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TENANT_FIELD_NUMBER: _builtins.int
+    tenant: _builtins.str
+    """Tenant whose stored instances are re-read and upserted; required."""
+    def __init__(
+        self,
+        *,
+        tenant: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["tenant", b"tenant"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReindexRequest: _TypeAlias = ReindexRequest  # noqa: Y015
+
+@_typing.final
+class ReindexResponse(_message.Message):
+    """ReindexResponse reports progress; the last message has processed + failed = total."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TOTAL_FIELD_NUMBER: _builtins.int
+    PROCESSED_FIELD_NUMBER: _builtins.int
+    FAILED_FIELD_NUMBER: _builtins.int
+    total: _builtins.int
+    """Stored instances found for the tenant."""
+    processed: _builtins.int
+    """Instances indexed so far."""
+    failed: _builtins.int
+    """Instances that could not be indexed (unreadable header, vanished object)."""
+    def __init__(
+        self,
+        *,
+        total: _builtins.int = ...,
+        processed: _builtins.int = ...,
+        failed: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["failed", b"failed", "processed", b"processed", "total", b"total"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReindexResponse: _TypeAlias = ReindexResponse  # noqa: Y015
+
+@_typing.final
+class CheckIndexRequest(_message.Message):
+    """CheckIndexRequest names the tenant to check."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TENANT_FIELD_NUMBER: _builtins.int
+    MAX_LISTED_FIELD_NUMBER: _builtins.int
+    tenant: _builtins.str
+    """Tenant to compare; required."""
+    max_listed: _builtins.int
+    """How many discrepancies of each kind to list (default 100); counts are always complete."""
+    def __init__(
+        self,
+        *,
+        tenant: _builtins.str = ...,
+        max_listed: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["max_listed", b"max_listed", "tenant", b"tenant"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CheckIndexRequest: _TypeAlias = CheckIndexRequest  # noqa: Y015
+
+@_typing.final
+class CheckIndexResponse(_message.Message):
+    """CheckIndexResponse lists what storage and the index disagree on."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STORED_COUNT_FIELD_NUMBER: _builtins.int
+    INDEXED_COUNT_FIELD_NUMBER: _builtins.int
+    NOT_INDEXED_COUNT_FIELD_NUMBER: _builtins.int
+    NOT_IN_STORAGE_COUNT_FIELD_NUMBER: _builtins.int
+    NOT_INDEXED_FIELD_NUMBER: _builtins.int
+    NOT_IN_STORAGE_FIELD_NUMBER: _builtins.int
+    stored_count: _builtins.int
+    """Instances in storage."""
+    indexed_count: _builtins.int
+    """Instances in the index."""
+    not_indexed_count: _builtins.int
+    """Number of instances in storage but not in the index."""
+    not_in_storage_count: _builtins.int
+    """Number of instances in the index but not in storage."""
+    @_builtins.property
+    def not_indexed(self) -> _containers.RepeatedCompositeFieldContainer[_instance_pb2.InstanceRef]:
+        """Instances in storage but not in the index (at most max_listed)."""
+
+    @_builtins.property
+    def not_in_storage(self) -> _containers.RepeatedCompositeFieldContainer[_instance_pb2.InstanceRef]:
+        """Instances in the index but not in storage (at most max_listed)."""
+
+    def __init__(
+        self,
+        *,
+        stored_count: _builtins.int = ...,
+        indexed_count: _builtins.int = ...,
+        not_indexed_count: _builtins.int = ...,
+        not_in_storage_count: _builtins.int = ...,
+        not_indexed: _abc.Iterable[_instance_pb2.InstanceRef] | None = ...,
+        not_in_storage: _abc.Iterable[_instance_pb2.InstanceRef] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["indexed_count", b"indexed_count", "not_in_storage", b"not_in_storage", "not_in_storage_count", b"not_in_storage_count", "not_indexed", b"not_indexed", "not_indexed_count", b"not_indexed_count", "stored_count", b"stored_count"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CheckIndexResponse: _TypeAlias = CheckIndexResponse  # noqa: Y015

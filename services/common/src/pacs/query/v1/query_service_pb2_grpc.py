@@ -61,6 +61,16 @@ class QueryServiceStub:
                 request_serializer=pacs_dot_query_dot_v1_dot_query__service__pb2.GetStudyMetadataRequest.SerializeToString,
                 response_deserializer=pacs_dot_query_dot_v1_dot_query__service__pb2.GetStudyMetadataResponse.FromString,
                 _registered_method=True)
+        self.Reindex = channel.unary_stream(
+                '/pacs.query.v1.QueryService/Reindex',
+                request_serializer=pacs_dot_query_dot_v1_dot_query__service__pb2.ReindexRequest.SerializeToString,
+                response_deserializer=pacs_dot_query_dot_v1_dot_query__service__pb2.ReindexResponse.FromString,
+                _registered_method=True)
+        self.CheckIndex = channel.unary_unary(
+                '/pacs.query.v1.QueryService/CheckIndex',
+                request_serializer=pacs_dot_query_dot_v1_dot_query__service__pb2.CheckIndexRequest.SerializeToString,
+                response_deserializer=pacs_dot_query_dot_v1_dot_query__service__pb2.CheckIndexResponse.FromString,
+                _registered_method=True)
 
 
 class QueryServiceServicer:
@@ -104,6 +114,20 @@ class QueryServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Reindex(self, request, context):
+        """Reindex rebuilds a tenant's index from what storage holds, streaming progress.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CheckIndex(self, request, context):
+        """CheckIndex compares a tenant's index with storage, both ways.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_QueryServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -131,6 +155,16 @@ def add_QueryServiceServicer_to_server(servicer, server):
                     servicer.GetStudyMetadata,
                     request_deserializer=pacs_dot_query_dot_v1_dot_query__service__pb2.GetStudyMetadataRequest.FromString,
                     response_serializer=pacs_dot_query_dot_v1_dot_query__service__pb2.GetStudyMetadataResponse.SerializeToString,
+            ),
+            'Reindex': grpc.unary_stream_rpc_method_handler(
+                    servicer.Reindex,
+                    request_deserializer=pacs_dot_query_dot_v1_dot_query__service__pb2.ReindexRequest.FromString,
+                    response_serializer=pacs_dot_query_dot_v1_dot_query__service__pb2.ReindexResponse.SerializeToString,
+            ),
+            'CheckIndex': grpc.unary_unary_rpc_method_handler(
+                    servicer.CheckIndex,
+                    request_deserializer=pacs_dot_query_dot_v1_dot_query__service__pb2.CheckIndexRequest.FromString,
+                    response_serializer=pacs_dot_query_dot_v1_dot_query__service__pb2.CheckIndexResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -270,6 +304,60 @@ class QueryService:
             '/pacs.query.v1.QueryService/GetStudyMetadata',
             pacs_dot_query_dot_v1_dot_query__service__pb2.GetStudyMetadataRequest.SerializeToString,
             pacs_dot_query_dot_v1_dot_query__service__pb2.GetStudyMetadataResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Reindex(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/pacs.query.v1.QueryService/Reindex',
+            pacs_dot_query_dot_v1_dot_query__service__pb2.ReindexRequest.SerializeToString,
+            pacs_dot_query_dot_v1_dot_query__service__pb2.ReindexResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CheckIndex(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pacs.query.v1.QueryService/CheckIndex',
+            pacs_dot_query_dot_v1_dot_query__service__pb2.CheckIndexRequest.SerializeToString,
+            pacs_dot_query_dot_v1_dot_query__service__pb2.CheckIndexResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -47,6 +47,10 @@ class QueryServiceStub:
     """GetStudyMetadata streams the headers of every instance of a study (or of one series of
     it) from the index, without reading storage (WADO-RS metadata, PS3.18 10.4).
     """
+    Reindex: _grpc.UnaryStreamMultiCallable[_query_service_pb2.ReindexRequest, _query_service_pb2.ReindexResponse]
+    """Reindex rebuilds a tenant's index from what storage holds, streaming progress."""
+    CheckIndex: _grpc.UnaryUnaryMultiCallable[_query_service_pb2.CheckIndexRequest, _query_service_pb2.CheckIndexResponse]
+    """CheckIndex compares a tenant's index with storage, both ways."""
 
 @_typing.type_check_only
 class QueryServiceAsyncStub(QueryServiceStub):
@@ -67,6 +71,10 @@ class QueryServiceAsyncStub(QueryServiceStub):
     """GetStudyMetadata streams the headers of every instance of a study (or of one series of
     it) from the index, without reading storage (WADO-RS metadata, PS3.18 10.4).
     """
+    Reindex: _aio.UnaryStreamMultiCallable[_query_service_pb2.ReindexRequest, _query_service_pb2.ReindexResponse]  # type: ignore[assignment]
+    """Reindex rebuilds a tenant's index from what storage holds, streaming progress."""
+    CheckIndex: _aio.UnaryUnaryMultiCallable[_query_service_pb2.CheckIndexRequest, _query_service_pb2.CheckIndexResponse]  # type: ignore[assignment]
+    """CheckIndex compares a tenant's index with storage, both ways."""
 
 class QueryServiceServicer(metaclass=_abc_1.ABCMeta):
     """QueryService answers DICOM queries (C-FIND, QIDO-RS) from the index. Matching follows
@@ -114,5 +122,21 @@ class QueryServiceServicer(metaclass=_abc_1.ABCMeta):
         """GetStudyMetadata streams the headers of every instance of a study (or of one series of
         it) from the index, without reading storage (WADO-RS metadata, PS3.18 10.4).
         """
+
+    @_abc_1.abstractmethod
+    def Reindex(
+        self,
+        request: _query_service_pb2.ReindexRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_query_service_pb2.ReindexResponse], _abc.AsyncIterator[_query_service_pb2.ReindexResponse]]:
+        """Reindex rebuilds a tenant's index from what storage holds, streaming progress."""
+
+    @_abc_1.abstractmethod
+    def CheckIndex(
+        self,
+        request: _query_service_pb2.CheckIndexRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_query_service_pb2.CheckIndexResponse, _abc.Awaitable[_query_service_pb2.CheckIndexResponse]]:
+        """CheckIndex compares a tenant's index with storage, both ways."""
 
 def add_QueryServiceServicer_to_server(servicer: QueryServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -1,0 +1,81 @@
+"""``pacs reindex`` and ``pacs index check``: rebuild or verify a tenant's index from storage
+through the indexer's QueryService."""
+
+from __future__ import annotations
+
+import grpc
+import typer
+from pacs.query.v1 import query_service_pb2 as pb
+from pacs.query.v1 import query_service_pb2_grpc as pb_grpc
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+from rich.table import Table
+
+console = Console()
+index_app = typer.Typer(help="Inspect the index.", no_args_is_help=True)
+
+INDEXER_OPTION = typer.Option("127.0.0.1:50052", help="host:port of the indexer's QueryService")
+
+
+def _fail(exc: grpc.RpcError, target: str) -> typer.Exit:
+    code = exc.code() if callable(getattr(exc, "code", None)) else None
+    details = exc.details() if callable(getattr(exc, "details", None)) else str(exc)
+    console.print(f"[red]indexer at {target} answered {code}: {details}[/red]")
+    if code == grpc.StatusCode.UNAVAILABLE:
+        console.print("Is the stack running? Start it with `pacs up` (or pass --indexer).")
+    return typer.Exit(1)
+
+
+def reindex(
+    tenant: str = typer.Option(..., help="tenant whose index is rebuilt from storage"),
+    indexer: str = INDEXER_OPTION,
+) -> None:
+    """Rebuild a tenant's index from what storage holds (idempotent; safe to rerun)."""
+    with grpc.insecure_channel(indexer) as channel:
+        stub = pb_grpc.QueryServiceStub(channel)
+        last = pb.ReindexResponse()
+        columns = [*Progress.get_default_columns()[:-1], MofNCompleteColumn(), TimeElapsedColumn()]
+        try:
+            with Progress(*columns, BarColumn(bar_width=None), console=console) as progress:
+                task = progress.add_task(f"reindexing {tenant}", total=None)
+                for last in stub.Reindex(pb.ReindexRequest(tenant=tenant)):
+                    progress.update(task, total=last.total, completed=last.processed + last.failed)
+        except grpc.RpcError as exc:
+            raise _fail(exc, indexer) from exc
+    console.print(f"{last.processed} of {last.total} instances indexed, {last.failed} failed")
+    if last.failed:
+        console.print("See the indexer's log for why; `pacs index check` lists what is missing.")
+        raise typer.Exit(1)
+
+
+@index_app.command("check")
+def check(
+    tenant: str = typer.Option(..., help="tenant to compare"),
+    indexer: str = INDEXER_OPTION,
+    max_listed: int = typer.Option(20, help="discrepancies listed of each kind"),
+) -> None:
+    """Report instances in storage but not indexed, and indexed but not in storage."""
+    with grpc.insecure_channel(indexer) as channel:
+        stub = pb_grpc.QueryServiceStub(channel)
+        try:
+            result = stub.CheckIndex(pb.CheckIndexRequest(tenant=tenant, max_listed=max_listed))
+        except grpc.RpcError as exc:
+            raise _fail(exc, indexer) from exc
+    console.print(
+        f"tenant {tenant}: {result.stored_count} in storage, {result.indexed_count} indexed; "
+        f"{result.not_indexed_count} not indexed, {result.not_in_storage_count} not in storage"
+    )
+    for title, refs in (
+        ("in storage, not indexed", result.not_indexed),
+        ("indexed, not in storage", result.not_in_storage),
+    ):
+        if refs:
+            table = Table(title=title)
+            for column in ("study", "series", "SOP instance"):
+                table.add_column(column, overflow="fold")  # UIDs are copied whole, never cut
+            for ref in refs:
+                table.add_row(ref.study_instance_uid, ref.series_instance_uid, ref.sop_instance_uid)
+            console.print(table)
+    if result.not_indexed_count or result.not_in_storage_count:
+        console.print(f"Repair with `pacs reindex --tenant {tenant}`.")
+        raise typer.Exit(1)

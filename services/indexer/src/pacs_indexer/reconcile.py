@@ -1,0 +1,113 @@
+"""Rebuild and check a tenant's index against storage.
+
+Storage is the source of truth (DESIGN.md: a crash at any step is repaired by re-consuming or
+reindexing from storage). ``reindex`` re-reads every stored instance of a tenant through the same
+path the event handler uses; ``check`` compares the two sets of SOP Instance UIDs both ways.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+from pacs.type.v1 import instance_pb2
+from pacs_storage.client import StorageClient
+from sqlalchemy import select
+
+from pacs_indexer.consumer import IndexEventHandler
+from pacs_indexer.database import Database
+from pacs_indexer.schema import Instance, Series, Study
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ReindexProgress:
+    """Where a reindex stands."""
+
+    total: int
+    processed: int = 0
+    failed: int = 0
+
+
+@dataclass
+class IndexCheck:
+    """What storage and the index disagree on."""
+
+    stored_count: int = 0
+    indexed_count: int = 0
+    not_indexed: list[instance_pb2.InstanceRef] = field(default_factory=list)
+    not_in_storage: list[instance_pb2.InstanceRef] = field(default_factory=list)
+
+
+async def stored_instances(storage: StorageClient, tenant: str) -> list[instance_pb2.InstanceRef]:
+    """Every instance storage holds for ``tenant`` (current versions only)."""
+    return [info.instance async for info in storage.list_all(tenant)]
+
+
+def indexed_instances(database: Database, tenant: str) -> list[instance_pb2.InstanceRef]:
+    """Every instance the index holds for ``tenant``."""
+    statement = (
+        select(Study.study_instance_uid, Series.series_instance_uid, Instance.sop_instance_uid)
+        .join(Series, Instance.series_pk == Series.id)
+        .join(Study, Series.study_pk == Study.id)
+        .where(Instance.tenant == tenant)
+    )
+    with database.session() as session:
+        return [
+            instance_pb2.InstanceRef(
+                tenant=tenant,
+                study_instance_uid=study,
+                series_instance_uid=series,
+                sop_instance_uid=sop,
+            )
+            for study, series, sop in session.execute(statement)
+        ]
+
+
+async def reindex(
+    handler: IndexEventHandler, storage: StorageClient, tenant: str, every: int = 50
+) -> AsyncIterator[ReindexProgress]:
+    """Index every stored instance of ``tenant`` again; yields progress every ``every``
+    instances and once at the end. Upserts are idempotent, so a rerun is harmless."""
+    refs = await stored_instances(storage, tenant)
+    progress = ReindexProgress(total=len(refs))
+    yield progress
+    for done, ref in enumerate(refs, start=1):
+        try:
+            await handler.index_object(await storage.head(ref))
+            progress.processed += 1
+        except Exception as exc:
+            progress.failed += 1
+            log.warning(
+                "reindex: instance not indexed",
+                extra={"sop": ref.sop_instance_uid, "error": repr(exc)},
+            )
+        if done % every == 0:
+            yield progress
+    yield progress
+
+
+async def check(database: Database, storage: StorageClient, tenant: str) -> IndexCheck:
+    """Compare storage and the index for ``tenant`` by SOP Instance UID."""
+    stored = await stored_instances(storage, tenant)
+    indexed = await asyncio.to_thread(indexed_instances, database, tenant)
+    stored_uids = {ref.sop_instance_uid for ref in stored}
+    indexed_uids = {ref.sop_instance_uid for ref in indexed}
+    return IndexCheck(
+        stored_count=len(stored_uids),
+        indexed_count=len(indexed_uids),
+        not_indexed=[ref for ref in stored if ref.sop_instance_uid not in indexed_uids],
+        not_in_storage=[ref for ref in indexed if ref.sop_instance_uid not in stored_uids],
+    )
+
+
+@dataclass
+class Reconciler:
+    """What ``Reindex`` and ``CheckIndex`` need: the index, the event path and storage."""
+
+    database: Database
+    handler: IndexEventHandler
+    storage: StorageClient
