@@ -1,0 +1,612 @@
+"""DICOM ingest throughput: cloudpacs (gateway → storage → S3 + Kafka) versus Orthanc.
+
+The same CT series is sent with DCMTK ``storescu`` to each target over one association and
+over eight parallel associations (eight ``storescu`` processes, each sending 1/8 of the files),
+and the wall time from the first connection to the last C-STORE response is measured.
+
+* cloudpacs runs as real processes (:class:`pacs_cli.stack.Stack`: storage, indexer and a
+  gateway with ``--workers`` receiving processes) on a fresh bucket per run, over the
+  infrastructure of ``infra/up.sh``. A C-STORE Success means the instance is in S3 and its
+  InstanceStored event was acknowledged by Kafka; after each run the bench counts the objects
+  in the bucket and fails unless every instance is there.
+* Orthanc (Debian 1.10) runs with defaults, ``DicomAlwaysAllowStore`` and a fresh storage
+  folder per run; after each run its ``/statistics`` must count every instance.
+
+DCMTK and Orthanc disable Nagle only when ``TCP_NODELAY=1`` is in their environment (without
+it both are ~30x slower on loopback), so it is set for both.
+
+``--profile DIR`` adds one extra cloudpacs run (eight associations) sampled with py-spy
+(``uvx py-spy record --gil``: only the thread holding the GIL, i.e. Python CPU time) and prints
+the top functions by self and inclusive time of the gateway processes and of the storage
+process; throughput of that run is not reported.
+
+    uv run python services/gateway/bench/bench_ingest.py [--instances N] [--workers N]
+        [--rounds N] [--json FILE] [--profile DIR]
+    (needs infra/up.sh, DCMTK and Orthanc)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import json
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from pacs_cli.stack import Stack, StackConfig, free_port, load_infra_env
+from pacs_common.events import TOPIC_INSTANCES
+from pacs_common.s3 import make_s3_client
+from pacs_common.settings import KafkaSettings, S3Settings
+from pydicom import dcmread
+from pydicom.data import get_testdata_file
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from rich.console import Console
+from rich.table import Table
+
+REPO = Path(__file__).resolve().parents[3]
+CACHE = REPO / ".cache" / "bench" / "ingest"
+STORESCU = "/usr/bin/storescu"  # DCMTK; the venv's pynetdicom ``storescu`` comes first on PATH
+ORTHANC = shutil.which("Orthanc") or "/usr/sbin/Orthanc"
+GENERATOR_VERSION = 1  # bump when the generated files change
+SIDE = 512
+ASSOCIATIONS = (1, 8)
+console = Console()
+
+
+@dataclass
+class Result:
+    """One measured transfer."""
+
+    target: str
+    associations: int
+    instances: int
+    bytes: int
+    seconds: float
+
+    @property
+    def per_second(self) -> float:
+        return self.instances / self.seconds
+
+    @property
+    def mb_per_second(self) -> float:
+        return self.bytes / self.seconds / 1e6
+
+
+# --------------------------------------------------------------------------------------------
+# Data set
+
+
+def ct_slice(rng: np.random.Generator, index: int, count: int) -> np.ndarray:
+    """A 512x512 signed 16-bit CT-like slice: air, a body ellipse with noise, a 'spine'."""
+    y, x = np.mgrid[0:SIDE, 0:SIDE].astype(np.float32)
+    cy, cx = SIDE / 2, SIDE / 2
+    scale = 1.0 - 0.3 * abs(index / max(count - 1, 1) - 0.5)
+    body = ((x - cx) / (200 * scale)) ** 2 + ((y - cy) / (150 * scale)) ** 2 <= 1
+    spine = ((x - cx) / 25) ** 2 + ((y - cy - 90 * scale) / 25) ** 2 <= 1
+    image = np.full((SIDE, SIDE), -1000.0, dtype=np.float32)
+    image[body] = 40.0
+    image[spine] = 700.0
+    image += rng.normal(0, 12, size=image.shape).astype(np.float32)
+    # Stored values with RescaleIntercept -1024, RescaleSlope 1.
+    return np.clip(image + 1024, -2048, 4095).astype(np.int16)
+
+
+def generate(count: int) -> list[Path]:
+    """``count`` CT slices of one series (cached: generated once per count)."""
+    folder = CACHE / f"ct{SIDE}-{count}-v{GENERATOR_VERSION}"
+    marker = folder / "complete"
+    files = [folder / f"{i:05d}.dcm" for i in range(count)]
+    if marker.exists():
+        return files
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    template = dcmread(get_testdata_file("CT_small.dcm"))
+    study, series, frame = generate_uid(), generate_uid(), generate_uid()
+    rng = np.random.default_rng(20240611)
+    started = time.perf_counter()
+    for index, path in enumerate(files):
+        ds = template.copy()
+        sop = generate_uid()
+        ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = study, series, frame
+        ds.SOPInstanceUID = sop
+        ds.file_meta.MediaStorageSOPInstanceUID = sop
+        ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds.SeriesNumber, ds.InstanceNumber = 1, index + 1
+        ds.ImagePositionPatient = [-250.0, -250.0, -index * 1.25]
+        ds.SliceLocation = -index * 1.25
+        ds.SliceThickness = 1.25
+        ds.PixelSpacing = [0.9765625, 0.9765625]
+        ds.Rows = ds.Columns = SIDE
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
+        ds.RescaleIntercept, ds.RescaleSlope = -1024, 1
+        for keyword in ("LargestImagePixelValue", "SmallestImagePixelValue"):
+            if keyword in ds:
+                delattr(ds, keyword)
+        ds.PixelData = ct_slice(rng, index, count).tobytes()
+        ds.save_as(path, enforce_file_format=True)
+    marker.write_text("ok\n")
+    console.print(f"generated {count} CT slices in {folder} ({time.perf_counter() - started:.1f}s)")
+    return files
+
+
+# --------------------------------------------------------------------------------------------
+# Sending
+
+
+def send(files: list[Path], port: int, called_ae: str, associations: int) -> float:
+    """Wall time to send ``files`` with ``associations`` parallel storescu processes.
+
+    Raises:
+        RuntimeError: a storescu process failed.
+    """
+    env = dict(os.environ, TCP_NODELAY="1")
+    shares = [files[i::associations] for i in range(associations)]
+    with tempfile.TemporaryDirectory(prefix="bench-storescu-") as logs:
+        outputs = [Path(logs) / f"storescu-{i}.log" for i in range(associations)]
+        started = time.perf_counter()
+        processes = []
+        for share, output in zip(shares, outputs, strict=True):
+            with output.open("wb") as log:
+                command = [STORESCU, "-aet", "BENCH", "-aec", called_ae, "127.0.0.1", str(port)]
+                processes.append(
+                    subprocess.Popen(  # noqa: S603  (fixed DCMTK binary, our own files)
+                        [*command, *map(str, share)],
+                        env=env,
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                        stdin=subprocess.DEVNULL,
+                    )
+                )
+        codes = [process.wait() for process in processes]
+        elapsed = time.perf_counter() - started
+        failed = [
+            (code, output.read_text(errors="replace")[-2000:])
+            for code, output in zip(codes, outputs, strict=True)
+            if code != 0 or "E: " in output.read_text(errors="replace")
+        ]
+    if failed:
+        code, text = failed[0]
+        raise RuntimeError(f"{len(failed)} storescu process(es) failed (exit {code}):\n{text}")
+    return elapsed
+
+
+# --------------------------------------------------------------------------------------------
+# cloudpacs
+
+
+def s3_client() -> Any:
+    return make_s3_client(S3Settings())
+
+
+def count_objects(client: Any, bucket: str) -> collections.Counter[str]:
+    """Objects in ``bucket`` by kind: instance (current .dcm) or other."""
+    counts: collections.Counter[str] = collections.Counter()
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+        for item in page.get("Contents", []):
+            key = item["Key"]
+            current = key.endswith(".dcm") and ".versions/" not in key
+            counts["instance" if current else "other"] += 1
+    return counts
+
+
+def drop_bucket(client: Any, bucket: str) -> None:
+    """Delete the bench bucket and its objects (bench data must not pile up)."""
+    try:
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+            keys = [{"Key": item["Key"]} for item in page.get("Contents", [])]
+            if keys:
+                client.delete_objects(Bucket=bucket, Delete={"Objects": keys, "Quiet": True})
+        client.delete_bucket(Bucket=bucket)
+    except Exception as exc:  # clean-up is best effort; the result stands
+        console.print(f"[yellow]could not delete bucket {bucket}: {exc}[/yellow]")
+
+
+async def skip_history(group: str) -> None:
+    """Commit the end of the instance topic for the new consumer group ``group``.
+
+    A new group starts at the earliest offset, so the bench's indexer would otherwise replay
+    every InstanceStored event ever published (other tests' and earlier runs', whose objects are
+    not in this bucket) while the bench runs, and compete for the two cores.
+    """
+    settings = KafkaSettings()
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.bootstrap, group_id=group, enable_auto_commit=False
+    )
+    await consumer.start()
+    try:
+        partitions = [
+            TopicPartition(TOPIC_INSTANCES, p)
+            for p in consumer.partitions_for_topic(TOPIC_INSTANCES) or set()
+        ]
+        if not partitions:
+            await consumer.topics()  # refresh metadata once
+            partitions = [
+                TopicPartition(TOPIC_INSTANCES, p)
+                for p in consumer.partitions_for_topic(TOPIC_INSTANCES) or set()
+            ]
+        if partitions:
+            ends = await consumer.end_offsets(partitions)
+            await consumer.commit(dict(ends.items()))
+    finally:
+        await consumer.stop()
+
+
+class CloudpacsTarget:
+    """A fresh cloudpacs stack (own bucket, index and consumer group) for one run."""
+
+    def __init__(self, workers: int) -> None:
+        self.run = uuid.uuid4().hex[:12]
+        self.bucket = f"bench-{self.run}"
+        self.run_dir = Path(tempfile.mkdtemp(prefix="bench-stack-"))
+        self.dicom_port = free_port()
+        self.workers = workers
+        self.consumer_group = f"bench-indexer-{self.run}"
+        self.stack = Stack(
+            StackConfig(
+                run_dir=self.run_dir,
+                storage_port=free_port(),
+                indexer_port=free_port(),
+                gateway_port=free_port(),
+                dicom_port=self.dicom_port,
+                env={
+                    "PACS_S3_BUCKET": self.bucket,
+                    "PACS_INDEXER_CONSUMER_GROUP": self.consumer_group,
+                    "PACS_GATEWAY_WORKERS": str(workers),
+                },
+            )
+        )
+
+    def __enter__(self) -> CloudpacsTarget:
+        asyncio.run(skip_history(self.consumer_group))
+        self.stack.start(timeout_s=90)
+        # The first gateway process binds the port; spawned workers need seconds to import
+        # before they listen too. Measure only once every worker takes connections.
+        wait_listeners(self.dicom_port, self.workers)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stack.stop()
+        shutil.rmtree(self.run_dir, ignore_errors=True)
+
+    def verify(self, client: Any, expected: int) -> None:
+        counts = count_objects(client, self.bucket)
+        if counts["instance"] != expected:
+            raise SystemExit(
+                f"FAIL: cloudpacs bucket {self.bucket} holds {counts['instance']} instances "
+                f"(and {counts['other']} other objects) after {expected} C-STORE successes;"
+                f" logs in {self.run_dir}"
+            )
+
+
+def run_cloudpacs(files: list[Path], associations: int, workers: int, size: int) -> Result:
+    client = s3_client()
+    target = CloudpacsTarget(workers)
+    try:
+        with target:
+            seconds = send(files, target.dicom_port, "CLOUDPACS", associations)
+            target.verify(client, len(files))
+    finally:
+        drop_bucket(client, target.bucket)
+    return Result("cloudpacs", associations, len(files), size, seconds)
+
+
+# --------------------------------------------------------------------------------------------
+# Orthanc
+
+
+def wait_port(port: int, timeout_s: float = 30) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"nothing listens on 127.0.0.1:{port}")
+
+
+def wait_listeners(port: int, count: int, timeout_s: float = 60) -> None:
+    """Wait until ``count`` sockets listen on ``port`` (SO_REUSEPORT workers), per ``ss``."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        listing = subprocess.run(  # noqa: S603
+            ["/usr/bin/ss", "-Hltn", f"sport = :{port}"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        if len(listing.splitlines()) >= count:
+            return
+        time.sleep(0.2)
+    raise RuntimeError(f"fewer than {count} listeners on port {port} after {timeout_s:.0f}s")
+
+
+def http_json(url: str) -> Any:
+    with urllib.request.urlopen(url, timeout=10) as reply:  # noqa: S310  (loopback Orthanc)
+        return json.loads(reply.read())
+
+
+class OrthancTarget:
+    """Orthanc with defaults, a fresh storage folder and loopback-only traffic."""
+
+    def __init__(self) -> None:
+        self.folder = Path(tempfile.mkdtemp(prefix="bench-orthanc-"))
+        self.dicom_port, self.http_port = free_port(), free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> OrthancTarget:
+        config = {
+            "Name": "bench",
+            "StorageDirectory": str(self.folder / "storage"),
+            "IndexDirectory": str(self.folder / "storage"),
+            "DicomPort": self.dicom_port,
+            "HttpPort": self.http_port,
+            "DicomAlwaysAllowStore": True,
+            "RemoteAccessAllowed": False,
+        }
+        (self.folder / "orthanc.json").write_text(json.dumps(config))
+        with (self.folder / "orthanc.log").open("wb") as log:
+            self.process = subprocess.Popen(  # noqa: S603  (the installed Orthanc)
+                [ORTHANC, str(self.folder / "orthanc.json")],
+                env=dict(os.environ, TCP_NODELAY="1"),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                http_json(f"http://127.0.0.1:{self.http_port}/system")
+                break
+            except OSError:
+                if self.process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"Orthanc did not start; log in {self.folder}") from None
+                time.sleep(0.2)
+        wait_port(self.dicom_port)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+    def verify(self, expected: int) -> None:
+        stored = http_json(f"http://127.0.0.1:{self.http_port}/statistics")["CountInstances"]
+        if stored != expected:
+            raise SystemExit(f"FAIL: Orthanc holds {stored} instances after sending {expected}")
+
+
+def run_orthanc(files: list[Path], associations: int, size: int) -> Result:
+    with OrthancTarget() as target:
+        seconds = send(files, target.dicom_port, "ORTHANC", associations)
+        target.verify(len(files))
+    return Result("orthanc", associations, len(files), size, seconds)
+
+
+# --------------------------------------------------------------------------------------------
+# Profile
+
+
+def profile(files: list[Path], workers: int, folder: Path) -> None:
+    """One cloudpacs run with eight associations under py-spy; prints the top functions."""
+    folder.mkdir(parents=True, exist_ok=True)
+    client = s3_client()
+    target = CloudpacsTarget(workers)
+    try:
+        with target:
+            pids = {
+                "gateway": target.stack.process("gateway").pid(),
+                "storage": target.stack.process("storage").pid(),
+            }
+            spies = {}
+            for name, pid in pids.items():
+                command = ["uvx", "py-spy", "record", "--pid", str(pid), "--format", "raw"]
+                command += [
+                    "--rate",
+                    "200",
+                    "--gil",
+                    "-o",
+                    str(folder / f"{name}.txt"),
+                    "--nonblocking",
+                ]
+                if name == "gateway":
+                    command.append("--subprocesses")
+                spies[name] = subprocess.Popen(  # noqa: S603
+                    command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+                )
+            time.sleep(3)  # py-spy attaches (and uvx resolves) before the traffic starts
+            seconds = send(files, target.dicom_port, "CLOUDPACS", 8)
+            for spy in spies.values():
+                spy.send_signal(signal.SIGINT)
+            for name, spy in spies.items():
+                _, err = spy.communicate(timeout=60)
+                if not (folder / f"{name}.txt").exists():
+                    raise RuntimeError(f"py-spy gave no profile of {name}: {err.decode()[-800:]}")
+            target.verify(client, len(files))
+    finally:
+        drop_bucket(client, target.bucket)
+    console.print(f"profiled run: {len(files) / seconds:.1f} instances/s (with py-spy attached)")
+    for name in ("gateway", "storage"):
+        print_profile(name, folder / f"{name}.txt")
+
+
+def print_profile(name: str, path: Path, top: int = 10) -> None:
+    """Top functions by self and inclusive samples of a py-spy ``raw`` (collapsed) profile."""
+    own: collections.Counter[str] = collections.Counter()
+    inclusive: collections.Counter[str] = collections.Counter()
+    total = 0
+    for line in path.read_text().splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack:
+            continue
+        count = int(count_text)
+        frames = [_function(frame) for frame in stack.split(";")]
+        frames = [f for f in frames if not _generic(f)]
+        if not frames:
+            continue
+        total += count
+        own[frames[-1]] += count
+        for frame in set(frames):
+            inclusive[frame] += count
+    for title, counter in (("self", own), ("inclusive", inclusive)):
+        table = Table(title=f"{name}: top {top} by {title} time ({total} samples, GIL held)")
+        table.add_column("function")
+        table.add_column("%", justify="right")
+        for function, count in counter.most_common(top):
+            table.add_row(function, f"{100 * count / max(total, 1):.1f}")
+        console.print(table)
+
+
+GENERIC = ("threading.py", "asyncio/", "runpy", "multiprocessing/", "__main__.py", "<string>")
+
+
+def _generic(function: str) -> bool:
+    """Frames every sample shares (thread and event-loop plumbing): useless in a top 10."""
+    return function.startswith(("process ", "thread ", "spawn_main", " spawn_main")) or any(
+        part in function for part in GENERIC
+    )
+
+
+def _function(frame: str) -> str:
+    """``func (path/to/file.py:123)`` → ``func (file.py)``: aggregate over lines."""
+    function, _, where = frame.partition(" (")
+    file = where.rsplit(":", 1)[0].rstrip(")")
+    marker = "site-packages/"
+    if marker in file:
+        file = file.split(marker, 1)[1]
+    elif "/src/" in file:
+        file = file.split("/src/", 1)[1]
+    return f"{function} ({file})" if file else function
+
+
+# --------------------------------------------------------------------------------------------
+# Report
+
+
+def summarise(results: list[Result]) -> list[Result]:
+    """The median run of each (target, associations)."""
+    groups: dict[tuple[str, int], list[Result]] = collections.defaultdict(list)
+    for result in results:
+        groups[(result.target, result.associations)].append(result)
+    return [
+        Result(
+            target,
+            assoc,
+            runs[0].instances,
+            runs[0].bytes,
+            statistics.median(r.seconds for r in runs),
+        )
+        for (target, assoc), runs in groups.items()
+    ]
+
+
+def print_table(results: list[Result], workers: int, rounds: int) -> None:
+    orthanc = {r.associations: r.per_second for r in results if r.target == "orthanc"}
+    table = Table(
+        title=f"DICOM C-STORE ingest, storescu → target (cloudpacs gateway workers={workers},"
+        f" median of {rounds} round(s))"
+    )
+    for column in (
+        "target",
+        "associations",
+        "instances",
+        "seconds",
+        "inst/s",
+        "MB/s",
+        "vs Orthanc",
+    ):
+        table.add_column(column, justify="left" if column == "target" else "right")
+    for r in sorted(results, key=lambda r: (r.associations, r.target != "orthanc")):
+        ratio = r.per_second / orthanc[r.associations] if r.associations in orthanc else None
+        table.add_row(
+            r.target,
+            str(r.associations),
+            str(r.instances),
+            f"{r.seconds:.2f}",
+            f"{r.per_second:.1f}",
+            f"{r.mb_per_second:.1f}",
+            "" if r.target == "orthanc" or ratio is None else f"{ratio:.2f}",
+        )
+    console.print(table)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--instances", type=int, default=400, help="CT slices (~513 KiB each)")
+    parser.add_argument(
+        "--workers", type=int, default=os.cpu_count() or 1, help="gateway receiving processes"
+    )
+    parser.add_argument("--rounds", type=int, default=1, help="repetitions (median reported)")
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--profile", type=Path, help="also profile a cloudpacs run into DIR")
+    parser.add_argument("--skip-orthanc", action="store_true", help="measure cloudpacs only")
+    parser.add_argument("--show-profile", type=Path, help="only print a --profile DIR again")
+    args = parser.parse_args()
+    for key, value in load_infra_env().items():  # S3 and Kafka endpoints of infra/up.sh
+        os.environ.setdefault(key, value)
+
+    if args.show_profile:
+        for name in ("gateway", "storage"):
+            print_profile(name, args.show_profile / f"{name}.txt")
+        return
+    files = generate(args.instances)
+    size = sum(path.stat().st_size for path in files)
+    console.print(
+        f"{len(files)} files, {size / 1e6:.0f} MB, {size / len(files) / 1024:.0f} KiB each"
+    )
+    results: list[Result] = []
+    for round_number in range(args.rounds):
+        for associations in ASSOCIATIONS:
+            # Alternate targets so both see the same background load (a small shared VM).
+            if not args.skip_orthanc:
+                results.append(run_orthanc(files, associations, size))
+                console.print(f"  round {round_number + 1}: {describe(results[-1])}")
+            results.append(run_cloudpacs(files, associations, args.workers, size))
+            console.print(f"  round {round_number + 1}: {describe(results[-1])}")
+    summary = summarise(results)
+    print_table(summary, args.workers, args.rounds)
+    if args.json:
+        args.json.write_text(
+            json.dumps(
+                {
+                    "workers": args.workers,
+                    "runs": [asdict(r) | {"per_second": r.per_second} for r in results],
+                    "median": [asdict(r) | {"per_second": r.per_second} for r in summary],
+                },
+                indent=2,
+            )
+        )
+    if args.profile:
+        profile(files, args.workers, args.profile)
+
+
+def describe(result: Result) -> str:
+    return (
+        f"{result.target} x {result.associations}: {result.seconds:.2f}s, "
+        f"{result.per_second:.1f} inst/s, {result.mb_per_second:.1f} MB/s"
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())
