@@ -71,4 +71,4 @@ bench: infra ## Benchmarks, each printed as a table: storage vs boto3, index loa
 	$(UV) run python services/storage/bench/bench_storage.py
 	$(UV) run python services/storage/bench/bench_memory.py
 	$(UV) run python services/indexer/bench/bench_index.py --studies $(BENCH_STUDIES)
-	@if [ -f services/gateway/bench/bench_ingest.py ]; then $(UV) run python services/gateway/bench/bench_ingest.py; fi
+	$(UV) run python services/gateway/bench/bench_ingest.py
