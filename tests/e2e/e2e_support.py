@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import subprocess
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from pacs_cli.stack import REPO, Stack
+from pacs_cli.stack import REPO, Stack, StackConfig, free_port
+
+from tests.fixtures.kafka_positions import group_at_end_of_topic
 
 
 @dataclass
@@ -56,3 +62,44 @@ def run_dcmtk(args: list[str], cwd: Path | None = None) -> subprocess.CompletedP
         timeout=120,
         check=False,
     )
+
+
+@contextmanager
+def running_stack(
+    infra_env: dict[str, str], run_dir: Path, env: dict[str, str] | None = None
+) -> Iterator[RunningStack]:
+    """Storage, indexer and gateway as processes on free ports, a bucket and an indexer
+    group of their own; stopped on exit."""
+    bucket = f"e2e-{uuid.uuid4().hex[:16]}"
+    config = StackConfig(
+        run_dir=run_dir,
+        storage_port=free_port(),
+        indexer_port=free_port(),
+        gateway_port=free_port(),
+        dicom_port=free_port(),
+        env={
+            "PACS_S3_BUCKET": bucket,
+            "PACS_INDEXER_CONSUMER_GROUP": f"e2e-indexer-{uuid.uuid4().hex[:8]}",
+            **(env or {}),
+        },
+    )
+    # A fresh group would replay the whole shared topic (every earlier test's events) first.
+    asyncio.run(
+        group_at_end_of_topic(
+            config.env["PACS_INDEXER_CONSUMER_GROUP"], infra_env["PACS_KAFKA_BOOTSTRAP"]
+        )
+    )
+    stack = Stack(config)
+    stack.start(timeout_s=90)
+    try:
+        yield RunningStack(
+            stack=stack,
+            dicom_port=config.dicom_port,
+            storage_port=config.storage_port,
+            indexer_port=config.indexer_port,
+            gateway_port=config.gateway_port,
+            bucket=bucket,
+            run_dir=run_dir,
+        )
+    finally:
+        stack.stop()

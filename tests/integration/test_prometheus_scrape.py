@@ -10,7 +10,6 @@ no series yet. The failure message lists every such query at once.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import math
 import re
@@ -30,12 +29,11 @@ import grpc
 import pytest
 from pacs.storage.v1 import storage_service_pb2, storage_service_pb2_grpc
 from pacs.type.v1 import instance_pb2
-from pacs_cli.stack import REPO, Stack, StackConfig, free_port
+from pacs_cli.stack import REPO, free_port
 from pydicom import dcmread
 from pydicom.data import get_testdata_file
 
-from tests.e2e.e2e_support import RunningStack, run_dcmtk
-from tests.fixtures.kafka_positions import group_at_end_of_topic
+from tests.e2e.e2e_support import RunningStack, run_dcmtk, running_stack
 
 pytestmark = pytest.mark.integration
 
@@ -110,47 +108,19 @@ def scraped_stack(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[RunningStack]:
     """Storage, indexer and gateway as processes, each serving ``/metrics``."""
-    run_dir = tmp_path_factory.mktemp("stack")
-    bucket = f"prom-{uuid.uuid4().hex[:16]}"
-    config = StackConfig(
-        run_dir=run_dir,
-        storage_port=free_port(),
-        indexer_port=free_port(),
-        gateway_port=free_port(),
-        dicom_port=free_port(),
-        env={
-            "PACS_S3_BUCKET": bucket,
-            "PACS_INDEXER_CONSUMER_GROUP": f"prom-indexer-{uuid.uuid4().hex[:8]}",
-            # One receiving process: several add up only through PROMETHEUS_MULTIPROC_DIR,
-            # which the stack's shared environment would hand to every service alike.
-            "PACS_GATEWAY_WORKERS": "1",
-            # Nothing is in flight when the test ends: no need to wait the default 10 s.
-            **{f"PACS_{component.upper()}_SHUTDOWN_GRACE_S": "2" for component in COMPONENTS},
-            **{
-                f"PACS_{component.upper()}_METRICS_PORT": str(port)
-                for component, port in metrics_ports.items()
-            },
+    env = {
+        # One receiving process: several add up only through PROMETHEUS_MULTIPROC_DIR,
+        # which the stack's shared environment would hand to every service alike.
+        "PACS_GATEWAY_WORKERS": "1",
+        # Nothing is in flight when the test ends: no need to wait the default 10 s.
+        **{f"PACS_{component.upper()}_SHUTDOWN_GRACE_S": "2" for component in COMPONENTS},
+        **{
+            f"PACS_{component.upper()}_METRICS_PORT": str(port)
+            for component, port in metrics_ports.items()
         },
-    )
-    # A fresh group would replay the whole shared topic (every earlier test's events) first.
-    asyncio.run(
-        group_at_end_of_topic(
-            config.env["PACS_INDEXER_CONSUMER_GROUP"], infra_env["PACS_KAFKA_BOOTSTRAP"]
-        )
-    )
-    stack = Stack(config)
-    stack.start(timeout_s=90)
-    try:
-        yield RunningStack(
-            stack=stack,
-            dicom_port=config.dicom_port,
-            storage_port=config.storage_port,
-            indexer_port=config.indexer_port,
-            gateway_port=config.gateway_port,
-            bucket=bucket,
-        )
-    finally:
-        stack.stop()
+    }
+    with running_stack(infra_env, tmp_path_factory.mktemp("stack"), env) as stack:
+        yield stack
 
 
 def prometheus_config(metrics_ports: dict[str, int]) -> dict[str, Any]:

@@ -9,7 +9,6 @@ the StudyInstanceUID so that one study's events stay in order on one partition.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 import uuid
@@ -158,6 +157,19 @@ class ConsumerStats:
     dead_lettered: int = 0
 
 
+async def _quietly(awaitable: Awaitable[Any]) -> None:
+    """Await a stopping step, logging (not raising) what a broken connection leaves behind;
+    a cancellation of the caller itself still propagates."""
+    try:
+        await awaitable
+    except asyncio.CancelledError:
+        current = asyncio.current_task()
+        if current is not None and current.cancelling():
+            raise
+    except Exception:
+        log.warning("error while stopping a Kafka consumer", exc_info=True)
+
+
 class EventConsumer:
     """Consumes topics with manual commits: an offset is committed only after its handler's
     side effect is committed, or after the record went to the dead-letter topic.
@@ -204,16 +216,19 @@ class EventConsumer:
         self._lag_task = asyncio.create_task(self._report_lag(), name=f"lag-{self.group_id}")
 
     async def stop(self) -> None:
-        """Stop after the record in hand; safe to call twice."""
+        """Stop consuming; safe to call twice. A record in hand is not committed and comes
+        again (handlers are idempotent). Errors of a broken connection while stopping are
+        logged, not raised: there is nothing left to do with them."""
         for task in (self._lag_task, self._task):
             if task is not None:
                 task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+                await _quietly(task)
         self._task = self._lag_task = None
         consumer, self._consumer = self._consumer, None
         if consumer is not None:
-            await consumer.stop()
+            # aiokafka's fetcher can re-raise the cancellation of its own retry back-off from
+            # close() when the broker connection broke earlier.
+            await _quietly(consumer.stop())
 
     async def _run(self) -> None:
         assert self._consumer is not None

@@ -311,10 +311,14 @@ class StorageCommitmentScp:
             },
         )
         if assoc.is_established and _pause_reactor(assoc):
-            assoc.send_n_event_report(
+            answer, _ = assoc.send_n_event_report(
                 information, event_type, STORAGE_COMMITMENT_PUSH, STORAGE_COMMITMENT_INSTANCE
             )
-            return
+            if answer and "Status" in answer:
+                return
+            # The requester released meanwhile (it ignores reports during release) or did not
+            # answer: deliver on a new association instead (PS3.4 J.3.3).
+            log.info("storage commitment report unanswered; retrying on a new association")
         destination = self._destination_of(caller.tenant, caller.calling_ae_title)
         if destination is None:
             log.warning(
