@@ -12,7 +12,7 @@ import asyncio
 import logging
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from typing import Any, TypeAlias
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -20,11 +20,16 @@ from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
 from pacs_common.errors import PacsError
+from pacs_common.grpc_handlers import (
+    MethodHandler,
+    StreamBehaviour,
+    UnaryBehaviour,
+    iterate_response,
+    rewrap,
+)
 from pacs_common.telemetry import configure_tracing, server_interceptors
 
 log = logging.getLogger(__name__)
-
-MethodHandler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
 
 
 async def _abort_for(exc: BaseException, context: grpc.aio.ServicerContext[Any, Any]) -> None:
@@ -35,69 +40,32 @@ async def _abort_for(exc: BaseException, context: grpc.aio.ServicerContext[Any, 
     await context.abort(grpc.StatusCode.INTERNAL, "internal error; see the service log")
 
 
-def _wrap(handler: MethodHandler) -> MethodHandler:
-    """Wrap each behaviour of a method handler so exceptions become statuses."""
-    passthrough = (grpc.aio.AbortError, asyncio.CancelledError)
+_PASSTHROUGH = (grpc.aio.AbortError, asyncio.CancelledError)
 
-    if handler.unary_unary:
-        inner_uu = handler.unary_unary
 
-        async def unary_unary(request: Any, context: Any) -> Any:
-            try:
-                return await inner_uu(request, context)
-            except passthrough:
-                raise
-            except Exception as exc:
-                await _abort_for(exc, context)
+def _map_unary(inner: UnaryBehaviour) -> UnaryBehaviour:
+    async def behaviour(request: Any, context: Any) -> Any:
+        try:
+            return await inner(request, context)
+        except _PASSTHROUGH:
+            raise
+        except Exception as exc:
+            await _abort_for(exc, context)
 
-        return grpc.unary_unary_rpc_method_handler(
-            unary_unary, handler.request_deserializer, handler.response_serializer
-        )
-    if handler.stream_unary:
-        inner_su = handler.stream_unary
+    return behaviour
 
-        async def stream_unary(request_iterator: Any, context: Any) -> Any:
-            try:
-                return await inner_su(request_iterator, context)
-            except passthrough:
-                raise
-            except Exception as exc:
-                await _abort_for(exc, context)
 
-        return grpc.stream_unary_rpc_method_handler(
-            stream_unary, handler.request_deserializer, handler.response_serializer
-        )
-    if handler.unary_stream:
-        inner_us = handler.unary_stream
+def _map_stream(inner: Callable[[Any, Any], Any]) -> StreamBehaviour:
+    async def behaviour(request: Any, context: Any) -> AsyncIterator[Any]:
+        try:
+            async for item in iterate_response(inner, request, context):
+                yield item
+        except _PASSTHROUGH:
+            raise
+        except Exception as exc:
+            await _abort_for(exc, context)
 
-        async def unary_stream(request: Any, context: Any) -> AsyncIterator[Any]:
-            try:
-                async for item in inner_us(request, context):  # type: ignore[attr-defined]
-                    yield item
-            except passthrough:
-                raise
-            except Exception as exc:
-                await _abort_for(exc, context)
-
-        return grpc.unary_stream_rpc_method_handler(
-            unary_stream, handler.request_deserializer, handler.response_serializer
-        )
-    if handler.stream_stream:
-        inner_ss = handler.stream_stream
-
-        async def stream_stream(request_iterator: Any, context: Any) -> AsyncIterator[Any]:
-            try:
-                async for item in inner_ss(request_iterator, context):  # type: ignore[attr-defined]
-                    yield item
-            except passthrough:
-                raise
-            except Exception as exc:
-                await _abort_for(exc, context)
-
-        return grpc.stream_stream_rpc_method_handler(
-            stream_stream, handler.request_deserializer, handler.response_serializer
-        )
-    return handler
+    return behaviour
 
 
 class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
@@ -112,7 +80,7 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-
         handler = await continuation(handler_call_details)
         if handler is None:
             return handler
-        return _wrap(handler)
+        return rewrap(handler, _map_unary, _map_stream)
 
 
 def build_server(

@@ -31,7 +31,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, TypeAlias
+from typing import Any
 from wsgiref.simple_server import WSGIServer
 
 import grpc
@@ -40,8 +40,13 @@ from prometheus_client.exposition import start_http_server
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from pacs_common.errors import PacsError
-
-MethodHandler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
+from pacs_common.grpc_handlers import (
+    MethodHandler,
+    StreamBehaviour,
+    UnaryBehaviour,
+    iterate_response,
+    rewrap,
+)
 
 MULTIPROC_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
 if _multiproc_dir := os.environ.get(MULTIPROC_DIR_ENV):
@@ -274,53 +279,35 @@ class _CallRecorder:
 
 
 def _instrument(handler: MethodHandler, service: str, method: str) -> MethodHandler:
-    """Wrap whichever of the four behaviours the handler has (unary/stream in and out)."""
-    if handler.unary_unary or handler.stream_unary:
-        inner_unary = handler.unary_unary or handler.stream_unary
+    """Time and count the call, whichever of the four kinds it is."""
 
-        async def unary_response(request: Any, context: Any) -> Any:
+    def unary(inner: UnaryBehaviour) -> UnaryBehaviour:
+        async def behaviour(request: Any, context: Any) -> Any:
             recorder = _CallRecorder(service, method)
             try:
-                response = await inner_unary(request, context)  # type: ignore[misc]
+                response = await inner(request, context)
             except BaseException as exc:
                 recorder.done(exc, context)
                 raise
             recorder.done(None, context)
             return response
 
-        if handler.unary_unary:
-            return grpc.unary_unary_rpc_method_handler(
-                unary_response, handler.request_deserializer, handler.response_serializer
-            )
-        return grpc.stream_unary_rpc_method_handler(
-            unary_response, handler.request_deserializer, handler.response_serializer
-        )
-    if handler.unary_stream or handler.stream_stream:
-        inner_stream = handler.unary_stream or handler.stream_stream
+        return behaviour
 
-        async def stream_response(request: Any, context: Any) -> AsyncIterator[Any]:
+    def stream(inner: Callable[[Any, Any], Any]) -> StreamBehaviour:
+        async def behaviour(request: Any, context: Any) -> AsyncIterator[Any]:
             recorder = _CallRecorder(service, method)
             try:
-                result: Any = inner_stream(request, context)  # type: ignore[misc]
-                if hasattr(result, "__aiter__"):
-                    async for item in result:
-                        yield item
-                else:
-                    # A handler written with ``await context.write(...)`` returns a coroutine.
-                    await result
+                async for item in iterate_response(inner, request, context):
+                    yield item
             except BaseException as exc:
                 recorder.done(exc, context)
                 raise
             recorder.done(None, context)
 
-        if handler.unary_stream:
-            return grpc.unary_stream_rpc_method_handler(
-                stream_response, handler.request_deserializer, handler.response_serializer
-            )
-        return grpc.stream_stream_rpc_method_handler(
-            stream_response, handler.request_deserializer, handler.response_serializer
-        )
-    return handler
+        return behaviour
+
+    return rewrap(handler, unary, stream)
 
 
 class GrpcMetricsInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
