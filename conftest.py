@@ -11,26 +11,12 @@ import os
 import socket
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
+from pacs_cli.stack import infra_environment
 
 from tests.fixtures.scratch_postgres import DEFAULT_URL, scratch_database
-
-REPO = Path(__file__).resolve().parent
-INFRA_ENV = REPO / ".cache" / "run" / "infra.env"
-
-
-def _load_infra_env() -> dict[str, str]:
-    values: dict[str, str] = {}
-    if INFRA_ENV.exists():
-        for line in INFRA_ENV.read_text().splitlines():
-            if "=" in line and not line.lstrip().startswith("#"):
-                key, _, value = line.partition("=")
-                values[key.strip()] = value.strip()
-    values.update({k: v for k, v in os.environ.items() if k.startswith("PACS_")})
-    return values
 
 
 def _reachable(host: str, port: int) -> bool:
@@ -44,7 +30,7 @@ def _reachable(host: str, port: int) -> bool:
 @pytest.fixture(scope="session")
 def infra_env() -> dict[str, str]:
     """Endpoints of the running infrastructure; fails if Kafka or S3 is not reachable."""
-    env = _load_infra_env()
+    env = infra_environment()
     kafka = env.get("PACS_KAFKA_BOOTSTRAP", "127.0.0.1:19092").split(",")[0]
     host, _, port = kafka.rpartition(":")
     s3 = urlparse(env.get("PACS_S3_ENDPOINT", "http://127.0.0.1:17070"))

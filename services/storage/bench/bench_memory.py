@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -24,6 +23,7 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from pacs.type.v1 import instance_pb2
+from pacs_cli.stack import free_port, infra_environment
 from pacs_common.grpc_client import open_channel
 from pacs_common.s3 import make_s3_client
 from pacs_common.settings import S3Settings
@@ -32,24 +32,6 @@ from rich.console import Console
 from rich.table import Table
 
 MIB = 1024 * 1024
-REPO = Path(__file__).resolve().parents[3]
-
-
-def infra_env() -> dict[str, str]:
-    values = dict(os.environ)
-    path = REPO / ".cache" / "run" / "infra.env"
-    if path.exists():
-        for line in path.read_text().splitlines():
-            key, sep, value = line.partition("=")
-            if sep and key.startswith("PACS_"):
-                values.setdefault(key.strip(), value.strip())
-    return values
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def memory_of(pid: int) -> dict[str, int]:
@@ -94,7 +76,7 @@ async def generated(size: int, digest: hashlib._Hash) -> AsyncIterator[bytes]:
 
 
 async def main(size: int) -> None:
-    env = infra_env()
+    env = infra_environment()
     port = free_port()
     bucket = f"bench-{uuid.uuid4().hex[:12]}"
     env.update({"PACS_STORAGE_GRPC_PORT": str(port), "PACS_S3_BUCKET": bucket})

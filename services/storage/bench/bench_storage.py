@@ -23,7 +23,6 @@ import base64
 import hashlib
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -35,6 +34,7 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from pacs.type.v1 import instance_pb2
+from pacs_cli.stack import free_port, infra_environment
 from pacs_common.grpc_client import open_channel
 from pacs_common.s3 import make_s3_client
 from pacs_common.settings import S3Settings
@@ -45,25 +45,6 @@ from rich.table import Table
 MIB = 1024 * 1024
 # (size, repetitions per round): one round stays well under two minutes.
 CASES = [(MIB // 2, 30), (8 * MIB, 8), (256 * MIB, 2)]
-REPO = Path(__file__).resolve().parents[3]
-
-
-def infra_env() -> dict[str, str]:
-    """The environment plus the endpoints written by infra/up.sh (unless already set)."""
-    values = dict(os.environ)
-    path = REPO / ".cache" / "run" / "infra.env"
-    if path.exists():
-        for line in path.read_text().splitlines():
-            key, sep, value = line.partition("=")
-            if sep and key.startswith("PACS_"):
-                values.setdefault(key.strip(), value.strip())
-    return values
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 async def wait_serving(port: int, timeout_s: float = 30) -> None:
@@ -102,7 +83,7 @@ def ref(tenant: str, sop: str) -> instance_pb2.InstanceRef:
 
 
 async def main(rounds: int) -> list[dict[str, object]]:
-    env = infra_env()
+    env = infra_environment()
     port = free_port()
     bucket = f"bench-{uuid.uuid4().hex[:12]}"
     env.update({"PACS_STORAGE_GRPC_PORT": str(port), "PACS_S3_BUCKET": bucket})

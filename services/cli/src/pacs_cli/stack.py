@@ -83,6 +83,11 @@ def load_infra_env() -> dict[str, str]:
     return values
 
 
+def infra_environment() -> dict[str, str]:
+    """The process environment, plus the ``infra/up.sh`` endpoints it does not set itself."""
+    return {**load_infra_env(), **os.environ}
+
+
 def free_port() -> int:
     """A TCP port free on loopback right now."""
     with socket.socket() as sock:
