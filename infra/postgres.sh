@@ -16,6 +16,13 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 PDIR="$RUN/postgres"
+# PostgreSQL refuses to run as root, so its files belong to the OS user 'postgres', which must
+# be able to walk into the repository. A clone under a private folder (mktemp -d is 0700) does
+# not allow that: keep the cluster in a folder of its own under /var/tmp, one per checkout.
+if [[ $EUID -eq 0 ]] && id postgres >/dev/null 2>&1 \
+    && ! runuser -u postgres -- test -x "$REPO" 2>/dev/null; then
+    PDIR="/var/tmp/cloudpacs-postgres-$(printf '%s' "$REPO" | sha256sum | cut -c1-12)"
+fi
 DATA="$PDIR/data"
 LOGFILE="$PDIR/postgres.log"
 PG_USER=postgres
@@ -82,7 +89,7 @@ cmd_start() {
             || die "postgres: user '$PG_USER' cannot reach $PDIR (a parent directory is not world-executable?); move the repo or chmod o+x its parents"
     fi
     if [[ ! -f "$DATA/PG_VERSION" ]]; then
-        log "postgres: initdb into .cache/run/postgres/data ($("$PGBIN/postgres" --version))"
+        log "postgres: initdb into $DATA ($("$PGBIN/postgres" --version))"
         rm -rf "$DATA"
         as_pg "$PGBIN/initdb" -D "$DATA" -A trust -U postgres -E UTF8 --locale=C.UTF-8 --no-sync \
             >"$PDIR/initdb.log" 2>&1 || fail_with_log postgres "$PDIR/initdb.log" "initdb failed"
