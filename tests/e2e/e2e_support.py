@@ -12,9 +12,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from pacs_cli.stack import REPO, Stack, StackConfig, free_port
-
-from tests.fixtures.kafka_positions import group_at_end_of_topic
+from pacs_cli.stack import REPO, Stack, StackConfig, free_port, group_at_end_of_topic
 
 
 @dataclass

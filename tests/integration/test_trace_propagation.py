@@ -17,6 +17,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 from pacs.query.v1 import query_service_pb2, query_service_pb2_grpc
+from pacs_cli.stack import group_at_end_of_topic
 from pacs_common.grpc_client import open_channel
 from pacs_common.settings import KafkaSettings, S3Settings
 from pacs_gateway.app import create_app as create_gateway
@@ -30,8 +31,6 @@ from pydicom.data import get_testdata_file
 from pydicom.uid import generate_uid
 from pynetdicom import AE
 from pynetdicom.sop_class import CTImageStorage
-
-from tests.fixtures.kafka_positions import group_at_end_of_topic
 
 pytestmark = pytest.mark.integration
 

@@ -47,9 +47,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from aiokafka import AIOKafkaConsumer, TopicPartition
-from pacs_cli.stack import Stack, StackConfig, free_port, load_infra_env
-from pacs_common.events import TOPIC_INSTANCES
+from pacs_cli.stack import Stack, StackConfig, free_port, group_at_end_of_topic, load_infra_env
 from pacs_common.s3 import make_s3_client
 from pacs_common.settings import KafkaSettings, S3Settings
 from pydicom import dcmread
@@ -216,36 +214,6 @@ def drop_bucket(client: Any, bucket: str) -> None:
         console.print(f"[yellow]could not delete bucket {bucket}: {exc}[/yellow]")
 
 
-async def skip_history(group: str) -> None:
-    """Commit the end of the instance topic for the new consumer group ``group``.
-
-    A new group starts at the earliest offset, so the bench's indexer would otherwise replay
-    every InstanceStored event ever published (other tests' and earlier runs', whose objects are
-    not in this bucket) while the bench runs, and compete for the two cores.
-    """
-    settings = KafkaSettings()
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.bootstrap, group_id=group, enable_auto_commit=False
-    )
-    await consumer.start()
-    try:
-        partitions = [
-            TopicPartition(TOPIC_INSTANCES, p)
-            for p in consumer.partitions_for_topic(TOPIC_INSTANCES) or set()
-        ]
-        if not partitions:
-            await consumer.topics()  # refresh metadata once
-            partitions = [
-                TopicPartition(TOPIC_INSTANCES, p)
-                for p in consumer.partitions_for_topic(TOPIC_INSTANCES) or set()
-            ]
-        if partitions:
-            ends = await consumer.end_offsets(partitions)
-            await consumer.commit(dict(ends.items()))
-    finally:
-        await consumer.stop()
-
-
 class CloudpacsTarget:
     """A fresh cloudpacs stack (own bucket, index and consumer group) for one run."""
 
@@ -272,7 +240,7 @@ class CloudpacsTarget:
         )
 
     def __enter__(self) -> CloudpacsTarget:
-        asyncio.run(skip_history(self.consumer_group))
+        asyncio.run(group_at_end_of_topic(self.consumer_group, KafkaSettings().bootstrap))
         self.stack.start(timeout_s=90)
         # The first gateway process binds the port; spawned workers need seconds to import
         # before they listen too. Measure only once every worker takes connections.

@@ -17,10 +17,9 @@ from typing import Any
 import pytest
 import pytest_asyncio
 from gateway_helpers import closed_port
+from pacs_cli.stack import group_at_end_of_topic
 from pacs_gateway.app import GatewayApp, create_app
 from pacs_gateway.settings import GatewaySettings
-
-from tests.fixtures.kafka_positions import group_at_end_of_topic
 
 GatewayFactory = Callable[..., Awaitable[GatewayApp]]
 

@@ -16,7 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from pacs_common.events import TOPIC_INSTANCES
 
 REPO = Path(__file__).resolve().parents[4]
 
@@ -223,3 +226,37 @@ class Stack:
     def process(self, name: str) -> ServiceProcess:
         """The process of one service by name."""
         return next(p for p in self.processes if p.spec.name == name)
+
+
+async def group_at_end_of_topic(group_id: str, bootstrap: str) -> None:
+    """Commit the end of the shared instances topic as ``group_id``'s position.
+
+    A new consumer group starts at the topic's beginning, so a test's or a benchmark's fresh
+    indexer would otherwise replay every event ever published (for objects long gone from its
+    bucket) while it runs. The consumer must be assigned the partitions for the commit to be
+    taken.
+    """
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        described = await admin.describe_topics([TOPIC_INSTANCES])
+    finally:
+        await admin.close()
+    partitions = [
+        TopicPartition(TOPIC_INSTANCES, p["partition"])
+        for topic in described
+        if topic.get("error_code", 0) == 0
+        for p in topic["partitions"]
+    ]
+    if not partitions:
+        return  # the topic does not exist yet: a new group starts at its beginning anyway
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, group_id=group_id, enable_auto_commit=False
+    )
+    await consumer.start()
+    try:
+        ends = await consumer.end_offsets(partitions)
+        consumer.assign(partitions)
+        await consumer.commit(dict(ends.items()))
+    finally:
+        await consumer.stop()
