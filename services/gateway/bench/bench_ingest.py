@@ -42,11 +42,12 @@ import tempfile
 import time
 import urllib.request
 import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from cpu_meter import CLIENT, CpuMeter, infra_pids
 from pacs_cli.stack import Stack, StackConfig, free_port, group_at_end_of_topic, load_infra_env
 from pacs_common.s3 import make_s3_client
 from pacs_common.settings import KafkaSettings, S3Settings
@@ -63,7 +64,7 @@ ORTHANC = shutil.which("Orthanc") or "/usr/sbin/Orthanc"
 GENERATOR_VERSION = 1  # bump when the generated files change
 SIDE = 512
 ASSOCIATIONS = (1, 8)
-console = Console()
+console = Console(width=max(Console().width, 120))  # the tables are wide; logs are files
 
 
 @dataclass
@@ -75,6 +76,8 @@ class Result:
     instances: int
     bytes: int
     seconds: float
+    cpu_seconds: dict[str, float] = field(default_factory=dict)
+    """CPU time each process (tree) used during the transfer, by name."""
 
     @property
     def per_second(self) -> float:
@@ -146,8 +149,11 @@ def generate(count: int) -> list[Path]:
 # Sending
 
 
-def send(files: list[Path], port: int, called_ae: str, associations: int) -> float:
-    """Wall time to send ``files`` with ``associations`` parallel storescu processes.
+def send(
+    files: list[Path], port: int, called_ae: str, associations: int, meter: CpuMeter
+) -> tuple[float, dict[str, float]]:
+    """Wall time to send ``files`` with ``associations`` parallel storescu processes (``meter``
+    counts the CPU time of the same span).
 
     Raises:
         RuntimeError: a storescu process failed.
@@ -156,6 +162,7 @@ def send(files: list[Path], port: int, called_ae: str, associations: int) -> flo
     shares = [files[i::associations] for i in range(associations)]
     with tempfile.TemporaryDirectory(prefix="bench-storescu-") as logs:
         outputs = [Path(logs) / f"storescu-{i}.log" for i in range(associations)]
+        meter.start()
         started = time.perf_counter()
         processes = []
         for share, output in zip(shares, outputs, strict=True):
@@ -172,6 +179,7 @@ def send(files: list[Path], port: int, called_ae: str, associations: int) -> flo
                 )
         codes = [process.wait() for process in processes]
         elapsed = time.perf_counter() - started
+        cpu = meter.stop()
         failed = [
             (code, output.read_text(errors="replace")[-2000:])
             for code, output in zip(codes, outputs, strict=True)
@@ -180,7 +188,7 @@ def send(files: list[Path], port: int, called_ae: str, associations: int) -> flo
     if failed:
         code, text = failed[0]
         raise RuntimeError(f"{len(failed)} storescu process(es) failed (exit {code}):\n{text}")
-    return elapsed
+    return elapsed, cpu
 
 
 # --------------------------------------------------------------------------------------------
@@ -251,6 +259,15 @@ class CloudpacsTarget:
         self.stack.stop()
         shutil.rmtree(self.run_dir, ignore_errors=True)
 
+    def cpu_meter(self) -> CpuMeter:
+        """A meter of the stack's services (gateway with its workers) and of S3 and Kafka."""
+        roots = {}
+        for name in ("gateway", "storage", "indexer"):
+            pid = self.stack.process(name).pid()
+            if pid is not None:
+                roots[name] = pid
+        return CpuMeter(roots | infra_pids())
+
     def verify(self, client: Any, expected: int) -> None:
         counts = count_objects(client, self.bucket)
         if counts["instance"] != expected:
@@ -266,11 +283,13 @@ def run_cloudpacs(files: list[Path], associations: int, workers: int, size: int)
     target = CloudpacsTarget(workers)
     try:
         with target:
-            seconds = send(files, target.dicom_port, "CLOUDPACS", associations)
+            seconds, cpu = send(
+                files, target.dicom_port, "CLOUDPACS", associations, target.cpu_meter()
+            )
             target.verify(client, len(files))
     finally:
         drop_bucket(client, target.bucket)
-    return Result("cloudpacs", associations, len(files), size, seconds)
+    return Result("cloudpacs", associations, len(files), size, seconds, cpu)
 
 
 # --------------------------------------------------------------------------------------------
@@ -367,9 +386,16 @@ class OrthancTarget:
 
 def run_orthanc(files: list[Path], associations: int, size: int) -> Result:
     with OrthancTarget() as target:
-        seconds = send(files, target.dicom_port, "ORTHANC", associations)
+        assert target.process is not None
+        seconds, cpu = send(
+            files,
+            target.dicom_port,
+            "ORTHANC",
+            associations,
+            CpuMeter({"Orthanc": target.process.pid}),
+        )
         target.verify(len(files))
-    return Result("orthanc", associations, len(files), size, seconds)
+    return Result("orthanc", associations, len(files), size, seconds, cpu)
 
 
 # --------------------------------------------------------------------------------------------
@@ -404,7 +430,7 @@ def profile(files: list[Path], workers: int, folder: Path) -> None:
                     command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
                 )
             time.sleep(3)  # py-spy attaches (and uvx resolves) before the traffic starts
-            seconds = send(files, target.dicom_port, "CLOUDPACS", 8)
+            seconds, _ = send(files, target.dicom_port, "CLOUDPACS", 8, target.cpu_meter())
             for spy in spies.values():
                 spy.send_signal(signal.SIGINT)
             for name, spy in spies.items():
@@ -477,16 +503,14 @@ def summarise(results: list[Result]) -> list[Result]:
     groups: dict[tuple[str, int], list[Result]] = collections.defaultdict(list)
     for result in results:
         groups[(result.target, result.associations)].append(result)
-    return [
-        Result(
-            target,
-            assoc,
-            runs[0].instances,
-            runs[0].bytes,
-            statistics.median(r.seconds for r in runs),
+    summary = []
+    for (target, assoc), runs in groups.items():
+        median = statistics.median(r.seconds for r in runs)
+        closest = min(runs, key=lambda r: abs(r.seconds - median))
+        summary.append(
+            Result(target, assoc, runs[0].instances, runs[0].bytes, median, closest.cpu_seconds)
         )
-        for (target, assoc), runs in groups.items()
-    ]
+    return summary
 
 
 def print_table(results: list[Result], workers: int, rounds: int) -> None:
@@ -515,6 +539,36 @@ def print_table(results: list[Result], workers: int, rounds: int) -> None:
             f"{r.per_second:.1f}",
             f"{r.mb_per_second:.1f}",
             "" if r.target == "orthanc" or ratio is None else f"{ratio:.2f}",
+        )
+    console.print(table)
+
+
+def print_cpu_table(results: list[Result]) -> None:
+    """Where the time goes: CPU milliseconds per instance by process, the rate the cores allow,
+    and the C-STORE round trip seen by one association.
+
+    The ceiling is cores / (CPU time per instance): no number of associations goes faster when
+    every process shares the same cores, which is what bounds the 8-association runs. One
+    association waits for each response before sending the next instance, so its rate is
+    bounded by the round trip instead.
+    """
+    cores = os.cpu_count() or 1
+    names = [CLIENT, "gateway", "storage", "indexer", "S3 server", "Kafka", "Orthanc"]
+    present = [n for n in names if any(n in r.cpu_seconds for r in results)]
+    table = Table(title=f"Where the time goes: CPU ms per instance by process ({cores} cores)")
+    headers = ["target", "assoc", *present, "total", "ceiling/s", "round trip ms"]
+    for column in headers:
+        table.add_column(column, justify="left" if column == "target" else "right")
+    for r in sorted(results, key=lambda r: (r.associations, r.target != "orthanc")):
+        per_instance = {n: 1000 * s / r.instances for n, s in r.cpu_seconds.items()}
+        total = sum(per_instance.values())
+        table.add_row(
+            r.target,
+            str(r.associations),
+            *(f"{per_instance[n]:.1f}" if n in per_instance else "" for n in present),
+            f"{total:.1f}",
+            f"{cores * 1000 / total:.0f}" if total else "",
+            f"{1000 * r.seconds * r.associations / r.instances:.1f}",
         )
     console.print(table)
 
@@ -554,6 +608,7 @@ def main() -> None:
             console.print(f"  round {round_number + 1}: {describe(results[-1])}")
     summary = summarise(results)
     print_table(summary, args.workers, args.rounds)
+    print_cpu_table(summary)
     if args.json:
         args.json.write_text(
             json.dumps(

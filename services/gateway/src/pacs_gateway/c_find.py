@@ -45,6 +45,23 @@ PATIENT_COUNTS = {
 PATIENT_LEVEL_KEYS = ("PatientID", "IssuerOfPatientID")
 
 
+class Cancellation:
+    """Whether a C-CANCEL arrived for one C-FIND, remembered once seen.
+
+    pynetdicom's ``Event.is_cancelled`` forgets the C-CANCEL when it answers True, so a
+    second look would miss it and the C-FIND would end with Success after only some of the
+    matches, which claims that every match was sent (PS3.4 C.4.1.3.1).
+    """
+
+    def __init__(self, event: Any) -> None:
+        self._event = event
+        self._seen = False
+
+    def __call__(self) -> bool:
+        self._seen = self._seen or bool(self._event.is_cancelled)
+        return self._seen
+
+
 class Finder:
     """Pages through the index for one level."""
 
@@ -132,22 +149,25 @@ class FindScp:
             raise InvalidIdentifierError("identifier cannot be decoded") from exc
         request = find_request_of(identifier, model)
         levels = levels_of(model)
+        cancelled = Cancellation(event)
         if request.level == "PATIENT":
-            results: Iterator[Dataset] = self._patients(event, request, caller.tenant)
+            results: Iterator[Dataset] = self._patients(cancelled, request, caller.tenant)
         else:
-            results = self._pages(event, request, caller.tenant)
+            results = self._pages(cancelled, request, caller.tenant)
         for result in results:
-            if event.is_cancelled:
+            if cancelled():
                 yield status.CANCEL, None
                 return
             yield status.PENDING, response_of(result, request, self._ae_title, levels)
-        if event.is_cancelled:
+        if cancelled():  # also when paging stopped on the C-CANCEL (PS3.4 C.4.1.3.1)
             yield status.CANCEL, None
 
-    def _pages(self, event: Any, request: FindRequest, tenant: str) -> Iterator[Dataset]:
+    def _pages(
+        self, cancelled: Cancellation, request: FindRequest, tenant: str
+    ) -> Iterator[Dataset]:
         """Every match of ``request``, fetched one page at a time until cancelled."""
         offset = 0
-        while not event.is_cancelled:
+        while not cancelled():
             query = request.query(tenant, limit=self._page_size, offset=offset)
             page, total = self._io.run(
                 self._finder.find(request.level, query), timeout=self._timeout_s
@@ -158,7 +178,9 @@ class FindScp:
             if not page or offset >= total:
                 return
 
-    def _patients(self, event: Any, request: FindRequest, tenant: str) -> Iterator[Dataset]:
+    def _patients(
+        self, cancelled: Cancellation, request: FindRequest, tenant: str
+    ) -> Iterator[Dataset]:
         """PATIENT level: study matches grouped by patient, with the related counts."""
         wanted_counts = [k for k in PATIENT_COUNTS if k in request.identifier]
         match = dict(request.match)
@@ -177,7 +199,7 @@ class FindScp:
         )
         patients: dict[tuple[str, str], Dataset] = {}
         counts: dict[tuple[str, str], list[int]] = {}
-        for study in self._pages(event, study_request, tenant):
+        for study in self._pages(cancelled, study_request, tenant):
             key = (str(study.get("PatientID", "")), str(study.get("IssuerOfPatientID", "")))
             patients.setdefault(key, study)
             totals = counts.setdefault(key, [0, 0, 0])

@@ -16,13 +16,14 @@ from collections.abc import Callable
 from typing import Any
 
 from pacs.type.v1 import instance_pb2
+from pacs_common.dicom import UnreadableDicomError
 from pacs_common.errors import InvalidArgumentError, PacsError, UnavailableError
 from pacs_common.metrics import DICOM_CSTORE_BYTES, DICOM_CSTORE_DURATION
 from pydicom.dataset import Dataset
 
 from pacs_gateway import status
 from pacs_gateway.admission import Caller
-from pacs_gateway.ingest import Ingest, UnreadableObjectError, instance_ref_of
+from pacs_gateway.ingest import Ingest, instance_ref_of
 from pacs_gateway.io_loop import IoLoop
 
 log = logging.getLogger(__name__)
@@ -69,7 +70,7 @@ class StoreScp:
         try:
             part10 = event.encoded_dataset()
             instance = instance_ref_of(part10, caller.tenant)
-        except UnreadableObjectError as exc:
+        except UnreadableDicomError as exc:
             raise _RefusedError(status.UNREADABLE_DATASET, "dataset cannot be parsed") from exc
         except InvalidArgumentError as exc:
             raise _RefusedError(status.INVALID_IDENTIFIERS, exc.message) from exc

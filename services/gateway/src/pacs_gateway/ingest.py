@@ -16,14 +16,9 @@ from typing import Protocol
 
 from pacs.storage.v1 import storage_service_pb2 as storage_pb
 from pacs.type.v1 import instance_pb2
-from pacs_common.dicom import identifiers_of, read_header
-from pacs_common.errors import InvalidArgumentError
+from pacs_common.dicom import identifiers_of_part10
 
 from pacs_gateway.upstream import from_exception
-
-
-class UnreadableObjectError(InvalidArgumentError):
-    """The bytes are not a readable DICOM Part 10 object."""
 
 
 class InstanceStore(Protocol):
@@ -46,18 +41,10 @@ def instance_ref_of(part10: bytes, tenant: str) -> instance_pb2.InstanceRef:
     """Address a Part 10 object: its checked UIDs under ``tenant``.
 
     Raises:
-        UnreadableObjectError: the header cannot be parsed.
+        UnreadableDicomError: the header cannot be parsed.
         InvalidArgumentError: a UID is missing or invalid, or the transfer syntax is absent.
     """
-    try:
-        dataset = read_header(part10)
-    except InvalidArgumentError as exc:
-        raise UnreadableObjectError(exc.message) from exc
-    meta = getattr(dataset, "file_meta", None)
-    transfer_syntax = str(getattr(meta, "TransferSyntaxUID", "") or "")
-    if not transfer_syntax:
-        raise InvalidArgumentError("file meta information has no TransferSyntaxUID (PS3.10 7.1)")
-    ids = identifiers_of(dataset, transfer_syntax)
+    ids = identifiers_of_part10(part10)
     return instance_pb2.InstanceRef(
         tenant=tenant,
         study_instance_uid=ids.study_instance_uid,
