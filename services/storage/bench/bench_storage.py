@@ -8,7 +8,11 @@ fair: a Put computes the SHA-256 and sends it as ``ChecksumSHA256`` (S3 verifies
 reads the whole body and hashes it. A service Put also waits for Kafka to acknowledge
 InstanceStored, which boto3 of course does not.
 
-Service and boto3 repetitions alternate, so both see the same background load (the development
+A third column moves the same bytes through the same client and server set-up with nothing
+behind it (``transport_only.py``): the cost of the gRPC hop alone. Where that alone takes as
+long as boto3's whole transfer (large Gets), no S3 tuning can bring the service near boto3.
+
+Service, boto3 and transport-only repetitions alternate, so both see the same background load (the development
 VM is small and shared); the table shows medians.
 
     uv run python services/storage/bench/bench_storage.py [--rounds N] [--json FILE]
@@ -45,6 +49,9 @@ from rich.table import Table
 MIB = 1024 * 1024
 # (size, repetitions per round): one round stays well under two minutes.
 CASES = [(MIB // 2, 30), (8 * MIB, 8), (256 * MIB, 2)]
+
+
+TRANSPORT_ONLY = Path(__file__).with_name("transport_only.py")
 
 
 async def wait_serving(port: int, timeout_s: float = 30) -> None:
@@ -94,11 +101,18 @@ async def main(rounds: int) -> list[dict[str, object]]:
     service = subprocess.Popen(  # noqa: ASYNC220
         [sys.executable, "-m", "pacs_storage"], env=env, stderr=subprocess.DEVNULL
     )
+    hop_port = free_port()
+    transport_only = subprocess.Popen(  # noqa: ASYNC220, S603  (our own script)
+        [sys.executable, str(TRANSPORT_ONLY), str(hop_port)], env=env, stderr=subprocess.DEVNULL
+    )
     seconds: dict[tuple[int, str], list[float]] = {}
     try:
         await wait_serving(port)
+        await wait_serving(hop_port)
         channel = open_channel(f"127.0.0.1:{port}")
         client = StorageClient(channel, timeout=600)
+        hop_channel = open_channel(f"127.0.0.1:{hop_port}")
+        hop = StorageClient(hop_channel, timeout=600)
         for round_no in range(rounds):
             for size, reps in CASES:
                 data = os.urandom(size)
@@ -113,6 +127,13 @@ async def main(rounds: int) -> list[dict[str, object]]:
                         body = await client.get(ref("bench", sop))
                         assert len(body) == size
 
+                    async def hop_put(sop: str = sop, data: bytes = data) -> None:
+                        await hop.put(ref("bench", sop), data)
+
+                    async def hop_get(sop: str = sop, size: int = size) -> None:
+                        body = await hop.get(ref("bench", sop))
+                        assert len(body) == size
+
                     async def raw_put(key: str = raw_key, data: bytes = data) -> None:
                         digest = base64.b64encode(hashlib.sha256(data).digest()).decode()
                         s3.put_object(Bucket=bucket, Key=key, Body=data, ChecksumSHA256=digest)
@@ -125,27 +146,49 @@ async def main(rounds: int) -> list[dict[str, object]]:
                     for name, action in (
                         ("svc_put", svc_put),
                         ("raw_put", raw_put),
+                        ("hop_put", hop_put),
                         ("svc_get", svc_get),
                         ("raw_get", raw_get),
+                        ("hop_get", hop_get),
                     ):
                         seconds.setdefault((size, name), []).append(await timed(action))
         await channel.close(None)
+        await hop_channel.close(None)
     finally:
-        service.terminate()
-        service.wait(30)
+        for process in (service, transport_only):
+            process.terminate()
+            process.wait(30)
         for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
             for item in page.get("Contents", []):
                 s3.delete_object(Bucket=bucket, Key=item["Key"])
         s3.delete_bucket(Bucket=bucket)
 
-    table = Table(title="StorageService (own process) vs plain boto3, median MB/s, same S3 server")
-    for column in ("object", "runs", "op", "service MB/s", "boto3 MB/s", "service time/boto3"):
+    return summarise(seconds)
+
+
+def summarise(seconds: dict[tuple[int, str], list[float]]) -> list[dict[str, object]]:
+    """Print the table of medians and return them."""
+    table = Table(
+        title="StorageService (own process) vs plain boto3, median MB/s, same S3 server;"
+        " 'gRPC hop alone' is the same client and server set-up moving the bytes with no S3"
+    )
+    for column in (
+        "object",
+        "runs",
+        "op",
+        "service MB/s",
+        "boto3 MB/s",
+        "gRPC hop alone MB/s",
+        "service time/boto3",
+        "hop alone time/boto3",
+    ):
         table.add_column(column, justify="right")
     summary: list[dict[str, object]] = []
     for size, _ in CASES:
         for op in ("put", "get"):
             svc = statistics.median(seconds[(size, f"svc_{op}")])
             raw = statistics.median(seconds[(size, f"raw_{op}")])
+            alone = statistics.median(seconds[(size, f"hop_{op}")])
             runs = len(seconds[(size, f"svc_{op}")])
             table.add_row(
                 f"{size / MIB:g} MiB",
@@ -153,10 +196,14 @@ async def main(rounds: int) -> list[dict[str, object]]:
                 op,
                 f"{size / MIB / svc:.1f}",
                 f"{size / MIB / raw:.1f}",
+                f"{size / MIB / alone:.1f}",
                 f"{svc / raw:.2f}",
+                f"{alone / raw:.2f}",
             )
-            summary.append({"size": size, "op": op, "service_s": svc, "boto3_s": raw})
-    Console().print(table)
+            summary.append(
+                {"size": size, "op": op, "service_s": svc, "boto3_s": raw, "hop_alone_s": alone}
+            )
+    Console(width=max(Console().width, 130)).print(table)
     return summary
 
 
