@@ -9,6 +9,8 @@ import socket
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+from pacs_gateway import status
+from pacs_gateway.find_identifier import STUDY_ROOT_FIND
 from pydicom import dcmread
 from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset
@@ -192,3 +194,42 @@ async def wait_for_port(port: int, within_s: float = 10) -> None:
         writer.close()
         await writer.wait_closed()
         return
+
+
+async def stored_and_indexed(
+    port: int, paths: list[Path], calling: str = "MODALITY", within_s: float = 90
+) -> set[str]:
+    """C-STORE ``paths`` to the gateway on ``port`` as ``calling``, then wait until C-FIND (Study
+    Root, IMAGE level, per series of each study) finds every one of them; their SOP Instance
+    UIDs."""
+    statuses = await asyncio.to_thread(scu_store_files, port, paths, calling)
+    assert statuses == [status.SUCCESS] * len(paths)
+    headers = [dcmread(p, stop_before_pixels=True) for p in paths]
+    wanted = {str(h.SOPInstanceUID) for h in headers}
+
+    async def matches(identifier: Dataset, keyword: str) -> set[str]:
+        responses = await asyncio.to_thread(scu_find, port, identifier, STUDY_ROOT_FIND, calling)
+        return {
+            str(getattr(ds, keyword))
+            for code, ds in responses
+            if code == status.PENDING and ds is not None
+        }
+
+    async def indexed() -> bool:
+        found: set[str] = set()
+        for study in {str(h.StudyInstanceUID) for h in headers}:
+            series = Dataset()
+            series.QueryRetrieveLevel = "SERIES"
+            series.StudyInstanceUID = study
+            series.SeriesInstanceUID = ""
+            for series_uid in await matches(series, "SeriesInstanceUID"):
+                image = Dataset()
+                image.QueryRetrieveLevel = "IMAGE"
+                image.StudyInstanceUID = study
+                image.SeriesInstanceUID = series_uid
+                image.SOPInstanceUID = ""
+                found |= await matches(image, "SOPInstanceUID")
+        return found >= wanted
+
+    assert await eventually(indexed, within_s=within_s)
+    return wanted

@@ -10,12 +10,11 @@ from typing import Any
 import pytest
 from gateway_helpers import (
     Storescp,
-    eventually,
     free_port,
     run_dcmtk,
     sample_path,
     scu_find,
-    scu_store_files,
+    stored_and_indexed,
 )
 from pacs_gateway import status
 from pacs_gateway.find_identifier import STUDY_ROOT_FIND, STUDY_ROOT_MOVE
@@ -75,36 +74,7 @@ def _study(name: str) -> str:
 
 
 async def _stored_and_indexed(gateway: Any, names: list[str], calling: str = "MODALITY") -> None:
-    paths = [sample_path(n) for n in names]
-    statuses = await asyncio.to_thread(scu_store_files, gateway.dicom_port, paths, calling)
-    assert statuses == [status.SUCCESS] * len(paths)
-    wanted = {str(dcmread(p, stop_before_pixels=True).SOPInstanceUID) for p in paths}
-
-    async def indexed() -> bool:
-        identifier = Dataset()
-        identifier.QueryRetrieveLevel = "IMAGE"
-        identifier.StudyInstanceUID = "\\".join({_study(n) for n in names})
-        identifier.SeriesInstanceUID = ""
-        identifier.SOPInstanceUID = ""
-        # IMAGE level in Study Root needs the series: ask per study at SERIES level first
-        found: set[str] = set()
-        series = Dataset()
-        series.QueryRetrieveLevel = "SERIES"
-        series.StudyInstanceUID = identifier.StudyInstanceUID
-        series.SeriesInstanceUID = ""
-        for code, ds in await asyncio.to_thread(
-            scu_find, gateway.dicom_port, series, STUDY_ROOT_FIND, calling
-        ):
-            if code == status.PENDING and ds is not None:
-                identifier.SeriesInstanceUID = ds.SeriesInstanceUID
-                for c, inst in await asyncio.to_thread(
-                    scu_find, gateway.dicom_port, identifier, STUDY_ROOT_FIND, calling
-                ):
-                    if c == status.PENDING and inst is not None:
-                        found.add(str(inst.SOPInstanceUID))
-        return found >= wanted
-
-    assert await eventually(indexed, within_s=90)
+    await stored_and_indexed(gateway.dicom_port, [sample_path(n) for n in names], calling)
 
 
 async def test_movescu_study_to_storescp_as_stored(

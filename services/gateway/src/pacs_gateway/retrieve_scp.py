@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 
 UNABLE_TO_CALCULATE_MATCHES = 0xA701
 """Refused: Out of Resources - Unable to calculate number of matches (PS3.4 C.4.2.1.5,
-C.4.3.1.5): the index or storage is unavailable, retry later."""
+C.4.3.1.4): the index or storage is unavailable, retry later."""
 VERIFICATION = "1.2.840.10008.1.1"
 
 Located = tuple[Dataset | None, list[instance_pb2.InstanceRef]]
