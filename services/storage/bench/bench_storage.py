@@ -12,8 +12,8 @@ A third column moves the same bytes through the same client and server set-up wi
 behind it (``transport_only.py``): the cost of the gRPC hop alone. Where that alone takes as
 long as boto3's whole transfer (large Gets), no S3 tuning can bring the service near boto3.
 
-Service, boto3 and transport-only repetitions alternate, so both see the same background load (the development
-VM is small and shared); the table shows medians.
+Service, boto3 and transport-only repetitions alternate, so all three see the same background
+load (the development VM is small and shared); the table shows medians.
 
     uv run python services/storage/bench/bench_storage.py [--rounds N] [--json FILE]
     (needs infra/up.sh)
