@@ -84,9 +84,7 @@ def read_header(part10: bytes, tags: list[BaseTag] | None = None) -> Dataset:
         UnreadableDicomError: the bytes are not a readable DICOM Part 10 object.
     """
     try:
-        return dcmread(
-            io.BytesIO(part10), stop_before_pixels=True, force=False, specific_tags=tags
-        )
+        return dcmread(io.BytesIO(part10), stop_before_pixels=True, force=False, specific_tags=tags)
     except (InvalidDicomError, EOFError, ValueError, KeyError, TypeError, OSError) as exc:
         raise UnreadableDicomError(f"not a readable DICOM Part 10 object: {exc}") from exc
 
