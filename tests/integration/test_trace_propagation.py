@@ -17,13 +17,10 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 from pacs.query.v1 import query_service_pb2, query_service_pb2_grpc
-from pacs_cli.stack import group_at_end_of_topic
 from pacs_common.grpc_client import open_channel
-from pacs_common.settings import KafkaSettings, S3Settings
+from pacs_common.settings import S3Settings
 from pacs_gateway.app import create_app as create_gateway
 from pacs_gateway.settings import GatewaySettings
-from pacs_indexer.app import create_app as create_indexer
-from pacs_indexer.settings import IndexerSettings
 from pacs_storage.app import create_app as create_storage
 from pacs_storage.settings import StorageSettings
 from pydicom import dcmread
@@ -31,6 +28,8 @@ from pydicom.data import get_testdata_file
 from pydicom.uid import generate_uid
 from pynetdicom import AE
 from pynetdicom.sop_class import CTImageStorage
+
+from tests.fixtures.indexer import start_indexer
 
 pytestmark = pytest.mark.integration
 
@@ -100,18 +99,7 @@ async def test_one_c_store_is_one_trace_from_gateway_to_indexer(
         )
     )
     await storage.start()
-    group = f"trace-test-{uuid.uuid4().hex[:12]}"
-    await group_at_end_of_topic(group, KafkaSettings().bootstrap)
-    indexer = create_indexer(
-        IndexerSettings(
-            grpc_port=0,
-            database_url=f"sqlite:///{tmp_path / 'index.sqlite'}",
-            storage_target=f"127.0.0.1:{storage.grpc_port}",
-            consumer_group=group,
-            shutdown_grace_s=1,
-        )
-    )
-    await indexer.start()
+    indexer = await start_indexer(storage.grpc_port, tmp_path / "index.sqlite", shutdown_grace_s=1)
     gateway = create_gateway(
         GatewaySettings(
             dicom_port=0,

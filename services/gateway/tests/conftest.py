@@ -17,9 +17,10 @@ from typing import Any
 import pytest
 import pytest_asyncio
 from gateway_helpers import closed_port
-from pacs_cli.stack import group_at_end_of_topic
 from pacs_gateway.app import GatewayApp, create_app
 from pacs_gateway.settings import GatewaySettings
+
+from tests.fixtures.indexer import start_indexer
 
 GatewayFactory = Callable[..., Awaitable[GatewayApp]]
 
@@ -75,21 +76,10 @@ async def indexer_app(
     storage_app: Any, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[Any]:
     """The real indexer (SQLite index) consuming the real storage events (one per session)."""
-    from pacs_common.settings import KafkaSettings  # noqa: PLC0415
-    from pacs_indexer.app import create_app as create_indexer  # noqa: PLC0415
-    from pacs_indexer.settings import IndexerSettings  # noqa: PLC0415
-
-    group = f"gateway-test-{uuid.uuid4().hex[:12]}"
-    await group_at_end_of_topic(group, KafkaSettings().bootstrap)
-    app = create_indexer(
-        IndexerSettings(
-            grpc_port=0,
-            database_url=f"sqlite:///{tmp_path_factory.mktemp('index') / 'index.sqlite'}",
-            storage_target=f"127.0.0.1:{storage_app.grpc_port}",
-            consumer_group=group,
-            shutdown_grace_s=1,
-        )
+    app = await start_indexer(
+        storage_app.grpc_port,
+        tmp_path_factory.mktemp("index") / "index.sqlite",
+        shutdown_grace_s=1,
     )
-    await app.start()
     yield app
     await app.stop()

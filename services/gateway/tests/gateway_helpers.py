@@ -196,6 +196,23 @@ async def wait_for_port(port: int, within_s: float = 10) -> None:
         return
 
 
+async def findscu(port: int, out_dir: Path, *args: str) -> tuple[str, list[Dataset]]:
+    """Run DCMTK findscu against the gateway on ``port`` (called AE CLOUDPACS) with ``args``
+    (model, keys, options), writing the responses into the new folder ``out_dir``; its output
+    and the responses in the order received. The test fails if findscu fails."""
+    await asyncio.to_thread(out_dir.mkdir, parents=True)
+    code, out = await run_dcmtk(
+        "findscu", "-aec", "CLOUDPACS", *args, "-X", "-od", out_dir, "127.0.0.1", str(port)
+    )
+    assert code == 0, out
+    return out, await asyncio.to_thread(_responses_in, out_dir)
+
+
+def _responses_in(out_dir: Path) -> list[Dataset]:
+    """The response identifiers DCMTK wrote into ``out_dir`` (rsp0001.dcm, ...), in order."""
+    return [dcmread(p) for p in sorted(out_dir.glob("rsp*.dcm"))]
+
+
 async def stored_and_indexed(
     port: int, paths: list[Path], calling: str = "MODALITY", within_s: float = 90
 ) -> set[str]:

@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 from gateway_helpers import (
     eventually,
-    run_dcmtk,
+    findscu,
     sample_path,
     stored_and_indexed,
 )
@@ -83,20 +83,14 @@ def _study_query() -> Dataset:
     return identifier
 
 
-async def _findscu(gateway: GatewayApp, out_dir: Path, *options: str) -> str:
-    """findscu -v for every study (Study Root), responses written to ``out_dir``; its output."""
-    code, out = await run_dcmtk(
-        "findscu", "-v", "-S", "-aec", "CLOUDPACS", *options,
-        "-k", "QueryRetrieveLevel=STUDY", "-k", "StudyInstanceUID", "-X", "-od", out_dir,
-        "127.0.0.1", str(gateway.dicom_port),
+async def _findscu(gateway: GatewayApp, out_dir: Path, *options: str) -> tuple[str, list[str]]:
+    """findscu -v for every study (Study Root), responses written to ``out_dir``; its output
+    and the Study Instance UIDs received."""
+    out, responses = await findscu(
+        gateway.dicom_port, out_dir, "-v", "-S", *options,
+        "-k", "QueryRetrieveLevel=STUDY", "-k", "StudyInstanceUID",
     )  # fmt: skip
-    assert code == 0, out
-    return out
-
-
-def _study_uids(out_dir: Path) -> list[str]:
-    """Study Instance UIDs of the findscu responses written to ``out_dir``."""
-    return [str(dcmread(p).StudyInstanceUID) for p in sorted(out_dir.glob("rsp*.dcm"))]
+    return out, [str(r.StudyInstanceUID) for r in responses]
 
 
 async def test_findscu_cancel_ends_in_cancel_status_and_gateway_goes_on(
@@ -128,17 +122,13 @@ async def test_findscu_cancel_ends_in_cancel_status_and_gateway_goes_on(
 
     monkeypatch.setattr(Finder, "find", late_fourth_page)
 
-    (tmp_path / "cancelled").mkdir()
-    out = await _findscu(gateway, tmp_path / "cancelled", "--cancel", str(CANCEL_AFTER))
-    cancelled = _study_uids(tmp_path / "cancelled")
+    out, cancelled = await _findscu(gateway, tmp_path / "cancelled", "--cancel", str(CANCEL_AFTER))
 
     assert "Received Final Find Response (Cancel: MatchingTerminatedDueToCancelRequest)" in out, out
     assert "Received Final Find Response (Success)" not in out, out
     assert len(cancelled) == CANCEL_AFTER < STUDIES, out
 
-    (tmp_path / "after").mkdir()
-    out = await _findscu(gateway, tmp_path / "after")
-    every = _study_uids(tmp_path / "after")
+    out, every = await _findscu(gateway, tmp_path / "after")
     assert "Received Final Find Response (Success)" in out, out
     assert len(every) == len(set(every)) == STUDIES
     assert set(cancelled) < set(every)

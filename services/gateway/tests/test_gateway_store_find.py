@@ -13,6 +13,7 @@ from gateway_helpers import (
     SAMPLE_FILES,
     closed_port,
     eventually,
+    findscu,
     run_dcmtk,
     sample_path,
     scu_find,
@@ -118,15 +119,12 @@ async def test_dcmsend_samples_are_stored_as_sent_and_findscu_finds_them(
     studies = {str(dcmread(p, stop_before_pixels=True).StudyInstanceUID) for p in paths}
     assert await eventually(lambda: _study_uids_found(gateway.dicom_port, studies), within_s=90)
 
-    out_dir = tmp_path / "responses"
-    out_dir.mkdir()
-    code, out = await run_dcmtk(
-        "findscu",
+    _, responses = await findscu(
+        gateway.dicom_port,
+        tmp_path / "responses",
         "-S",
         "-aet",
         "VIEWER1",
-        "-aec",
-        "CLOUDPACS",
         "-k",
         "QueryRetrieveLevel=STUDY",
         "-k",
@@ -135,14 +133,7 @@ async def test_dcmsend_samples_are_stored_as_sent_and_findscu_finds_them(
         "PatientName",
         "-k",
         "StudyDate",
-        "-X",
-        "-od",
-        out_dir,
-        "127.0.0.1",
-        str(gateway.dicom_port),
     )
-    assert code == 0, out
-    responses = [dcmread(p) for p in sorted(out_dir.glob("rsp*.dcm"))]
     assert {str(r.StudyInstanceUID) for r in responses} == studies
     for response in responses:
         assert response.QueryRetrieveLevel == "STUDY"
@@ -168,13 +159,10 @@ async def test_findscu_matches_patient_name_at_study_level_in_patient_root(
         lambda: _study_uids_found(gateway.dicom_port, {ct_study, mr_study}), within_s=90
     )
 
-    out_dir = tmp_path / "responses"
-    out_dir.mkdir()
-    code, out = await run_dcmtk(
-        "findscu",
+    _, responses = await findscu(
+        gateway.dicom_port,
+        tmp_path / "responses",
         "-P",
-        "-aec",
-        "CLOUDPACS",
         "-k",
         "QueryRetrieveLevel=STUDY",
         "-k",
@@ -183,14 +171,7 @@ async def test_findscu_matches_patient_name_at_study_level_in_patient_root(
         "PatientName=Compressed*",
         "-k",
         "StudyInstanceUID",
-        "-X",
-        "-od",
-        out_dir,
-        "127.0.0.1",
-        str(gateway.dicom_port),
     )
-    assert code == 0, out
-    responses = [dcmread(p) for p in sorted(out_dir.glob("rsp*.dcm"))]
     assert [str(r.StudyInstanceUID) for r in responses] == [ct_study]
     assert str(responses[0].PatientName) == "CompressedSamples^CT1"
 
@@ -341,15 +322,16 @@ async def test_findscu_series_and_image_levels(
     assert await eventually(both_indexed, within_s=90)
 
     async def find(level: str, *keys: str) -> list[Dataset]:
-        out_dir = tmp_path / level
-        out_dir.mkdir()
-        code, out = await run_dcmtk(
-            "findscu", "-S", "-aec", "CLOUDPACS", "-k", f"QueryRetrieveLevel={level}",
-            *[arg for key in keys for arg in ("-k", key)], "-X", "-od", out_dir,
-            "127.0.0.1", str(gateway.dicom_port),
-        )  # fmt: skip
-        assert code == 0, out
-        return [dcmread(p) for p in sorted(out_dir.glob("rsp*.dcm"))]
+        keys_args = [arg for key in keys for arg in ("-k", key)]
+        _, responses = await findscu(
+            gateway.dicom_port,
+            tmp_path / level,
+            "-S",
+            "-k",
+            f"QueryRetrieveLevel={level}",
+            *keys_args,
+        )
+        return responses
 
     series = await find(
         "SERIES", f"StudyInstanceUID={first.StudyInstanceUID}", "SeriesInstanceUID", "Modality"

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
@@ -20,18 +19,18 @@ from indexer_helpers import values
 from pacs.events.v1 import instance_events_pb2 as events_pb
 from pacs.query.v1 import query_service_pb2 as pb
 from pacs.query.v1 import query_service_pb2_grpc as pb_grpc
-from pacs.type.v1 import instance_pb2
+from pacs_common.dicom import instance_ref_of
 from pacs_common.events import TOPIC_INDEXED, TOPIC_INSTANCES, header
 from pacs_common.grpc_client import open_channel
 from pacs_common.settings import KafkaSettings, S3Settings
-from pacs_indexer.app import create_app
-from pacs_indexer.settings import IndexerSettings
 from pacs_storage.app import StorageApp
 from pacs_storage.app import create_app as create_storage_app
 from pacs_storage.client import StorageClient
 from pacs_storage.settings import StorageSettings
 from pydicom import dcmread
 from pydicom.data import get_testdata_file
+
+from tests.fixtures.indexer import start_indexer
 
 pytestmark = pytest.mark.integration
 
@@ -56,22 +55,6 @@ async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> list[TopicParti
             return [TopicPartition(topic, p) for p in sorted(found)]
         await asyncio.sleep(0.1)
     pytest.fail(f"topic {topic} has no partitions")
-
-
-async def _start_group_at_end(bootstrap: str, group: str) -> None:
-    """Commit the group's offsets at the end of the topic, so that the indexer under test
-    handles only what this test stores (not the history other tests left on the topic)."""
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False
-    )
-    await consumer.start()
-    try:
-        partitions = await _partitions(consumer, TOPIC_INSTANCES)
-        consumer.assign(partitions)
-        ends = await consumer.end_offsets(partitions)
-        await consumer.commit(dict(ends))
-    finally:
-        await consumer.stop()
 
 
 @pytest.fixture
@@ -118,19 +101,11 @@ async def test_stored_instance_becomes_findable_then_deleted(
     tenant: str,
     name: str,
 ) -> None:
-    bootstrap = KafkaSettings().bootstrap
-    group = f"test-indexer-{uuid.uuid4().hex[:12]}"
-    await _start_group_at_end(bootstrap, group)
-    indexer = create_app(
-        IndexerSettings(
-            grpc_port=0,
-            database_url=f"sqlite:///{tmp_path / 'index.sqlite'}",
-            storage_target=f"127.0.0.1:{storage.grpc_port}",
-            consumer_group=group,
-            header_prefix_bytes=1024,  # smaller than the header: exercises reading more
-        )
+    indexer = await start_indexer(
+        storage.grpc_port,
+        tmp_path / "index.sqlite",
+        header_prefix_bytes=1024,  # smaller than the header: exercises reading more
     )
-    await indexer.start()
     storage_channel = open_channel(f"127.0.0.1:{storage.grpc_port}")
     query_channel = grpc.aio.insecure_channel(f"127.0.0.1:{indexer.grpc_port}")
     try:
@@ -138,14 +113,7 @@ async def test_stored_instance_becomes_findable_then_deleted(
         assert path is not None
         data = await asyncio.to_thread(Path(path).read_bytes)
         dataset = dcmread(path, stop_before_pixels=True)
-        ref = instance_pb2.InstanceRef(
-            tenant=tenant,
-            study_instance_uid=dataset.StudyInstanceUID,
-            series_instance_uid=dataset.SeriesInstanceUID,
-            sop_instance_uid=dataset.SOPInstanceUID,
-            sop_class_uid=dataset.SOPClassUID,
-            transfer_syntax_uid=dataset.file_meta.TransferSyntaxUID,
-        )
+        ref = instance_ref_of(data, tenant)
         await StorageClient(storage_channel, timeout=30).put(ref, data)
 
         query = pb_grpc.QueryServiceStub(query_channel)

@@ -20,8 +20,7 @@ import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from bench_storage import wait_serving
 from pacs.type.v1 import instance_pb2
 from pacs_cli.stack import free_port, infra_environment
 from pacs_common.grpc_client import open_channel
@@ -42,24 +41,6 @@ def memory_of(pid: int) -> dict[str, int]:
         if name in {"VmRSS", "VmHWM"}:
             values[name] = int(rest.split()[0]) // 1024
     return values
-
-
-async def wait_serving(port: int, timeout_s: float = 30) -> None:
-    deadline = time.monotonic() + timeout_s
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        while time.monotonic() < deadline:
-            try:
-                reply = await stub.Check(
-                    health_pb2.HealthCheckRequest(service="pacs.storage.v1.StorageService"),
-                    timeout=1,
-                )
-                if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                    return
-            except grpc.aio.AioRpcError:
-                pass
-            await asyncio.sleep(0.2)
-    raise SystemExit("the storage service did not become ready (is infra/up.sh running?)")
 
 
 async def generated(size: int, digest: hashlib._Hash) -> AsyncIterator[bytes]:

@@ -15,7 +15,6 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 from pacs.events.v1 import instance_events_pb2
 from pacs.type.v1 import instance_pb2
-from pacs_common.dicom import identifiers_of_part10
 from pacs_common.events import TOPIC_INSTANCES, header
 from pydicom import dcmread
 from pydicom.data import get_testdata_file
@@ -75,19 +74,6 @@ def synthetic_part10(pixel_bytes: int) -> bytes:
     out = io.BytesIO()
     dataset.save_as(out, enforce_file_format=True)
     return out.getvalue()
-
-
-def ref_of(data: bytes, tenant: str) -> instance_pb2.InstanceRef:
-    """The InstanceRef of a Part 10 object, the way the gateway builds it."""
-    ids = identifiers_of_part10(data)
-    return instance_pb2.InstanceRef(
-        tenant=tenant,
-        study_instance_uid=ids.study_instance_uid,
-        series_instance_uid=ids.series_instance_uid,
-        sop_instance_uid=ids.sop_instance_uid,
-        sop_class_uid=ids.sop_class_uid,
-        transfer_syntax_uid=ids.transfer_syntax_uid,
-    )
 
 
 def address_of(ref: instance_pb2.InstanceRef) -> instance_pb2.InstanceRef:

@@ -5,15 +5,16 @@ from __future__ import annotations
 import hashlib
 
 from pacs.events.v1 import instance_events_pb2
+from pacs_common.dicom import instance_ref_of
 from pacs_storage.client import StorageClient
-from storage_testkit import InstanceEvents, for_tenant, ref_of, sample_part10
+from storage_testkit import InstanceEvents, for_tenant, sample_part10
 
 
 async def test_put_announces_instance_stored_as_a_cloudevent(
     client: StorageClient, events: InstanceEvents, tenant: str
 ) -> None:
     data = sample_part10()
-    ref = ref_of(data, tenant)
+    ref = instance_ref_of(data, tenant)
 
     response = await client.put(ref, data)
     event = await events.next(for_tenant(tenant))
@@ -38,7 +39,7 @@ async def test_repeating_a_put_writes_nothing_new_but_announces_again(
     # A Put whose event was lost (Kafka failed after S3 acknowledged) is retried by the
     # caller with the same bytes: the retry must announce the object again.
     data = sample_part10()
-    ref = ref_of(data, tenant)
+    ref = instance_ref_of(data, tenant)
 
     first = await client.put(ref, data)
     second = await client.put(ref, data)

@@ -14,19 +14,13 @@ from pacs.events.v1 import instance_events_pb2
 from pacs.storage.v1 import storage_service_pb2 as pb
 from pacs.storage.v1 import storage_service_pb2_grpc as pb_grpc
 from pacs.type.v1 import instance_pb2
+from pacs_common.dicom import instance_ref_of
 from pacs_common.events import EventPublisher
 from pacs_common.settings import KafkaSettings, S3Settings
 from pacs_storage.app import StorageApp
 from pacs_storage.client import StorageClient
 from pacs_storage.settings import StorageSettings
-from storage_testkit import (
-    InstanceEvents,
-    address_of,
-    closed_port,
-    for_tenant,
-    ref_of,
-    sample_part10,
-)
+from storage_testkit import InstanceEvents, address_of, closed_port, for_tenant, sample_part10
 
 
 def stored_keys(raw_s3: Any, bucket: str) -> list[str]:
@@ -52,7 +46,7 @@ async def test_invalid_address_is_rejected_and_nothing_is_stored(
     client: StorageClient, tenant: str, raw_s3: Any, bucket_name: str, field: str, value: str
 ) -> None:
     data = sample_part10()
-    ref = ref_of(data, tenant)
+    ref = instance_ref_of(data, tenant)
     setattr(ref, field, value)
 
     with pytest.raises(grpc.aio.AioRpcError) as raised:
@@ -66,7 +60,7 @@ async def test_put_must_start_with_its_header(
     app: StorageApp, tenant: str, raw_s3: Any, bucket_name: str
 ) -> None:
     data = sample_part10()
-    ref = ref_of(data, tenant)
+    ref = instance_ref_of(data, tenant)
 
     async def chunk_first() -> AsyncIterator[pb.PutRequest]:
         yield pb.PutRequest(chunk=data)
@@ -97,7 +91,7 @@ async def test_bytes_that_differ_from_expected_sha256_are_refused(
     client: StorageClient, tenant: str, raw_s3: Any, bucket_name: str
 ) -> None:
     data = sample_part10()
-    ref = ref_of(data, tenant)
+    ref = instance_ref_of(data, tenant)
 
     with pytest.raises(grpc.aio.AioRpcError) as raised:
         await client.put(ref, data, expected_sha256="0" * 64)
@@ -110,7 +104,7 @@ async def test_unknown_version_id_is_rejected_or_not_found(
     client: StorageClient, tenant: str
 ) -> None:
     data = sample_part10()
-    ref = ref_of(data, tenant)
+    ref = instance_ref_of(data, tenant)
     await client.put(ref, data)
 
     with pytest.raises(grpc.aio.AioRpcError) as malformed:
@@ -132,7 +126,7 @@ async def test_s3_unreachable_gives_unavailable(
     )
     app = await start_app(settings)  # starts although S3 is down
     data = sample_part10()
-    ref = ref_of(data, tenant)
+    ref = instance_ref_of(data, tenant)
 
     async with grpc.aio.insecure_channel(f"127.0.0.1:{app.grpc_port}") as chan:
         client = StorageClient(chan, timeout=30)
@@ -198,7 +192,7 @@ async def test_kafka_unreachable_gives_unavailable_until_it_comes_back(
     )
     app = await start_app(settings)  # starts although Kafka is down
     data = sample_part10()
-    ref = ref_of(data, tenant)
+    ref = instance_ref_of(data, tenant)
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{app.grpc_port}") as chan:
             client = StorageClient(chan, timeout=30)
@@ -254,7 +248,7 @@ async def test_kafka_failing_after_the_write_is_healed_by_the_retry(
 
     app.s3.meta.events.register("after-call.s3.PutObject", broker_fails)
     data = sample_part10()
-    ref = ref_of(data, tenant)
+    ref = instance_ref_of(data, tenant)
     other = sample_part10("MR_small.dcm")
     async with grpc.aio.insecure_channel(f"127.0.0.1:{app.grpc_port}") as chan:
         client = StorageClient(chan, timeout=30)
@@ -265,7 +259,7 @@ async def test_kafka_failing_after_the_write_is_healed_by_the_retry(
         # Until Kafka answers again, Puts fail at once and store nothing more.
         assert await service_health(app.grpc_port) == health_pb2.HealthCheckResponse.NOT_SERVING
         with pytest.raises(grpc.aio.AioRpcError) as meanwhile:
-            await client.put(ref_of(other, tenant), other)
+            await client.put(instance_ref_of(other, tenant), other)
         assert meanwhile.value.code() == grpc.StatusCode.UNAVAILABLE
         assert len(stored_keys(raw_s3, bucket_name)) == 1
 
@@ -289,7 +283,7 @@ async def test_object_above_the_size_limit_is_refused(
 
     async with grpc.aio.insecure_channel(f"127.0.0.1:{app.grpc_port}") as chan:
         with pytest.raises(grpc.aio.AioRpcError) as raised:
-            await StorageClient(chan).put(ref_of(data, tenant), data)
+            await StorageClient(chan).put(instance_ref_of(data, tenant), data)
 
     assert raised.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert stored_keys(raw_s3, bucket_name) == []

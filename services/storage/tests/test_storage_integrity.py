@@ -8,17 +8,18 @@ from typing import Any
 
 import grpc
 import pytest
+from pacs_common.dicom import instance_ref_of
 from pacs_storage.app import StorageApp
 from pacs_storage.client import StorageClient
 from pacs_storage.settings import StorageSettings
-from storage_testkit import address_of, modified_part10, ref_of, sample_part10
+from storage_testkit import address_of, modified_part10, sample_part10
 
 
 async def test_corrupted_object_is_refused_with_data_loss(
     client: StorageClient, tenant: str, raw_s3: Any, bucket_name: str
 ) -> None:
     data = sample_part10()
-    ref = ref_of(data, tenant)
+    ref = instance_ref_of(data, tenant)
     stored = await client.put(ref, data)
     # Damage the object behind the service's back, keeping its recorded metadata.
     head = raw_s3.head_object(Bucket=bucket_name, Key=stored.object.key)
@@ -42,7 +43,7 @@ async def test_corruption_is_detected_on_a_chunked_read_too(
 ) -> None:
     app = await start_app(storage_settings.model_copy(update={"chunk_size": 4096}))
     data = sample_part10()
-    ref = ref_of(data, tenant)
+    ref = instance_ref_of(data, tenant)
     async with grpc.aio.insecure_channel(f"127.0.0.1:{app.grpc_port}") as chan:
         client = StorageClient(chan, timeout=30)
         stored = await client.put(ref, data)
@@ -67,7 +68,7 @@ async def test_ranged_read_of_an_intact_object_still_works(
     client: StorageClient, tenant: str
 ) -> None:
     data = sample_part10()
-    ref = ref_of(data, tenant)
+    ref = instance_ref_of(data, tenant)
     await client.put(ref, data)
 
     assert await client.get(address_of(ref), 0, 132) == data[:132]
@@ -121,7 +122,7 @@ async def test_every_write_requests_the_configured_encryption(
     big = small + bytes(6 * 1024 * 1024)  # multipart (above the threshold)
     async with grpc.aio.insecure_channel(f"127.0.0.1:{app.grpc_port}") as chan:
         client = StorageClient(chan, timeout=30)
-        ref = ref_of(small, tenant)
+        ref = instance_ref_of(small, tenant)
         await client.put(ref, small)
         await client.put(ref, modified_part10(small))  # keeps the first as a version (copy)
 
@@ -142,7 +143,7 @@ async def test_multipart_object_gets_a_full_object_sha256(
 ) -> None:
     app = await start_app(storage_settings.model_copy(update={"multipart_threshold": 5 << 20}))
     data = sample_part10() + bytes(11 << 20)
-    ref = ref_of(sample_part10(), tenant)
+    ref = instance_ref_of(sample_part10(), tenant)
 
     async def stream() -> Any:
         for start in range(0, len(data), 1 << 20):

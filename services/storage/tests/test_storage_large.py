@@ -7,8 +7,9 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from pacs_common.dicom import instance_ref_of
 from pacs_storage.client import StorageClient
-from storage_testkit import address_of, ref_of, synthetic_part10
+from storage_testkit import address_of, synthetic_part10
 
 MIB = 1024 * 1024
 
@@ -34,7 +35,7 @@ async def test_large_object_streamed_in_is_stored_and_read_back(
     client: StorageClient, tenant: str, large_part10: bytes, raw_s3: Any, bucket_name: str
 ) -> None:
     data = large_part10
-    ref = ref_of(data, tenant)
+    ref = instance_ref_of(data, tenant)
 
     async def chunks() -> AsyncIterator[bytes]:
         for start in range(0, len(data), 3 * MIB):  # a size unrelated to the part size
@@ -54,7 +55,7 @@ async def test_large_object_with_known_digest_goes_straight_to_its_key(
     client: StorageClient, tenant: str, large_part10: bytes, raw_s3: Any, bucket_name: str
 ) -> None:
     data = large_part10
-    ref = ref_of(data, tenant)
+    ref = instance_ref_of(data, tenant)
 
     response = await client.put(ref, data)  # bytes: the client sends size and SHA-256 first
     again = await client.put(ref, data)

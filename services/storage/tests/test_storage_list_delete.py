@@ -6,15 +6,9 @@ import grpc
 import pytest
 from pacs.events.v1 import instance_events_pb2
 from pacs.type.v1 import instance_pb2
+from pacs_common.dicom import instance_ref_of
 from pacs_storage.client import StorageClient
-from storage_testkit import (
-    InstanceEvents,
-    address_of,
-    for_tenant,
-    modified_part10,
-    ref_of,
-    sample_part10,
-)
+from storage_testkit import InstanceEvents, address_of, for_tenant, modified_part10, sample_part10
 
 
 def instance(tenant: str, study: str, series: str, sop: str) -> instance_pb2.InstanceRef:
@@ -88,7 +82,7 @@ async def test_delete_current_version_keeps_earlier_versions(
     client: StorageClient, events: InstanceEvents, tenant: str
 ) -> None:
     original = sample_part10()
-    ref = ref_of(original, tenant)
+    ref = instance_ref_of(original, tenant)
     first = await client.put(ref, original)
     await client.put(ref, modified_part10(original))
 
@@ -111,7 +105,7 @@ async def test_delete_all_versions_removes_everything(
     client: StorageClient, events: InstanceEvents, tenant: str
 ) -> None:
     original = sample_part10()
-    ref = ref_of(original, tenant)
+    ref = instance_ref_of(original, tenant)
     first = await client.put(ref, original)
     await client.put(ref, modified_part10(original))
 

@@ -12,16 +12,17 @@ import grpc
 import pytest
 from pacs.storage.v1 import storage_service_pb2 as pb
 from pacs.storage.v1 import storage_service_pb2_grpc as pb_grpc
+from pacs_common.dicom import instance_ref_of
 from pacs_storage.app import StorageApp
 from pacs_storage.client import StorageClient
-from storage_testkit import address_of, ref_of, sample_part10
+from storage_testkit import address_of, sample_part10
 
 
 async def test_put_then_get_returns_the_same_bytes_and_sha256(
     client: StorageClient, tenant: str, raw_s3: Any, bucket_name: str
 ) -> None:
     data = sample_part10()
-    ref = ref_of(data, tenant)
+    ref = instance_ref_of(data, tenant)
 
     response = await client.put(ref, data)
 
@@ -44,7 +45,7 @@ async def test_put_then_get_returns_the_same_bytes_and_sha256(
 
 async def test_head_describes_the_stored_object(client: StorageClient, tenant: str) -> None:
     data = sample_part10("MR_small.dcm")
-    ref = ref_of(data, tenant)
+    ref = instance_ref_of(data, tenant)
     stored = await client.put(ref, data)
 
     info = await client.head(address_of(ref))
@@ -61,7 +62,7 @@ async def test_get_streams_chunks_and_describes_the_object_first(
     client: StorageClient, tenant: str
 ) -> None:
     data = sample_part10()
-    ref = ref_of(data, tenant)
+    ref = instance_ref_of(data, tenant)
     await client.put(ref, data)
 
     info, chunks = await client.open(address_of(ref))
@@ -74,7 +75,7 @@ async def test_get_streams_chunks_and_describes_the_object_first(
 
 async def test_chunks_of_a_streamed_put_are_reassembled(client: StorageClient, tenant: str) -> None:
     data = sample_part10()
-    ref = ref_of(data, tenant)
+    ref = instance_ref_of(data, tenant)
 
     async def pieces() -> Any:
         for start in range(0, len(data), 1000):
@@ -93,7 +94,7 @@ async def test_range_read_returns_exactly_that_range(
     client: StorageClient, tenant: str, offset: int, length: int
 ) -> None:
     data = sample_part10()
-    ref = ref_of(data, tenant)
+    ref = instance_ref_of(data, tenant)
     await client.put(ref, data)
 
     info, chunks = await client.open(address_of(ref), offset, length)
@@ -106,7 +107,7 @@ async def test_range_read_returns_exactly_that_range(
 
 async def test_range_starting_beyond_the_end_is_invalid(client: StorageClient, tenant: str) -> None:
     data = sample_part10()
-    ref = ref_of(data, tenant)
+    ref = instance_ref_of(data, tenant)
     await client.put(ref, data)
 
     with pytest.raises(grpc.aio.AioRpcError) as raised:
@@ -115,7 +116,7 @@ async def test_range_starting_beyond_the_end_is_invalid(client: StorageClient, t
 
 
 async def test_missing_instance_is_not_found(client: StorageClient, tenant: str) -> None:
-    ref = address_of(ref_of(sample_part10(), tenant))
+    ref = address_of(instance_ref_of(sample_part10(), tenant))
 
     with pytest.raises(grpc.aio.AioRpcError) as on_get:
         await client.get(ref)
@@ -134,7 +135,7 @@ async def test_service_created_its_bucket_at_start(
 
 async def test_raw_stub_put_with_header_then_chunks(app: StorageApp, tenant: str) -> None:
     data = sample_part10()
-    ref = ref_of(data, tenant)
+    ref = instance_ref_of(data, tenant)
 
     async def requests() -> Any:
         yield pb.PutRequest(header=pb.PutHeader(instance=ref, size_hint=len(data)))
@@ -156,7 +157,7 @@ async def test_metrics_endpoint_counts_s3_requests_and_calls(
     app = await start_app(storage_settings.model_copy(update={"metrics_port": 0}))
     data = sample_part10()
     async with grpc.aio.insecure_channel(f"127.0.0.1:{app.grpc_port}") as chan:
-        await StorageClient(chan).put(ref_of(data, tenant), data)
+        await StorageClient(chan).put(instance_ref_of(data, tenant), data)
     assert app.metrics is not None
 
     url = f"http://127.0.0.1:{app.metrics.port}/metrics"

@@ -7,18 +7,12 @@ import hashlib
 from typing import Any
 
 from pacs.events.v1 import instance_events_pb2
+from pacs_common.dicom import instance_ref_of
 from pacs_storage.app import StorageApp
 from pacs_storage.client import StorageClient
 from pacs_storage.keys import version_key
 from pacs_storage.versions import object_metadata
-from storage_testkit import (
-    InstanceEvents,
-    address_of,
-    for_tenant,
-    modified_part10,
-    ref_of,
-    sample_part10,
-)
+from storage_testkit import InstanceEvents, address_of, for_tenant, modified_part10, sample_part10
 
 
 def keys_under(raw_s3: Any, bucket: str, prefix: str) -> list[str]:
@@ -30,7 +24,7 @@ async def test_identical_bytes_write_nothing_new(
     client: StorageClient, tenant: str, raw_s3: Any, bucket_name: str
 ) -> None:
     data = sample_part10()
-    ref = ref_of(data, tenant)
+    ref = instance_ref_of(data, tenant)
     first = await client.put(ref, data)
     before = raw_s3.head_object(Bucket=bucket_name, Key=first.object.key)
 
@@ -48,8 +42,8 @@ async def test_different_bytes_become_a_new_version_and_the_old_stays_readable(
 ) -> None:
     original = sample_part10()
     changed = modified_part10(original)
-    ref = ref_of(original, tenant)
-    assert ref_of(changed, tenant) == ref and changed != original
+    ref = instance_ref_of(original, tenant)
+    assert instance_ref_of(changed, tenant) == ref and changed != original
 
     first = await client.put(ref, original)
     second = await client.put(ref, changed)
@@ -78,7 +72,7 @@ async def test_three_versions_are_all_kept(client: StorageClient, tenant: str) -
     v1 = sample_part10()
     v2 = modified_part10(v1)
     v3 = modified_part10(v1[:-2] + b"\x01\x02")
-    ref = ref_of(v1, tenant)
+    ref = instance_ref_of(v1, tenant)
 
     ids = [(await client.put(ref, data)).object.version_id for data in (v1, v2, v3)]
 
@@ -92,7 +86,7 @@ async def test_concurrent_puts_of_one_instance_keep_every_version(
     client: StorageClient, tenant: str
 ) -> None:
     original = sample_part10()
-    ref = ref_of(original, tenant)
+    ref = instance_ref_of(original, tenant)
     versions = [original + bytes([number]) for number in range(8)]
     await client.put(ref, versions[0])
 
@@ -111,7 +105,7 @@ async def test_a_replica_that_loses_a_race_keeps_the_winner_as_a_version(
     # Another replica replaces the instance between this one's read and its write: the
     # conditional copy/write fails, the service reads again and keeps both earlier versions.
     original = sample_part10()
-    ref = ref_of(original, tenant)
+    ref = instance_ref_of(original, tenant)
     first = await client.put(ref, original)
     intruder = original + b"other replica"
     intruder_sha = hashlib.sha256(intruder).hexdigest()

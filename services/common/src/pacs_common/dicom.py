@@ -7,6 +7,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from pacs.type.v1 import instance_pb2
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
@@ -102,6 +103,24 @@ def identifiers_of_part10(part10: bytes) -> Identifiers:
     if not transfer_syntax:
         raise InvalidArgumentError("file meta information has no TransferSyntaxUID (PS3.10 7.1)")
     return identifiers_of(dataset, transfer_syntax)
+
+
+def instance_ref_of(part10: bytes, tenant: str) -> instance_pb2.InstanceRef:
+    """Address a Part 10 object: its checked UIDs under ``tenant``.
+
+    Raises:
+        UnreadableDicomError: the header cannot be parsed.
+        InvalidArgumentError: a UID is missing or invalid, or the transfer syntax is absent.
+    """
+    ids = identifiers_of_part10(part10)
+    return instance_pb2.InstanceRef(
+        tenant=tenant,
+        study_instance_uid=ids.study_instance_uid,
+        series_instance_uid=ids.series_instance_uid,
+        sop_instance_uid=ids.sop_instance_uid,
+        sop_class_uid=ids.sop_class_uid,
+        transfer_syntax_uid=ids.transfer_syntax_uid,
+    )
 
 
 def to_dicom_json(dataset: Dataset) -> dict[str, Any]:

@@ -16,14 +16,14 @@ from collections.abc import Callable
 from typing import Any
 
 from pacs.type.v1 import instance_pb2
-from pacs_common.dicom import UnreadableDicomError
+from pacs_common.dicom import UnreadableDicomError, instance_ref_of
 from pacs_common.errors import InvalidArgumentError, PacsError, UnavailableError
 from pacs_common.metrics import DICOM_CSTORE_BYTES, DICOM_CSTORE_DURATION
 from pydicom.dataset import Dataset
 
 from pacs_gateway import status
 from pacs_gateway.admission import Caller
-from pacs_gateway.ingest import Ingest, instance_ref_of
+from pacs_gateway.ingest import Ingest
 from pacs_gateway.io_loop import IoLoop
 
 log = logging.getLogger(__name__)

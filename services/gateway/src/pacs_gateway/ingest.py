@@ -16,7 +16,7 @@ from typing import Protocol
 
 from pacs.storage.v1 import storage_service_pb2 as storage_pb
 from pacs.type.v1 import instance_pb2
-from pacs_common.dicom import identifiers_of_part10
+from pacs_common.dicom import instance_ref_of
 
 from pacs_gateway.upstream import from_exception
 
@@ -35,24 +35,6 @@ class StoredInstance:
 
     object: instance_pb2.ObjectInfo
     already_present: bool
-
-
-def instance_ref_of(part10: bytes, tenant: str) -> instance_pb2.InstanceRef:
-    """Address a Part 10 object: its checked UIDs under ``tenant``.
-
-    Raises:
-        UnreadableDicomError: the header cannot be parsed.
-        InvalidArgumentError: a UID is missing or invalid, or the transfer syntax is absent.
-    """
-    ids = identifiers_of_part10(part10)
-    return instance_pb2.InstanceRef(
-        tenant=tenant,
-        study_instance_uid=ids.study_instance_uid,
-        series_instance_uid=ids.series_instance_uid,
-        sop_instance_uid=ids.sop_instance_uid,
-        sop_class_uid=ids.sop_class_uid,
-        transfer_syntax_uid=ids.transfer_syntax_uid,
-    )
 
 
 class RecentInstances:
