@@ -216,11 +216,19 @@ def _responses_in(out_dir: Path) -> list[Dataset]:
 async def stored_and_indexed(
     port: int, paths: list[Path], calling: str = "MODALITY", within_s: float = 90
 ) -> set[str]:
-    """C-STORE ``paths`` to the gateway on ``port`` as ``calling``, then wait until C-FIND (Study
-    Root, IMAGE level, per series of each study) finds every one of them; their SOP Instance
-    UIDs."""
+    """C-STORE ``paths`` to the gateway on ``port`` as ``calling`` (pynetdicom), then wait as
+    :func:`wait_indexed`; their SOP Instance UIDs."""
     statuses = await asyncio.to_thread(scu_store_files, port, paths, calling)
     assert statuses == [status.SUCCESS] * len(paths)
+    return await wait_indexed(port, paths, calling, within_s)
+
+
+async def wait_indexed(
+    port: int, paths: list[Path], calling: str = "MODALITY", within_s: float = 90
+) -> set[str]:
+    """Wait until C-FIND as ``calling`` (Study Root, IMAGE level, per series of each study)
+    finds every instance of ``paths`` through the gateway on ``port``; their SOP Instance
+    UIDs."""
     headers = [dcmread(p, stop_before_pixels=True) for p in paths]
     wanted = {str(h.SOPInstanceUID) for h in headers}
 

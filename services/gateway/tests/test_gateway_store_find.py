@@ -18,6 +18,8 @@ from gateway_helpers import (
     sample_path,
     scu_find,
     scu_store_files,
+    stored_and_indexed,
+    wait_indexed,
 )
 from pacs.type.v1 import instance_pb2
 from pacs_common.grpc_client import open_channel
@@ -56,15 +58,6 @@ def _network_syntaxes(report: str) -> dict[str, str]:
         elif key.strip() == "Network Xfer":
             result[name] = value.split("=")[0].strip()
     return result
-
-
-async def _study_uids_found(port: int, expected: set[str]) -> bool:
-    identifier = Dataset()
-    identifier.QueryRetrieveLevel = "STUDY"
-    identifier.StudyInstanceUID = ""
-    responses = await asyncio.to_thread(scu_find, port, identifier, STUDY_ROOT_FIND)
-    found = {str(ds.StudyInstanceUID) for code, ds in responses if code == status.PENDING and ds}
-    return found >= expected
 
 
 async def test_dcmsend_samples_are_stored_as_sent_and_findscu_finds_them(
@@ -117,7 +110,7 @@ async def test_dcmsend_samples_are_stored_as_sent_and_findscu_finds_them(
         assert _content(copy) == _content(original), path.name
 
     studies = {str(dcmread(p, stop_before_pixels=True).StudyInstanceUID) for p in paths}
-    assert await eventually(lambda: _study_uids_found(gateway.dicom_port, studies), within_s=90)
+    await wait_indexed(gateway.dicom_port, paths, calling="TESTSCU")
 
     _, responses = await findscu(
         gateway.dicom_port,
@@ -151,13 +144,8 @@ async def test_findscu_matches_patient_name_at_study_level_in_patient_root(
         default_tenant=tenant,
     )
     ct, mr = sample_path("CT_small.dcm"), sample_path("MR_small_jpeg_ls_lossless.dcm")
-    statuses = await asyncio.to_thread(scu_store_files, gateway.dicom_port, [ct, mr])
-    assert statuses == [status.SUCCESS, status.SUCCESS]
+    await stored_and_indexed(gateway.dicom_port, [ct, mr], calling="TESTSCU")
     ct_study = str(dcmread(ct, stop_before_pixels=True).StudyInstanceUID)
-    mr_study = str(dcmread(mr, stop_before_pixels=True).StudyInstanceUID)
-    assert await eventually(
-        lambda: _study_uids_found(gateway.dicom_port, {ct_study, mr_study}), within_s=90
-    )
 
     _, responses = await findscu(
         gateway.dicom_port,
@@ -304,22 +292,8 @@ async def test_findscu_series_and_image_levels(
         default_tenant=tenant,
     )
     files = [sample_path(n) for n in ("JPEG2000.dcm", "JPEG-LL.dcm")]  # one study, one series
-    assert await asyncio.to_thread(scu_store_files, gateway.dicom_port, files) == [0, 0]
+    expected = await stored_and_indexed(gateway.dicom_port, files, calling="TESTSCU")
     first = dcmread(files[0], stop_before_pixels=True)
-    expected = {str(dcmread(p, stop_before_pixels=True).SOPInstanceUID) for p in files}
-
-    async def both_indexed() -> bool:
-        identifier = Dataset()
-        identifier.QueryRetrieveLevel = "IMAGE"
-        identifier.StudyInstanceUID = first.StudyInstanceUID
-        identifier.SeriesInstanceUID = first.SeriesInstanceUID
-        identifier.SOPInstanceUID = ""
-        responses = await asyncio.to_thread(
-            scu_find, gateway.dicom_port, identifier, STUDY_ROOT_FIND
-        )
-        return {str(ds.SOPInstanceUID) for c, ds in responses if c == status.PENDING} == expected
-
-    assert await eventually(both_indexed, within_s=90)
 
     async def find(level: str, *keys: str) -> list[Dataset]:
         keys_args = [arg for key in keys for arg in ("-k", key)]
