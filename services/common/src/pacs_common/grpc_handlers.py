@@ -46,3 +46,23 @@ def rewrap(
     if handler.stream_stream:
         return grpc.stream_stream_rpc_method_handler(stream(handler.stream_stream), *codec)
     return handler
+
+
+class RewrappingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
+    """A server interceptor that rebuilds every method handler with :meth:`wrap`."""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[MethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> MethodHandler:
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return handler
+        return self.wrap(handler, handler_call_details)
+
+    def wrap(
+        self, handler: MethodHandler, handler_call_details: grpc.HandlerCallDetails
+    ) -> MethodHandler:
+        """``handler`` wrapped (with :func:`rewrap`)."""
+        raise NotImplementedError

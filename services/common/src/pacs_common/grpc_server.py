@@ -22,6 +22,7 @@ from grpc_reflection.v1alpha import reflection
 from pacs_common.errors import PacsError
 from pacs_common.grpc_handlers import (
     MethodHandler,
+    RewrappingInterceptor,
     StreamBehaviour,
     UnaryBehaviour,
     iterate_response,
@@ -76,18 +77,14 @@ def _map_stream(inner: Callable[[Any, Any], Any]) -> StreamBehaviour:
     return behaviour
 
 
-class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
+class ErrorMappingInterceptor(RewrappingInterceptor):
     """The one place where exceptions become gRPC status codes (like pynetdicom's handler
     wrapper turning any exception into a DIMSE failure status)."""
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[MethodHandler]],
-        handler_call_details: grpc.HandlerCallDetails,
+    def wrap(
+        self, handler: MethodHandler, handler_call_details: grpc.HandlerCallDetails
     ) -> MethodHandler:
-        handler = await continuation(handler_call_details)
-        if handler is None:
-            return handler
+        """``handler`` with every exception turned into a status."""
         return rewrap(handler, _map_unary, _map_stream)
 
 

@@ -29,7 +29,7 @@ import asyncio
 import os
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 from wsgiref.simple_server import WSGIServer
@@ -42,6 +42,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from pacs_common.errors import PacsError
 from pacs_common.grpc_handlers import (
     MethodHandler,
+    RewrappingInterceptor,
     StreamBehaviour,
     UnaryBehaviour,
     iterate_response,
@@ -310,7 +311,7 @@ def _instrument(handler: MethodHandler, service: str, method: str) -> MethodHand
     return rewrap(handler, unary, stream)
 
 
-class GrpcMetricsInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
+class GrpcMetricsInterceptor(RewrappingInterceptor):
     """Counts and times every call: ``pacs_grpc_server_requests_total{service,method,code}`` and
     ``pacs_grpc_server_request_duration_seconds{service,method}``.
 
@@ -318,13 +319,9 @@ class GrpcMetricsInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-a
     inside the error-mapping interceptor and records the code that interceptor will send.
     """
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[MethodHandler]],
-        handler_call_details: grpc.HandlerCallDetails,
+    def wrap(
+        self, handler: MethodHandler, handler_call_details: grpc.HandlerCallDetails
     ) -> MethodHandler:
-        handler = await continuation(handler_call_details)
-        if handler is None:
-            return handler
+        """``handler`` timed and counted under its service and method names."""
         service, method = _split_method(handler_call_details.method)
         return _instrument(handler, service, method)
