@@ -201,38 +201,11 @@ cmd_start() {
 }
 
 cmd_stop() {
-    local pid t0
-    t0="$(now)"
-    svc_lock "$KDIR"
-    if ! pid="$(running_pid)"; then
-        rm -f "$PIDFILE"
-        log "kafka: not running"
-        return 0
-    fi
-    log "kafka: stopping (pid $pid)"
-    stop_pid "$pid" kafka 30
-    rm -f "$PIDFILE"
-    log "kafka: stopped in $(elapsed "$t0")"
+    stop_service kafka "$KDIR" "$PIDFILE"
 }
 
 cmd_status() {
-    local pid
-    if pid="$(running_pid)"; then
-        if port_open "$PACS_KAFKA_PORT"; then
-            echo "kafka: running (pid $pid) on 127.0.0.1:$PACS_KAFKA_PORT, data $DATA"
-        else
-            echo "kafka: process running (pid $pid) but 127.0.0.1:$PACS_KAFKA_PORT not accepting; see $LOGFILE"
-        fi
-        return 0
-    fi
-    echo "kafka: stopped"
-    return 3
+    service_status kafka "127.0.0.1:$PACS_KAFKA_PORT" "data $DATA" "$LOGFILE" port_open "$PACS_KAFKA_PORT"
 }
 
-case "${1:-}" in
-    start) cmd_start ;;
-    stop) cmd_stop ;;
-    status) cmd_status ;;
-    restart) cmd_stop; cmd_start ;;
-    *) echo "usage: $0 start|stop|status|restart" >&2; exit 2 ;;
-esac
+service_main "$@"

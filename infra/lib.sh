@@ -106,3 +106,52 @@ svc_lock() {
     exec 8>"$1/.lock"
     flock -w 150 8 || die "timed out waiting for $1/.lock (another start/stop running?)"
 }
+
+# The functions below serve the start/stop/status scripts (kafka.sh, s3.sh, postgres.sh).
+# Each of those defines running_pid (prints the pid of its running server, or fails),
+# cmd_start, cmd_stop and cmd_status.
+
+# stop_service NAME DIR PIDFILE — stop the server running_pid finds (SIGTERM, then SIGKILL
+# after 30 s) under DIR's start/stop lock, and remove its pid file.
+stop_service() {
+    local name="$1" dir="$2" pidfile="$3" pid t0
+    t0="$(now)"
+    svc_lock "$dir"
+    if ! pid="$(running_pid)"; then
+        rm -f "$pidfile"
+        log "$name: not running"
+        return 0
+    fi
+    log "$name: stopping (pid $pid)"
+    stop_pid "$pid" "$name" 30
+    rm -f "$pidfile"
+    log "$name: stopped in $(elapsed "$t0")"
+}
+
+# service_status NAME ENDPOINT DETAIL LOGFILE PROBE... — print one status line: running and
+# answering PROBE (a command), running but not answering, or stopped (then return 3).
+service_status() {
+    local name="$1" endpoint="$2" detail="$3" logfile="$4" pid
+    shift 4
+    if pid="$(running_pid)"; then
+        if "$@"; then
+            echo "$name: running (pid $pid) on $endpoint, $detail"
+        else
+            echo "$name: process running (pid $pid) but $endpoint is not answering; see $logfile"
+        fi
+        return 0
+    fi
+    echo "$name: stopped"
+    return 3
+}
+
+# service_main ARG — run the script's cmd_start/cmd_stop/cmd_status for start|stop|status|restart.
+service_main() {
+    case "${1:-}" in
+        start) cmd_start ;;
+        stop) cmd_stop ;;
+        status) cmd_status ;;
+        restart) cmd_stop; cmd_start ;;
+        *) echo "usage: $0 start|stop|status|restart" >&2; exit 2 ;;
+    esac
+}

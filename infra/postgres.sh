@@ -140,23 +140,7 @@ cmd_stop() {
 }
 
 cmd_status() {
-    local pid
-    if pid="$(running_pid)"; then
-        if port_open "$PACS_PG_PORT"; then
-            echo "postgres: running (pid $pid) on 127.0.0.1:$PACS_PG_PORT, data $DATA"
-        else
-            echo "postgres: process running (pid $pid) but 127.0.0.1:$PACS_PG_PORT not accepting; see $LOGFILE"
-        fi
-        return 0
-    fi
-    echo "postgres: stopped"
-    return 3
+    service_status postgres "127.0.0.1:$PACS_PG_PORT" "data $DATA" "$LOGFILE" port_open "$PACS_PG_PORT"
 }
 
-case "${1:-}" in
-    start) cmd_start ;;
-    stop) cmd_stop ;;
-    status) cmd_status ;;
-    restart) cmd_stop; cmd_start ;;
-    *) echo "usage: $0 start|stop|status|restart" >&2; exit 2 ;;
-esac
+service_main "$@"

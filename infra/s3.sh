@@ -107,38 +107,11 @@ cmd_start() {
 }
 
 cmd_stop() {
-    local pid t0
-    t0="$(now)"
-    svc_lock "$SDIR"
-    if ! pid="$(running_pid)"; then
-        rm -f "$PIDFILE"
-        log "s3: not running"
-        return 0
-    fi
-    log "s3: stopping (pid $pid)"
-    stop_pid "$pid" s3 30
-    rm -f "$PIDFILE"
-    log "s3: stopped in $(elapsed "$t0")"
+    stop_service s3 "$SDIR" "$PIDFILE"
 }
 
 cmd_status() {
-    local pid
-    if pid="$(running_pid)"; then
-        if http_answers "$PACS_S3_PORT"; then
-            echo "s3: running (pid $pid) on http://127.0.0.1:$PACS_S3_PORT, data $DATA, metadata $(cat "$MODEFILE" 2>/dev/null || echo '?')"
-        else
-            echo "s3: process running (pid $pid) but no HTTP answer on 127.0.0.1:$PACS_S3_PORT; see $LOGFILE"
-        fi
-        return 0
-    fi
-    echo "s3: stopped"
-    return 3
+    service_status s3 "http://127.0.0.1:$PACS_S3_PORT" "data $DATA, metadata $(cat "$MODEFILE" 2>/dev/null || echo '?')" "$LOGFILE" http_answers "$PACS_S3_PORT"
 }
 
-case "${1:-}" in
-    start) cmd_start ;;
-    stop) cmd_stop ;;
-    status) cmd_status ;;
-    restart) cmd_stop; cmd_start ;;
-    *) echo "usage: $0 start|stop|status|restart" >&2; exit 2 ;;
-esac
+service_main "$@"
