@@ -11,8 +11,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from pacs_cli.stack import REPO, Stack, StackConfig, free_port, group_at_end_of_topic
+from pacs_common.s3 import make_s3_client
+from pacs_common.settings import S3Settings
+from pydantic import SecretStr
+from pydicom import dcmread
+from pydicom.dataset import Dataset
 
 
 @dataclass
@@ -59,6 +65,31 @@ def run_dcmtk(args: list[str], cwd: Path | None = None) -> subprocess.CompletedP
         text=True,
         timeout=120,
         check=False,
+    )
+
+
+def findscu(stack: RunningStack, out_dir: Path, *keys: str) -> list[Dataset]:
+    """DCMTK findscu (Study Root) with ``keys`` against the stack; the responses, read from
+    the files it writes into ``out_dir``. Fails the test if findscu fails."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    key_args = [arg for key in keys for arg in ("-k", key)]
+    endpoint = ["127.0.0.1", str(stack.dicom_port)]
+    result = run_dcmtk(
+        ["findscu", "-S", "-aec", stack.ae_title, "-X", *key_args, *endpoint], cwd=out_dir
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    return [dcmread(p) for p in sorted(out_dir.glob("rsp*.dcm"))]
+
+
+def s3_client(infra_env: dict[str, str]) -> Any:
+    """A client of the infrastructure's S3 server, set up as the services set up theirs."""
+    return make_s3_client(
+        S3Settings(
+            endpoint=infra_env["PACS_S3_ENDPOINT"],
+            access_key=SecretStr(infra_env["PACS_S3_ACCESS_KEY"]),
+            secret_key=SecretStr(infra_env["PACS_S3_SECRET_KEY"]),
+            region=infra_env.get("PACS_S3_REGION", "us-east-1"),
+        )
     )
 
 

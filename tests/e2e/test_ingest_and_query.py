@@ -11,11 +11,9 @@ import json
 import time
 from pathlib import Path
 
-import boto3
 import grpc
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from botocore.config import Config
 from pacs.events.v1 import instance_events_pb2
 from pacs.query.v1 import query_service_pb2, query_service_pb2_grpc
 from pacs.storage.v1 import storage_service_pb2, storage_service_pb2_grpc
@@ -24,7 +22,7 @@ from pacs_common.events import TOPIC_INSTANCES
 from pydicom import dcmread
 from pydicom.data import get_testdata_file
 
-from tests.e2e.e2e_support import RunningStack, run_dcmtk
+from tests.e2e.e2e_support import RunningStack, findscu, run_dcmtk, s3_client
 
 pytestmark = pytest.mark.e2e
 
@@ -170,14 +168,7 @@ def test_every_acknowledged_instance_is_in_s3_with_its_sha256(
     e2e_stack: RunningStack, infra_env: dict[str, str], sent: tuple[list[Path], object]
 ) -> None:
     paths, _ = sent
-    s3 = boto3.client(
-        "s3",
-        endpoint_url=infra_env["PACS_S3_ENDPOINT"],
-        aws_access_key_id=infra_env["PACS_S3_ACCESS_KEY"],
-        aws_secret_access_key=infra_env["PACS_S3_SECRET_KEY"],
-        region_name=infra_env.get("PACS_S3_REGION", "us-east-1"),
-        config=Config(s3={"addressing_style": "path"}),
-    )
+    s3 = s3_client(infra_env)
     with grpc.insecure_channel(f"127.0.0.1:{e2e_stack.storage_port}") as channel:
         storage = storage_service_pb2_grpc.StorageServiceStub(channel)
         for path in paths:
@@ -242,54 +233,28 @@ def test_findscu_finds_every_study(
     paths, _ = sent
     study_uids = {dcmread(p, stop_before_pixels=True).StudyInstanceUID for p in paths}
     wait_for_studies(e2e_stack, study_uids)
-    result = run_dcmtk(
-        [
-            "findscu",
-            "-S",
-            "-aec",
-            e2e_stack.ae_title,
-            "-X",
-            "-k",
+    answered = {
+        d.StudyInstanceUID
+        for d in findscu(
+            e2e_stack,
+            tmp_path / "all",
             "QueryRetrieveLevel=STUDY",
-            "-k",
             "StudyInstanceUID",
-            "-k",
             "PatientName",
-            "-k",
             "StudyDate",
-            "127.0.0.1",
-            str(e2e_stack.dicom_port),
-        ],
-        cwd=tmp_path,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    answered = {dcmread(p).StudyInstanceUID for p in tmp_path.glob("rsp*.dcm")}
+        )
+    }
     assert study_uids <= answered
     # Wildcard matching on the patient name through DICOM as well.
     ct = dcmread(paths[0], stop_before_pixels=True)
     prefix = str(ct.PatientName)[:3] + "*"
-    wildcard_dir = tmp_path / "wildcard"
-    wildcard_dir.mkdir()
-    result = run_dcmtk(
-        [
-            "findscu",
-            "-S",
-            "-aec",
-            e2e_stack.ae_title,
-            "-X",
-            "-k",
-            "QueryRetrieveLevel=STUDY",
-            "-k",
-            "StudyInstanceUID",
-            "-k",
-            f"PatientName={prefix}",
-            "127.0.0.1",
-            str(e2e_stack.dicom_port),
-        ],
-        cwd=wildcard_dir,
+    matched = findscu(
+        e2e_stack,
+        tmp_path / "wildcard",
+        "QueryRetrieveLevel=STUDY",
+        "StudyInstanceUID",
+        f"PatientName={prefix}",
     )
-    assert result.returncode == 0, result.stdout + result.stderr
-    matched = [dcmread(p) for p in wildcard_dir.glob("rsp*.dcm")]
     assert ct.StudyInstanceUID in {d.StudyInstanceUID for d in matched}
     assert all(str(d.PatientName).startswith(prefix[:-1]) for d in matched)
 

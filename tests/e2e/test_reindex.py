@@ -9,13 +9,11 @@ import subprocess
 import sys
 import time
 
-import boto3
 import pytest
-from botocore.config import Config
 from pydicom import dcmread
 from pydicom.data import get_testdata_file
 
-from tests.e2e.e2e_support import RunningStack, run_dcmtk
+from tests.e2e.e2e_support import RunningStack, run_dcmtk, s3_client
 
 pytestmark = pytest.mark.e2e
 
@@ -62,14 +60,7 @@ def test_check_finds_discrepancies_and_reindex_repairs_them(
     # Lose the CT's index row behind the indexer's back, and the MR's object behind storage's.
     with sqlite3.connect(e2e_stack.run_dir / "index.sqlite") as db:
         db.execute("DELETE FROM instances WHERE sop_instance_uid = ?", (ct_uid,))
-    s3 = boto3.client(
-        "s3",
-        endpoint_url=infra_env["PACS_S3_ENDPOINT"],
-        aws_access_key_id=infra_env["PACS_S3_ACCESS_KEY"],
-        aws_secret_access_key=infra_env["PACS_S3_SECRET_KEY"],
-        region_name=infra_env.get("PACS_S3_REGION", "us-east-1"),
-        config=Config(s3={"addressing_style": "path"}),
-    )
+    s3 = s3_client(infra_env)
     mr_keys = [
         obj["Key"]
         for obj in s3.list_objects_v2(Bucket=e2e_stack.bucket).get("Contents", [])
