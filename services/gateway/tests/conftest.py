@@ -55,6 +55,23 @@ def start_gateway() -> Iterator[GatewayFactory]:
         app.close()
 
 
+@pytest.fixture
+def start_connected_gateway(
+    start_gateway: GatewayFactory, storage_app: Any, indexer_app: Any
+) -> GatewayFactory:
+    """Start gateways like ``start_gateway``, storing through the session's storage service and
+    querying its indexer."""
+
+    async def start(**overrides: Any) -> GatewayApp:
+        return await start_gateway(
+            storage_target=f"127.0.0.1:{storage_app.grpc_port}",
+            indexer_target=f"127.0.0.1:{indexer_app.grpc_port}",
+            **overrides,
+        )
+
+    return start
+
+
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
 async def storage_app(infra_env: dict[str, str]) -> AsyncIterator[Any]:
     """The real storage service on a fresh bucket (one per test session)."""

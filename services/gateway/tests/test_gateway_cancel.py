@@ -94,15 +94,13 @@ async def _findscu(gateway: GatewayApp, out_dir: Path, *options: str) -> tuple[s
 
 
 async def test_findscu_cancel_ends_in_cancel_status_and_gateway_goes_on(
-    start_gateway, storage_app, indexer_app, tenant: str, tmp_path: Path, monkeypatch
+    start_connected_gateway, tenant: str, tmp_path: Path, monkeypatch
 ) -> None:
     """findscu --cancel 3 sends a C-CANCEL after the 3rd pending response; the index answers
     the 4th match only once that C-CANCEL has reached the gateway. The C-FIND ends with
     Cancel after exactly 3 matches (PS3.4 C.4.1.3.1), and the next C-FIND, on a new
     association, gets every match."""
-    gateway = await start_gateway(
-        storage_target=f"127.0.0.1:{storage_app.grpc_port}",
-        indexer_target=f"127.0.0.1:{indexer_app.grpc_port}",
+    gateway = await start_connected_gateway(
         default_tenant=tenant,
         find_page_size=1,  # one index page per match: the 4th match is a page of its own
     )
@@ -193,15 +191,13 @@ def _find_cancelled_after_first_pending(gateway: GatewayApp) -> tuple[list[int],
     ],
 )
 async def test_pynetdicom_cancel_after_first_pending_ends_in_cancel(
-    start_gateway, storage_app, indexer_app, tenant: str, tmp_path: Path, page_size: int
+    start_connected_gateway, tenant: str, tmp_path: Path, page_size: int
 ) -> None:
     """C-CANCEL after the first pending response, arriving while the gateway sends the
     second: the C-FIND ends with Cancel right after the second (PS3.4 C.4.1.3.1), whether
     the gateway would next fetch an index page or take the next match of the page it has;
     the association then answers a whole C-FIND and releases normally."""
-    gateway = await start_gateway(
-        storage_target=f"127.0.0.1:{storage_app.grpc_port}",
-        indexer_target=f"127.0.0.1:{indexer_app.grpc_port}",
+    gateway = await start_connected_gateway(
         default_tenant=tenant,
         find_page_size=page_size,
     )
@@ -261,14 +257,12 @@ def _get_cancelled_during_second_instance(
 
 
 async def test_pynetdicom_get_cancel_reports_sub_operation_counts(
-    start_gateway, storage_app, indexer_app, tenant: str, tmp_path: Path
+    start_connected_gateway, tenant: str, tmp_path: Path
 ) -> None:
     """C-GET of a 5-instance study cancelled after the first pending response: the final
     response is Cancel with 2 completed, 3 remaining, no failed or warning sub-operations,
     and an empty Failed SOP Instance UID List (PS3.4 C.4.3.3, C.4.3.1.3.2)."""
-    gateway = await start_gateway(
-        storage_target=f"127.0.0.1:{storage_app.grpc_port}",
-        indexer_target=f"127.0.0.1:{indexer_app.grpc_port}",
+    gateway = await start_connected_gateway(
         default_tenant=tenant,
     )
     paths = _ct_copies(tmp_path / "study", 1, instances=5)

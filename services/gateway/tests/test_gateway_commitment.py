@@ -65,14 +65,10 @@ class Reports:
         return 0x0000, None  # N-EVENT-REPORT response: (status, event reply)
 
 
-async def _gateway(
-    start_gateway, storage_app, indexer_app, tmp_path: Path, report_port: int, tenant: str
-) -> Any:
+async def _gateway(start_connected_gateway, tmp_path: Path, report_port: int, tenant: str) -> Any:
     registry = tmp_path / "registry.yaml"
     registry.write_text(_registry(report_port, tenant))
-    return await start_gateway(
-        storage_target=f"127.0.0.1:{storage_app.grpc_port}",
-        indexer_target=f"127.0.0.1:{indexer_app.grpc_port}",
+    return await start_connected_gateway(
         site_registry=registry,
         commitment_wait_s=3,
     )
@@ -100,9 +96,9 @@ def _ask(port: int, request: Dataset, reports: Reports, keep_open: bool) -> int:
 
 
 async def test_commitment_report_on_the_same_association(
-    start_gateway, storage_app, indexer_app, tmp_path: Path, tenant: str
+    start_connected_gateway, tmp_path: Path, tenant: str
 ) -> None:
-    gateway = await _gateway(start_gateway, storage_app, indexer_app, tmp_path, free_port(), tenant)
+    gateway = await _gateway(start_connected_gateway, tmp_path, free_port(), tenant)
     ct = dcmread(sample_path("CT_small.dcm"), stop_before_pixels=True)
     stored = await asyncio.to_thread(
         scu_store_files, gateway.dicom_port, [sample_path("CT_small.dcm")], "MODALITY"
@@ -127,7 +123,7 @@ async def test_commitment_report_on_the_same_association(
 
 
 async def test_commitment_report_on_a_new_association_after_release(
-    start_gateway, storage_app, indexer_app, tmp_path: Path, tenant: str
+    start_connected_gateway, tmp_path: Path, tenant: str
 ) -> None:
     reports = Reports()
     listener = AE(ae_title="MODALITY")
@@ -139,9 +135,7 @@ async def test_commitment_report_on_a_new_association_after_release(
         evt_handlers=[(evt.EVT_N_EVENT_REPORT, reports.handle)],
     )
     try:
-        gateway = await _gateway(
-            start_gateway, storage_app, indexer_app, tmp_path, report_port, tenant
-        )
+        gateway = await _gateway(start_connected_gateway, tmp_path, report_port, tenant)
         mr = dcmread(sample_path("MR_small_jpeg_ls_lossless.dcm"), stop_before_pixels=True)
         stored = await asyncio.to_thread(
             scu_store_files,
@@ -166,9 +160,9 @@ async def test_commitment_report_on_a_new_association_after_release(
 
 
 async def test_commitment_request_without_transaction_uid_is_refused(
-    start_gateway, storage_app, indexer_app, tmp_path: Path, tenant: str
+    start_connected_gateway, tmp_path: Path, tenant: str
 ) -> None:
-    gateway = await _gateway(start_gateway, storage_app, indexer_app, tmp_path, free_port(), tenant)
+    gateway = await _gateway(start_connected_gateway, tmp_path, free_port(), tenant)
     request = Dataset()
     request.ReferencedSOPSequence = []
     answer = await asyncio.to_thread(_ask, gateway.dicom_port, request, Reports(), False)

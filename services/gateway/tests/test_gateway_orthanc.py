@@ -86,7 +86,7 @@ class Orthanc:
 
 @pytest_asyncio.fixture(loop_scope="session")
 async def stack(
-    start_gateway, storage_app, indexer_app, tmp_path: Path, tenant: str
+    start_connected_gateway, tmp_path: Path, tenant: str
 ) -> AsyncIterator[tuple[Any, Orthanc]]:
     """A gateway whose registry knows Orthanc both as a caller and as a destination."""
     gateway_port = free_port()
@@ -111,10 +111,8 @@ async def stack(
                 """
             )
         )
-        gateway = await start_gateway(
+        gateway = await start_connected_gateway(
             dicom_port=gateway_port,
-            storage_target=f"127.0.0.1:{storage_app.grpc_port}",
-            indexer_target=f"127.0.0.1:{indexer_app.grpc_port}",
             site_registry=registry,
         )
         yield gateway, orthanc

@@ -57,14 +57,10 @@ def _registry(dest_port: int, tenant: str) -> str:
     )
 
 
-async def _stack(
-    start_gateway, storage_app, indexer_app, tmp_path: Path, dest_port: int, tenant: str
-) -> Any:
+async def _stack(start_connected_gateway, tmp_path: Path, dest_port: int, tenant: str) -> Any:
     registry = tmp_path / "registry.yaml"
     registry.write_text(_registry(dest_port, tenant))
-    return await start_gateway(
-        storage_target=f"127.0.0.1:{storage_app.grpc_port}",
-        indexer_target=f"127.0.0.1:{indexer_app.grpc_port}",
+    return await start_connected_gateway(
         site_registry=registry,
     )
 
@@ -78,10 +74,10 @@ async def _stored_and_indexed(gateway: Any, names: list[str], calling: str = "MO
 
 
 async def test_movescu_study_to_storescp_as_stored(
-    start_gateway, storage_app, indexer_app, tmp_path: Path, tenant: str
+    start_connected_gateway, tmp_path: Path, tenant: str
 ) -> None:
     async with Storescp(tmp_path / "received", accept_all=True) as dest:
-        gateway = await _stack(start_gateway, storage_app, indexer_app, tmp_path, dest.port, tenant)
+        gateway = await _stack(start_connected_gateway, tmp_path, dest.port, tenant)
         await _stored_and_indexed(gateway, [J2K, JPEG_LL, CT])
 
         code, out = await run_dcmtk(
@@ -116,10 +112,10 @@ async def test_movescu_study_to_storescp_as_stored(
 
 
 async def test_move_to_uncompressed_only_receiver_decompresses(
-    start_gateway, storage_app, indexer_app, tmp_path: Path, tenant: str
+    start_connected_gateway, tmp_path: Path, tenant: str
 ) -> None:
     async with Storescp(tmp_path / "received") as dest:  # uncompressed syntaxes only
-        gateway = await _stack(start_gateway, storage_app, indexer_app, tmp_path, dest.port, tenant)
+        gateway = await _stack(start_connected_gateway, tmp_path, dest.port, tenant)
         await _stored_and_indexed(gateway, [JPEG_LL])
         original = dcmread(sample_path(JPEG_LL))
 
@@ -158,9 +154,9 @@ async def test_move_to_uncompressed_only_receiver_decompresses(
 
 
 async def test_getscu_series_comes_back_on_the_same_association(
-    start_gateway, storage_app, indexer_app, tmp_path: Path, tenant: str
+    start_connected_gateway, tmp_path: Path, tenant: str
 ) -> None:
-    gateway = await _stack(start_gateway, storage_app, indexer_app, tmp_path, free_port(), tenant)
+    gateway = await _stack(start_connected_gateway, tmp_path, free_port(), tenant)
     await _stored_and_indexed(gateway, [CT])
     original = dcmread(sample_path(CT))
     out_dir = tmp_path / "got"
@@ -209,9 +205,9 @@ def _move(port: int, destination: str, study: str, calling: str) -> list[Dataset
 
 
 async def test_unregistered_destination_is_a801(
-    start_gateway, storage_app, indexer_app, tmp_path: Path, tenant: str
+    start_connected_gateway, tmp_path: Path, tenant: str
 ) -> None:
-    gateway = await _stack(start_gateway, storage_app, indexer_app, tmp_path, free_port(), tenant)
+    gateway = await _stack(start_connected_gateway, tmp_path, free_port(), tenant)
     responses = await asyncio.to_thread(
         _move, gateway.dicom_port, "NOWHERE", _study(CT), "MODALITY"
     )
@@ -219,10 +215,10 @@ async def test_unregistered_destination_is_a801(
 
 
 async def test_other_tenants_cannot_see_or_move_a_study(
-    start_gateway, storage_app, indexer_app, tmp_path: Path, tenant: str
+    start_connected_gateway, tmp_path: Path, tenant: str
 ) -> None:
     async with Storescp(tmp_path / "received", ae_title="OTHERDEST") as dest:
-        gateway = await _stack(start_gateway, storage_app, indexer_app, tmp_path, dest.port, tenant)
+        gateway = await _stack(start_connected_gateway, tmp_path, dest.port, tenant)
         await _stored_and_indexed(gateway, [CT])  # stored by MODALITY: tenant hospital-a
 
         identifier = Dataset()
@@ -251,12 +247,12 @@ async def test_other_tenants_cannot_see_or_move_a_study(
 
 
 async def test_undecodable_instance_is_listed_as_failed(
-    start_gateway, storage_app, indexer_app, tmp_path: Path, tenant: str
+    start_connected_gateway, tmp_path: Path, tenant: str
 ) -> None:
     """JPEG-lossy.dcm cannot be decoded by the installed JPEG decoder, so a receiver that
     takes only uncompressed syntaxes cannot get it: the sub-operation fails, the others go."""
     async with Storescp(tmp_path / "received") as dest:
-        gateway = await _stack(start_gateway, storage_app, indexer_app, tmp_path, dest.port, tenant)
+        gateway = await _stack(start_connected_gateway, tmp_path, dest.port, tenant)
         await _stored_and_indexed(gateway, ["JPEG-lossy.dcm", JPEG_LL])
         lossy = dcmread(sample_path("JPEG-lossy.dcm"), stop_before_pixels=True)
 

@@ -61,11 +61,9 @@ def _network_syntaxes(report: str) -> dict[str, str]:
 
 
 async def test_dcmsend_samples_are_stored_as_sent_and_findscu_finds_them(
-    start_gateway, storage_app, indexer_app, tenant: str, tmp_path: Path
+    start_connected_gateway, storage_app, tenant: str, tmp_path: Path
 ) -> None:
-    gateway = await start_gateway(
-        storage_target=f"127.0.0.1:{storage_app.grpc_port}",
-        indexer_target=f"127.0.0.1:{indexer_app.grpc_port}",
+    gateway = await start_connected_gateway(
         default_tenant=tenant,
     )
     paths = [sample_path(name) for name in SAMPLE_FILES]
@@ -136,11 +134,9 @@ async def test_dcmsend_samples_are_stored_as_sent_and_findscu_finds_them(
 
 
 async def test_findscu_matches_patient_name_at_study_level_in_patient_root(
-    start_gateway, storage_app, indexer_app, tenant: str, tmp_path: Path
+    start_connected_gateway, tenant: str, tmp_path: Path
 ) -> None:
-    gateway = await start_gateway(
-        storage_target=f"127.0.0.1:{storage_app.grpc_port}",
-        indexer_target=f"127.0.0.1:{indexer_app.grpc_port}",
+    gateway = await start_connected_gateway(
         default_tenant=tenant,
     )
     ct, mr = sample_path("CT_small.dcm"), sample_path("MR_small_jpeg_ls_lossless.dcm")
@@ -207,12 +203,8 @@ async def test_c_find_bad_level_is_refused(start_gateway) -> None:
     assert [code for code, _ in responses] == [status.DATASET_DOES_NOT_MATCH_SOP_CLASS]
 
 
-async def test_c_find_patient_level_groups_studies(
-    start_gateway, storage_app, indexer_app, tenant: str
-) -> None:
-    gateway = await start_gateway(
-        storage_target=f"127.0.0.1:{storage_app.grpc_port}",
-        indexer_target=f"127.0.0.1:{indexer_app.grpc_port}",
+async def test_c_find_patient_level_groups_studies(start_connected_gateway, tenant: str) -> None:
+    gateway = await start_connected_gateway(
         default_tenant=tenant,
     )
     files = [sample_path(n) for n in ("JPEG2000.dcm", "JPEG-LL.dcm", "CT_small.dcm")]
@@ -284,11 +276,9 @@ async def test_kafka_down_means_out_of_resources_and_nothing_stored(
 
 
 async def test_findscu_series_and_image_levels(
-    start_gateway, storage_app, indexer_app, tenant: str, tmp_path: Path
+    start_connected_gateway, tenant: str, tmp_path: Path
 ) -> None:
-    gateway = await start_gateway(
-        storage_target=f"127.0.0.1:{storage_app.grpc_port}",
-        indexer_target=f"127.0.0.1:{indexer_app.grpc_port}",
+    gateway = await start_connected_gateway(
         default_tenant=tenant,
     )
     files = [sample_path(n) for n in ("JPEG2000.dcm", "JPEG-LL.dcm")]  # one study, one series
