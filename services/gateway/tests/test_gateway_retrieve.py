@@ -69,6 +69,18 @@ def _study(name: str) -> str:
     return str(dcmread(sample_path(name), stop_before_pixels=True).StudyInstanceUID)
 
 
+async def _movescu_to_dest(gateway: Any, *keys: str) -> None:
+    """DCMTK movescu (Study Root) as MODALITY of ``keys`` to the registered destination DEST;
+    the test fails unless the C-MOVE ends with Success."""
+    key_args = [arg for key in keys for arg in ("-k", key)]
+    code, out = await run_dcmtk(
+        "movescu", "-v", "-S", "-aet", "MODALITY", "-aec", "CLOUDPACS", "-aem", "DEST",
+        *key_args, "127.0.0.1", str(gateway.dicom_port),
+    )  # fmt: skip
+    assert code == 0, out
+    assert "Received Final Move Response (Success)" in out, out
+
+
 async def _stored_and_indexed(gateway: Any, names: list[str], calling: str = "MODALITY") -> None:
     await stored_and_indexed(gateway.dicom_port, [sample_path(n) for n in names], calling)
 
@@ -80,25 +92,9 @@ async def test_movescu_study_to_storescp_as_stored(
         gateway = await _stack(start_connected_gateway, tmp_path, dest.port, tenant)
         await _stored_and_indexed(gateway, [J2K, JPEG_LL, CT])
 
-        code, out = await run_dcmtk(
-            "movescu",
-            "-v",
-            "-S",
-            "-aet",
-            "MODALITY",
-            "-aec",
-            "CLOUDPACS",
-            "-aem",
-            "DEST",
-            "-k",
-            "QueryRetrieveLevel=STUDY",
-            "-k",
-            f"StudyInstanceUID={_study(J2K)}",
-            "127.0.0.1",
-            str(gateway.dicom_port),
+        await _movescu_to_dest(
+            gateway, "QueryRetrieveLevel=STUDY", f"StudyInstanceUID={_study(J2K)}"
         )
-        assert code == 0, out
-        assert "Received Final Move Response (Success)" in out, out
         received = dest.received()
 
     by_uid = {str(ds.SOPInstanceUID): ds for ds in received}
@@ -119,29 +115,13 @@ async def test_move_to_uncompressed_only_receiver_decompresses(
         await _stored_and_indexed(gateway, [JPEG_LL])
         original = dcmread(sample_path(JPEG_LL))
 
-        code, out = await run_dcmtk(
-            "movescu",
-            "-v",
-            "-S",
-            "-aet",
-            "MODALITY",
-            "-aec",
-            "CLOUDPACS",
-            "-aem",
-            "DEST",
-            "-k",
+        await _movescu_to_dest(
+            gateway,
             "QueryRetrieveLevel=IMAGE",
-            "-k",
             f"StudyInstanceUID={original.StudyInstanceUID}",
-            "-k",
             f"SeriesInstanceUID={original.SeriesInstanceUID}",
-            "-k",
             f"SOPInstanceUID={original.SOPInstanceUID}",
-            "127.0.0.1",
-            str(gateway.dicom_port),
         )
-        assert code == 0, out
-        assert "Received Final Move Response (Success)" in out, out
         received = dest.received()
 
     assert len(received) == 1
