@@ -32,7 +32,7 @@ class TransportOnlyStorage(pb_grpc.StorageServiceServicer):
     def __init__(self, chunk_size: int) -> None:
         self.chunk_size = chunk_size
         self.sizes: dict[str, int] = {}
-        self.filler = b""
+        self.filler = bytes(chunk_size)
 
     async def Put(  # noqa: N802  (gRPC method name)
         self, request_iterator: AsyncIterator[pb.PutRequest], context: Any
@@ -55,8 +55,6 @@ class TransportOnlyStorage(pb_grpc.StorageServiceServicer):
         size = self.sizes.get(request.instance.sop_instance_uid)
         if size is None:
             raise NotFoundError("instance not found")
-        if len(self.filler) < self.chunk_size:
-            self.filler = bytes(self.chunk_size)
         yield pb.GetResponse(object=instance_pb2.ObjectInfo(instance=request.instance, size=size))
         for start in range(0, size, self.chunk_size):
             yield pb.GetResponse(chunk=self.filler[: min(self.chunk_size, size - start)])
