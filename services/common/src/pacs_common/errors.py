@@ -70,13 +70,31 @@ class DataLossError(PacsError):
     code = grpc.StatusCode.DATA_LOSS
 
 
+# What grpcio's asyncio client reports when one of its own operations failed, typically
+# writing the next message of a client stream the server had already ended: the server's real
+# status is lost (seen with grpcio 1.85 in about 1 % of refused Puts; see
+# services/common/tests/test_grpc_error_mapping.py). The call's outcome is unknown, like a
+# deadline's, so it is retriable; every call it can happen to here is idempotent.
+_STATUS_LOST_DETAILS = "Internal error from Core"
+
+
+def status_lost_in_transport(exc: grpc.RpcError) -> bool:
+    """Tell whether the client library lost the status of a call (see above)."""
+    code = exc.code() if callable(getattr(exc, "code", None)) else None
+    details = exc.details() if callable(getattr(exc, "details", None)) else None
+    return code == grpc.StatusCode.INTERNAL and details == _STATUS_LOST_DETAILS
+
+
 def is_retriable(exc: BaseException) -> bool:
     """Tell whether an operation that raised ``exc`` may succeed if tried again."""
     if isinstance(exc, PacsError):
         return exc.retriable
     if isinstance(exc, grpc.RpcError):
         code = exc.code() if callable(getattr(exc, "code", None)) else None
-        return code in {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
+        return code in {
+            grpc.StatusCode.UNAVAILABLE,
+            grpc.StatusCode.DEADLINE_EXCEEDED,
+        } or status_lost_in_transport(exc)
     return isinstance(exc, (ConnectionError, TimeoutError))
 
 

@@ -16,6 +16,7 @@ from pacs_common.errors import (
     PacsError,
     PermissionDeniedError,
     UnavailableError,
+    status_lost_in_transport,
 )
 
 _BY_CODE: dict[grpc.StatusCode, type[PacsError]] = {
@@ -36,6 +37,9 @@ def from_rpc_error(exc: grpc.RpcError, service: str) -> PacsError:
     """The domain error for a failed call to ``service``."""
     code = exc.code() if callable(getattr(exc, "code", None)) else grpc.StatusCode.UNKNOWN
     details = exc.details() if callable(getattr(exc, "details", None)) else ""
+    if status_lost_in_transport(exc):
+        # Outcome unknown: the sender retries, and storing the same object again is harmless.
+        return UnavailableError(f"{service}: status lost in transport: {details}")
     error_class = _BY_CODE.get(code, PacsError)
     return error_class(f"{service}: {code.name.lower()}: {details or 'no details'}")
 
