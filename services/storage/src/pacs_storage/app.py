@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from concurrent.futures import ThreadPoolExecutor
 
 from grpc_health.v1 import health_pb2
 from pacs.storage.v1 import storage_service_pb2_grpc as pb_grpc
@@ -85,6 +86,12 @@ class StorageApp:
 
     async def start(self) -> None:
         """Create the bucket if possible, connect to Kafka if possible, and serve."""
+        # boto3 calls run in the loop's default executor, and a Put streamed to S3 holds a
+        # worker while its stream arrives: size it past asyncio's default (CPU count + 4) so
+        # that other S3 calls never wait behind streamed Puts.
+        asyncio.get_running_loop().set_default_executor(
+            ThreadPoolExecutor(self.settings.max_streamed_puts + 16, thread_name_prefix="s3")
+        )
         if self.settings.metrics_port is not None:
             self.metrics = start_metrics_server(self.settings.metrics_port, self.settings.grpc_host)
         try:

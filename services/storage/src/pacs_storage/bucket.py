@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import grpc
 from botocore.exceptions import ClientError, HTTPClientError, IncompleteReadError
@@ -54,6 +54,14 @@ _RETRIABLE = {
     "InvalidAccessKeyId",
     "SignatureDoesNotMatch",
 }
+
+
+class ReadableBody(Protocol):
+    """A request body botocore reads in its worker thread (see ``streamed_put``)."""
+
+    def read(self, size: int = -1) -> bytes:
+        """Up to ``size`` bytes, b"" at the end."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -179,22 +187,30 @@ class Bucket:
     async def put(
         self,
         key: str,
-        data: bytes,
+        data: bytes | ReadableBody,
         sha256_b64: str,
         metadata: Mapping[str, str],
         condition: Mapping[str, str] | None = None,
+        *,
+        size: int | None = None,
     ) -> StoredObject:
         """Write one object in one request; S3 verifies ``sha256_b64`` before storing it.
 
-        ``condition`` (``IfNoneMatch``/``IfMatch``) makes the write conditional; a lost race
-        raises :class:`WriteConflictError`.
+        ``data`` is the object, or a body read while the request is sent, then ``size`` is
+        its length. ``condition`` (``IfNoneMatch``/``IfMatch``) makes the write conditional;
+        a lost race raises :class:`WriteConflictError`.
         """
+        if isinstance(data, bytes):
+            size = len(data)
+        elif size is None:
+            raise ValueError("a streamed body needs its size")
         response = await self._call(
             "put_object",
             self.client.put_object,
             Bucket=self.name,
             Key=key,
             Body=data,
+            ContentLength=size,
             ChecksumSHA256=sha256_b64,
             Metadata=dict(metadata),
             ContentType="application/dicom",
@@ -203,7 +219,7 @@ class Bucket:
         )
         return StoredObject(
             key=key,
-            size=len(data),
+            size=size,
             etag=str(response.get("ETag", "")),
             metadata=dict(metadata),
             last_modified=None,

@@ -60,6 +60,13 @@ class StorageSettings(ServiceSettings):
         description="use If-Match/If-None-Match writes (AWS S3, versitygw); turn off only for "
         "stores that reject them (a store that ignores them loses versions under races)",
     )
+    max_streamed_puts: int = Field(
+        16,
+        ge=0,
+        le=64,
+        description="Puts below the multipart threshold written to S3 while they arrive, at "
+        "once (each holds a worker thread); 0 = receive first, then write",
+    )
     kafka_retry_s: float = Field(
         2.0, gt=0, description="pause between attempts to reach Kafka while it is down"
     )

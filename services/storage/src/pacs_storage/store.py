@@ -43,6 +43,7 @@ from pacs_storage.keys import (
 from pacs_storage.locks import KeyLocks
 from pacs_storage.retrieve import OpenObject, locate, open_object
 from pacs_storage.settings import StorageSettings
+from pacs_storage.streamed_put import StreamTarget
 from pacs_storage.upload import ReceivedObject, UploadPolicy, receive_object
 from pacs_storage.versions import (
     META_SHA256,
@@ -84,6 +85,7 @@ class InstanceStore:
             max_object_size=settings.max_object_size,
         )
         self._locks = KeyLocks()
+        self._streamed_puts = 0
         self._bucket_ready = not settings.create_bucket
         self._bucket_lock = asyncio.Lock()
 
@@ -120,31 +122,19 @@ class InstanceStore:
         await self.ensure_bucket()
 
         now = datetime.now(UTC)
-        if expected:
-            # The digest is known up front: a multipart upload can go straight to the final
-            # key with its metadata, and is only completed once the digest is confirmed.
-            multipart_key = object_key(ref)
-            multipart_meta = object_metadata(
-                ref, expected, new_version_id(now, expected), rfc3339(now)
-            )
-        else:
-            multipart_key, multipart_meta = staging_key(), {}
-        received = await receive_object(
-            chunks,
-            bucket=self.bucket,
-            policy=self.policy,
-            size_hint=header.size_hint,
-            multipart_key=multipart_key,
-            multipart_metadata=multipart_meta,
-        )
+        received = await self._receive(ref, expected, header.size_hint, chunks, now)
         try:
             if expected and received.sha256_hex != expected:
                 raise InvalidArgumentError("the bytes received do not match expected_sha256")
-            async with self._locks.hold(object_key(ref)):
-                result = await self._commit(ref, received, now)
+            if received.streamed_written:
+                info = _object_info(ref, received, now)
+                result = PutResult(info, already_existed=False, new_version=False)
+            else:
+                async with self._locks.hold(object_key(ref)):
+                    optimistic = received.streamed is None  # else that was the optimistic write
+                    result = await self._commit(ref, received, now, optimistic)
         except BaseException:
-            if received.multipart is not None:
-                await asyncio.shield(received.multipart.abort())
+            await asyncio.shield(self._discard(received))
             raise
         await self.announcer.instance_stored(result.info, result.new_version)
         log.info(
@@ -159,21 +149,96 @@ class InstanceStore:
         )
         return result
 
+    async def _receive(
+        self,
+        ref: instance_pb2.InstanceRef,
+        expected: str,
+        size_hint: int,
+        chunks: AsyncIterator[bytes],
+        now: datetime,
+    ) -> ReceivedObject:
+        """Take in the Put stream, writing it to S3 meanwhile where that is possible."""
+        if expected:
+            # The digest is known up front: the object can go straight to its final key with
+            # its metadata (multipart: completed only once the digest is confirmed).
+            final_key = object_key(ref)
+            final_meta = object_metadata(ref, expected, new_version_id(now, expected), rfc3339(now))
+        else:
+            final_key, final_meta = staging_key(), {}
+        stream_to = self._stream_target(ref, expected, size_hint, final_meta)
+        if stream_to is not None:
+            self._streamed_puts += 1
+        try:
+            received = await receive_object(
+                chunks,
+                bucket=self.bucket,
+                policy=self.policy,
+                size_hint=size_hint,
+                multipart_key=final_key,
+                multipart_metadata=final_meta,
+                stream_to=stream_to,
+            )
+        finally:
+            if stream_to is not None:
+                self._streamed_puts -= 1
+        return received
+
+    async def _discard(self, received: ReceivedObject) -> None:
+        """Undo what a failed Put wrote."""
+        if received.multipart is not None:
+            await received.multipart.abort()
+        if received.streamed is not None:
+            await received.streamed.undo()
+
+    def _stream_target(
+        self,
+        ref: instance_pb2.InstanceRef,
+        expected_sha256: str,
+        size_hint: int,
+        metadata: dict[str, str],
+    ) -> StreamTarget | None:
+        """Where to write this Put's object while it arrives, or None to receive it first.
+
+        Only with the size and digest announced (S3 then verifies the whole object), only
+        below the multipart threshold (the bytes stay in memory for the fallback) and only
+        with conditional writes (``If-None-Match: *``: a stored instance is never replaced
+        this way; replacing goes through :meth:`_commit`, which keeps the old version).
+        """
+        if not (
+            expected_sha256
+            and self.settings.conditional_writes
+            and 0 < size_hint < self.policy.multipart_threshold
+            and self._streamed_puts < self.settings.max_streamed_puts
+        ):
+            return None
+        return StreamTarget(
+            key=object_key(ref),
+            size=size_hint,
+            sha256_b64=b64_digest(bytes.fromhex(expected_sha256)),
+            metadata=metadata,
+            condition={"IfNoneMatch": "*"},
+        )
+
     async def _commit(
-        self, ref: instance_pb2.InstanceRef, received: ReceivedObject, now: datetime
+        self,
+        ref: instance_pb2.InstanceRef,
+        received: ReceivedObject,
+        now: datetime,
+        optimistic: bool,
     ) -> PutResult:
         """Make the received object current unless identical bytes already are.
 
         With conditional writes the new object is written only if the current one is still
         the one that was read (``IfMatch`` its ETag, or ``IfNoneMatch: *`` when there was
         none), so two replicas replacing one instance at once cannot lose a version: the loser
-        reads again and keeps the winner as a version. A small object is first written
-        optimistically as new, which saves the HEAD in the common case.
+        reads again and keeps the winner as a version. With ``optimistic`` a small object is
+        first written as new, which saves the HEAD in the common case (unless a streamed write
+        already tried that).
         """
         key = object_key(ref)
         sha = received.sha256_hex
         conditional = self.settings.conditional_writes
-        optimistic = conditional and received.data is not None
+        optimistic = optimistic and conditional and received.data is not None
         for attempt in range(_WRITE_ATTEMPTS):
             current = None if optimistic and attempt == 0 else await self.bucket.head(key)
             if current is not None and current.metadata.get(META_SHA256) == sha:
@@ -224,14 +289,7 @@ class InstanceStore:
             if checksum and checksum != expected_b64:
                 log.error("S3 computed another SHA-256 for a copied object", extra={"key": key})
                 raise DataLossError("the stored object does not match the bytes received")
-        return instance_pb2.ObjectInfo(
-            instance=ref,
-            key=key,
-            size=received.size,
-            sha256=sha,
-            version_id=version_id,
-            stored_time=rfc3339(now),
-        )
+        return _object_info(ref, received, now)
 
     async def _keep_as_version(self, ref: instance_pb2.InstanceRef, current: StoredObject) -> None:
         """Copy the current object to its version key before it is replaced."""
@@ -338,3 +396,17 @@ class InstanceStore:
                 )
             )
         return infos, next_token
+
+
+def _object_info(
+    ref: instance_pb2.InstanceRef, received: ReceivedObject, now: datetime
+) -> instance_pb2.ObjectInfo:
+    """The description of an object just written (its version id as in its metadata)."""
+    return instance_pb2.ObjectInfo(
+        instance=ref,
+        key=object_key(ref),
+        size=received.size,
+        sha256=received.sha256_hex,
+        version_id=new_version_id(now, received.sha256_hex),
+        stored_time=rfc3339(now),
+    )

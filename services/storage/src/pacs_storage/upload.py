@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 from pacs_common.errors import InvalidArgumentError, ResourceExhaustedError
 
 from pacs_storage.bucket import Bucket
+from pacs_storage.streamed_put import StreamedPut, StreamTarget
 from pacs_storage.versions import b64_digest
 
 if TYPE_CHECKING:
@@ -129,6 +130,10 @@ class ReceivedObject:
     multipart: MultipartUpload | None
     """Otherwise the multipart upload holding it (parts uploaded, not completed)."""
     parts: list[CompletedPartTypeDef]
+    streamed: StreamedPut | None = None
+    """The write to S3 made while the object arrived (see ``streamed_put``), if one was."""
+    streamed_written: bool = False
+    """True when S3 confirmed that write."""
 
 
 @dataclass(frozen=True)
@@ -149,6 +154,7 @@ async def receive_object(
     size_hint: int,
     multipart_key: str,
     multipart_metadata: Mapping[str, str],
+    stream_to: StreamTarget | None = None,
 ) -> ReceivedObject:
     """Consume ``chunks``, hashing them, buffering or uploading parts as they come.
 
@@ -160,6 +166,9 @@ async def receive_object(
             once instead of after buffering ``multipart_threshold`` bytes.
         multipart_key: key of the multipart upload, if one is needed.
         multipart_metadata: metadata of that upload.
+        stream_to: write the object there with one PutObject while it arrives (only for a
+            size below the multipart threshold); the bytes are kept all the same, so that
+            the caller can write them another way if that write did not happen.
 
     Raises:
         InvalidArgumentError: the stream carried no bytes.
@@ -169,6 +178,7 @@ async def receive_object(
     size = 0
     buffer = bytearray()
     upload: MultipartUpload | None = None
+    streamed = StreamedPut(bucket, stream_to) if stream_to is not None else None
 
     async def start_multipart() -> MultipartUpload:
         started = MultipartUpload(
@@ -193,6 +203,8 @@ async def receive_object(
                     f"object larger than the limit of {policy.max_object_size} bytes"
                 )
             digest.update(chunk)
+            if streamed is not None:
+                streamed.feed(chunk)
             if upload is not None:
                 await upload.add(chunk)
                 continue
@@ -204,11 +216,20 @@ async def receive_object(
         if size == 0:
             raise InvalidArgumentError("the Put stream carried no bytes")
         parts = await upload.finish() if upload is not None else []
+        written = await streamed.finish() if streamed is not None else False
     except BaseException:
         if upload is not None:
             await asyncio.shield(upload.abort())
+        if streamed is not None:
+            await asyncio.shield(streamed.undo())
         raise
     data = bytes(buffer) if upload is None else None
     return ReceivedObject(
-        size=size, sha256_hex=digest.hexdigest(), data=data, multipart=upload, parts=parts
+        size=size,
+        sha256_hex=digest.hexdigest(),
+        data=data,
+        multipart=upload,
+        parts=parts,
+        streamed=streamed,
+        streamed_written=written,
     )
