@@ -71,7 +71,7 @@ class RequestBodyPipe:
     def read(self, size: int = -1) -> bytes:
         """Up to ``size`` bytes (all that is queued for a negative size), waiting for them."""
         with self._changed:
-            if self._unread == 0:
+            if self._unread == 0 or size == 0:
                 return b""
             while not self._chunks and self._failure is None:
                 self._changed.wait()
