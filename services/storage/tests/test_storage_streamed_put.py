@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import threading
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -21,6 +22,7 @@ from pacs_storage.app import StorageApp
 from pacs_storage.client import StorageClient
 from pacs_storage.keys import object_key
 from pacs_storage.settings import StorageSettings
+from pacs_storage.streamed_put import RequestBodyPipe, StreamAbandonedError
 from storage_testkit import address_of, modified_part10, sample_part10, synthetic_part10
 
 
@@ -186,3 +188,43 @@ async def test_repeat_and_new_version_with_and_without_streaming(
     assert replaced.object.version_id != original.object.version_id
     assert stored_bytes(raw_s3, bucket_name, ref) == second
     assert old == first
+
+
+def test_body_pipe_hands_exactly_the_announced_bytes_to_a_reader_thread() -> None:
+    pipe = RequestBodyPipe(size=10)
+    read: list[bytes] = []
+
+    def reader() -> None:
+        while chunk := pipe.read(4):
+            read.append(chunk)
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    pipe.feed(b"abcdef")
+    pipe.feed(b"ghij")
+    pipe.feed(b"surplus, never read")
+    thread.join(timeout=5)
+
+    assert not thread.is_alive()
+    assert read == [b"abcd", b"ef", b"ghij"]
+
+
+def test_body_pipe_failure_reaches_a_waiting_reader() -> None:
+    pipe = RequestBodyPipe(size=10)
+    pipe.feed(b"abc")
+    assert pipe.read() == b"abc"
+    outcome: list[BaseException] = []
+
+    def reader() -> None:
+        try:
+            pipe.read(4)
+        except StreamAbandonedError as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    pipe.fail(StreamAbandonedError("fewer bytes than announced"))
+    thread.join(timeout=5)
+
+    assert not thread.is_alive()
+    assert [str(exc) for exc in outcome] == ["fewer bytes than announced"]
