@@ -76,6 +76,17 @@ def address_in(address: str, networks: Iterable[Network]) -> bool:
     return any(ip in network for network in networks)
 
 
+def called_ae_rejection(
+    called_ae_title: str | None, request: AssociationRequest
+) -> Rejection | None:
+    """The rejection of a request addressed to another AE title than ours (when we have one)."""
+    if called_ae_title and request.called_ae_title != called_ae_title:
+        return Rejection(
+            REASON_CALLED_AE_NOT_RECOGNIZED, "called AE title is not ours", "unknown_called_ae"
+        )
+    return None
+
+
 class NetworkPolicy:
     """The embedded default: any calling AE title, from the allowed networks only."""
 
@@ -92,10 +103,8 @@ class NetworkPolicy:
         An address outside the allowed networks has no Table 9-21 reason of its own; we answer
         "no-reason-given" so that a probe learns nothing about which AE titles exist.
         """
-        if self._called_ae_title and request.called_ae_title != self._called_ae_title:
-            return Rejection(
-                REASON_CALLED_AE_NOT_RECOGNIZED, "called AE title is not ours", "unknown_called_ae"
-            )
+        if wrong_called_ae := called_ae_rejection(self._called_ae_title, request):
+            return wrong_called_ae
         if not address_in(request.address, self._networks):
             return Rejection(
                 REASON_NO_REASON_GIVEN, "source address not allowed", "address_not_allowed"

@@ -19,13 +19,13 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from pacs_gateway.admission import (
-    REASON_CALLED_AE_NOT_RECOGNIZED,
     REASON_CALLING_AE_NOT_RECOGNIZED,
     AssociationRequest,
     Caller,
     Network,
     Rejection,
     address_in,
+    called_ae_rejection,
 )
 from pacs_gateway.settings import check_ae_title
 
@@ -151,10 +151,8 @@ class RegistryPolicy:
 
     def admit(self, request: AssociationRequest) -> Caller | Rejection:
         """Decide on one association request (rejections cite PS3.8 Table 9-21)."""
-        if self._called_ae_title and request.called_ae_title != self._called_ae_title:
-            return Rejection(
-                REASON_CALLED_AE_NOT_RECOGNIZED, "called AE title is not ours", "unknown_called_ae"
-            )
+        if wrong_called_ae := called_ae_rejection(self._called_ae_title, request):
+            return wrong_called_ae
         for tenant_name, tenant in self.registry.tenants.items():
             for site_name, site in tenant.sites.items():
                 for entry in site.callers:
