@@ -7,6 +7,7 @@ import grpc
 import typer
 from pacs.query.v1 import query_service_pb2 as pb
 from pacs.query.v1 import query_service_pb2_grpc as pb_grpc
+from pacs_common.errors import rpc_code, rpc_details
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 from rich.table import Table
@@ -18,8 +19,10 @@ INDEXER_OPTION = typer.Option("127.0.0.1:50052", help="host:port of the indexer'
 
 
 def _fail(exc: grpc.RpcError, target: str) -> typer.Exit:
-    code = exc.code() if callable(getattr(exc, "code", None)) else None
-    details = exc.details() if callable(getattr(exc, "details", None)) else str(exc)
+    code = rpc_code(exc)
+    details = rpc_details(exc)
+    if details is None:
+        details = str(exc)
     console.print(f"[red]indexer at {target} answered {code}: {details}[/red]")
     if code == grpc.StatusCode.UNAVAILABLE:
         console.print("Is the stack running? Start it with `pacs up` (or pass --indexer).")

@@ -78,11 +78,19 @@ class DataLossError(PacsError):
 _STATUS_LOST_DETAILS = "Internal error from Core"
 
 
+def rpc_code(exc: grpc.RpcError) -> grpc.StatusCode | None:
+    """The status code of a failed call (None for an RpcError that carries none)."""
+    return exc.code() if callable(getattr(exc, "code", None)) else None
+
+
+def rpc_details(exc: grpc.RpcError) -> str | None:
+    """The status details of a failed call (None for an RpcError that carries none)."""
+    return exc.details() if callable(getattr(exc, "details", None)) else None
+
+
 def status_lost_in_transport(exc: grpc.RpcError) -> bool:
     """Tell whether the client library lost the status of a call (see above)."""
-    code = exc.code() if callable(getattr(exc, "code", None)) else None
-    details = exc.details() if callable(getattr(exc, "details", None)) else None
-    return code == grpc.StatusCode.INTERNAL and details == _STATUS_LOST_DETAILS
+    return rpc_code(exc) == grpc.StatusCode.INTERNAL and rpc_details(exc) == _STATUS_LOST_DETAILS
 
 
 def is_retriable(exc: BaseException) -> bool:
@@ -90,7 +98,7 @@ def is_retriable(exc: BaseException) -> bool:
     if isinstance(exc, PacsError):
         return exc.retriable
     if isinstance(exc, grpc.RpcError):
-        code = exc.code() if callable(getattr(exc, "code", None)) else None
+        code = rpc_code(exc)
         return code in {
             grpc.StatusCode.UNAVAILABLE,
             grpc.StatusCode.DEADLINE_EXCEEDED,
@@ -114,6 +122,6 @@ def is_permanent(exc: BaseException) -> bool:
     if isinstance(exc, PacsError):
         return exc.code in _PERMANENT_CODES
     if isinstance(exc, grpc.RpcError):
-        code = exc.code() if callable(getattr(exc, "code", None)) else None
+        code = rpc_code(exc)
         return code in _PERMANENT_CODES
     return False

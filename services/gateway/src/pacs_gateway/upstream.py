@@ -16,6 +16,8 @@ from pacs_common.errors import (
     PacsError,
     PermissionDeniedError,
     UnavailableError,
+    rpc_code,
+    rpc_details,
     status_lost_in_transport,
 )
 
@@ -35,8 +37,8 @@ _BY_CODE: dict[grpc.StatusCode, type[PacsError]] = {
 
 def from_rpc_error(exc: grpc.RpcError, service: str) -> PacsError:
     """The domain error for a failed call to ``service``."""
-    code = exc.code() if callable(getattr(exc, "code", None)) else grpc.StatusCode.UNKNOWN
-    details = exc.details() if callable(getattr(exc, "details", None)) else ""
+    code = rpc_code(exc) or grpc.StatusCode.UNKNOWN
+    details = rpc_details(exc) or ""
     if status_lost_in_transport(exc):
         # Outcome unknown: the sender retries, and storing the same object again is harmless.
         return UnavailableError(f"{service}: status lost in transport: {details}")
