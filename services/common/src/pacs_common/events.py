@@ -24,6 +24,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 
 from pacs_common.errors import UnavailableError, is_permanent, is_retriable
+from pacs_common.logging import redact_uids
 from pacs_common.metrics import (
     KAFKA_CONSUMER_LAG,
     KAFKA_EVENTS_CONSUMED,
@@ -303,7 +304,7 @@ class EventConsumer:
         assert self.publisher._producer is not None
         headers: list[tuple[str, Any]] = [*(record.headers or ())]
         headers += [
-            ("dlq_error", repr(exc)[:2000].encode()),
+            ("dlq_error", redact_uids(repr(exc))[:2000].encode()),
             ("dlq_topic", record.topic.encode()),
             ("dlq_partition", str(record.partition).encode()),
             ("dlq_offset", str(record.offset).encode()),

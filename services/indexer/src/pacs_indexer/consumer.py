@@ -69,7 +69,7 @@ class IndexEventHandler:
             dataset = await self.headers.read(ref, info.size)
         except NotFoundError:
             # Removed since it was announced: its InstanceDeleted follows on the same partition.
-            log.info("stored object already gone", extra={"sop": ref.sop_instance_uid})
+            log.info("stored object already gone", extra={"sop_instance_uid": ref.sop_instance_uid})
             return
         stored = StoredObject(
             key=info.key,

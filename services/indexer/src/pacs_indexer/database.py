@@ -40,13 +40,17 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 
 def make_engine(url: str) -> Engine:
-    """Create an engine for ``url``; for a SQLite file, create its folder first."""
+    """Create an engine for ``url``; for a SQLite file, create its folder first.
+
+    Both engines hide bound parameters: SQLAlchemy otherwise puts them (names, IDs, UIDs) into
+    the text of every database error, and from there into logs.
+    """
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         database = parsed.database or ""
         if database and database != ":memory:":
             Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"timeout": 30})
+        engine = create_engine(url, connect_args={"timeout": 30}, hide_parameters=True)
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
     # No server-side prepared statements: psycopg prepares a statement after a few runs, and
@@ -55,6 +59,7 @@ def make_engine(url: str) -> Engine:
     return create_engine(
         url,
         pool_pre_ping=True,
+        hide_parameters=True,  # bound values are patient data; never in error texts
         pool_size=5,
         max_overflow=5,
         connect_args={"prepare_threshold": None},

@@ -83,7 +83,7 @@ async def reindex(
             progress.failed += 1
             log.warning(
                 "reindex: instance not indexed",
-                extra={"sop": ref.sop_instance_uid, "error": repr(exc)},
+                extra={"sop_instance_uid": ref.sop_instance_uid, "error": repr(exc)},
             )
         if done % every == 0:
             yield progress

@@ -132,7 +132,7 @@ async def _verified(
         if digest is not None and digest.hexdigest() != sha256_hex:
             log.error(
                 "stored object does not match its SHA-256; refusing to serve it",
-                extra={"key": reader.info.key, "version_id": version_of(reader.info)},
+                extra={"object_key": reader.info.key, "version_id": version_of(reader.info)},
             )
             raise DataLossError("the stored object does not match its recorded SHA-256")
         if pending:

@@ -137,10 +137,10 @@ class InstanceStore:
             await asyncio.shield(self._discard(received))
             raise
         await self.announcer.instance_stored(result.info, result.new_version)
-        log.info(
+        log.debug(
             "instance stored",
             extra={
-                "key": result.info.key,
+                "object_key": result.info.key,
                 "size": result.info.size,
                 "version_id": result.info.version_id,
                 "already_existed": result.already_existed,
@@ -287,7 +287,9 @@ class InstanceStore:
                 with contextlib.suppress(PacsError):
                     await self.bucket.delete(upload.key)
             if checksum and checksum != expected_b64:
-                log.error("S3 computed another SHA-256 for a copied object", extra={"key": key})
+                log.error(
+                    "S3 computed another SHA-256 for a copied object", extra={"object_key": key}
+                )
                 raise DataLossError("the stored object does not match the bytes received")
         return _object_info(ref, received, now)
 
