@@ -13,6 +13,8 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
+from pacs_common.trace_redaction import RedactingSpanProcessor
+
 
 def configure_tracing(service: str) -> None:
     """Install an SDK tracer provider naming ``service``, unless one is installed already
@@ -31,7 +33,8 @@ def configure_tracing(service: str) -> None:
             OTLPSpanExporter,  # imported only when exporting: it opens a gRPC channel
         )
 
-        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+        # Spans leave the process only through the redaction of patient data.
+        provider.add_span_processor(RedactingSpanProcessor(BatchSpanProcessor(OTLPSpanExporter())))
     trace.set_tracer_provider(provider)
 
 
