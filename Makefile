@@ -36,6 +36,10 @@ infra: bootstrap ## Start only the infrastructure (what the tests need)
 test: infra ## Run every test against the real infrastructure
 	$(UV) run pytest $(PYTEST_ARGS)
 
+.PHONY: test-unit
+test-unit: ## Run the tests that need no infrastructure (no Kafka, S3 server or PostgreSQL)
+	$(UV) run pytest -m "not integration and not e2e" $(PYTEST_ARGS)
+
 .PHONY: proto
 proto: ## Regenerate the Python protobuf/gRPC package from protos/
 	$(UV) run bash infra/gen_protos.sh

@@ -67,3 +67,16 @@ def postgres_url(infra_env: dict[str, str]) -> Iterator[str]:
     """URL of a fresh PostgreSQL database per test on the project's local cluster."""
     with scratch_database(infra_env.get("PACS_TEST_POSTGRES_URL", DEFAULT_URL)) as url:
         yield url
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Every test that needs the running infrastructure is an integration test.
+
+    Marking by the fixture it asks for (directly or through other fixtures) rather than by
+    hand keeps ``make test-unit`` (``-m "not integration and not e2e"``) honest: a test that
+    starts using Kafka, S3 or PostgreSQL leaves the unit run without anyone remembering to
+    mark it.
+    """
+    for item in items:
+        if "infra_env" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.integration)

@@ -17,6 +17,9 @@ from pacs_indexer.database import Database
 
 from tests.fixtures.scratch_postgres import DEFAULT_URL, scratch_database
 
+# The PostgreSQL variant needs the project's local cluster: an integration test.
+POSTGRESQL = pytest.param("postgresql", marks=pytest.mark.integration)
+
 
 @pytest.fixture(scope="session")
 def shared_postgres(infra_env: dict[str, str]) -> Iterator[Database]:
@@ -29,7 +32,7 @@ def shared_postgres(infra_env: dict[str, str]) -> Iterator[Database]:
         database.dispose()
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=["sqlite", POSTGRESQL])
 def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
     """An index on each backend: a fresh SQLite file, or the session's PostgreSQL database."""
     if request.param == "postgresql":
@@ -41,7 +44,7 @@ def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Databas
     db.dispose()
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=["sqlite", POSTGRESQL])
 def fresh_database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
     """An empty database (no schema) on each backend."""
     if request.param == "sqlite":
