@@ -24,11 +24,12 @@ def kafka_ssl_context(settings: KafkaSettings) -> ssl.SSLContext:
     Trusts ``ssl_ca_file`` when set (the local CA of ``make up``, or a deployment's), the
     system's trust store otherwise; presents ``ssl_cert_file``/``ssl_key_file`` when set.
     """
-    return create_ssl_context(
+    context: ssl.SSLContext = create_ssl_context(
         cafile=settings.ssl_ca_file,
         certfile=settings.ssl_cert_file,
         keyfile=settings.ssl_key_file,
     )
+    return context
 
 
 def kafka_client_options(settings: KafkaSettings) -> dict[str, Any]:

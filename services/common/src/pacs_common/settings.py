@@ -14,7 +14,6 @@ from typing import Literal, Self, TypeVar
 from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-
 SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
 """Kafka's ``security.protocol`` values."""
 SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
@@ -45,8 +44,9 @@ class KafkaSettings(BaseSettings):
     sasl_username: str | None = None
     sasl_password: SecretStr | None = None
     ssl_ca_file: Path | None = Field(
-        None, description="CA bundle (PEM) the brokers' certificates chain to; default: "
-        "PACS_TLS_DIR/ca.crt if it exists, else the system's trust store"
+        None,
+        description="CA bundle (PEM) the brokers' certificates chain to; default: "
+        "PACS_TLS_DIR/ca.crt if it exists, else the system's trust store",
     )
     ssl_cert_file: Path | None = Field(None, description="client certificate (PEM), for mTLS")
     ssl_key_file: Path | None = Field(None, description="client private key (PEM), for mTLS")
