@@ -203,7 +203,7 @@ PY
     # The check must be able to fail: a setting no service reads, rendered on purpose.
     log "service settings: a variable no service reads is refused"
     "$HELM" template "$RELEASE" "$CHART" --namespace "$NAMESPACE" --kube-version "$GOLDEN_KUBE_VERSION" \
-        --values "$CI_DIR/minimal-values.yaml" --set components.storage.settings.noSuchSetting=1 \
+        --values "$CI_DIR/minimal-values.yaml" --set components.storage.settings.no_such_setting=1 \
         >"$tmp/unknown-setting.yaml" || failures=$((failures + 1))
     if (cd "$REPO" && uv run --frozen python infra/check_chart_env.py "$tmp/unknown-setting.yaml") \
         >"$tmp/unknown-setting.out" 2>&1; then

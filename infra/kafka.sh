@@ -186,7 +186,10 @@ format_if_needed() {
             return 0
         fi
         # SCRAM users are bootstrap records of the metadata log, written by `format` only;
-        # a broker that runs without them refuses every client. Local test data: start over.
+        # a broker that runs without them refuses every client. Adding them later needs a
+        # logged-in client (AlterUserScramCredentials is refused on the controller listener:
+        # "not yet supported when communicating directly with the controller quorum"), which
+        # a broker without users cannot have. Local test data: start over.
         warn "kafka: data dir $DATA predates the SCRAM users ($(scram_users)); reformatting it (its topics are dropped)"
         rm -rf "$DATA" "$KDIR/scram.users"
         mkdir -p "$DATA"
