@@ -3,7 +3,9 @@
 #
 #   infra/helm.sh lint           helm lint --strict, render and validate every ci/ values file
 #                                against Kubernetes 1.33 and 1.35, compare with the golden
-#                                renders, and check that README's values table is current
+#                                renders, check every rendered PACS_* variable is a setting its
+#                                service reads (infra/check_chart_env.py), and check that
+#                                README's values table is current
 #   infra/helm.sh template NAME  print the render of charts/cloudpacs/ci/NAME-values.yaml
 #   infra/helm.sh update-golden  rewrite charts/cloudpacs/ci/golden/*.yaml after a deliberate change
 #   infra/helm.sh docs           regenerate the values table in charts/cloudpacs/README.md
@@ -195,64 +197,23 @@ if not checked:
     sys.exit("no site registry rendered: a ci/ values file should set one")
 PY
     ) || failures=$((failures + 1))
-    log "service settings: each rendered ConfigMap parsed by its service's own Settings class"
-    (cd "$REPO" && uv run --frozen python - "$tmp"/*-"$GOLDEN_KUBE_VERSION".yaml <<'PY'
-"""The environment the chart gives each component must be accepted by its settings class.
-
-Values that fail validation are errors; variables the class does not read are warnings (a
-setting the chart passes but the service ignores, or one the service has not added yet).
-"""
-import importlib
-import inspect
-import os
-import sys
-from pathlib import Path
-
-import yaml
-from pacs_common.settings import KafkaSettings, S3Settings, ServiceSettings
-from pydantic import ValidationError
-
-errors = 0
-for render in sys.argv[1:]:
-    docs = [d for d in yaml.safe_load_all(Path(render).read_text()) if d]
-    for deployment in (d for d in docs if d["kind"] == "Deployment"):
-        name = deployment["metadata"]["labels"]["app.kubernetes.io/component"]
-        container = deployment["spec"]["template"]["spec"]["containers"][0]
-        config = next(d for d in docs if d["kind"] == "ConfigMap"
-                      and d["metadata"]["name"] == container["envFrom"][0]["configMapRef"]["name"])
-        env = dict(config["data"])
-        for var in container.get("env", []):  # Secret-backed: any well-formed value
-            env[var["name"]] = var.get("value", "postgresql+psycopg://user:secret@db:5432/pacs"
-                                        if var["name"].endswith("DATABASE_URL") else "secret")
-        try:
-            module = importlib.import_module(f"pacs_{name.replace('-', '_')}.settings")
-        except ModuleNotFoundError:
-            print(f"  {Path(render).name} {name}: no pacs_{name}.settings module, skipped")
-            continue
-        classes = [c for _, c in inspect.getmembers(module, inspect.isclass)
-                   if issubclass(c, ServiceSettings) and c is not ServiceSettings]
-        settings_cls = classes[0]
-        prefix = str(settings_cls.model_config.get("env_prefix", ""))
-        known = {prefix + f.upper() for f in settings_cls.model_fields}
-        known |= {"PACS_KAFKA_" + f.upper() for f in KafkaSettings.model_fields}
-        known |= {"PACS_S3_" + f.upper() for f in S3Settings.model_fields}
-        unread = sorted(set(env) - known)
-        saved = dict(os.environ)
-        os.environ.clear()
-        os.environ.update(env)
-        try:
-            settings_cls()
-            print(f"  {Path(render).name} {name}: {len(env)} variables accepted by "
-                  f"{settings_cls.__name__}" + (f"; not read: {', '.join(unread)}" if unread else ""))
-        except ValidationError as exc:
-            errors += 1
-            print(f"ERROR {Path(render).name} {name}: {exc}", file=sys.stderr)
-        finally:
-            os.environ.clear()
-            os.environ.update(saved)
-sys.exit(1 if errors else 0)
-PY
-    ) || failures=$((failures + 1))
+    log "service settings: every PACS_* variable rendered is read and accepted by its service (infra/check_chart_env.py)"
+    (cd "$REPO" && uv run --frozen python infra/check_chart_env.py "$tmp"/*-"$GOLDEN_KUBE_VERSION".yaml) \
+        || failures=$((failures + 1))
+    # The check must be able to fail: a setting no service reads, rendered on purpose.
+    log "service settings: a variable no service reads is refused"
+    "$HELM" template "$RELEASE" "$CHART" --namespace "$NAMESPACE" --kube-version "$GOLDEN_KUBE_VERSION" \
+        --values "$CI_DIR/minimal-values.yaml" --set components.storage.settings.no_such_setting=1 \
+        >"$tmp/unknown-setting.yaml" || failures=$((failures + 1))
+    if (cd "$REPO" && uv run --frozen python infra/check_chart_env.py "$tmp/unknown-setting.yaml") \
+        >"$tmp/unknown-setting.out" 2>&1; then
+        printf 'ERROR: infra/check_chart_env.py accepted PACS_STORAGE_NO_SUCH_SETTING\n' >&2
+        failures=$((failures + 1))
+    elif ! grep -q 'PACS_STORAGE_NO_SUCH_SETTING is not a setting' "$tmp/unknown-setting.out"; then
+        cat "$tmp/unknown-setting.out" >&2
+        printf 'ERROR: infra/check_chart_env.py failed, but not on PACS_STORAGE_NO_SUCH_SETTING\n' >&2
+        failures=$((failures + 1))
+    fi
     log "values documentation"
     values_doc check || failures=$((failures + 1))
     ((failures == 0)) || die "$failures chart check(s) failed"

@@ -11,10 +11,20 @@ CACHE="$REPO/.cache"
 RUN="$CACHE/run"
 BIN_DIR="$CACHE/bin"
 KAFKA_LIBS="$CACHE/kafka-libs"
+# The local CA and one certificate per identity (pacs_common.pki); outside $RUN, so it
+# survives `down.sh --purge` and clients keep trusting the same CA.
+PKI_DIR="$CACHE/pki"
+PKI_IDENTITIES=(kafka gateway storage indexer cli)
 
 # Endpoints (env-overridable).
 PACS_KAFKA_PORT="${PACS_KAFKA_PORT:-19092}"
 PACS_KAFKA_CONTROLLER_PORT="${PACS_KAFKA_CONTROLLER_PORT:-19093}"
+# SCRAM-SHA-512 users of the local broker: the services' user and the broker's own
+# (inter-broker) user. Their passwords are generated once into .cache/run/kafka/secrets/
+# (see kafka.sh) rather than fixed here: the ports are reachable by every user of a shared
+# machine, and a password printed in the repository protects nothing.
+PACS_KAFKA_USER="${PACS_KAFKA_USER:-pacs}"
+PACS_KAFKA_BROKER_USER="broker"
 PACS_S3_PORT="${PACS_S3_PORT:-17070}"
 PACS_S3_ACCESS_KEY="${PACS_S3_ACCESS_KEY:-cloudpacs}"
 PACS_S3_SECRET_KEY="${PACS_S3_SECRET_KEY:-cloudpacs-secret-key}"
@@ -31,6 +41,27 @@ die()  { printf 'ERROR: %s\n' "$*" >&2; exit 1; }
 # Fractional wall-clock seconds since the epoch, and elapsed-time formatting.
 now() { date +%s.%N; }
 elapsed() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1fs", b - a }'; }
+
+# ensure_pki — the local CA and the certificates of PKI_IDENTITIES in PKI_DIR (idempotent:
+# only missing or expiring certificates are (re)issued).
+ensure_pki() {
+    (cd "$REPO" && uv run --frozen python -m pacs_common.pki "$PKI_DIR" "${PKI_IDENTITIES[@]}") \
+        || die "pki: could not create the local CA and certificates in $PKI_DIR"
+}
+
+# kafka_password USER — the generated SCRAM password of a local broker user (created once,
+# mode 600, in .cache/run/kafka/secrets/), on stdout.
+kafka_password() {
+    local dir="$RUN/kafka/secrets" file
+    file="$dir/$1.password"
+    if [[ ! -s "$file" ]]; then
+        mkdir -p "$dir"
+        chmod 700 "$dir"
+        (umask 077 && head -c 24 /dev/urandom | base64 | tr -d '/+=\n' >"$file.tmp")
+        mv -f "$file.tmp" "$file"
+    fi
+    cat "$file"
+}
 
 # port_open PORT — true when something accepts TCP connections on 127.0.0.1:PORT.
 port_open() {

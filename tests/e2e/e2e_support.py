@@ -15,7 +15,7 @@ from typing import Any
 
 from pacs_cli.stack import REPO, Stack, StackConfig, free_port, group_at_end_of_topic
 from pacs_common.s3 import make_s3_client
-from pacs_common.settings import S3Settings
+from pacs_common.settings import KafkaSettings, S3Settings
 from pydantic import SecretStr
 from pydicom import dcmread
 from pydicom.dataset import Dataset
@@ -113,11 +113,7 @@ def running_stack(
         },
     )
     # A fresh group would replay the whole shared topic (every earlier test's events) first.
-    asyncio.run(
-        group_at_end_of_topic(
-            config.env["PACS_INDEXER_CONSUMER_GROUP"], infra_env["PACS_KAFKA_BOOTSTRAP"]
-        )
-    )
+    asyncio.run(group_at_end_of_topic(config.env["PACS_INDEXER_CONSUMER_GROUP"], KafkaSettings()))
     stack = Stack(config)
     stack.start(timeout_s=90)
     try:

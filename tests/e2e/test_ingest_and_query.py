@@ -10,6 +10,7 @@ import io
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -19,6 +20,8 @@ from pacs.query.v1 import query_service_pb2, query_service_pb2_grpc
 from pacs.storage.v1 import storage_service_pb2, storage_service_pb2_grpc
 from pacs.type.v1 import instance_pb2
 from pacs_common.events import TOPIC_INSTANCES
+from pacs_common.kafka_client import kafka_client_options
+from pacs_common.settings import KafkaSettings
 from pydicom import dcmread
 from pydicom.data import get_testdata_file
 
@@ -70,9 +73,14 @@ def instance_ref(path: Path, tenant: str) -> instance_pb2.InstanceRef:
     )
 
 
+def _kafka(bootstrap: str) -> dict[str, Any]:
+    """aiokafka options for the brokers at ``bootstrap``, with the credentials of the env."""
+    return kafka_client_options(KafkaSettings(bootstrap=bootstrap))
+
+
 async def topic_partitions(bootstrap: str) -> set[int]:
     """Partitions of the instances topic (the producer API fetches the topic's metadata)."""
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+    producer = AIOKafkaProducer(**_kafka(bootstrap))
     await producer.start()
     try:
         return set(await producer.partitions_for(TOPIC_INSTANCES))
@@ -82,7 +90,7 @@ async def topic_partitions(bootstrap: str) -> set[int]:
 
 def end_offsets(bootstrap: str) -> dict[TopicPartition, int]:
     async def read() -> dict[TopicPartition, int]:
-        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+        consumer = AIOKafkaConsumer(**_kafka(bootstrap))
         await consumer.start()
         try:
             partitions = await topic_partitions(bootstrap)
@@ -98,7 +106,7 @@ def events_since(
     bootstrap: str, start: dict[TopicPartition, int]
 ) -> list[tuple[dict[str, str], bytes]]:
     async def read() -> list[tuple[dict[str, str], bytes]]:
-        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+        consumer = AIOKafkaConsumer(**_kafka(bootstrap), enable_auto_commit=False)
         await consumer.start()
         try:
             partitions = await topic_partitions(bootstrap)

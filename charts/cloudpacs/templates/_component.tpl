@@ -14,8 +14,6 @@ The resources of one component. Each template takes the context built in compone
 {{- $data := dict -}}
 {{- $_ := set $data (print $p "GRPC_HOST") "0.0.0.0" -}}
 {{- $_ := set $data (print $p "GRPC_PORT") (include "cloudpacs.envValue" $c.grpc.port) -}}
-{{- /* Both spellings: ServiceSettings subclasses read fields under their own prefix. */ -}}
-{{- $_ := set $data "PACS_METRICS_PORT" (include "cloudpacs.envValue" $c.metrics.port) -}}
 {{- $_ := set $data (print $p "METRICS_PORT") (include "cloudpacs.envValue" $c.metrics.port) -}}
 {{- $_ := set $data (print $p "LOG_LEVEL") ($c.logLevel | default $root.Values.logLevel) -}}
 {{- $_ := set $data (print $p "LOG_PATIENT_DATA") (toString $root.Values.logPatientData) -}}
@@ -26,9 +24,26 @@ The resources of one component. Each template takes the context built in compone
 {{- if $c.uses.kafka -}}
 {{- $_ := set $data "PACS_KAFKA_BOOTSTRAP" (required "kafka.bootstrap is required: the host:port list of your Kafka brokers" $root.Values.kafka.bootstrap) -}}
 {{- $_ := set $data "PACS_KAFKA_CLIENT_ID" (include "cloudpacs.component.fullname" .) -}}
-{{- if $root.Values.kafka.credentials.enabled -}}
-{{- $_ := set $data "PACS_KAFKA_SECURITY_PROTOCOL" $root.Values.kafka.credentials.securityProtocol -}}
-{{- $_ := set $data "PACS_KAFKA_SASL_MECHANISM" $root.Values.kafka.credentials.mechanism -}}
+{{- $k := $root.Values.kafka -}}
+{{- $_ := set $data "PACS_KAFKA_SECURITY_PROTOCOL" $k.securityProtocol -}}
+{{- if hasPrefix "SASL_" $k.securityProtocol -}}
+{{- $_ := set $data "PACS_KAFKA_SASL_MECHANISM" $k.sasl.mechanism -}}
+{{- $_ := set $data "PACS_KAFKA_SASL_USERNAME" (required (printf "kafka.sasl.username is required with kafka.securityProtocol %s" $k.securityProtocol) $k.sasl.username) -}}
+{{- end -}}
+{{- if or $k.tls.ca.secretName $k.tls.ca.configMapName $k.tls.clientCertSecret -}}
+{{- if not (has $k.securityProtocol (list "SSL" "SASL_SSL")) -}}
+{{- fail (printf "kafka.tls.* needs kafka.securityProtocol SSL or SASL_SSL (it is %s)" $k.securityProtocol) -}}
+{{- end -}}
+{{- end -}}
+{{- if and $k.tls.ca.secretName $k.tls.ca.configMapName -}}
+{{- fail "set one of kafka.tls.ca.secretName and kafka.tls.ca.configMapName, not both" -}}
+{{- end -}}
+{{- if or $k.tls.ca.secretName $k.tls.ca.configMapName -}}
+{{- $_ := set $data "PACS_KAFKA_SSL_CA_FILE" "/etc/cloudpacs/kafka-ca/ca.crt" -}}
+{{- end -}}
+{{- if $k.tls.clientCertSecret -}}
+{{- $_ := set $data "PACS_KAFKA_SSL_CERT_FILE" "/etc/cloudpacs/kafka-client/tls.crt" -}}
+{{- $_ := set $data "PACS_KAFKA_SSL_KEY_FILE" "/etc/cloudpacs/kafka-client/tls.key" -}}
 {{- end -}}
 {{- end -}}
 {{- if $c.uses.s3 -}}
@@ -132,17 +147,12 @@ automountServiceAccountToken: false
       name: {{ include "cloudpacs.databaseSecretName" $root }}
       key: {{ $root.Values.database.urlKey }}
 {{- end }}
-{{- if and $c.uses.kafka $root.Values.kafka.credentials.enabled }}
-- name: PACS_KAFKA_SASL_USERNAME
-  valueFrom:
-    secretKeyRef:
-      name: {{ include "cloudpacs.kafkaSecretName" $root }}
-      key: {{ $root.Values.kafka.credentials.usernameKey }}
+{{- if and $c.uses.kafka (hasPrefix "SASL_" $root.Values.kafka.securityProtocol) }}
 - name: PACS_KAFKA_SASL_PASSWORD
   valueFrom:
     secretKeyRef:
       name: {{ include "cloudpacs.kafkaSecretName" $root }}
-      key: {{ $root.Values.kafka.credentials.passwordKey }}
+      key: {{ $root.Values.kafka.sasl.passwordKey }}
 {{- end }}
 {{- with $c.extraEnv }}
 {{ toYaml . }}
@@ -267,6 +277,18 @@ spec:
           volumeMounts:
             - name: tmp
               mountPath: /tmp
+            {{- if $c.uses.kafka }}
+            {{- if or $root.Values.kafka.tls.ca.secretName $root.Values.kafka.tls.ca.configMapName }}
+            - name: kafka-ca
+              mountPath: /etc/cloudpacs/kafka-ca
+              readOnly: true
+            {{- end }}
+            {{- if $root.Values.kafka.tls.clientCertSecret }}
+            - name: kafka-client
+              mountPath: /etc/cloudpacs/kafka-client
+              readOnly: true
+            {{- end }}
+            {{- end }}
             {{- if $d.enabled }}
             {{- if $d.siteRegistry }}
             - name: site-registry
@@ -288,6 +310,35 @@ spec:
         - name: tmp
           emptyDir:
             sizeLimit: {{ $c.tmpSizeLimit }}
+        {{- if $c.uses.kafka }}
+        {{- with $root.Values.kafka.tls.ca }}
+        {{- if .secretName }}
+        - name: kafka-ca
+          secret:
+            secretName: {{ .secretName }}
+            items:
+              - key: {{ .key }}
+                path: ca.crt
+        {{- else if .configMapName }}
+        - name: kafka-ca
+          configMap:
+            name: {{ .configMapName }}
+            items:
+              - key: {{ .key }}
+                path: ca.crt
+        {{- end }}
+        {{- end }}
+        {{- with $root.Values.kafka.tls.clientCertSecret }}
+        - name: kafka-client
+          secret:
+            secretName: {{ . }}
+            items:
+              - key: tls.crt
+                path: tls.crt
+              - key: tls.key
+                path: tls.key
+        {{- end }}
+        {{- end }}
         {{- if $d.enabled }}
         {{- if $d.siteRegistry }}
         - name: site-registry

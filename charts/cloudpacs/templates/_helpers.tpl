@@ -120,7 +120,7 @@ app.kubernetes.io/component: {{ .name }}
 {{- end -}}
 
 {{- define "cloudpacs.kafkaSecretName" -}}
-{{- .Values.kafka.credentials.existingSecret | default (printf "%s-kafka" (include "cloudpacs.fullname" .)) -}}
+{{- .Values.kafka.sasl.existingSecret | default (printf "%s-kafka" (include "cloudpacs.fullname" .)) -}}
 {{- end -}}
 
 {{/* Which external systems enabled components use: fills .out with kafka/s3/database -> bool. */}}

@@ -248,7 +248,7 @@ class CloudpacsTarget:
         )
 
     def __enter__(self) -> CloudpacsTarget:
-        asyncio.run(group_at_end_of_topic(self.consumer_group, KafkaSettings().bootstrap))
+        asyncio.run(group_at_end_of_topic(self.consumer_group, KafkaSettings()))
         self.stack.start(timeout_s=90)
         # The first gateway process binds the port; spawned workers need seconds to import
         # before they listen too. Measure only once every worker takes connections.

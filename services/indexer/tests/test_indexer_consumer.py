@@ -22,6 +22,7 @@ from pacs.query.v1 import query_service_pb2_grpc as pb_grpc
 from pacs_common.dicom import instance_ref_of
 from pacs_common.events import TOPIC_INDEXED, TOPIC_INSTANCES, header
 from pacs_common.grpc_client import open_channel
+from pacs_common.kafka_client import kafka_client_options
 from pacs_common.settings import KafkaSettings, S3Settings
 from pacs_storage.app import StorageApp
 from pacs_storage.app import create_app as create_storage_app
@@ -35,8 +36,8 @@ from tests.fixtures.indexer import start_indexer
 pytestmark = pytest.mark.integration
 
 
-async def _ensure_topics(bootstrap: str) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+async def _ensure_topics(kafka: KafkaSettings) -> None:
+    admin = AIOKafkaAdminClient(**kafka_client_options(kafka))
     await admin.start()
     try:
         for topic in (TOPIC_INSTANCES, TOPIC_INDEXED):
@@ -71,9 +72,9 @@ async def storage(infra_env: dict[str, str], bucket_name: str) -> AsyncIterator[
 @pytest.fixture
 async def indexed_events(infra_env: dict[str, str]) -> AsyncIterator[AIOKafkaConsumer]:
     """A reader of InstanceIndexed, positioned at the end before the test acts."""
-    bootstrap = KafkaSettings().bootstrap
-    await _ensure_topics(bootstrap)
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    kafka = KafkaSettings()
+    await _ensure_topics(kafka)
+    consumer = AIOKafkaConsumer(**kafka_client_options(kafka), enable_auto_commit=False)
     await consumer.start()
     partitions = await _partitions(consumer, TOPIC_INDEXED)
     consumer.assign(partitions)

@@ -89,7 +89,7 @@ def client(channel: grpc.aio.Channel) -> StorageClient:
 @pytest.fixture
 async def events(infra_env: dict[str, str]) -> AsyncIterator[InstanceEvents]:
     """A consumer of pacs.instances.v1 positioned at the end before the test acts."""
-    reader = InstanceEvents(KafkaSettings().bootstrap)
+    reader = InstanceEvents(KafkaSettings())
     await reader.start()
     yield reader
     await reader.stop()

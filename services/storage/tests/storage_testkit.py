@@ -16,6 +16,8 @@ from aiokafka.errors import TopicAlreadyExistsError
 from pacs.events.v1 import instance_events_pb2
 from pacs.type.v1 import instance_pb2
 from pacs_common.events import TOPIC_INSTANCES, header
+from pacs_common.kafka_client import kafka_client_options
+from pacs_common.settings import KafkaSettings
 from pydicom import dcmread
 from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset, FileMetaDataset
@@ -101,17 +103,17 @@ class Event:
 class InstanceEvents:
     """Reads pacs.instances.v1 from the end (positioned before the test acts)."""
 
-    def __init__(self, bootstrap: str) -> None:
-        self.bootstrap = bootstrap
+    def __init__(self, kafka: KafkaSettings) -> None:
+        self.kafka = kafka
         self.consumer = AIOKafkaConsumer(
-            bootstrap_servers=bootstrap,
+            **kafka_client_options(kafka),
             group_id=f"test-storage-{uuid.uuid4().hex[:12]}",
             enable_auto_commit=False,
             auto_offset_reset="latest",
         )
 
     async def start(self) -> None:
-        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
+        admin = AIOKafkaAdminClient(**kafka_client_options(self.kafka))
         await admin.start()
         try:
             await admin.create_topics([NewTopic(TOPIC_INSTANCES, 3, 1)])

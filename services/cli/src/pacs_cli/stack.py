@@ -20,6 +20,8 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from pacs_common.events import TOPIC_INSTANCES
+from pacs_common.kafka_client import kafka_client_options
+from pacs_common.settings import KafkaSettings
 
 REPO = Path(__file__).resolve().parents[4]
 
@@ -228,7 +230,7 @@ class Stack:
         return next(p for p in self.processes if p.spec.name == name)
 
 
-async def group_at_end_of_topic(group_id: str, bootstrap: str) -> None:
+async def group_at_end_of_topic(group_id: str, kafka: KafkaSettings) -> None:
     """Commit the end of the shared instances topic as ``group_id``'s position.
 
     A new consumer group starts at the topic's beginning, so a test's or a benchmark's fresh
@@ -236,7 +238,7 @@ async def group_at_end_of_topic(group_id: str, bootstrap: str) -> None:
     bucket) while it runs. The consumer must be assigned the partitions for the commit to be
     taken.
     """
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(**kafka_client_options(kafka))
     await admin.start()
     try:
         described = await admin.describe_topics([TOPIC_INSTANCES])
@@ -251,7 +253,7 @@ async def group_at_end_of_topic(group_id: str, bootstrap: str) -> None:
     if not partitions:
         return  # the topic does not exist yet: a new group starts at its beginning anyway
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, group_id=group_id, enable_auto_commit=False
+        **kafka_client_options(kafka), group_id=group_id, enable_auto_commit=False
     )
     await consumer.start()
     try:

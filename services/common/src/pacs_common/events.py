@@ -24,6 +24,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 
 from pacs_common.errors import UnavailableError, is_permanent, is_retriable
+from pacs_common.kafka_client import kafka_client_options
 from pacs_common.logging import redact_uids
 from pacs_common.metrics import (
     KAFKA_CONSUMER_LAG,
@@ -94,7 +95,7 @@ class EventPublisher:
         # Events carry W3C trace context; without an SDK provider there is no span to carry.
         configure_tracing(self.source)
         producer = AIOKafkaProducer(
-            bootstrap_servers=self.settings.bootstrap,
+            **kafka_client_options(self.settings),
             client_id=f"{self.settings.client_id}-{self.source}",
             acks="all",
             enable_idempotence=True,
@@ -203,7 +204,7 @@ class EventConsumer:
         """Join the group and start the loop in a background task."""
         consumer = AIOKafkaConsumer(
             *self.topics,
-            bootstrap_servers=self.settings.bootstrap,
+            **kafka_client_options(self.settings),
             group_id=self.group_id,
             client_id=f"{self.settings.client_id}-{self.group_id}",
             enable_auto_commit=False,

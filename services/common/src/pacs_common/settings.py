@@ -8,21 +8,90 @@ name), and passed down explicitly: nothing reads the environment later. Secrets 
 
 from __future__ import annotations
 
-from typing import Self, TypeVar
+from pathlib import Path
+from typing import Literal, Self, TypeVar
 
-from pydantic import Field, SecretStr, ValidationError
+from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+"""Kafka's ``security.protocol`` values."""
+SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
+"""The SASL mechanisms the services speak."""
 
 
 class KafkaSettings(BaseSettings):
-    """Where the Kafka brokers are (``PACS_KAFKA_*``)."""
+    """Where the Kafka brokers are and how to prove who we are to them (``PACS_KAFKA_*``).
 
-    model_config = SettingsConfigDict(env_prefix="PACS_KAFKA_", extra="ignore")
+    The default is SASL_SSL with SCRAM-SHA-512: events carry patient data, so a deployment that
+    forgets to configure Kafka security gets a start-up error naming the missing key, never a
+    plaintext connection. ``infra/up.sh`` writes the local broker's values into
+    ``.cache/run/infra.env``; a deployment sets them from the chart's ``kafka.*`` values.
+    """
+
+    model_config = SettingsConfigDict(
+        env_prefix="PACS_KAFKA_", extra="ignore", populate_by_name=True
+    )
 
     bootstrap: str = Field("127.0.0.1:19092", description="host:port[,host:port…] of brokers")
     client_id: str = "cloudpacs"
     request_timeout_ms: int = Field(10_000, ge=1_000)
     max_retries: int = Field(3, ge=0, description="handler attempts before dead-lettering")
+    security_protocol: SecurityProtocol = Field(
+        "SASL_SSL", description="PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL"
+    )
+    sasl_mechanism: SaslMechanism = "SCRAM-SHA-512"
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_ca_file: Path | None = Field(
+        None,
+        description="CA bundle (PEM) the brokers' certificates chain to; default: "
+        "PACS_TLS_DIR/ca.crt if it exists, else the system's trust store",
+    )
+    ssl_cert_file: Path | None = Field(None, description="client certificate (PEM), for mTLS")
+    ssl_key_file: Path | None = Field(None, description="client private key (PEM), for mTLS")
+    tls_dir: Path | None = Field(
+        None,
+        validation_alias="PACS_TLS_DIR",
+        description="the local PKI of `make up` (shared with the gRPC mTLS settings)",
+    )
+
+    @property
+    def uses_sasl(self) -> bool:
+        """True when the protocol authenticates with SASL."""
+        return self.security_protocol.startswith("SASL_")
+
+    @property
+    def uses_tls(self) -> bool:
+        """True when the connection is encrypted."""
+        return self.security_protocol in ("SSL", "SASL_SSL")
+
+    @model_validator(mode="after")
+    def _complete(self) -> Self:
+        if self.uses_sasl:
+            missing = [
+                key
+                for key, value in (
+                    ("PACS_KAFKA_SASL_USERNAME", self.sasl_username),
+                    ("PACS_KAFKA_SASL_PASSWORD", self.sasl_password),
+                )
+                if not value
+            ]
+            if missing:
+                raise ValueError(
+                    f"{' and '.join(missing)} must be set when PACS_KAFKA_SECURITY_PROTOCOL is "
+                    f"{self.security_protocol} (or set PACS_KAFKA_SECURITY_PROTOCOL=SSL/PLAINTEXT "
+                    "for a broker without SASL)"
+                )
+        if (self.ssl_cert_file is None) != (self.ssl_key_file is None):
+            raise ValueError(
+                "PACS_KAFKA_SSL_CERT_FILE and PACS_KAFKA_SSL_KEY_FILE go together (client mTLS)"
+            )
+        if self.ssl_ca_file is None and self.tls_dir is not None:
+            local_ca = self.tls_dir / "ca.crt"
+            if local_ca.is_file():
+                self.ssl_ca_file = local_ca
+        return self
 
 
 class S3Settings(BaseSettings):
