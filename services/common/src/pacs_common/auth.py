@@ -37,7 +37,12 @@ import grpc
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from pacs_common.errors import PacsError, PermissionDeniedError, UnauthenticatedError
+from pacs_common.errors import (
+    InvalidArgumentError,
+    PacsError,
+    PermissionDeniedError,
+    UnauthenticatedError,
+)
 from pacs_common.grpc_handlers import (
     MethodHandler,
     RewrappingInterceptor,
@@ -136,11 +141,11 @@ class Caller:
 
         Raises:
             PermissionDeniedError: ``requested`` is set and is not the caller's tenant.
-            UnauthenticatedError: a trusted service named no tenant (it must).
+            InvalidArgumentError: a trusted service named no tenant (it must).
         """
         if self.trusted_service:
             if not requested:
-                raise PermissionDeniedError("an internal call must name its tenant")
+                raise InvalidArgumentError("tenant is required")
             return requested
         if self.tenant is None:  # pragma: no cover - tokens always map to a tenant
             raise PermissionDeniedError("the caller has no tenant")

@@ -3,7 +3,8 @@
 RFC 6749 section 4.4: the client posts its id and secret to the issuer's token endpoint and
 gets an access token, kept here until shortly before it expires. ``audience`` is sent because
 hydra (like Auth0) issues a token for an audience only when asked for it. Blocking (stdlib
-HTTP); async callers use :meth:`ClientCredentials.token_async`.
+HTTP); async callers use :meth:`ClientCredentials.token_async`, async channels
+:func:`bearer_interceptors`.
 """
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from typing import Any
 
+import grpc
 from pydantic import SecretStr
 
 from pacs_common.errors import UnauthenticatedError, UnavailableError
@@ -101,3 +104,44 @@ class ClientCredentials:
         if not isinstance(token, str) or not token:
             raise UnavailableError("the token endpoint answered without an access token")
         return token, float(body.get("expires_in") or 60)
+
+
+class _BearerMixin:
+    def __init__(self, credentials: ClientCredentials) -> None:
+        self._credentials = credentials
+
+    async def _with_token(self, details: Any) -> Any:
+        token = await self._credentials.token_async()
+        metadata = grpc.aio.Metadata(*(details.metadata or ()))
+        metadata["authorization"] = f"Bearer {token}"
+        return details._replace(metadata=metadata)
+
+
+class _UnaryUnary(_BearerMixin, grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[type-arg]
+    async def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        return await continuation(await self._with_token(details), request)
+
+
+class _UnaryStream(_BearerMixin, grpc.aio.UnaryStreamClientInterceptor):  # type: ignore[type-arg]
+    async def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
+        return await continuation(await self._with_token(details), request)
+
+
+class _StreamUnary(_BearerMixin, grpc.aio.StreamUnaryClientInterceptor):  # type: ignore[type-arg]
+    async def intercept_stream_unary(self, continuation: Any, details: Any, requests: Any) -> Any:
+        return await continuation(await self._with_token(details), requests)
+
+
+class _StreamStream(_BearerMixin, grpc.aio.StreamStreamClientInterceptor):  # type: ignore[type-arg]
+    async def intercept_stream_stream(self, continuation: Any, details: Any, requests: Any) -> Any:
+        return await continuation(await self._with_token(details), requests)
+
+
+def bearer_interceptors(credentials: ClientCredentials) -> list[Any]:
+    """Client interceptors of an async channel that send ``credentials``' token on every call."""
+    return [
+        _UnaryUnary(credentials),
+        _UnaryStream(credentials),
+        _StreamUnary(credentials),
+        _StreamStream(credentials),
+    ]
