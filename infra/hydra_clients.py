@@ -84,7 +84,7 @@ def provision(admin: str, audience: str, env_file: Path) -> None:
         client_id = known.get(f"{prefix}_CLIENT_ID", "")
         secret = known.get(f"{prefix}_CLIENT_SECRET", "") or secrets.token_urlsafe(24)
         body["client_secret"] = secret
-        status, found = (
+        status, _found = (
             _call("GET", f"{admin}/admin/clients/{client_id}") if client_id else (404, None)
         )
         if status == 200:
