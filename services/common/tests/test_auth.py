@@ -325,5 +325,6 @@ def test_claims_of_other_providers_map_through_configured_claim_names() -> None:
 
 
 def test_symmetric_algorithms_are_refused_in_settings() -> None:
-    with pytest.raises(ValueError, match="asymmetric"):
-        AuthSettings(algorithms=["HS256"]).verifier()
+    for algorithms in (["HS256"], ["RS256", "none"], []):
+        with pytest.raises(ValueError, match="asymmetric"):
+            AuthSettings(algorithms=algorithms)

@@ -49,7 +49,7 @@ from pacs_common.grpc_handlers import (
     iterate_response,
     rewrap,
 )
-from pacs_common.jwt_verifier import TokenVerifier
+from pacs_common.jwt_verifier import ASYMMETRIC_ALGORITHMS, TokenVerifier
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +100,15 @@ class AuthSettings(BaseSettings):
     )
 
     _split = field_validator("trusted_services", mode="before")(_split_names)
+
+    @field_validator("algorithms")
+    @classmethod
+    def _asymmetric_only(cls, value: list[str]) -> list[str]:
+        # HS* would let anyone holding the issuer's public key mint tokens; `none` anyone.
+        refused = sorted(set(value) - ASYMMETRIC_ALGORITHMS)
+        if refused or not value:
+            raise ValueError(f"only asymmetric JWT algorithms are allowed, not {refused}")
+        return value
 
     def jwks(self) -> str:
         """The JWKS URL (configured, or the issuer's well-known one)."""
