@@ -1,4 +1,5 @@
-"""Caller authorization against the real OpenID provider (hydra from ``infra/up.sh``).
+"""Caller authorization against the real OpenID provider (hydra from ``infra/up.sh``), and
+the trusted-service path over a real mutual-TLS connection with certificates made here.
 
 A probe service behind ``build_server`` and :class:`AuthorizationInterceptor` answers with the
 tenant a call acts on and counts the calls that reached it: a refused call must not reach it
@@ -9,6 +10,7 @@ forged one is signed with a key of our own that claims hydra's key id, issuer an
 from __future__ import annotations
 
 import asyncio
+import datetime
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -17,7 +19,10 @@ from typing import Any
 import grpc
 import jwt
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import NameOID
 from pacs_common.auth import (
     AuthorizationInterceptor,
     AuthSettings,
@@ -328,3 +333,80 @@ def test_symmetric_algorithms_are_refused_in_settings() -> None:
     for algorithms in (["HS256"], ["RS256", "none"], []):
         with pytest.raises(ValueError, match="asymmetric"):
             AuthSettings(algorithms=algorithms)
+
+
+# --- the same through a real mutual-TLS connection: the CN comes from grpc's auth context ---
+
+
+def _certificate(
+    name: str, key: rsa.RSAPrivateKey, issuer: x509.Name, signer: rsa.RSAPrivateKey, ca: bool
+) -> x509.Certificate:
+    now = datetime.datetime.now(datetime.UTC)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+        .issuer_name(issuer)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=1))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+    )
+    if not ca:
+        builder = builder.add_extension(
+            x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False
+        )
+    return builder.sign(signer, hashes.SHA256())
+
+
+def _pem(key: rsa.RSAPrivateKey, cert: x509.Certificate) -> tuple[bytes, bytes]:
+    return (
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        ),
+        cert.public_bytes(serialization.Encoding.PEM),
+    )
+
+
+async def test_trusted_service_over_mutual_tls_acts_on_the_requested_tenant() -> None:
+    ca_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "test-ca")])
+    ca_pem = _pem(ca_key, _certificate("test-ca", ca_key, ca_name, ca_key, True))[1]
+    pems = {}
+    for name in ("localhost", "gateway", "storage"):
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        pems[name] = _pem(key, _certificate(name, key, ca_name, ca_key, False))
+
+    probe = Probe()
+    settings = AuthSettings(trusted_services={"gateway"})
+    server, _health = build_server(
+        _register(probe), [SERVICE], interceptors=[AuthorizationInterceptor(settings, ROLES)]
+    )
+    port = server.add_secure_port(
+        "127.0.0.1:0",
+        grpc.ssl_server_credentials(
+            [pems["localhost"]], root_certificates=ca_pem, require_client_auth=True
+        ),
+    )
+    await server.start()
+    try:
+        results = {}
+        for client in ("gateway", "storage"):
+            key_pem, cert_pem = pems[client]
+            credentials = grpc.ssl_channel_credentials(ca_pem, key_pem, cert_pem)
+            async with grpc.aio.secure_channel(
+                f"127.0.0.1:{port}",
+                credentials,
+                options=[("grpc.ssl_target_name_override", "localhost")],
+            ) as channel:
+                read = channel.unary_unary(f"/{SERVICE}/Read")
+                try:
+                    results[client] = (await read(b"site-a", timeout=10)).decode()
+                except grpc.aio.AioRpcError as exc:
+                    results[client] = exc.code()
+    finally:
+        await server.stop(None)
+    assert results == {"gateway": "site-a", "storage": grpc.StatusCode.UNAUTHENTICATED}
+    assert probe.entered == 1
