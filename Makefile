@@ -12,12 +12,12 @@ help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
 
 .PHONY: bootstrap
-bootstrap: ## Install prerequisites once (Debian packages, uv, Kafka jars, versitygw)
+bootstrap: ## Install prerequisites once (Debian packages, uv, Kafka jars, versitygw, hydra)
 	infra/bootstrap.sh
 	$(UV) sync --frozen
 
 .PHONY: up
-up: bootstrap ## Start Kafka, the S3 server, PostgreSQL and every service; returns when ready
+up: bootstrap ## Start Kafka, the S3 server, PostgreSQL, hydra and every service; returns when ready
 	$(UV) run pacs up
 
 .PHONY: down

@@ -1,4 +1,5 @@
-"""Fixtures shared by every test: the real local infrastructure started by ``infra/up.sh``.
+"""Fixtures shared by every test: the real local infrastructure started by ``infra/up.sh``
+(Kafka, S3, PostgreSQL, and hydra for bearer tokens).
 
 Integration tests never mock Kafka, S3 or the database. They read the endpoints from
 ``.cache/run/infra.env`` (written by ``infra/up.sh``) or the environment, and fail with a clear
@@ -16,6 +17,7 @@ from urllib.parse import urlparse
 import pytest
 from pacs_cli.stack import infra_environment
 
+from tests.fixtures.hydra import Hydra
 from tests.fixtures.scratch_postgres import DEFAULT_URL, scratch_database
 
 
@@ -67,6 +69,19 @@ def postgres_url(infra_env: dict[str, str]) -> Iterator[str]:
     """URL of a fresh PostgreSQL database per test on the project's local cluster."""
     with scratch_database(infra_env.get("PACS_TEST_POSTGRES_URL", DEFAULT_URL)) as url:
         yield url
+
+
+@pytest.fixture(scope="session")
+def hydra(infra_env: dict[str, str]) -> Hydra:
+    """The local OpenID provider: bearer tokens for a tenant and roles (client credentials)."""
+    provider = Hydra(infra_env)
+    if not provider.reachable():
+        pytest.fail(
+            f"hydra not reachable at {provider.admin_url}: start the infrastructure with "
+            "`infra/up.sh` (or `make up`)",
+            pytrace=False,
+        )
+    return provider
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

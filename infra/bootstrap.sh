@@ -8,9 +8,11 @@
 #   * Apache Kafka broker jars -> .cache/kafka-libs (Maven, from infra/kafka/pom.xml;
 #     skipped while .cache/kafka-libs/.pom.sha256 matches the pom)
 #   * versitygw (S3 server) -> .cache/bin/versitygw (go install; skipped if present)
+#   * ory/hydra v2.3.0 (OpenID provider) -> .cache/bin/hydra (go build in .cache/hydra-build;
+#     skipped while .cache/bin/hydra.version says v2.3.0)
 #
 # Needs Java 17+ (always: the broker runs on it), Maven (only to fetch the jars)
-# and Go >= 1.21 (only to build versitygw; go >= 1.25 or GOTOOLCHAIN=auto).
+# and Go >= 1.21 (only to build versitygw and hydra; go >= 1.25 or GOTOOLCHAIN=auto).
 # Usage: infra/bootstrap.sh          (no arguments; safe to re-run)
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=lib.sh
@@ -54,6 +56,12 @@ if [[ -x "$VGW" && -f "$VGW.version" && "$(cat "$VGW.version")" == "$VERSITYGW_V
     need_vgw=0
 fi
 
+HYDRA="$BIN_DIR/hydra"
+need_hydra=1
+if [[ -x "$HYDRA" && -f "$HYDRA.version" && "$(cat "$HYDRA.version")" == "$HYDRA_VERSION" ]]; then
+    need_hydra=0
+fi
+
 # ---------------------------------------------------------------- prerequisites
 problems=()
 java_major=""
@@ -67,14 +75,14 @@ fi
 if ((need_jars)) && ! command -v mvn >/dev/null 2>&1; then
     problems+=("Maven is required to fetch the Kafka jars into .cache/kafka-libs; install: apt-get install -y maven")
 fi
-if ((need_vgw)); then
+if ((need_vgw || need_hydra)); then
     if ! command -v go >/dev/null 2>&1; then
-        problems+=("Go >= 1.21 is required to build versitygw $VERSITYGW_VERSION (needs go1.25; go>=1.21 fetches it via GOTOOLCHAIN=auto); Debian 12's golang-go is 1.19 (too old): install Go from https://go.dev/dl into /usr/local/go and put /usr/local/go/bin on PATH")
+        problems+=("Go >= 1.21 is required to build versitygw $VERSITYGW_VERSION and hydra $HYDRA_VERSION (needs go1.25; go>=1.21 fetches it via GOTOOLCHAIN=auto); Debian 12's golang-go is 1.19 (too old): install Go from https://go.dev/dl into /usr/local/go and put /usr/local/go/bin on PATH")
     else
         gov="$(go env GOVERSION 2>/dev/null || true)"   # e.g. go1.26.8
         gominor="$(sed -E 's/^go1\.([0-9]+).*/\1/' <<<"$gov")"
         if ! [[ "$gominor" =~ ^[0-9]+$ ]] || ((gominor < 21)); then
-            problems+=("Go >= 1.21 is required to build versitygw (found ${gov:-unknown}); install Go from https://go.dev/dl")
+            problems+=("Go >= 1.21 is required to build versitygw and hydra (found ${gov:-unknown}); install Go from https://go.dev/dl")
         fi
     fi
 fi
@@ -138,6 +146,35 @@ if ((need_vgw)); then
     printf '%s\n' "$VERSITYGW_VERSION" >"$VGW.version"
 else
     log "versitygw $VERSITYGW_VERSION present (.cache/bin/versitygw)"
+fi
+
+# ---------------------------------------------------------------- hydra
+# `go install github.com/ory/hydra/v2@v2.3.0` fails: hydra's go.mod has replace directives,
+# which only apply to the main module. So a throwaway module of ours requires hydra as a
+# tool and carries the same replaces (copied from hydra v2.3.0's go.mod).
+if ((need_hydra)); then
+    log "building ory/hydra $HYDRA_VERSION into .cache/bin/hydra (first run: ~2-5 min)…"
+    HB="$CACHE/hydra-build"
+    rm -rf "$HB"
+    mkdir -p "$HB"
+    (
+        cd "$HB"
+        go mod init local/hydratool >/dev/null 2>&1
+        go get -tool "github.com/ory/hydra/v2@$HYDRA_VERSION"
+        cat >>go.mod <<'GOMOD'
+replace github.com/gobuffalo/pop/v6 => github.com/ory/pop/v6 v6.2.1-0.20241121111754-e5dfc0f3344b
+replace github.com/ory/hydra-client-go/v2 => github.com/ory/hydra-client-go/v2 v2.2.1
+GOMOD
+        go mod tidy
+        go build -o "$HYDRA.tmp" github.com/ory/hydra/v2
+    ) || die "building hydra $HYDRA_VERSION failed (needs the Go module proxy; see the messages above)"
+    mv -f "$HYDRA.tmp" "$HYDRA"
+    "$HYDRA" version >/dev/null 2>&1 || die "hydra built but '$HYDRA version' does not run"
+    printf '%s\n' "$HYDRA_VERSION" >"$HYDRA.version"
+    rm -rf "$HB"
+    log "hydra $HYDRA_VERSION built"
+else
+    log "hydra $HYDRA_VERSION present (.cache/bin/hydra)"
 fi
 
 log "bootstrap done in $(elapsed "$t0")"

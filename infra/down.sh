@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# infra/down.sh — stop Kafka, S3 (versitygw) and PostgreSQL started by infra/up.sh.
+# infra/down.sh — stop hydra, Kafka, S3 (versitygw) and PostgreSQL started by infra/up.sh.
 # Data under .cache/run is kept unless --purge is given, which deletes .cache/run
 # entirely (Kafka topics, S3 buckets, the PostgreSQL cluster, logs, infra.env).
 # Downloaded/built artefacts (.cache/kafka-libs, .cache/bin) are never deleted.
@@ -16,6 +16,8 @@ case "${1:-}" in
 esac
 
 t0="$(now)"
+# hydra first: it keeps its state in PostgreSQL.
+"$INFRA_DIR/hydra.sh" stop || die "hydra failed to stop; not stopping the rest"
 # Stop the three in parallel (Kafka's controlled shutdown and versitygw's
 # graceful stop take ~2-3 s each); print each one's output in a fixed order.
 tmp="$(mktemp -d)"

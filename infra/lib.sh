@@ -31,8 +31,14 @@ PACS_S3_SECRET_KEY="${PACS_S3_SECRET_KEY:-cloudpacs-secret-key}"
 PACS_S3_REGION="${PACS_S3_REGION:-us-east-1}"
 PACS_PG_PORT="${PACS_PG_PORT:-15432}"
 PACS_PG_DB="${PACS_PG_DB:-cloudpacs}"
+PACS_HYDRA_PUBLIC_PORT="${PACS_HYDRA_PUBLIC_PORT:-14444}"
+PACS_HYDRA_ADMIN_PORT="${PACS_HYDRA_ADMIN_PORT:-14445}"
+PACS_HYDRA_DB="${PACS_HYDRA_DB:-hydra}"
+# The audience every cloudpacs API expects in an access token (PACS_AUTH_AUDIENCE).
+PACS_AUTH_AUDIENCE="${PACS_AUTH_AUDIENCE:-cloudpacs}"
 
 VERSITYGW_VERSION="v1.7.0"
+HYDRA_VERSION="v2.3.0"
 
 log()  { printf '==> %s\n' "$*"; }
 warn() { printf 'WARN: %s\n' "$*" >&2; }

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # infra/up.sh — bring up the whole local cloudpacs infrastructure:
 # bootstrap (idempotent), the local CA and certificates (.cache/pki, pacs_common.pki), then
-# PostgreSQL, S3 (versitygw) and Kafka (SASL_SSL), then write .cache/run/infra.env
+# PostgreSQL, S3 (versitygw) and Kafka (SASL_SSL), then hydra (the OpenID provider, which
+# keeps its state in PostgreSQL) with its OAuth clients, then write .cache/run/infra.env
 # (KEY=value lines, for `set -a; . .cache/run/infra.env`; mode 600: it holds the Kafka
-# password) and print the endpoints. Safe to re-run: running services are left alone.
+# password and the OAuth client secrets) and print the endpoints. Safe to re-run: running
+# services are left alone.
 # Usage: infra/up.sh            (ports/keys: see infra/README.md)
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=lib.sh
@@ -25,6 +27,9 @@ kafka_job=$!
 rc=0
 "$INFRA_DIR/postgres.sh" start || rc=1
 "$INFRA_DIR/s3.sh" start || rc=1
+if ((rc == 0)); then
+    "$INFRA_DIR/hydra.sh" start || rc=1
+fi
 wait "$kafka_job" || rc=1
 cat "$kafka_out"
 ((rc == 0)) || die "infra up failed (see messages above; 'infra/down.sh' stops whatever did start)"
@@ -44,8 +49,16 @@ PACS_S3_ACCESS_KEY=${PACS_S3_ACCESS_KEY}
 PACS_S3_SECRET_KEY=${PACS_S3_SECRET_KEY}
 PACS_S3_REGION=${PACS_S3_REGION}
 PACS_TEST_POSTGRES_URL=postgresql+psycopg://postgres@127.0.0.1:${PACS_PG_PORT}/${PACS_PG_DB}
+PACS_AUTH_ISSUER=http://127.0.0.1:${PACS_HYDRA_PUBLIC_PORT}
+PACS_AUTH_JWKS_URL=http://127.0.0.1:${PACS_HYDRA_PUBLIC_PORT}/.well-known/jwks.json
+PACS_AUTH_AUDIENCE=${PACS_AUTH_AUDIENCE}
+PACS_CLI_TOKEN_URL=http://127.0.0.1:${PACS_HYDRA_PUBLIC_PORT}/oauth2/token
+PACS_HYDRA_ADMIN_URL=http://127.0.0.1:${PACS_HYDRA_ADMIN_PORT}
 ENV
 )
+# The provisioned client ids and secrets (PACS_CLI_CLIENT_ID/SECRET, PACS_APP_CLIENT_ID/SECRET).
+cat "$RUN/hydra/clients.env" >>"$ENV_FILE.tmp"
+chmod 600 "$ENV_FILE.tmp"
 mv -f "$ENV_FILE.tmp" "$ENV_FILE"
 
 row() { printf '  %-9s  %-42s  %s\n' "$@"; }
@@ -55,6 +68,7 @@ row ------- -------- ---
 row kafka "127.0.0.1:${PACS_KAFKA_PORT} SASL_SSL (controller ${PACS_KAFKA_CONTROLLER_PORT})" .cache/run/kafka/kafka.log
 row s3 "http://127.0.0.1:${PACS_S3_PORT} (${PACS_S3_REGION})" .cache/run/s3/s3.log
 row postgres "127.0.0.1:${PACS_PG_PORT}/${PACS_PG_DB} (user postgres)" .cache/run/postgres/postgres.log
+row hydra "http://127.0.0.1:${PACS_HYDRA_PUBLIC_PORT} (admin ${PACS_HYDRA_ADMIN_PORT})" .cache/run/hydra/hydra.log
 echo
 echo "  S3 credentials: ${PACS_S3_ACCESS_KEY} / ${PACS_S3_SECRET_KEY}"
 echo "  Kafka: SASL_SSL, SCRAM-SHA-512 user ${PACS_KAFKA_USER} (password in the env file), CA ${PKI_DIR}/ca.crt"

@@ -19,6 +19,8 @@ from pacs.events.v1 import instance_events_pb2
 from pacs.query.v1 import query_service_pb2, query_service_pb2_grpc
 from pacs.storage.v1 import storage_service_pb2, storage_service_pb2_grpc
 from pacs.type.v1 import instance_pb2
+from pacs_cli.stack import infra_environment
+from pacs_common.auth import Role
 from pacs_common.events import TOPIC_INSTANCES
 from pacs_common.kafka_client import kafka_client_options
 from pacs_common.settings import KafkaSettings
@@ -26,6 +28,7 @@ from pydicom import dcmread
 from pydicom.data import get_testdata_file
 
 from tests.e2e.e2e_support import RunningStack, findscu, run_dcmtk, s3_client
+from tests.fixtures.hydra import Hydra
 
 pytestmark = pytest.mark.e2e
 
@@ -202,6 +205,8 @@ def wait_for_studies(
     e2e_stack: RunningStack, study_uids: set[str], timeout_s: float = 60
 ) -> list[dict[str, object]]:
     deadline = time.monotonic() + timeout_s
+    # An application of the stack's tenant, with a token from the local hydra.
+    token = Hydra(infra_environment()).metadata(e2e_stack.tenant, [Role.QUERY])
     with grpc.insecure_channel(f"127.0.0.1:{e2e_stack.indexer_port}") as channel:
         query = query_service_pb2_grpc.QueryServiceStub(channel)
         while True:
@@ -214,7 +219,8 @@ def wait_for_studies(
                             "PatientName": "",
                         },
                     )
-                )
+                ),
+                metadata=token,
             )
             found = [json.loads(d) for d in reply.datasets]
             uids = {d["0020000D"]["Value"][0] for d in found}

@@ -10,6 +10,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import grpc
 import pytest
 from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
@@ -17,7 +18,8 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 from pacs.query.v1 import query_service_pb2, query_service_pb2_grpc
-from pacs_common.grpc_client import open_channel
+from pacs_common.auth import Role
+from pacs_common.oauth_client import ClientCredentials, bearer_interceptors
 from pacs_common.settings import S3Settings
 from pacs_gateway.app import create_app as create_gateway
 from pacs_gateway.settings import GatewaySettings
@@ -29,6 +31,7 @@ from pydicom.uid import generate_uid
 from pynetdicom import AE
 from pynetdicom.sop_class import CTImageStorage
 
+from tests.fixtures.hydra import Hydra
 from tests.fixtures.indexer import start_indexer
 
 pytestmark = pytest.mark.integration
@@ -65,8 +68,12 @@ def send_ct(dicom_port: int) -> str:
     return str(ds.SOPInstanceUID)
 
 
-async def wait_indexed(indexer_port: int, sop_uid: str, timeout_s: float = 30) -> None:
-    channel = open_channel(f"127.0.0.1:{indexer_port}")
+async def wait_indexed(
+    indexer_port: int, sop_uid: str, credentials: ClientCredentials, timeout_s: float = 30
+) -> None:
+    channel = grpc.aio.insecure_channel(
+        f"127.0.0.1:{indexer_port}", interceptors=bearer_interceptors(credentials)
+    )
     stub = query_service_pb2_grpc.QueryServiceStub(channel)
     deadline = time.monotonic() + timeout_s
     try:
@@ -91,7 +98,7 @@ def names(trace_spans: list[ReadableSpan]) -> set[tuple[str, SpanKind]]:
 
 
 async def test_one_c_store_is_one_trace_from_gateway_to_indexer(
-    infra_env: dict[str, str], spans: InMemorySpanExporter, tmp_path: Path
+    infra_env: dict[str, str], spans: InMemorySpanExporter, tmp_path: Path, hydra: Hydra
 ) -> None:
     storage = create_storage(
         StorageSettings(
@@ -114,7 +121,7 @@ async def test_one_c_store_is_one_trace_from_gateway_to_indexer(
     try:
         spans.clear()
         sop_uid = await asyncio.to_thread(send_ct, gateway.dicom_port)
-        await wait_indexed(indexer.grpc_port, sop_uid)
+        await wait_indexed(indexer.grpc_port, sop_uid, hydra.client("default", [Role.QUERY]))
         await asyncio.sleep(0.5)  # the indexer's InstanceIndexed publish ends after the upsert
     finally:
         gateway.close()

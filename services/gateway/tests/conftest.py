@@ -92,11 +92,20 @@ async def storage_app(infra_env: dict[str, str]) -> AsyncIterator[Any]:
 async def indexer_app(
     storage_app: Any, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[Any]:
-    """The real indexer (SQLite index) consuming the real storage events (one per session)."""
+    """The real indexer (SQLite index) consuming the real storage events (one per session).
+
+    The gateway queries it as an internal service on behalf of its authenticated DICOM callers,
+    which the indexer recognises by the gateway's mTLS client certificate. Until the service
+    channels are mutual TLS (``pacs_common.tls``), this indexer trusts calls without a token as
+    internal (``required=False``); a token, when sent, is still verified.
+    """
+    from pacs_common.auth import AuthSettings  # noqa: PLC0415  (needs infra_env's env)
+
     app = await start_indexer(
         storage_app.grpc_port,
         tmp_path_factory.mktemp("index") / "index.sqlite",
         shutdown_grace_s=1,
+        auth=AuthSettings(required=False),
     )
     yield app
     await app.stop()

@@ -10,7 +10,12 @@ import pytest
 from gateway_helpers import sample_path
 from pacs.ingest.v1 import ingest_service_pb2 as pb
 from pacs.ingest.v1 import ingest_service_pb2_grpc as pb_grpc
+from pacs_common.auth import Role
 from pacs_common.grpc_client import open_channel
+from pacs_common.oauth_client import ClientCredentials, bearer_interceptors
+from pacs_storage.client import StorageClient
+
+from tests.fixtures.hydra import Hydra
 
 Outcome = pb.StoreOutcome
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -28,20 +33,30 @@ async def _files(
 _channels: list[grpc.aio.Channel] = []
 
 
-def _stub(port: int) -> pb_grpc.IngestServiceStub:
+def _stub(port: int, credentials: ClientCredentials | None) -> pb_grpc.IngestServiceStub:
+    """A client of the gateway's IngestService sending ``credentials``' token (None: no token)."""
+    interceptors = bearer_interceptors(credentials) if credentials is not None else []
     # The stub does not keep its channel alive (a collected channel closes): keep it here.
-    channel = open_channel(f"127.0.0.1:{port}")
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}", interceptors=interceptors)
     _channels.append(channel)
     return pb_grpc.IngestServiceStub(channel)
 
 
+@pytest.fixture
+def ingest_client(hydra: Hydra, tenant: str) -> ClientCredentials:
+    """Credentials of an application of ``tenant`` with the role ``ingest``."""
+    return hydra.client(tenant, [Role.INGEST])
+
+
 @pytest.mark.integration
-async def test_store_reports_each_file(start_gateway, storage_app, tenant: str) -> None:
+async def test_store_reports_each_file(
+    start_gateway, storage_app, tenant: str, ingest_client: ClientCredentials
+) -> None:
     gateway = await start_gateway(storage_target=f"127.0.0.1:{storage_app.grpc_port}")
     ct = sample_path("CT_small.dcm").read_bytes()
     j2k = sample_path("JPEG2000.dcm").read_bytes()
 
-    response = await _stub(gateway.grpc_port).Store(
+    response = await _stub(gateway.grpc_port, ingest_client).Store(
         _files(
             ("ct", ct),
             ("not-dicom", b"hello, this is not a DICOM file" * 10),
@@ -64,41 +79,110 @@ async def test_store_reports_each_file(start_gateway, storage_app, tenant: str) 
 
 
 @pytest.mark.integration
-async def test_echo_answers_with_the_ae_title(start_gateway, storage_app) -> None:
+async def test_echo_answers_with_the_ae_title(start_gateway, storage_app, ingest_client) -> None:
     gateway = await start_gateway(storage_target=f"127.0.0.1:{storage_app.grpc_port}")
-    response = await _stub(gateway.grpc_port).Echo(pb.EchoRequest())
+    response = await _stub(gateway.grpc_port, ingest_client).Echo(pb.EchoRequest())
     assert response.ae_title == "CLOUDPACS"
 
 
-async def test_echo_is_unavailable_without_storage(start_gateway) -> None:
+async def test_echo_is_unavailable_without_storage(start_gateway, ingest_client) -> None:
     gateway = await start_gateway()
     with pytest.raises(grpc.aio.AioRpcError) as info:
-        await _stub(gateway.grpc_port).Echo(pb.EchoRequest())
+        await _stub(gateway.grpc_port, ingest_client).Echo(pb.EchoRequest())
     assert info.value.code() == grpc.StatusCode.UNAVAILABLE
 
 
-async def test_store_without_storage_is_unavailable_per_file(start_gateway) -> None:
+async def test_store_without_storage_is_unavailable_per_file(start_gateway, ingest_client) -> None:
     gateway = await start_gateway()
     ct = sample_path("CT_small.dcm").read_bytes()
-    response = await _stub(gateway.grpc_port).Store(_files(("ct", ct), ("junk", b"x" * 300)))
+    response = await _stub(gateway.grpc_port, ingest_client).Store(
+        _files(("ct", ct), ("junk", b"x" * 300))
+    )
     outcomes = [r.outcome for r in response.results]
     assert outcomes == [Outcome.STORE_OUTCOME_UNAVAILABLE, Outcome.STORE_OUTCOME_REFUSED]
 
 
-async def test_chunk_before_header_is_invalid_argument(start_gateway) -> None:
+async def test_chunk_before_header_is_invalid_argument(start_gateway, ingest_client) -> None:
     gateway = await start_gateway()
 
     async def bad() -> AsyncIterator[pb.StoreRequest]:
         yield pb.StoreRequest(chunk=b"DICM")
 
     with pytest.raises(grpc.aio.AioRpcError) as info:
-        await _stub(gateway.grpc_port).Store(bad())
+        await _stub(gateway.grpc_port, ingest_client).Store(bad())
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
-async def test_file_over_the_size_limit_is_refused(start_gateway) -> None:
+async def test_file_over_the_size_limit_is_refused(start_gateway, ingest_client) -> None:
     gateway = await start_gateway(max_file_bytes=2048)
     ct = sample_path("CT_small.dcm").read_bytes()
-    response = await _stub(gateway.grpc_port).Store(_files(("ct", ct)))
+    response = await _stub(gateway.grpc_port, ingest_client).Store(_files(("ct", ct)))
     assert response.results[0].outcome == Outcome.STORE_OUTCOME_REFUSED
     assert "larger than" in response.results[0].reason
+
+
+async def _stored(storage_app, tenant: str) -> list[str]:
+    """SOP Instance UIDs storage holds for ``tenant``."""
+    channel = open_channel(f"127.0.0.1:{storage_app.grpc_port}")
+    _channels.append(channel)
+    return [
+        info.instance.sop_instance_uid async for info in StorageClient(channel).list_all(tenant)
+    ]
+
+
+@pytest.mark.integration
+async def test_store_without_token_is_unauthenticated_and_stores_nothing(
+    start_gateway, storage_app, tenant: str
+) -> None:
+    gateway = await start_gateway(storage_target=f"127.0.0.1:{storage_app.grpc_port}")
+    ct = sample_path("CT_small.dcm").read_bytes()
+    stub = _stub(gateway.grpc_port, None)
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await stub.Store(_files(("ct", ct), tenant=tenant))
+    assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    with pytest.raises(grpc.aio.AioRpcError) as echo:
+        await stub.Echo(pb.EchoRequest())
+    assert echo.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert await _stored(storage_app, tenant) == []
+
+
+@pytest.mark.integration
+async def test_store_into_another_tenant_is_permission_denied_and_stores_nothing(
+    start_gateway, storage_app, tenant: str, ingest_client: ClientCredentials
+) -> None:
+    gateway = await start_gateway(storage_target=f"127.0.0.1:{storage_app.grpc_port}")
+    other = f"{tenant}-other"
+    ct = sample_path("CT_small.dcm").read_bytes()
+    j2k = sample_path("JPEG2000.dcm").read_bytes()
+
+    async def own_then_other() -> AsyncIterator[pb.StoreRequest]:
+        # The own-tenant file is refused too: the next header is checked before it is stored.
+        async for message in _files(("ct", ct)):
+            yield message
+        async for message in _files(("j2k", j2k), tenant=other):
+            yield message
+
+    stub = _stub(gateway.grpc_port, ingest_client)
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await stub.Store(own_then_other())
+    assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert await _stored(storage_app, other) == []
+    assert await _stored(storage_app, tenant) == []
+
+    # A header without a tenant means the token's.
+    response = await stub.Store(_files(("ct", ct)))
+    assert response.results[0].outcome == Outcome.STORE_OUTCOME_STORED
+    assert response.results[0].object.instance.tenant == tenant
+
+
+@pytest.mark.integration
+async def test_store_without_the_ingest_role_is_permission_denied(
+    start_gateway, storage_app, hydra: Hydra, tenant: str
+) -> None:
+    gateway = await start_gateway(storage_target=f"127.0.0.1:{storage_app.grpc_port}")
+    ct = sample_path("CT_small.dcm").read_bytes()
+    stub = _stub(gateway.grpc_port, hydra.client(tenant, [Role.QUERY, Role.RETRIEVE]))
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await stub.Store(_files(("ct", ct), tenant=tenant))
+    assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert await _stored(storage_app, tenant) == []

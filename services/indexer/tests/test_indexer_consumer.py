@@ -19,10 +19,12 @@ from indexer_helpers import values
 from pacs.events.v1 import instance_events_pb2 as events_pb
 from pacs.query.v1 import query_service_pb2 as pb
 from pacs.query.v1 import query_service_pb2_grpc as pb_grpc
+from pacs_common.auth import Role
 from pacs_common.dicom import instance_ref_of
 from pacs_common.events import TOPIC_INDEXED, TOPIC_INSTANCES, header
 from pacs_common.grpc_client import open_channel
 from pacs_common.kafka_client import kafka_client_options
+from pacs_common.oauth_client import bearer_interceptors
 from pacs_common.settings import KafkaSettings, S3Settings
 from pacs_storage.app import StorageApp
 from pacs_storage.app import create_app as create_storage_app
@@ -31,6 +33,7 @@ from pacs_storage.settings import StorageSettings
 from pydicom import dcmread
 from pydicom.data import get_testdata_file
 
+from tests.fixtures.hydra import Hydra
 from tests.fixtures.indexer import start_indexer
 
 pytestmark = pytest.mark.integration
@@ -101,6 +104,7 @@ async def test_stored_instance_becomes_findable_then_deleted(
     tmp_path: Path,
     tenant: str,
     name: str,
+    hydra: Hydra,
 ) -> None:
     indexer = await start_indexer(
         storage.grpc_port,
@@ -108,7 +112,10 @@ async def test_stored_instance_becomes_findable_then_deleted(
         header_prefix_bytes=1024,  # smaller than the header: exercises reading more
     )
     storage_channel = open_channel(f"127.0.0.1:{storage.grpc_port}")
-    query_channel = grpc.aio.insecure_channel(f"127.0.0.1:{indexer.grpc_port}")
+    query_channel = grpc.aio.insecure_channel(
+        f"127.0.0.1:{indexer.grpc_port}",
+        interceptors=bearer_interceptors(hydra.client(tenant, [Role.QUERY])),
+    )
     try:
         path = get_testdata_file(name)
         assert path is not None

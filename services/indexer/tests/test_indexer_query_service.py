@@ -1,4 +1,8 @@
-"""QueryService through an in-process gRPC server and a real client channel."""
+"""QueryService through an in-process gRPC server and a real client channel.
+
+Calls carry a bearer token of the test's tenant from the local hydra (role ``query``), as a
+cloud application's would; the authorization tests use other tokens or none.
+"""
 
 from __future__ import annotations
 
@@ -12,10 +16,14 @@ import pytest
 from indexer_helpers import Catalog, make_instance, values
 from pacs.query.v1 import query_service_pb2 as pb
 from pacs.query.v1 import query_service_pb2_grpc as pb_grpc
+from pacs_common.auth import Role
+from pacs_common.oauth_client import bearer_interceptors
 from pacs_indexer.app import IndexerApp, create_app
 from pacs_indexer.database import Database
 from pacs_indexer.settings import IndexerSettings
 from pydicom.uid import generate_uid
+
+from tests.fixtures.hydra import Hydra
 
 
 @pytest.fixture
@@ -35,7 +43,20 @@ async def app(database: Database) -> AsyncIterator[IndexerApp]:
 
 
 @pytest.fixture
-async def stub(app: IndexerApp) -> AsyncIterator[pb_grpc.QueryServiceStub]:
+async def stub(
+    app: IndexerApp, hydra: Hydra, tenant: str
+) -> AsyncIterator[pb_grpc.QueryServiceStub]:
+    """A QueryService client of ``tenant`` with the role ``query``."""
+    interceptors = bearer_interceptors(hydra.client(tenant, [Role.QUERY]))
+    async with grpc.aio.insecure_channel(
+        f"127.0.0.1:{app.grpc_port}", interceptors=interceptors
+    ) as channel:
+        yield pb_grpc.QueryServiceStub(channel)
+
+
+@pytest.fixture
+async def anonymous(app: IndexerApp) -> AsyncIterator[pb_grpc.QueryServiceStub]:
+    """A QueryService client without a token."""
     async with grpc.aio.insecure_channel(f"127.0.0.1:{app.grpc_port}") as channel:
         yield pb_grpc.QueryServiceStub(channel)
 
@@ -111,12 +132,9 @@ async def test_errors_map_to_status_codes(
     assert unknown.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "NotAKeyword" in (unknown.value.details() or "")
 
-    with pytest.raises(grpc.aio.AioRpcError) as no_tenant:
-        await stub.FindStudies(pb.FindStudiesRequest(query=pb.Query()))
-    assert no_tenant.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-
+    # No tenant in the request: the token's (6 studies, over the maximum of 5).
     with pytest.raises(grpc.aio.AioRpcError) as broad:
-        await stub.FindStudies(pb.FindStudiesRequest(query=pb.Query(tenant=tenant)))
+        await stub.FindStudies(pb.FindStudiesRequest(query=pb.Query()))
     assert broad.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert "6 study results, more than the maximum of 5" in (broad.value.details() or "")
 
@@ -124,9 +142,7 @@ async def test_errors_map_to_status_codes(
     assert (len(page.datasets), page.total_count) == (4, 6)
 
     with pytest.raises(grpc.aio.AioRpcError) as missing:
-        await stub.GetInstanceMetadata(
-            pb.GetInstanceMetadataRequest(tenant=f"{tenant}-other", sop_instance_uid="1.2.3")
-        )
+        await stub.GetInstanceMetadata(pb.GetInstanceMetadataRequest(sop_instance_uid="1.2.3"))
     assert missing.value.code() == grpc.StatusCode.NOT_FOUND
 
 
@@ -167,7 +183,7 @@ async def test_study_metadata_streams_every_header(
 
     with pytest.raises(grpc.aio.AioRpcError) as missing:
         async for _ in stub.GetStudyMetadata(
-            pb.GetStudyMetadataRequest(tenant=f"{tenant}-other", study_instance_uid=study)
+            pb.GetStudyMetadataRequest(study_instance_uid=generate_uid())
         ):
             pass
     assert missing.value.code() == grpc.StatusCode.NOT_FOUND
@@ -182,3 +198,75 @@ async def test_query_latency_is_exported_to_prometheus(
     text = await asyncio.to_thread(lambda: urllib.request.urlopen(url, timeout=5).read().decode())
     assert 'pacs_index_query_duration_seconds_count{level="SERIES"}' in text
     assert "pacs_grpc_server_requests_total" in text
+
+
+async def _code(call: object) -> grpc.StatusCode:
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await call  # type: ignore[misc]
+    code: grpc.StatusCode = info.value.code()
+    return code
+
+
+async def test_a_call_without_token_is_unauthenticated(
+    anonymous: pb_grpc.QueryServiceStub, catalog: Catalog, tenant: str
+) -> None:
+    catalog.add(tenant, make_instance())
+    find = anonymous.FindStudies(pb.FindStudiesRequest(query=pb.Query(tenant=tenant)))
+    assert await _code(find) == grpc.StatusCode.UNAUTHENTICATED
+    check = anonymous.CheckIndex(pb.CheckIndexRequest(tenant=tenant))
+    assert await _code(check) == grpc.StatusCode.UNAUTHENTICATED
+
+
+async def test_another_tenants_data_is_permission_denied(
+    stub: pb_grpc.QueryServiceStub, catalog: Catalog, tenant: str
+) -> None:
+    other = f"{tenant}-other"
+    ds = make_instance()
+    catalog.add(other, ds)
+    find = stub.FindStudies(pb.FindStudiesRequest(query=pb.Query(tenant=other)))
+    assert await _code(find) == grpc.StatusCode.PERMISSION_DENIED
+    metadata = stub.GetInstanceMetadata(
+        pb.GetInstanceMetadataRequest(
+            tenant=other,
+            study_instance_uid=ds.StudyInstanceUID,
+            series_instance_uid=ds.SeriesInstanceUID,
+            sop_instance_uid=ds.SOPInstanceUID,
+        )
+    )
+    assert await _code(metadata) == grpc.StatusCode.PERMISSION_DENIED
+
+    async def stream() -> None:
+        request = pb.GetStudyMetadataRequest(tenant=other, study_instance_uid=ds.StudyInstanceUID)
+        async for _ in stub.GetStudyMetadata(request):
+            pass
+
+    assert await _code(stream()) == grpc.StatusCode.PERMISSION_DENIED
+    # The token's own tenant does not hold that study: nothing leaks through it either.
+    own = await stub.FindStudies(
+        pb.FindStudiesRequest(query=pb.Query(match={"StudyInstanceUID": ds.StudyInstanceUID}))
+    )
+    assert own.total_count == 0
+
+
+async def test_roles_decide_which_methods_a_token_may_call(
+    app: IndexerApp, hydra: Hydra, catalog: Catalog, tenant: str
+) -> None:
+    catalog.add(tenant, make_instance())
+    target = f"127.0.0.1:{app.grpc_port}"
+    ingest_only = bearer_interceptors(hydra.client(tenant, [Role.INGEST]))
+    async with grpc.aio.insecure_channel(target, interceptors=ingest_only) as channel:
+        stub = pb_grpc.QueryServiceStub(channel)
+        find = stub.FindStudies(pb.FindStudiesRequest(query=pb.Query()))
+        assert await _code(find) == grpc.StatusCode.PERMISSION_DENIED
+    query_only = bearer_interceptors(hydra.client(tenant, [Role.QUERY]))
+    async with grpc.aio.insecure_channel(target, interceptors=query_only) as channel:
+        stub = pb_grpc.QueryServiceStub(channel)
+        assert (await stub.FindStudies(pb.FindStudiesRequest(query=pb.Query()))).total_count == 1
+        check = stub.CheckIndex(pb.CheckIndexRequest())
+        assert await _code(check) == grpc.StatusCode.PERMISSION_DENIED
+    admin = bearer_interceptors(hydra.client(tenant, [Role.ADMIN]))
+    async with grpc.aio.insecure_channel(target, interceptors=admin) as channel:
+        stub = pb_grpc.QueryServiceStub(channel)
+        # Past authorization: this indexer does not reach storage (consume_events=False).
+        check = stub.CheckIndex(pb.CheckIndexRequest())
+        assert await _code(check) == grpc.StatusCode.FAILED_PRECONDITION

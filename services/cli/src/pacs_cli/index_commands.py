@@ -1,5 +1,6 @@
 """``pacs reindex`` and ``pacs index check``: rebuild or verify a tenant's index from storage
-through the indexer's QueryService."""
+through the indexer's QueryService, with the CLI's bearer token (role ``admin``; see
+:mod:`pacs_cli.credentials`)."""
 
 from __future__ import annotations
 
@@ -7,15 +8,27 @@ import grpc
 import typer
 from pacs.query.v1 import query_service_pb2 as pb
 from pacs.query.v1 import query_service_pb2_grpc as pb_grpc
-from pacs_common.errors import rpc_code, rpc_details
+from pacs_common.errors import PacsError, rpc_code, rpc_details
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 from rich.table import Table
+
+from pacs_cli.credentials import cli_credentials
 
 console = Console()
 index_app = typer.Typer(help="Inspect the index.", no_args_is_help=True)
 
 INDEXER_OPTION = typer.Option("127.0.0.1:50052", help="host:port of the indexer's QueryService")
+TENANT_HELP = "; default: the tenant of the CLI's credentials"
+
+
+def _token_metadata() -> tuple[tuple[str, str]]:
+    """The CLI's bearer token as call metadata; exits with the reason if none can be had."""
+    try:
+        return cli_credentials().metadata()
+    except PacsError as exc:
+        console.print(f"[red]no bearer token: {exc.message}[/red]")
+        raise typer.Exit(1) from exc
 
 
 def _fail(exc: grpc.RpcError, target: str) -> typer.Exit:
@@ -26,22 +39,25 @@ def _fail(exc: grpc.RpcError, target: str) -> typer.Exit:
     console.print(f"[red]indexer at {target} answered {code}: {details}[/red]")
     if code == grpc.StatusCode.UNAVAILABLE:
         console.print("Is the stack running? Start it with `pacs up` (or pass --indexer).")
+    elif code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
+        console.print("Check PACS_CLI_CLIENT_ID/SECRET (an admin client of that tenant).")
     return typer.Exit(1)
 
 
 def reindex(
-    tenant: str = typer.Option(..., help="tenant whose index is rebuilt from storage"),
+    tenant: str = typer.Option("", help=f"tenant whose index is rebuilt{TENANT_HELP}"),
     indexer: str = INDEXER_OPTION,
 ) -> None:
     """Rebuild a tenant's index from what storage holds (idempotent; safe to rerun)."""
+    metadata = _token_metadata()
     with grpc.insecure_channel(indexer) as channel:
         stub = pb_grpc.QueryServiceStub(channel)
         last = pb.ReindexResponse()
         columns = [*Progress.get_default_columns()[:-1], MofNCompleteColumn(), TimeElapsedColumn()]
         try:
             with Progress(*columns, BarColumn(bar_width=None), console=console) as progress:
-                task = progress.add_task(f"reindexing {tenant}", total=None)
-                for last in stub.Reindex(pb.ReindexRequest(tenant=tenant)):
+                task = progress.add_task(f"reindexing {tenant or 'tenant'}", total=None)
+                for last in stub.Reindex(pb.ReindexRequest(tenant=tenant), metadata=metadata):
                     progress.update(task, total=last.total, completed=last.processed + last.failed)
         except grpc.RpcError as exc:
             raise _fail(exc, indexer) from exc
@@ -53,19 +69,23 @@ def reindex(
 
 @index_app.command("check")
 def check(
-    tenant: str = typer.Option(..., help="tenant to compare"),
+    tenant: str = typer.Option("", help=f"tenant to compare{TENANT_HELP}"),
     indexer: str = INDEXER_OPTION,
     max_listed: int = typer.Option(20, help="discrepancies listed of each kind"),
 ) -> None:
     """Report instances in storage but not indexed, and indexed but not in storage."""
+    metadata = _token_metadata()
     with grpc.insecure_channel(indexer) as channel:
         stub = pb_grpc.QueryServiceStub(channel)
         try:
-            result = stub.CheckIndex(pb.CheckIndexRequest(tenant=tenant, max_listed=max_listed))
+            result = stub.CheckIndex(
+                pb.CheckIndexRequest(tenant=tenant, max_listed=max_listed), metadata=metadata
+            )
         except grpc.RpcError as exc:
             raise _fail(exc, indexer) from exc
     console.print(
-        f"tenant {tenant}: {result.stored_count} in storage, {result.indexed_count} indexed; "
+        f"tenant {tenant or '(of the credentials)'}: {result.stored_count} in storage, "
+        f"{result.indexed_count} indexed; "
         f"{result.not_indexed_count} not indexed, {result.not_in_storage_count} not in storage"
     )
     for title, refs in (
@@ -80,5 +100,5 @@ def check(
                 table.add_row(ref.study_instance_uid, ref.series_instance_uid, ref.sop_instance_uid)
             console.print(table)
     if result.not_indexed_count or result.not_in_storage_count:
-        console.print(f"Repair with `pacs reindex --tenant {tenant}`.")
+        console.print(f"Repair with `pacs reindex{f' --tenant {tenant}' if tenant else ''}`.")
         raise typer.Exit(1)

@@ -34,6 +34,10 @@ class ServiceSpec:
     module: str
     grpc_port: int
     extra_ports: dict[str, int] = field(default_factory=dict)
+    env: dict[str, str] = field(default_factory=dict)
+
+
+_UNTIL_MTLS = {"PACS_AUTH_REQUIRED": "false"}
 
 
 @dataclass
@@ -51,7 +55,11 @@ class StackConfig:
         """The services in start order (each depends only on the ones before it)."""
         return [
             ServiceSpec("storage", "pacs_storage", self.storage_port),
-            ServiceSpec("indexer", "pacs_indexer", self.indexer_port),
+            # The gateway queries the indexer as an internal service, which the indexer will
+            # recognise by its mTLS certificate (PACS_AUTH_TRUSTED_SERVICES=gateway). Until the
+            # service channels are mutual TLS, this local indexer trusts token-less calls;
+            # tokens, when sent (the `pacs` CLI, applications), are still verified.
+            ServiceSpec("indexer", "pacs_indexer", self.indexer_port, env=_UNTIL_MTLS),
             ServiceSpec("gateway", "pacs_gateway", self.gateway_port, {"dicom": self.dicom_port}),
         ]
 
@@ -76,15 +84,23 @@ class StackConfig:
         return env
 
 
+INFRA_ENV_FILES = (
+    REPO / ".cache" / "run" / "hydra" / "clients.env",
+    REPO / ".cache" / "run" / "infra.env",
+)
+"""What ``infra/up.sh`` writes: the OAuth clients ``infra/hydra.sh`` provisioned (also copied
+into infra.env, read on their own in case an older up.sh rewrote infra.env), then endpoints."""
+
+
 def load_infra_env() -> dict[str, str]:
     """Endpoints written by ``infra/up.sh`` (empty if the infrastructure never started)."""
-    path = REPO / ".cache" / "run" / "infra.env"
     values: dict[str, str] = {}
-    if path.exists():
-        for line in path.read_text().splitlines():
-            key, sep, value = line.partition("=")
-            if sep and not key.startswith("#"):
-                values[key.strip()] = value.strip()
+    for path in INFRA_ENV_FILES:
+        if path.exists():
+            for line in path.read_text().splitlines():
+                key, sep, value = line.partition("=")
+                if sep and not key.startswith("#"):
+                    values[key.strip()] = value.strip()
     return values
 
 
@@ -150,7 +166,7 @@ class ServiceProcess:
         with self.log_file.open("ab") as log:
             process = subprocess.Popen(  # noqa: S603  (our own interpreter and module)
                 [sys.executable, "-m", self.spec.module],
-                env=env,
+                env={**env, **self.spec.env},
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,

@@ -39,8 +39,15 @@ class AlreadyExistsError(PacsError):
     code = grpc.StatusCode.ALREADY_EXISTS
 
 
+class UnauthenticatedError(PacsError):
+    """The caller did not prove who it is: no bearer token, or one that is expired, forged, or
+    issued for another audience or by another issuer. A new token may succeed."""
+
+    code = grpc.StatusCode.UNAUTHENTICATED
+
+
 class PermissionDeniedError(PacsError):
-    """The caller may not touch this tenant's data."""
+    """The caller may not touch this tenant's data, or lacks the role the call needs."""
 
     code = grpc.StatusCode.PERMISSION_DENIED
 

@@ -36,7 +36,7 @@ from pacs_gateway.io_loop import IoLoop
 from pacs_gateway.registry import Destination, RegistryWatcher
 from pacs_gateway.retrieve import Retriever
 from pacs_gateway.retrieve_scp import RetrieveScp
-from pacs_gateway.servicer import IngestServicer
+from pacs_gateway.servicer import IngestServicer, authorization
 from pacs_gateway.settings import GatewaySettings
 from pacs_gateway.tls import server_ssl_context
 
@@ -186,7 +186,7 @@ class GatewayApp:
         server, health = build_server(
             lambda s: ingest_service_pb2_grpc.add_IngestServiceServicer_to_server(servicer, s),
             [INGEST_SERVICE],
-            interceptors=[GrpcMetricsInterceptor()],
+            interceptors=[GrpcMetricsInterceptor(), authorization(settings.auth)],
         )
         self._runner = GrpcServerRunner(server, health, [INGEST_SERVICE], settings.shutdown_grace_s)
         self.grpc_port = self._runner.bind(settings.grpc_host, settings.grpc_port)

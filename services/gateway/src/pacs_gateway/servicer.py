@@ -3,6 +3,11 @@
 Thin: it frames the client stream into files, hands each to :class:`~pacs_gateway.ingest.Ingest`
 and maps the outcome. Bad files are refused one by one (the stream goes on); only a malformed
 stream (a chunk before any header) fails the call with INVALID_ARGUMENT.
+
+Callers are cloud applications with a bearer token carrying the role ``ingest``
+(:func:`authorization`). Files go to the token's tenant: a file header naming another tenant
+fails the call with PERMISSION_DENIED as soon as that header arrives, before that file or the
+one before it is stored (files acknowledged earlier in the stream stay stored).
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from typing import Any
 
 from pacs.ingest.v1 import ingest_service_pb2 as ingest_pb
 from pacs.ingest.v1 import ingest_service_pb2_grpc as ingest_grpc
+from pacs_common.auth import AuthorizationInterceptor, AuthSettings, Caller, Role, caller_of
 from pacs_common.errors import InvalidArgumentError, PacsError, UnavailableError
 
 from pacs_gateway.ingest import Ingest
@@ -20,6 +26,15 @@ from pacs_gateway.ingest import Ingest
 log = logging.getLogger(__name__)
 
 Outcome = ingest_pb.StoreOutcome
+
+SERVICE = ingest_pb.DESCRIPTOR.services_by_name["IngestService"].full_name
+ROLES = {"Echo": Role.INGEST, "Store": Role.INGEST}
+"""The role each IngestService method needs."""
+
+
+def authorization(settings: AuthSettings) -> AuthorizationInterceptor:
+    """The interceptor that authenticates IngestService callers and checks :data:`ROLES`."""
+    return AuthorizationInterceptor(settings, {SERVICE: ROLES})
 
 
 class IngestServicer(ingest_grpc.IngestServiceServicer):
@@ -59,16 +74,19 @@ class IngestServicer(ingest_grpc.IngestServiceServicer):
         Raises:
             InvalidArgumentError: a chunk came before any header, or a message is empty.
         """
+        caller = caller_of(context)
         results: list[ingest_pb.StoreFileResult] = []
         header: ingest_pb.StoreFileHeader | None = None
+        tenant = ""
         chunks: list[bytes] = []
         size = 0
         async for message in request_iterator:
             part = message.WhichOneof("part")
             if part == "header":
+                next_tenant = self._tenant(caller, message.header.tenant)
                 if header is not None:
-                    results.append(await self._store_one(header, chunks, size))
-                header, chunks, size = message.header, [], 0
+                    results.append(await self._store_one(header, tenant, chunks, size))
+                header, tenant, chunks, size = message.header, next_tenant, [], 0
             elif part == "chunk":
                 if header is None:
                     raise InvalidArgumentError("a chunk arrived before any file header")
@@ -80,11 +98,18 @@ class IngestServicer(ingest_grpc.IngestServiceServicer):
             else:
                 raise InvalidArgumentError("a StoreRequest carries neither header nor chunk")
         if header is not None:
-            results.append(await self._store_one(header, chunks, size))
+            results.append(await self._store_one(header, tenant, chunks, size))
         return ingest_pb.StoreResponse(results=results)
 
+    def _tenant(self, caller: Caller, requested: str) -> str:
+        """The tenant a file goes to: the token's (PERMISSION_DENIED if the header names
+        another); an internal service's file without a tenant goes to the default one."""
+        if caller.trusted_service and not requested:
+            return self._default_tenant
+        return caller.tenant_for(requested)
+
     async def _store_one(
-        self, header: ingest_pb.StoreFileHeader, chunks: list[bytes], size: int
+        self, header: ingest_pb.StoreFileHeader, tenant: str, chunks: list[bytes], size: int
     ) -> ingest_pb.StoreFileResult:
         result = ingest_pb.StoreFileResult(client_file_id=header.client_file_id)
         if size > self._max_file_bytes:
@@ -95,7 +120,6 @@ class IngestServicer(ingest_grpc.IngestServiceServicer):
             result.outcome = Outcome.STORE_OUTCOME_REFUSED
             result.reason = "empty file"
             return result
-        tenant = header.tenant or self._default_tenant
         try:
             stored = await self._ingest.store(tenant, b"".join(chunks))
         except UnavailableError as exc:

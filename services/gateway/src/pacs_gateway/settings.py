@@ -10,6 +10,7 @@ import ipaddress
 import os
 from pathlib import Path
 
+from pacs_common.auth import AuthSettings
 from pacs_common.settings import ServiceSettings
 from pydantic import Field, field_validator
 from pydantic_settings import SettingsConfigDict
@@ -98,6 +99,7 @@ class GatewaySettings(ServiceSettings):
     allow_private_sop_classes: bool = Field(
         False, description="accept C-STORE of any SOP class, including private ones"
     )
+    auth: AuthSettings = Field(default_factory=AuthSettings)
 
     @field_validator("ae_title")
     @classmethod

@@ -23,7 +23,7 @@ from pacs_indexer.database import Database
 from pacs_indexer.extra_attributes import ExtraAttributes, backfill
 from pacs_indexer.header import HeaderReader
 from pacs_indexer.reconcile import Reconciler
-from pacs_indexer.servicer import QueryServicer
+from pacs_indexer.servicer import QueryServicer, authorization
 from pacs_indexer.settings import IndexerSettings
 
 log = logging.getLogger(__name__)
@@ -51,7 +51,7 @@ class IndexerApp:
         server, health = build_server(
             lambda s: query_grpc.add_QueryServiceServicer_to_server(self.servicer, s),
             [SERVICE_NAME],
-            interceptors=[GrpcMetricsInterceptor()],
+            interceptors=[GrpcMetricsInterceptor(), authorization(settings.auth)],
         )
         self.metrics: MetricsServer | None = None
         self.runner = GrpcServerRunner(server, health, [SERVICE_NAME], settings.shutdown_grace_s)

@@ -1,4 +1,10 @@
-"""QueryService: validate the request, run the query on a worker thread, map the result."""
+"""QueryService: validate the request, run the query on a worker thread, map the result.
+
+Every call is authenticated first (:func:`authorization`): finds and metadata need the role
+``query``, reindex and index checks ``admin``. The tenant a call reads is the caller's
+(:meth:`pacs_common.auth.Caller.tenant_for`): a request naming another tenant is refused before
+anything is read, an empty one means the caller's own.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +16,8 @@ from typing import Any
 import grpc
 from pacs.query.v1 import query_service_pb2 as pb
 from pacs.query.v1 import query_service_pb2_grpc as pb_grpc
-from pacs_common.errors import FailedPreconditionError, InvalidArgumentError
+from pacs_common.auth import AuthorizationInterceptor, AuthSettings, Role, caller_of
+from pacs_common.errors import FailedPreconditionError
 from pacs_common.metrics import INDEX_QUERY_DURATION
 
 from pacs_indexer.attributes import Level
@@ -26,6 +33,24 @@ from pacs_indexer.query import (
 from pacs_indexer.reconcile import Reconciler, check, reindex
 
 _Context = grpc.aio.ServicerContext[Any, Any]
+
+SERVICE = pb.DESCRIPTOR.services_by_name["QueryService"].full_name
+ROLES = {
+    "FindStudies": Role.QUERY,
+    "FindSeries": Role.QUERY,
+    "FindInstances": Role.QUERY,
+    "GetInstanceMetadata": Role.QUERY,
+    "GetStudyMetadata": Role.QUERY,
+    "Reindex": Role.ADMIN,
+    "CheckIndex": Role.ADMIN,
+}
+"""The role each QueryService method needs (a method missing here needs ``admin``)."""
+
+
+def authorization(settings: AuthSettings) -> AuthorizationInterceptor:
+    """The interceptor that authenticates QueryService callers and checks :data:`ROLES`."""
+    return AuthorizationInterceptor(settings, {SERVICE: ROLES})
+
 
 METADATA_PAGE = 200
 """Headers per GetStudyMetadata message: a few MiB at most, under the 16 MiB message cap."""
@@ -51,8 +76,9 @@ class QueryServicer(pb_grpc.QueryServiceServicer):
     async def Reindex(  # noqa: N802  (gRPC method names are the proto's)
         self, request: pb.ReindexRequest, context: _Context
     ) -> AsyncIterator[pb.ReindexResponse]:
-        reconciler = self._reconciler(request.tenant)
-        async for progress in reindex(reconciler.handler, reconciler.storage, request.tenant):
+        tenant = caller_of(context).tenant_for(request.tenant)
+        reconciler = self._reconciler()
+        async for progress in reindex(reconciler.handler, reconciler.storage, tenant):
             yield pb.ReindexResponse(
                 total=progress.total, processed=progress.processed, failed=progress.failed
             )
@@ -60,8 +86,9 @@ class QueryServicer(pb_grpc.QueryServiceServicer):
     async def CheckIndex(  # noqa: N802  (gRPC method names are the proto's)
         self, request: pb.CheckIndexRequest, context: _Context
     ) -> pb.CheckIndexResponse:
-        reconciler = self._reconciler(request.tenant)
-        result = await check(reconciler.database, reconciler.storage, request.tenant)
+        tenant = caller_of(context).tenant_for(request.tenant)
+        reconciler = self._reconciler()
+        result = await check(reconciler.database, reconciler.storage, tenant)
         listed = request.max_listed or 100
         return pb.CheckIndexResponse(
             stored_count=result.stored_count,
@@ -72,9 +99,7 @@ class QueryServicer(pb_grpc.QueryServiceServicer):
             not_in_storage=result.not_in_storage[:listed],
         )
 
-    def _reconciler(self, tenant: str) -> Reconciler:
-        if not tenant:
-            raise InvalidArgumentError("tenant is required")
+    def _reconciler(self) -> Reconciler:
         if self.reconciler is None:
             raise FailedPreconditionError(
                 "this indexer does not reach storage (PACS_INDEXER_CONSUME_EVENTS=false)"
@@ -84,19 +109,19 @@ class QueryServicer(pb_grpc.QueryServiceServicer):
     async def FindStudies(  # noqa: N802  (gRPC method names are the proto's)
         self, request: pb.FindStudiesRequest, context: _Context
     ) -> pb.FindStudiesResponse:
-        result = await self._find(request.query, Level.STUDY)
+        result = await self._find(request.query, Level.STUDY, context)
         return pb.FindStudiesResponse(datasets=_texts(result), total_count=result.total_count)
 
     async def FindSeries(  # noqa: N802  (gRPC method names are the proto's)
         self, request: pb.FindSeriesRequest, context: _Context
     ) -> pb.FindSeriesResponse:
-        result = await self._find(request.query, Level.SERIES)
+        result = await self._find(request.query, Level.SERIES, context)
         return pb.FindSeriesResponse(datasets=_texts(result), total_count=result.total_count)
 
     async def FindInstances(  # noqa: N802  (gRPC method names are the proto's)
         self, request: pb.FindInstancesRequest, context: _Context
     ) -> pb.FindInstancesResponse:
-        result = await self._find(request.query, Level.IMAGE)
+        result = await self._find(request.query, Level.IMAGE, context)
         return pb.FindInstancesResponse(datasets=_texts(result), total_count=result.total_count)
 
     async def GetInstanceMetadata(  # noqa: N802  (gRPC method names are the proto's)
@@ -104,7 +129,7 @@ class QueryServicer(pb_grpc.QueryServiceServicer):
     ) -> pb.GetInstanceMetadataResponse:
         dataset = await asyncio.to_thread(
             self._metadata,
-            request.tenant,
+            caller_of(context).tenant_for(request.tenant),
             request.study_instance_uid,
             request.series_instance_uid,
             request.sop_instance_uid,
@@ -114,11 +139,12 @@ class QueryServicer(pb_grpc.QueryServiceServicer):
     async def GetStudyMetadata(  # noqa: N802  (gRPC method names are the proto's)
         self, request: pb.GetStudyMetadataRequest, context: _Context
     ) -> AsyncIterator[pb.GetStudyMetadataResponse]:
+        tenant = caller_of(context).tenant_for(request.tenant)
         offset = 0
         while True:
             page = await asyncio.to_thread(
                 self._metadata_page,
-                request.tenant,
+                tenant,
                 request.study_instance_uid,
                 request.series_instance_uid,
                 offset,
@@ -135,11 +161,9 @@ class QueryServicer(pb_grpc.QueryServiceServicer):
                 session, tenant, study, series, offset=offset, limit=METADATA_PAGE
             )
 
-    async def _find(self, query: pb.Query, level: Level) -> FindResult:
-        if not query.tenant:
-            raise InvalidArgumentError("query.tenant is required")
+    async def _find(self, query: pb.Query, level: Level, context: _Context) -> FindResult:
         spec = FindQuery(
-            tenant=query.tenant,
+            tenant=caller_of(context).tenant_for(query.tenant),
             level=level,
             match=dict(query.match),
             return_keys=list(query.return_keys),

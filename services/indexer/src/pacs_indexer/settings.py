@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pacs_common.auth import AuthSettings
 from pacs_common.settings import KafkaSettings, ServiceSettings
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
@@ -44,3 +45,4 @@ class IndexerSettings(ServiceSettings):
         description='extra searchable attributes per level, JSON: {"STUDY": ["InstitutionName"]}',
     )
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    auth: AuthSettings = Field(default_factory=AuthSettings)
