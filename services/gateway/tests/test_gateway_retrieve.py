@@ -13,14 +13,14 @@ from gateway_helpers import (
     free_port,
     run_dcmtk,
     sample_path,
+    scu_association,
     scu_find,
     stored_and_indexed,
 )
-from pacs_gateway import status
-from pacs_gateway.find_identifier import STUDY_ROOT_FIND, STUDY_ROOT_MOVE
+from pacs_gateway.dimse import codes
+from pacs_gateway.dimse.codes import STUDY_ROOT_FIND, STUDY_ROOT_MOVE
 from pydicom import dcmread
 from pydicom.dataset import Dataset
-from pynetdicom import AE
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
 
@@ -171,17 +171,11 @@ async def test_getscu_series_comes_back_on_the_same_association(
 
 
 def _move(port: int, destination: str, study: str, calling: str) -> list[Dataset]:
-    ae = AE(ae_title=calling)
-    ae.add_requested_context(STUDY_ROOT_MOVE)
-    assoc = ae.associate("127.0.0.1", port, ae_title="CLOUDPACS")
-    assert assoc.is_established
     identifier = Dataset()
     identifier.QueryRetrieveLevel = "STUDY"
     identifier.StudyInstanceUID = study
-    try:
+    with scu_association(port, STUDY_ROOT_MOVE, calling) as assoc:
         return [rsp for rsp, _ in assoc.send_c_move(identifier, destination, STUDY_ROOT_MOVE)]
-    finally:
-        assoc.release()
 
 
 async def test_unregistered_destination_is_a801(
@@ -218,9 +212,9 @@ async def test_other_tenants_cannot_see_or_move_a_study(
             _move, gateway.dicom_port, "DEST", _study(CT), "OTHERSITE"
         )
 
-    assert [c for c, _ in mine] == [status.PENDING, status.SUCCESS]
-    assert [c for c, _ in theirs] == [status.SUCCESS]
-    assert int(moved[-1].Status) == status.SUCCESS
+    assert [c for c, _ in mine] == [codes.PENDING, codes.SUCCESS]
+    assert [c for c, _ in theirs] == [codes.SUCCESS]
+    assert int(moved[-1].Status) == codes.SUCCESS
     assert int(moved[-1].get("NumberOfCompletedSuboperations", 0)) == 0
     assert dest.received() == []
     assert [int(r.Status) for r in foreign] == [0xA801]
@@ -248,5 +242,5 @@ async def test_undecodable_instance_is_listed_as_failed(
     assert [str(ds.SOPInstanceUID) for ds in received] == [
         str(dcmread(sample_path(JPEG_LL), stop_before_pixels=True).SOPInstanceUID)
     ]
-    pending = [r for r in responses if int(r.Status) == status.PENDING]
+    pending = [r for r in responses if int(r.Status) == codes.PENDING]
     assert pending, "pending responses carry the sub-operation counts"

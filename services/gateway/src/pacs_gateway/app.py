@@ -23,19 +23,19 @@ from pacs_storage.client import StorageClient
 from pynetdicom import _config as pynetdicom_config
 from pynetdicom import evt
 
-from pacs_gateway import status
 from pacs_gateway.admission import AdmissionPolicy, Callers, NetworkPolicy
-from pacs_gateway.c_find import Finder, FindScp
-from pacs_gateway.c_store import StoreScp
-from pacs_gateway.commitment import Committer, StorageCommitmentScp
-from pacs_gateway.contexts import scp_contexts
-from pacs_gateway.dicom_metrics import DicomMetrics
+from pacs_gateway.dimse import codes as status
+from pacs_gateway.dimse.c_find import Finder, FindScp
+from pacs_gateway.dimse.c_store import StoreScp
+from pacs_gateway.dimse.commitment import Committer, StorageCommitmentScp
+from pacs_gateway.dimse.contexts import scp_contexts
+from pacs_gateway.dimse.metrics import DicomMetrics
+from pacs_gateway.dimse.retrieve import RetrieveScp
+from pacs_gateway.dimse.retrieve_request import Retriever
 from pacs_gateway.dimse_server import DimseServer
 from pacs_gateway.ingest import Ingest, RecentInstances
 from pacs_gateway.io_loop import IoLoop
 from pacs_gateway.registry import Destination, RegistryWatcher
-from pacs_gateway.retrieve import Retriever
-from pacs_gateway.retrieve_scp import RetrieveScp
 from pacs_gateway.servicer import IngestServicer
 from pacs_gateway.settings import GatewaySettings
 from pacs_gateway.tls import server_ssl_context

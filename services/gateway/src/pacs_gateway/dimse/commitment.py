@@ -28,11 +28,22 @@ from pydicom.sequence import Sequence
 from pynetdicom import AE
 from pynetdicom.presentation import build_context, build_role
 
-from pacs_gateway import status
 from pacs_gateway.admission import Caller
-from pacs_gateway.c_find import Finder
-from pacs_gateway.contexts import STORAGE_COMMITMENT_PUSH, UNCOMPRESSED
-from pacs_gateway.find_identifier import FindRequest, dataset_of_json
+from pacs_gateway.dimse import codes
+from pacs_gateway.dimse.c_find import Finder
+from pacs_gateway.dimse.codes import (
+    CLASS_INSTANCE_CONFLICT,
+    EVENT_ALL_COMMITTED,
+    EVENT_FAILURES_EXIST,
+    NO_SUCH_OBJECT_INSTANCE,
+    PROCESSING_FAILURE,
+    RESOURCE_LIMITATION,
+    STORAGE_COMMITMENT_INSTANCE,
+    STORAGE_COMMITMENT_PUSH,
+)
+from pacs_gateway.dimse.contexts import UNCOMPRESSED
+from pacs_gateway.dimse.find_identifier import FindRequest, dataset_of_json
+from pacs_gateway.dimse.handler_base import DimseFailure, DimseHandler
 from pacs_gateway.ingest import RecentInstances
 from pacs_gateway.io_loop import IoLoop
 from pacs_gateway.outbound import association_kwargs
@@ -40,23 +51,6 @@ from pacs_gateway.registry import Destination
 from pacs_gateway.upstream import from_exception
 
 log = logging.getLogger(__name__)
-
-STORAGE_COMMITMENT_INSTANCE = "1.2.840.10008.1.20.1.1"
-"""The well-known Storage Commitment Push Model SOP Instance (PS3.4 J.3.5)."""
-REQUEST_STORAGE_COMMITMENT = 1
-EVENT_ALL_COMMITTED = 1
-EVENT_FAILURES_EXIST = 2
-
-# PS3.7 C.5 general statuses used for the N-ACTION response.
-NO_SUCH_ACTION_TYPE = 0x0123
-MISSING_ATTRIBUTE = 0x0120
-INVALID_SOP_INSTANCE = 0x0117
-
-# PS3.4 J.3.3, Failure Reason (0008,1197) values.
-PROCESSING_FAILURE = 0x0110
-NO_SUCH_OBJECT_INSTANCE = 0x0112
-CLASS_INSTANCE_CONFLICT = 0x0119
-RESOURCE_LIMITATION = 0x0213
 
 
 @dataclass(frozen=True)
@@ -75,22 +69,16 @@ class Outcome:
     failed: list[tuple[Reference, int]]
 
 
+@dataclass(frozen=True)
 class Committer:
-    """Checks references against the index and storage, waiting a little for indexing."""
+    """Checks references against the index and storage, waiting up to ``wait_s`` (polling
+    every ``poll_s``) for instances to be indexed."""
 
-    def __init__(
-        self,
-        finder: Finder,
-        storage: StorageClient,
-        recent: RecentInstances,
-        wait_s: float,
-        poll_s: float = 0.5,
-    ) -> None:
-        self._finder = finder
-        self._storage = storage
-        self._recent = recent
-        self._wait_s = wait_s
-        self._poll_s = poll_s
+    finder: Finder
+    storage: StorageClient
+    recent: RecentInstances
+    wait_s: float
+    poll_s: float = 0.5
 
     async def check(self, tenant: str, references: list[Reference]) -> Outcome:
         """Which references are durable in ``tenant``. Instances this process stored are
@@ -98,10 +86,10 @@ class Committer:
         instances stored moments ago (by another worker), so missing ones are looked up again
         until ``wait_s`` has passed."""
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self._wait_s
+        deadline = loop.time() + self.wait_s
         found: dict[str, instance_pb2.InstanceRef] = {}
         for reference in references:
-            ref = self._recent.get(tenant, reference.sop_instance_uid)
+            ref = self.recent.get(tenant, reference.sop_instance_uid)
             if ref is not None:
                 found[reference.sop_instance_uid] = ref
         while True:
@@ -114,7 +102,7 @@ class Committer:
                     return Outcome([], [(r, RESOURCE_LIMITATION) for r in references])
             if all(r.sop_instance_uid in found for r in references) or loop.time() >= deadline:
                 break
-            await asyncio.sleep(self._poll_s)
+            await asyncio.sleep(self.poll_s)
         committed: list[Reference] = []
         failed: list[tuple[Reference, int]] = []
         for reference in references:
@@ -139,7 +127,7 @@ class Committer:
             "SOPClassUID": "",
         }
         query = FindRequest("IMAGE", Dataset(), match).query(tenant, limit=len(references))
-        page, _ = await self._finder.find("IMAGE", query)
+        page, _ = await self.finder.find("IMAGE", query)
         located: dict[str, instance_pb2.InstanceRef] = {}
         for text in page:
             result = dataset_of_json(text)
@@ -155,7 +143,7 @@ class Committer:
 
     async def _durable(self, ref: instance_pb2.InstanceRef) -> bool:
         try:
-            await self._storage.head(ref)
+            await self.storage.head(ref)
         except Exception as exc:
             log.info(
                 "committed instance not in storage",
@@ -235,8 +223,10 @@ def _pause_reactor(assoc: Any, within_s: float = 10.0) -> bool:
     return False
 
 
-class StorageCommitmentScp:
+class StorageCommitmentScp(DimseHandler):
     """Handles EVT_N_ACTION for the Storage Commitment Push Model."""
+
+    operation = "N-ACTION"
 
     def __init__(
         self,
@@ -248,29 +238,29 @@ class StorageCommitmentScp:
         destination_of: Callable[[str, str], Destination | None],
         timeout_s: float,
     ) -> None:
+        super().__init__(io, caller_of, timeout_s)
         self._committer = committer
-        self._io = io
         # An AE of its own for the report associations it opens (requestor side).
         self._ae = AE(ae_title=ae_title)
-        self._caller_of = caller_of
         self._destination_of = destination_of
-        self._timeout_s = timeout_s
         self._workers: set[threading.Thread] = set()
 
     def handle_action(self, event: Any) -> tuple[Dataset, Dataset | None]:
         """EVT_N_ACTION: accept the request (the result follows as N-EVENT-REPORT)."""
+        return self.answer(lambda: self._accept(event)), None
+
+    def _accept(self, event: Any) -> Dataset:
+        """Check the request (PS3.4 J.3.2) and start the commitment check in the background."""
         request = event.request
-        caller = self._caller_of(event.assoc)
-        if caller is None:
-            return status.status(status.NOT_AUTHORIZED, "association not admitted"), None
+        caller = self.caller(event)
         if str(request.RequestedSOPInstanceUID) != STORAGE_COMMITMENT_INSTANCE:
-            return status.status(INVALID_SOP_INSTANCE, "not the well-known instance"), None
-        if request.ActionTypeID != REQUEST_STORAGE_COMMITMENT:
-            return status.status(NO_SUCH_ACTION_TYPE, "only Request Storage Commitment"), None
+            raise DimseFailure(codes.INVALID_SOP_INSTANCE, "not the well-known instance")
+        if request.ActionTypeID != codes.REQUEST_STORAGE_COMMITMENT:
+            raise DimseFailure(codes.NO_SUCH_ACTION_TYPE, "only Request Storage Commitment")
         try:
             transaction, references = references_of(event.action_information)
         except Exception as exc:
-            return status.status(MISSING_ATTRIBUTE, str(exc)), None
+            raise DimseFailure(codes.MISSING_ATTRIBUTE, str(exc)) from exc
         worker = threading.Thread(
             target=self._commit,
             args=(event.assoc, caller, transaction, references),
@@ -279,15 +269,13 @@ class StorageCommitmentScp:
         )
         self._workers.add(worker)
         worker.start()
-        return status.status(status.SUCCESS), None
+        return codes.status(codes.SUCCESS)
 
     def _commit(
         self, assoc: Any, caller: Caller, transaction: str, references: list[Reference]
     ) -> None:
         try:
-            outcome = self._io.run(
-                self._committer.check(caller.tenant, references), timeout=self._timeout_s
-            )
+            outcome = self.run(self._committer.check(caller.tenant, references))
         except Exception:
             log.exception("storage commitment check failed")
             outcome = Outcome([], [(r, PROCESSING_FAILURE) for r in references])
