@@ -11,6 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import yaml
 from pacs_gateway.dimse import codes
 from pacs_gateway.dimse.codes import STUDY_ROOT_FIND
 from pydicom import dcmread
@@ -103,21 +104,27 @@ def scu_store_dataset(
 
 
 def scu_find(
-    port: int, identifier: Dataset, model: str, calling: str = "TESTSCU"
+    port: int,
+    identifier: Dataset,
+    model: str,
+    calling: str = "TESTSCU",
+    source: str = "127.0.0.1",
 ) -> list[tuple[int, Dataset | None]]:
-    """C-FIND with pynetdicom; every (status, identifier) response."""
-    ae = AE(ae_title=calling)
-    ae.add_requested_context(model)
-    assoc = ae.associate("127.0.0.1", port, ae_title="CLOUDPACS")
-    assert assoc.is_established, "association not established"
-    try:
+    """C-FIND with pynetdicom from ``source``; every (status, identifier) response."""
+    with scu_association(port, model, calling, source=source) as assoc:
         return [
             (int(status.Status), ident)
             for status, ident in assoc.send_c_find(identifier, model)
             if status is not None and "Status" in status
         ]
-    finally:
-        assoc.release()
+
+
+def write_registry(path: Path, tenants: dict[str, dict[str, Any]]) -> Path:
+    """Write a site registry: ``tenants`` maps each tenant to the entries (callers,
+    destinations) of its one site, ``main``."""
+    registry = {"tenants": {name: {"sites": {"main": site}} for name, site in tenants.items()}}
+    path.write_text(yaml.safe_dump(registry))
+    return path
 
 
 def scu_associate(port: int, calling: str = "TESTSCU", called: str = "CLOUDPACS") -> object:
@@ -129,13 +136,25 @@ def scu_associate(port: int, calling: str = "TESTSCU", called: str = "CLOUDPACS"
 
 @contextmanager
 def scu_association(
-    port: int, sop_class: str, calling: str, evt_handlers: list[Any] | None = None
+    port: int,
+    sop_class: str,
+    calling: str,
+    evt_handlers: list[Any] | None = None,
+    source: str = "127.0.0.1",
 ) -> Iterator[Any]:
-    """An established association to the gateway for ``sop_class``, released afterwards."""
+    """An established association to the gateway for ``sop_class`` from the loopback address
+    ``source`` (any of 127.0.0.0/8, to play callers on different networks), released
+    afterwards."""
     ae = AE(ae_title=calling)
     ae.add_requested_context(sop_class)
-    assoc = ae.associate("127.0.0.1", port, ae_title="CLOUDPACS", evt_handlers=evt_handlers)
-    assert assoc.is_established
+    assoc = ae.associate(
+        "127.0.0.1",
+        port,
+        ae_title="CLOUDPACS",
+        evt_handlers=evt_handlers,
+        bind_address=(source, 0),
+    )
+    assert assoc.is_established, "association not established"
     try:
         yield assoc
     finally:

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-import textwrap
 import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
-from gateway_helpers import free_port, sample_path, scu_association, scu_store_files
+from gateway_helpers import (
+    free_port,
+    sample_path,
+    scu_association,
+    scu_store_files,
+    write_registry,
+)
 from pacs_gateway.dimse import codes
 from pacs_gateway.dimse.codes import (
     NO_SUCH_OBJECT_INSTANCE,
@@ -24,21 +29,17 @@ from pynetdicom import AE, evt
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
 
 
-def _registry(report_port: int, tenant: str) -> str:
-    return textwrap.dedent(
-        f"""
-        tenants:
-          {tenant}:
-            sites:
-              radiology:
-                callers:
-                  - ae_title: MODALITY
-                    networks: [127.0.0.0/8]
-                destinations:
-                  - ae_title: MODALITY
-                    host: 127.0.0.1
-                    port: {report_port}
-        """
+def _registry(path: Path, report_port: int, tenant: str) -> Path:
+    return write_registry(
+        path,
+        {
+            tenant: {
+                "callers": [{"ae_title": "MODALITY", "networks": ["127.0.0.0/8"]}],
+                "destinations": [
+                    {"ae_title": "MODALITY", "host": "127.0.0.1", "port": report_port}
+                ],
+            }
+        },
     )
 
 
@@ -69,8 +70,7 @@ class Reports:
 
 
 async def _gateway(start_connected_gateway, tmp_path: Path, report_port: int, tenant: str) -> Any:
-    registry = tmp_path / "registry.yaml"
-    registry.write_text(_registry(report_port, tenant))
+    registry = _registry(tmp_path / "registry.yaml", report_port, tenant)
     return await start_connected_gateway(
         site_registry=registry,
         commitment_wait_s=3,

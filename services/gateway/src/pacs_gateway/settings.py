@@ -10,7 +10,9 @@ import ipaddress
 import os
 from pathlib import Path
 
+from pacs_common.errors import InvalidArgumentError
 from pacs_common.settings import ServiceSettings
+from pacs_common.tenants import check_tenant
 from pydantic import Field, field_validator
 from pydantic_settings import SettingsConfigDict
 
@@ -103,6 +105,15 @@ class GatewaySettings(ServiceSettings):
     @classmethod
     def _ae_title_valid(cls, value: str) -> str:
         return check_ae_title(value)
+
+    @field_validator("default_tenant")
+    @classmethod
+    def _tenant_valid(cls, value: str) -> str:
+        try:
+            check_tenant(value)
+        except InvalidArgumentError as exc:
+            raise ValueError(exc.message) from exc
+        return value
 
     @field_validator("allowed_networks")
     @classmethod
