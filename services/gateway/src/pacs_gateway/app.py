@@ -82,7 +82,8 @@ class _Clients:
 
 class GatewayApp:
     """A running gateway; ``grpc_port``, ``dicom_port`` and ``tls_port`` are the bound ports
-    after :meth:`start` (``tls_port`` is None without DICOM TLS)."""
+    after :meth:`start` (``tls_port`` is None without DICOM TLS, ``dicom_port`` 0 with TLS
+    only)."""
 
     def __init__(self, settings: GatewaySettings) -> None:
         self.settings = settings
@@ -146,9 +147,10 @@ class GatewayApp:
         await self._io.call(self._start_io())
         self._dimse = self._build_dimse()
         settings = self.settings
-        self.dicom_port = self._dimse.listen(
-            settings.dicom_host, settings.dicom_port, reuse_port=settings.reuse_port
-        )
+        if not settings.tls_only:  # TLS-only: no plaintext DICOM port at all
+            self.dicom_port = self._dimse.listen(
+                settings.dicom_host, settings.dicom_port, reuse_port=settings.reuse_port
+            )
         if settings.tls_port is not None:
             self.tls_port = self._dimse.listen(
                 settings.dicom_host,

@@ -9,11 +9,12 @@ from __future__ import annotations
 import ipaddress
 import os
 from pathlib import Path
+from typing import Self
 
 from pacs_common.errors import InvalidArgumentError
 from pacs_common.settings import ServiceSettings
 from pacs_common.tenants import check_tenant
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
 # PS3.5 6.2: an AE title is 1-16 characters of the default repertoire without backslash or
@@ -86,6 +87,9 @@ class GatewaySettings(ServiceSettings):
     tls_require_client_cert: bool = Field(
         False, description="require a client certificate on every TLS association"
     )
+    tls_only: bool = Field(
+        False, description="DICOM over TLS only: the TLS port is bound, no plaintext DICOM port"
+    )
 
     commitment_wait_s: float = Field(
         30.0, gt=0, description="how long Storage Commitment waits for instances to be indexed"
@@ -121,3 +125,16 @@ class GatewaySettings(ServiceSettings):
         for network in value:
             ipaddress.ip_network(network, strict=False)
         return value
+
+    @model_validator(mode="after")
+    def _tls_only_has_tls(self) -> Self:
+        """TLS-only needs the TLS port and its certificate: without them it would serve nothing."""
+        if self.tls_only:
+            missing = [
+                f"PACS_GATEWAY_{name.upper()}"
+                for name in ("tls_port", "tls_cert_file", "tls_key_file")
+                if getattr(self, name) is None
+            ]
+            if missing:
+                raise ValueError(f"PACS_GATEWAY_TLS_ONLY needs {', '.join(missing)}")
+        return self
