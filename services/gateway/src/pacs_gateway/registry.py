@@ -20,6 +20,7 @@ import ipaddress
 import itertools
 import logging
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple, Self
 
@@ -82,6 +83,10 @@ class Destination(_Strict):
     @classmethod
     def _ae_title_valid(cls, value: str) -> str:
         return check_ae_title(value)
+
+
+DestinationOf = Callable[[str, str], Destination | None]
+"""A registered destination: (tenant, AE title) -> where to open the association, or None."""
 
 
 class Site(_Strict):

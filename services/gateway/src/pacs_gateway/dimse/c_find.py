@@ -10,7 +10,7 @@ instances when those keys are asked for.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import grpc
@@ -18,7 +18,7 @@ from pacs.query.v1 import query_service_pb2 as query_pb
 from pacs.query.v1 import query_service_pb2_grpc as query_grpc
 from pydicom.dataset import Dataset
 
-from pacs_gateway.admission import Caller
+from pacs_gateway.admission import CallerOf
 from pacs_gateway.dimse import codes
 from pacs_gateway.dimse.find_identifier import (
     FindRequest,
@@ -111,7 +111,7 @@ class FindScp(DimseHandler):
         finder: Finder,
         *,
         io: IoLoop,
-        caller_of: Callable[[Any], Caller | None],
+        caller_of: CallerOf,
         ae_title: str,
         page_size: int,
         timeout_s: float,

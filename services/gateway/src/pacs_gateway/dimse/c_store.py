@@ -11,7 +11,6 @@ into pynetdicom.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from typing import Any, ClassVar
 
 from pacs.type.v1 import instance_pb2
@@ -21,7 +20,7 @@ from pacs_common.metrics import DICOM_CSTORE_BYTES, DICOM_CSTORE_DURATION
 from prometheus_client import Histogram
 from pydicom.dataset import Dataset
 
-from pacs_gateway.admission import Caller
+from pacs_gateway.admission import CallerOf
 from pacs_gateway.dimse import codes
 from pacs_gateway.dimse.handler_base import DimseFailure, DimseHandler
 from pacs_gateway.ingest import Ingest
@@ -42,7 +41,7 @@ class StoreScp(DimseHandler):
         self,
         ingest: Ingest,
         io: IoLoop,
-        caller_of: Callable[[Any], Caller | None],
+        caller_of: CallerOf,
         timeout_s: float,
     ) -> None:
         super().__init__(io, caller_of, timeout_s)

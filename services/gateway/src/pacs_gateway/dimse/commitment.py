@@ -16,7 +16,6 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,26 +27,16 @@ from pydicom.sequence import Sequence
 from pynetdicom import AE
 from pynetdicom.presentation import build_context, build_role
 
-from pacs_gateway.admission import Caller
+from pacs_gateway.admission import Caller, CallerOf
 from pacs_gateway.dimse import codes
 from pacs_gateway.dimse.c_find import Finder
-from pacs_gateway.dimse.codes import (
-    CLASS_INSTANCE_CONFLICT,
-    EVENT_ALL_COMMITTED,
-    EVENT_FAILURES_EXIST,
-    NO_SUCH_OBJECT_INSTANCE,
-    PROCESSING_FAILURE,
-    RESOURCE_LIMITATION,
-    STORAGE_COMMITMENT_INSTANCE,
-    STORAGE_COMMITMENT_PUSH,
-)
 from pacs_gateway.dimse.contexts import UNCOMPRESSED
-from pacs_gateway.dimse.find_identifier import FindRequest, dataset_of_json
+from pacs_gateway.dimse.find_identifier import FindRequest, instance_ref_of_match
 from pacs_gateway.dimse.handler_base import DimseFailure, DimseHandler
 from pacs_gateway.ingest import RecentInstances
 from pacs_gateway.io_loop import IoLoop
 from pacs_gateway.outbound import association_kwargs
-from pacs_gateway.registry import Destination
+from pacs_gateway.registry import DestinationOf
 from pacs_gateway.upstream import from_exception
 
 log = logging.getLogger(__name__)
@@ -99,7 +88,7 @@ class Committer:
             except PacsError as exc:
                 log.warning("storage commitment lookup failed", extra={"error": exc.message})
                 if loop.time() >= deadline:
-                    return Outcome([], [(r, RESOURCE_LIMITATION) for r in references])
+                    return Outcome([], [(r, codes.RESOURCE_LIMITATION) for r in references])
             if all(r.sop_instance_uid in found for r in references) or loop.time() >= deadline:
                 break
             await asyncio.sleep(self.poll_s)
@@ -108,11 +97,11 @@ class Committer:
         for reference in references:
             ref = found.get(reference.sop_instance_uid)
             if ref is None:
-                failed.append((reference, NO_SUCH_OBJECT_INSTANCE))
+                failed.append((reference, codes.NO_SUCH_OBJECT_INSTANCE))
             elif ref.sop_class_uid and ref.sop_class_uid != reference.sop_class_uid:
-                failed.append((reference, CLASS_INSTANCE_CONFLICT))
+                failed.append((reference, codes.CLASS_INSTANCE_CONFLICT))
             elif not await self._durable(ref):
-                failed.append((reference, NO_SUCH_OBJECT_INSTANCE))
+                failed.append((reference, codes.NO_SUCH_OBJECT_INSTANCE))
             else:
                 committed.append(reference)
         return Outcome(committed, failed)
@@ -128,18 +117,8 @@ class Committer:
         }
         query = FindRequest("IMAGE", Dataset(), match).query(tenant, limit=len(references))
         page, _ = await self.finder.find("IMAGE", query)
-        located: dict[str, instance_pb2.InstanceRef] = {}
-        for text in page:
-            result = dataset_of_json(text)
-            ref = instance_pb2.InstanceRef(
-                tenant=tenant,
-                study_instance_uid=str(result.get("StudyInstanceUID", "")),
-                series_instance_uid=str(result.get("SeriesInstanceUID", "")),
-                sop_instance_uid=str(result.get("SOPInstanceUID", "")),
-                sop_class_uid=str(result.get("SOPClassUID", "")),
-            )
-            located[ref.sop_instance_uid] = ref
-        return located
+        refs = (instance_ref_of_match(text, tenant) for text in page)
+        return {ref.sop_instance_uid: ref for ref in refs}
 
     async def _durable(self, ref: instance_pb2.InstanceRef) -> bool:
         try:
@@ -234,8 +213,8 @@ class StorageCommitmentScp(DimseHandler):
         *,
         io: IoLoop,
         ae_title: str,
-        caller_of: Callable[[Any], Caller | None],
-        destination_of: Callable[[str, str], Destination | None],
+        caller_of: CallerOf,
+        destination_of: DestinationOf,
         timeout_s: float,
     ) -> None:
         super().__init__(io, caller_of, timeout_s)
@@ -253,7 +232,7 @@ class StorageCommitmentScp(DimseHandler):
         """Check the request (PS3.4 J.3.2) and start the commitment check in the background."""
         request = event.request
         caller = self.caller(event)
-        if str(request.RequestedSOPInstanceUID) != STORAGE_COMMITMENT_INSTANCE:
+        if str(request.RequestedSOPInstanceUID) != codes.STORAGE_COMMITMENT_INSTANCE:
             raise DimseFailure(codes.INVALID_SOP_INSTANCE, "not the well-known instance")
         if request.ActionTypeID != codes.REQUEST_STORAGE_COMMITMENT:
             raise DimseFailure(codes.NO_SUCH_ACTION_TYPE, "only Request Storage Commitment")
@@ -278,7 +257,7 @@ class StorageCommitmentScp(DimseHandler):
             outcome = self.run(self._committer.check(caller.tenant, references))
         except Exception:
             log.exception("storage commitment check failed")
-            outcome = Outcome([], [(r, PROCESSING_FAILURE) for r in references])
+            outcome = Outcome([], [(r, codes.PROCESSING_FAILURE) for r in references])
         try:
             self._report(assoc, caller, transaction, outcome)
         except Exception:
@@ -289,7 +268,7 @@ class StorageCommitmentScp(DimseHandler):
     def _report(self, assoc: Any, caller: Caller, transaction: str, outcome: Outcome) -> None:
         ae = self._ae
         information = event_information(transaction, outcome, ae.ae_title)
-        event_type = EVENT_FAILURES_EXIST if outcome.failed else EVENT_ALL_COMMITTED
+        event_type = codes.EVENT_FAILURES_EXIST if outcome.failed else codes.EVENT_ALL_COMMITTED
         log.info(
             "storage commitment result",
             extra={
@@ -300,7 +279,10 @@ class StorageCommitmentScp(DimseHandler):
         )
         if assoc.is_established and _pause_reactor(assoc):
             answer, _ = assoc.send_n_event_report(
-                information, event_type, STORAGE_COMMITMENT_PUSH, STORAGE_COMMITMENT_INSTANCE
+                information,
+                event_type,
+                codes.STORAGE_COMMITMENT_PUSH,
+                codes.STORAGE_COMMITMENT_INSTANCE,
             )
             if answer and "Status" in answer:
                 return
@@ -316,9 +298,11 @@ class StorageCommitmentScp(DimseHandler):
             )
             return
         kwargs = association_kwargs(
-            destination, [build_context(STORAGE_COMMITMENT_PUSH, UNCOMPRESSED)]
+            destination, [build_context(codes.STORAGE_COMMITMENT_PUSH, UNCOMPRESSED)]
         )
-        kwargs["ext_neg"] = [build_role(STORAGE_COMMITMENT_PUSH, scu_role=False, scp_role=True)]
+        kwargs["ext_neg"] = [
+            build_role(codes.STORAGE_COMMITMENT_PUSH, scu_role=False, scp_role=True)
+        ]
         report = ae.associate(
             destination.host, destination.port, ae_title=destination.ae_title, **kwargs
         )
@@ -327,7 +311,10 @@ class StorageCommitmentScp(DimseHandler):
             return
         try:
             report.send_n_event_report(
-                information, event_type, STORAGE_COMMITMENT_PUSH, STORAGE_COMMITMENT_INSTANCE
+                information,
+                event_type,
+                codes.STORAGE_COMMITMENT_PUSH,
+                codes.STORAGE_COMMITMENT_INSTANCE,
             )
         finally:
             report.release()

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pacs.query.v1 import query_service_pb2 as query_pb
+from pacs.type.v1 import instance_pb2
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
@@ -145,6 +146,18 @@ def find_request_of(identifier: Dataset, model_uid: str) -> FindRequest:
 def dataset_of_json(text: str) -> Dataset:
     """A DICOM JSON object (PS3.18 F.2) as a dataset; bulk data references become empty."""
     return Dataset.from_json(text, bulk_data_uri_handler=lambda *_args: b"")
+
+
+def instance_ref_of_match(text: str, tenant: str) -> instance_pb2.InstanceRef:
+    """The address of an IMAGE-level index match (DICOM JSON) in ``tenant``."""
+    match = dataset_of_json(text)
+    return instance_pb2.InstanceRef(
+        tenant=tenant,
+        study_instance_uid=str(match.get("StudyInstanceUID", "")),
+        series_instance_uid=str(match.get("SeriesInstanceUID", "")),
+        sop_instance_uid=str(match.get("SOPInstanceUID", "")),
+        sop_class_uid=str(match.get("SOPClassUID", "")),
+    )
 
 
 def _needs_unicode(dataset: Dataset) -> bool:

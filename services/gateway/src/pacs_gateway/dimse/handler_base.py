@@ -32,7 +32,7 @@ from pacs_common.errors import InvalidArgumentError, PacsError, UnavailableError
 from prometheus_client import Histogram
 from pydicom.dataset import Dataset
 
-from pacs_gateway.admission import Caller
+from pacs_gateway.admission import Caller, CallerOf
 from pacs_gateway.dimse import codes
 from pacs_gateway.io_loop import IoLoop
 
@@ -68,9 +68,7 @@ class DimseHandler:
     duration: ClassVar[Histogram | None] = None
     """Histogram of the time to the final status, if the service has one."""
 
-    def __init__(
-        self, io: IoLoop, caller_of: Callable[[Any], Caller | None], timeout_s: float
-    ) -> None:
+    def __init__(self, io: IoLoop, caller_of: CallerOf, timeout_s: float) -> None:
         self._io = io
         self._caller_of = caller_of
         self._deadline_s = timeout_s + DEADLINE_MARGIN_S

@@ -11,7 +11,7 @@ own association on the storage contexts where it accepted the SCP role (PS3.7 D.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 from pacs.type.v1 import instance_pb2
@@ -19,7 +19,7 @@ from pacs_common.errors import PacsError
 from pydicom.dataset import Dataset
 from pynetdicom.presentation import build_context
 
-from pacs_gateway.admission import Caller
+from pacs_gateway.admission import Caller, CallerOf
 from pacs_gateway.dimse import codes
 from pacs_gateway.dimse.convert import ConversionError, convert_for_receiver
 from pacs_gateway.dimse.handler_base import DimseFailure, DimseHandler
@@ -32,7 +32,7 @@ from pacs_gateway.dimse.retrieve_request import (
 )
 from pacs_gateway.io_loop import IoLoop
 from pacs_gateway.outbound import association_kwargs
-from pacs_gateway.registry import Destination
+from pacs_gateway.registry import DestinationOf
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +50,8 @@ class RetrieveScp(DimseHandler):
         self,
         retriever: Retriever,
         io: IoLoop,
-        caller_of: Callable[[Any], Caller | None],
-        destination_of: Callable[[str, str], Destination | None],
+        caller_of: CallerOf,
+        destination_of: DestinationOf,
         timeout_s: float,
     ) -> None:
         super().__init__(io, caller_of, timeout_s)

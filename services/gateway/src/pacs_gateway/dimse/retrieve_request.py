@@ -33,7 +33,7 @@ from pacs_gateway.dimse.find_identifier import (
     UNIQUE_KEY,
     FindRequest,
     InvalidIdentifierError,
-    dataset_of_json,
+    instance_ref_of_match,
     level_of,
     levels_of,
     matching_string,
@@ -103,17 +103,7 @@ class Retriever:
             page, total = await self._finder.find(
                 "IMAGE", query.query(tenant, limit=self._page_size, offset=offset)
             )
-            for text in page:
-                result = dataset_of_json(text)
-                refs.append(
-                    instance_pb2.InstanceRef(
-                        tenant=tenant,
-                        study_instance_uid=str(result.get("StudyInstanceUID", "")),
-                        series_instance_uid=str(result.get("SeriesInstanceUID", "")),
-                        sop_instance_uid=str(result.get("SOPInstanceUID", "")),
-                        sop_class_uid=str(result.get("SOPClassUID", "")),
-                    )
-                )
+            refs.extend(instance_ref_of_match(text, tenant) for text in page)
             offset += len(page)
             if not page or offset >= total:
                 break
