@@ -6,11 +6,14 @@ import asyncio
 import os
 import shutil
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
-from pacs_gateway import status
-from pacs_gateway.find_identifier import STUDY_ROOT_FIND
+import yaml
+from pacs_gateway.dimse import codes
+from pacs_gateway.dimse.codes import STUDY_ROOT_FIND
 from pydicom import dcmread
 from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset
@@ -101,28 +104,61 @@ def scu_store_dataset(
 
 
 def scu_find(
-    port: int, identifier: Dataset, model: str, calling: str = "TESTSCU"
+    port: int,
+    identifier: Dataset,
+    model: str,
+    calling: str = "TESTSCU",
+    source: str = "127.0.0.1",
 ) -> list[tuple[int, Dataset | None]]:
-    """C-FIND with pynetdicom; every (status, identifier) response."""
-    ae = AE(ae_title=calling)
-    ae.add_requested_context(model)
-    assoc = ae.associate("127.0.0.1", port, ae_title="CLOUDPACS")
-    assert assoc.is_established, "association not established"
-    try:
+    """C-FIND with pynetdicom from ``source``; every (status, identifier) response."""
+    with scu_association(port, model, calling, source=source) as assoc:
         return [
             (int(status.Status), ident)
             for status, ident in assoc.send_c_find(identifier, model)
             if status is not None and "Status" in status
         ]
-    finally:
-        assoc.release()
+
+
+def write_registry(path: Path, tenants: dict[str, dict[str, Any]]) -> Path:
+    """Write a site registry: ``tenants`` maps each tenant to the entries (callers,
+    destinations) of its one site, ``main``."""
+    registry = {"tenants": {name: {"sites": {"main": site}} for name, site in tenants.items()}}
+    path.write_text(yaml.safe_dump(registry))
+    return path
 
 
 def scu_associate(port: int, calling: str = "TESTSCU", called: str = "CLOUDPACS") -> object:
     """Try to open an association for Verification; returns the pynetdicom Association."""
     ae = AE(ae_title=calling)
-    ae.add_requested_context(build_context("1.2.840.10008.1.1").abstract_syntax)
+    ae.add_requested_context(build_context(codes.VERIFICATION).abstract_syntax)
     return ae.associate("127.0.0.1", port, ae_title=called)
+
+
+@contextmanager
+def scu_association(
+    port: int,
+    sop_class: str,
+    calling: str,
+    evt_handlers: list[Any] | None = None,
+    source: str = "127.0.0.1",
+) -> Iterator[Any]:
+    """An established association to the gateway for ``sop_class`` from the loopback address
+    ``source`` (any of 127.0.0.0/8, to play callers on different networks), released
+    afterwards."""
+    ae = AE(ae_title=calling)
+    ae.add_requested_context(sop_class)
+    assoc = ae.associate(
+        "127.0.0.1",
+        port,
+        ae_title="CLOUDPACS",
+        evt_handlers=evt_handlers,
+        bind_address=(source, 0),
+    )
+    assert assoc.is_established, "association not established"
+    try:
+        yield assoc
+    finally:
+        assoc.release()
 
 
 async def eventually(
@@ -219,7 +255,7 @@ async def stored_and_indexed(
     """C-STORE ``paths`` to the gateway on ``port`` as ``calling`` (pynetdicom), then wait as
     :func:`wait_indexed`; their SOP Instance UIDs."""
     statuses = await asyncio.to_thread(scu_store_files, port, paths, calling)
-    assert statuses == [status.SUCCESS] * len(paths)
+    assert statuses == [codes.SUCCESS] * len(paths)
     return await wait_indexed(port, paths, calling, within_s)
 
 
@@ -237,7 +273,7 @@ async def wait_indexed(
         return {
             str(getattr(ds, keyword))
             for code, ds in responses
-            if code == status.PENDING and ds is not None
+            if code == codes.PENDING and ds is not None
         }
 
     async def indexed() -> bool:

@@ -15,7 +15,7 @@ from gateway_helpers import (
     scu_store_dataset,
     scu_store_files,
 )
-from pacs_gateway import status
+from pacs_gateway.dimse import codes
 from pydicom import dcmread
 from pydicom.uid import ExplicitVRLittleEndian
 from pynetdicom import AE
@@ -106,7 +106,7 @@ async def test_storage_unreachable_status_is_a700_for_pynetdicom(start_gateway) 
     statuses = await asyncio.to_thread(
         scu_store_files, app.dicom_port, [sample_path("CT_small.dcm")]
     )
-    assert statuses == [status.OUT_OF_RESOURCES]
+    assert statuses == [codes.OUT_OF_RESOURCES]
 
 
 async def test_invalid_uid_is_refused_with_cannot_understand(start_gateway) -> None:
@@ -119,7 +119,7 @@ async def test_invalid_uid_is_refused_with_cannot_understand(start_gateway) -> N
         return int(response.Status), str(response.get("ErrorComment", ""))
 
     code, comment = await asyncio.to_thread(send)
-    assert code == status.INVALID_IDENTIFIERS
+    assert code == codes.INVALID_IDENTIFIERS
     assert 0xC000 <= code <= 0xCFFF  # "Cannot understand" (PS3.4 B.2.3)
     assert "StudyInstanceUID" in comment
 
@@ -132,7 +132,7 @@ async def test_missing_series_uid_is_refused(start_gateway) -> None:
     def send() -> int:
         return int(scu_store_dataset(app.dicom_port, dataset, ExplicitVRLittleEndian).Status)
 
-    assert await asyncio.to_thread(send) == status.INVALID_IDENTIFIERS
+    assert await asyncio.to_thread(send) == codes.INVALID_IDENTIFIERS
 
 
 async def test_sop_class_differing_from_command_is_a900(start_gateway) -> None:
@@ -164,7 +164,7 @@ async def test_sop_class_differing_from_command_is_a900(start_gateway) -> None:
         finally:
             assoc.release()
 
-    assert await asyncio.to_thread(send) == status.DATASET_DOES_NOT_MATCH_SOP_CLASS
+    assert await asyncio.to_thread(send) == codes.DATASET_DOES_NOT_MATCH_SOP_CLASS
 
 
 async def test_outgoing_associations_set_tcp_nodelay(start_gateway) -> None:

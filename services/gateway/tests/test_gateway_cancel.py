@@ -29,10 +29,10 @@ from gateway_helpers import (
     stored_and_indexed,
 )
 from pacs.query.v1 import query_service_pb2 as query_pb
-from pacs_gateway import status
 from pacs_gateway.app import GatewayApp
-from pacs_gateway.c_find import Finder
-from pacs_gateway.find_identifier import STUDY_ROOT_FIND, STUDY_ROOT_GET
+from pacs_gateway.dimse import codes
+from pacs_gateway.dimse.c_find import Finder
+from pacs_gateway.dimse.codes import STUDY_ROOT_FIND, STUDY_ROOT_GET
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, generate_uid
@@ -159,7 +159,7 @@ def _find_cancelled_after_first_pending(gateway: GatewayApp) -> tuple[list[int],
     def hold(event: Any) -> None:
         """EVT_DIMSE_SENT, in the gateway's association thread before the PDUs go out."""
         command = event.message.command_set
-        if command.CommandField != C_FIND_RSP or command.Status != status.PENDING:
+        if command.CommandField != C_FIND_RSP or command.Status != codes.PENDING:
             return
         pending_sent.append(1)
         if len(pending_sent) == 2:
@@ -207,8 +207,8 @@ async def test_pynetdicom_cancel_after_first_pending_ends_in_cancel(
         _find_cancelled_after_first_pending, gateway
     )
 
-    assert cancelled == [status.PENDING, status.PENDING, status.CANCEL]
-    assert again == [status.PENDING] * 5 + [status.SUCCESS]
+    assert cancelled == [codes.PENDING, codes.PENDING, codes.CANCEL]
+    assert again == [codes.PENDING] * 5 + [codes.SUCCESS]
     assert released
 
 
@@ -233,7 +233,7 @@ def _get_cancelled_during_second_instance(
         if len(received) == 2:
             seen_at_cancel.extend(int(r.Status) for r, _ in responses)
             event.assoc.send_c_cancel(9, query_model=STUDY_ROOT_GET)
-        return status.SUCCESS
+        return codes.SUCCESS
 
     ae = AE(ae_title="TESTSCU")
     ae.add_requested_context(STUDY_ROOT_GET)
@@ -273,8 +273,8 @@ async def test_pynetdicom_get_cancel_reports_sub_operation_counts(
         _get_cancelled_during_second_instance, gateway, study
     )
 
-    assert seen_at_cancel == [status.PENDING]
-    assert [int(r.Status) for r, _ in responses] == [status.PENDING] * 2 + [status.CANCEL]
+    assert seen_at_cancel == [codes.PENDING]
+    assert [int(r.Status) for r, _ in responses] == [codes.PENDING] * 2 + [codes.CANCEL]
     final, failed = responses[-1]
     assert int(final.NumberOfCompletedSuboperations) == 2
     assert int(final.NumberOfRemainingSuboperations) == 3

@@ -3,39 +3,43 @@
 from __future__ import annotations
 
 import asyncio
-import textwrap
 import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
-from gateway_helpers import free_port, sample_path, scu_store_files
-from pacs_gateway import status
-from pacs_gateway.commitment import NO_SUCH_OBJECT_INSTANCE, STORAGE_COMMITMENT_INSTANCE
+from gateway_helpers import (
+    free_port,
+    sample_path,
+    scu_association,
+    scu_store_files,
+    write_registry,
+)
+from pacs_gateway.dimse import codes
+from pacs_gateway.dimse.codes import (
+    NO_SUCH_OBJECT_INSTANCE,
+    STORAGE_COMMITMENT_INSTANCE,
+    STORAGE_COMMITMENT_PUSH,
+)
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 from pynetdicom import AE, evt
-from pynetdicom.sop_class import StorageCommitmentPushModel  # type: ignore[attr-defined]
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
 
 
-def _registry(report_port: int, tenant: str) -> str:
-    return textwrap.dedent(
-        f"""
-        tenants:
-          {tenant}:
-            sites:
-              radiology:
-                callers:
-                  - ae_title: MODALITY
-                    networks: [127.0.0.0/8]
-                destinations:
-                  - ae_title: MODALITY
-                    host: 127.0.0.1
-                    port: {report_port}
-        """
+def _registry(path: Path, report_port: int, tenant: str) -> Path:
+    return write_registry(
+        path,
+        {
+            tenant: {
+                "callers": [{"ae_title": "MODALITY", "networks": ["127.0.0.0/8"]}],
+                "destinations": [
+                    {"ae_title": "MODALITY", "host": "127.0.0.1", "port": report_port}
+                ],
+            }
+        },
     )
 
 
@@ -66,8 +70,7 @@ class Reports:
 
 
 async def _gateway(start_connected_gateway, tmp_path: Path, report_port: int, tenant: str) -> Any:
-    registry = tmp_path / "registry.yaml"
-    registry.write_text(_registry(report_port, tenant))
+    registry = _registry(tmp_path / "registry.yaml", report_port, tenant)
     return await start_connected_gateway(
         site_registry=registry,
         commitment_wait_s=3,
@@ -75,24 +78,14 @@ async def _gateway(start_connected_gateway, tmp_path: Path, report_port: int, te
 
 
 def _ask(port: int, request: Dataset, reports: Reports, keep_open: bool) -> int:
-    ae = AE(ae_title="MODALITY")
-    ae.add_requested_context(StorageCommitmentPushModel)
-    assoc = ae.associate(
-        "127.0.0.1",
-        port,
-        ae_title="CLOUDPACS",
-        evt_handlers=[(evt.EVT_N_EVENT_REPORT, reports.handle)],
-    )
-    assert assoc.is_established
-    try:
+    handlers = [(evt.EVT_N_EVENT_REPORT, reports.handle)]
+    with scu_association(port, STORAGE_COMMITMENT_PUSH, "MODALITY", handlers) as assoc:
         answer, _ = assoc.send_n_action(
-            request, 1, StorageCommitmentPushModel, STORAGE_COMMITMENT_INSTANCE
+            request, 1, STORAGE_COMMITMENT_PUSH, STORAGE_COMMITMENT_INSTANCE
         )
         if keep_open:
             reports.arrived.wait(timeout=60)
         return int(answer.Status)
-    finally:
-        assoc.release()
 
 
 async def test_commitment_report_on_the_same_association(
@@ -103,14 +96,14 @@ async def test_commitment_report_on_the_same_association(
     stored = await asyncio.to_thread(
         scu_store_files, gateway.dicom_port, [sample_path("CT_small.dcm")], "MODALITY"
     )
-    assert stored == [status.SUCCESS]
+    assert stored == [codes.SUCCESS]
     missing = generate_uid()
     request = _request([(ct.SOPClassUID, ct.SOPInstanceUID), (ct.SOPClassUID, missing)])
     reports = Reports()
 
     answer = await asyncio.to_thread(_ask, gateway.dicom_port, request, reports, True)
 
-    assert answer == status.SUCCESS
+    assert answer == codes.SUCCESS
     assert len(reports.received) == 1
     event_type, info, on_our_association = reports.received[0]
     assert event_type == 2  # failures exist (PS3.4 J.3.3)
@@ -127,7 +120,7 @@ async def test_commitment_report_on_a_new_association_after_release(
 ) -> None:
     reports = Reports()
     listener = AE(ae_title="MODALITY")
-    listener.add_supported_context(StorageCommitmentPushModel, scu_role=True, scp_role=True)
+    listener.add_supported_context(STORAGE_COMMITMENT_PUSH, scu_role=True, scp_role=True)
     report_port = free_port()
     server = listener.start_server(
         ("127.0.0.1", report_port),
@@ -143,11 +136,11 @@ async def test_commitment_report_on_a_new_association_after_release(
             [sample_path("MR_small_jpeg_ls_lossless.dcm")],
             "MODALITY",
         )
-        assert stored == [status.SUCCESS]
+        assert stored == [codes.SUCCESS]
         request = _request([(mr.SOPClassUID, mr.SOPInstanceUID)])
 
         answer = await asyncio.to_thread(_ask, gateway.dicom_port, request, reports, False)
-        assert answer == status.SUCCESS
+        assert answer == codes.SUCCESS
         assert await asyncio.to_thread(reports.arrived.wait, 60)
     finally:
         server.shutdown()

@@ -5,10 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
-from pacs_gateway import status
-from pacs_gateway.find_identifier import (
-    PATIENT_ROOT_FIND,
-    STUDY_ROOT_FIND,
+from pacs_gateway.dimse import codes
+from pacs_gateway.dimse.codes import PATIENT_ROOT_FIND, STUDY_ROOT_FIND
+from pacs_gateway.dimse.find_identifier import (
     InvalidIdentifierError,
     dataset_of_json,
     find_request_of,
@@ -71,7 +70,7 @@ def test_level_not_in_model_is_identifier_does_not_match(model: str, level: str)
     ds.QueryRetrieveLevel = level
     with pytest.raises(InvalidIdentifierError) as info:
         find_request_of(ds, model)
-    assert info.value.status == status.DATASET_DOES_NOT_MATCH_SOP_CLASS
+    assert info.value.status == codes.DATASET_DOES_NOT_MATCH_SOP_CLASS
 
 
 def test_missing_level_is_refused() -> None:

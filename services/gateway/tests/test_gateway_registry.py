@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
-from gateway_helpers import eventually, run_dcmtk, scu_associate
+from gateway_helpers import eventually, run_dcmtk, scu_associate, write_registry
 from pacs_gateway.admission import (
     REASON_CALLED_AE_NOT_RECOGNIZED,
     REASON_CALLING_AE_NOT_RECOGNIZED,
@@ -124,6 +124,63 @@ def test_destinations_are_per_tenant(tmp_path: Path) -> None:
 def test_invalid_registry_files_are_refused(tmp_path: Path, text: str, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         load_registry(_write(tmp_path, text))
+
+
+def _caller(ae_title: str, network: str, subject: str | None = None) -> dict[str, object]:
+    entry: dict[str, object] = {"ae_title": ae_title, "networks": [network]}
+    if subject is not None:
+        entry["tls_subject"] = subject
+    return entry
+
+
+@pytest.mark.parametrize("name", ["Hospital-A", "hospital_a", "a/b", "-a", "x" * 64, "clinique-é"])
+def test_tenant_names_storage_would_refuse_are_refused(tmp_path: Path, name: str) -> None:
+    path = write_registry(
+        tmp_path / "registry.yaml", {name: {"callers": [_caller("CT01", "10.1.0.0/16")]}}
+    )
+    with pytest.raises(ValueError, match=f"tenant '{name}': tenant must be 1-63 characters"):
+        load_registry(path)
+
+
+@pytest.mark.parametrize(
+    ("subject_a", "subject_b", "message"),
+    [
+        (None, None, "must each name a tls_subject, which a/main CT01 and b/main CT02 does not"),
+        ("CN=ct01,O=A", None, "must each name a tls_subject, which b/main CT02 does not"),
+        (None, "CN=ct02,O=B", "must each name a tls_subject, which a/main CT01 does not"),
+        ("CN=ct,O=Shared", "O=Shared,CN=ct", "name the same tls_subject"),
+    ],
+)
+def test_tenants_sharing_a_network_must_name_distinct_tls_subjects(
+    tmp_path: Path, subject_a: str | None, subject_b: str | None, message: str
+) -> None:
+    path = write_registry(
+        tmp_path / "registry.yaml",
+        {
+            "a": {"callers": [_caller("CT01", "10.0.0.0/8", subject_a)]},
+            "b": {"callers": [_caller("CT02", "10.7.0.0/16", subject_b)]},  # inside 10.0.0.0/8
+        },
+    )
+    with pytest.raises(ValueError, match="tenants a and b share a network") as refused:
+        load_registry(path)
+    assert message in str(refused.value)
+
+
+def test_tenants_sharing_a_network_are_told_apart_by_certificate(tmp_path: Path) -> None:
+    path = write_registry(
+        tmp_path / "registry.yaml",
+        {
+            "a": {"callers": [_caller("CT01", "10.0.0.0/8", "CN=ct01,O=A")]},
+            "b": {"callers": [_caller("CT02", "10.7.0.0/16", "CN=ct02,O=B")]},
+            "c": {"callers": [_caller("CT03", "192.168.0.0/16")]},  # a network of its own
+        },
+    )
+    policy = RegistryPolicy(load_registry(path), "CLOUDPACS")
+    admitted = policy.admit(_request("CT02", "10.7.1.1", "CN=ct02,O=B"))
+    assert isinstance(admitted, Caller)
+    assert admitted.tenant == "b"
+    assert isinstance(policy.admit(_request("CT02", "10.7.1.1", "CN=ct01,O=A")), Rejection)
+    assert isinstance(policy.admit(_request("CT02", "10.7.1.1")), Rejection)
 
 
 def test_watcher_reloads_on_change_and_keeps_last_good(tmp_path: Path) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -13,14 +12,15 @@ from gateway_helpers import (
     free_port,
     run_dcmtk,
     sample_path,
+    scu_association,
     scu_find,
     stored_and_indexed,
+    write_registry,
 )
-from pacs_gateway import status
-from pacs_gateway.find_identifier import STUDY_ROOT_FIND, STUDY_ROOT_MOVE
+from pacs_gateway.dimse import codes
+from pacs_gateway.dimse.codes import STUDY_ROOT_FIND, STUDY_ROOT_MOVE
 from pydicom import dcmread
 from pydicom.dataset import Dataset
-from pynetdicom import AE
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
 
@@ -29,40 +29,30 @@ JPEG_LL = "JPEG-LL.dcm"  # same study, JPEG lossless
 CT = "CT_small.dcm"  # another study
 
 
-def _registry(dest_port: int, tenant: str) -> str:
-    return textwrap.dedent(
-        f"""
-        tenants:
-          {tenant}-a:
-            sites:
-              radiology:
-                callers:
-                  - ae_title: MODALITY
-                    networks: [127.0.0.0/8]
-                destinations:
-                  - ae_title: DEST
-                    host: 127.0.0.1
-                    port: {dest_port}
-          {tenant}-b:
-            sites:
-              main:
-                callers:
-                  - ae_title: OTHERSITE
-                    networks: [127.0.0.0/8]
-                destinations:
-                  - ae_title: OTHERDEST
-                    host: 127.0.0.1
-                    port: {dest_port}
-        """
+OTHER_NETWORK = "127.0.0.2"
+"""Where the other tenant's caller comes from: tenants sharing a network would need TLS client
+subjects (the registry refuses them otherwise), so each gets an address of its own."""
+
+
+def _registry(path: Path, dest_port: int, tenant: str) -> Path:
+    return write_registry(
+        path,
+        {
+            f"{tenant}-a": {
+                "callers": [{"ae_title": "MODALITY", "networks": ["127.0.0.1/32"]}],
+                "destinations": [{"ae_title": "DEST", "host": "127.0.0.1", "port": dest_port}],
+            },
+            f"{tenant}-b": {
+                "callers": [{"ae_title": "OTHERSITE", "networks": [f"{OTHER_NETWORK}/32"]}],
+                "destinations": [{"ae_title": "OTHERDEST", "host": "127.0.0.1", "port": dest_port}],
+            },
+        },
     )
 
 
 async def _stack(start_connected_gateway, tmp_path: Path, dest_port: int, tenant: str) -> Any:
-    registry = tmp_path / "registry.yaml"
-    registry.write_text(_registry(dest_port, tenant))
-    return await start_connected_gateway(
-        site_registry=registry,
-    )
+    registry = _registry(tmp_path / "registry.yaml", dest_port, tenant)
+    return await start_connected_gateway(site_registry=registry)
 
 
 def _study(name: str) -> str:
@@ -170,18 +160,14 @@ async def test_getscu_series_comes_back_on_the_same_association(
     assert copy.PixelData == original.PixelData
 
 
-def _move(port: int, destination: str, study: str, calling: str) -> list[Dataset]:
-    ae = AE(ae_title=calling)
-    ae.add_requested_context(STUDY_ROOT_MOVE)
-    assoc = ae.associate("127.0.0.1", port, ae_title="CLOUDPACS")
-    assert assoc.is_established
+def _move(
+    port: int, destination: str, study: str, calling: str, source: str = "127.0.0.1"
+) -> list[Dataset]:
     identifier = Dataset()
     identifier.QueryRetrieveLevel = "STUDY"
     identifier.StudyInstanceUID = study
-    try:
+    with scu_association(port, STUDY_ROOT_MOVE, calling, source=source) as assoc:
         return [rsp for rsp, _ in assoc.send_c_move(identifier, destination, STUDY_ROOT_MOVE)]
-    finally:
-        assoc.release()
 
 
 async def test_unregistered_destination_is_a801(
@@ -208,19 +194,19 @@ async def test_other_tenants_cannot_see_or_move_a_study(
             scu_find, gateway.dicom_port, identifier, STUDY_ROOT_FIND, "MODALITY"
         )
         theirs = await asyncio.to_thread(
-            scu_find, gateway.dicom_port, identifier, STUDY_ROOT_FIND, "OTHERSITE"
+            scu_find, gateway.dicom_port, identifier, STUDY_ROOT_FIND, "OTHERSITE", OTHER_NETWORK
         )
         moved = await asyncio.to_thread(
-            _move, gateway.dicom_port, "OTHERDEST", _study(CT), "OTHERSITE"
+            _move, gateway.dicom_port, "OTHERDEST", _study(CT), "OTHERSITE", OTHER_NETWORK
         )
         # and clinic-b cannot send to hospital-a's destination either
         foreign = await asyncio.to_thread(
-            _move, gateway.dicom_port, "DEST", _study(CT), "OTHERSITE"
+            _move, gateway.dicom_port, "DEST", _study(CT), "OTHERSITE", OTHER_NETWORK
         )
 
-    assert [c for c, _ in mine] == [status.PENDING, status.SUCCESS]
-    assert [c for c, _ in theirs] == [status.SUCCESS]
-    assert int(moved[-1].Status) == status.SUCCESS
+    assert [c for c, _ in mine] == [codes.PENDING, codes.SUCCESS]
+    assert [c for c, _ in theirs] == [codes.SUCCESS]
+    assert int(moved[-1].Status) == codes.SUCCESS
     assert int(moved[-1].get("NumberOfCompletedSuboperations", 0)) == 0
     assert dest.received() == []
     assert [int(r.Status) for r in foreign] == [0xA801]
@@ -248,5 +234,5 @@ async def test_undecodable_instance_is_listed_as_failed(
     assert [str(ds.SOPInstanceUID) for ds in received] == [
         str(dcmread(sample_path(JPEG_LL), stop_before_pixels=True).SOPInstanceUID)
     ]
-    pending = [r for r in responses if int(r.Status) == status.PENDING]
+    pending = [r for r in responses if int(r.Status) == codes.PENDING]
     assert pending, "pending responses carry the sub-operation counts"

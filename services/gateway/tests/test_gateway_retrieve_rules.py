@@ -5,17 +5,13 @@ from __future__ import annotations
 import pytest
 from gateway_helpers import sample_path
 from pacs.type.v1 import instance_pb2
-from pacs_gateway import status
-from pacs_gateway.find_identifier import (
-    PATIENT_ROOT_MOVE,
-    STUDY_ROOT_GET,
-    STUDY_ROOT_MOVE,
-    InvalidIdentifierError,
-)
-from pacs_gateway.retrieve import (
+from pacs_gateway.dimse import codes
+from pacs_gateway.dimse.codes import PATIENT_ROOT_MOVE, STUDY_ROOT_GET, STUDY_ROOT_MOVE
+from pacs_gateway.dimse.convert import convert_for_receiver
+from pacs_gateway.dimse.find_identifier import InvalidIdentifierError
+from pacs_gateway.dimse.retrieve_request import (
     MAX_CONTEXTS,
     accepted_syntaxes,
-    prepare,
     proposed_contexts,
     retrieve_request_of,
 )
@@ -61,7 +57,7 @@ def test_patient_level_retrieve_uses_patient_id() -> None:
 def test_retrieve_without_the_levels_unique_key_is_a900(identifier: Dataset) -> None:
     with pytest.raises(InvalidIdentifierError) as info:
         retrieve_request_of(identifier, STUDY_ROOT_GET)
-    assert info.value.status == status.DATASET_DOES_NOT_MATCH_SOP_CLASS
+    assert info.value.status == codes.DATASET_DOES_NOT_MATCH_SOP_CLASS
 
 
 def test_wildcards_are_refused_in_retrieve_keys() -> None:
@@ -104,14 +100,14 @@ def test_stored_syntax_is_kept_when_accepted() -> None:
     accepted = accepted_syntaxes(
         [_accepted("1.2.840.10008.5.1.4.1.1.7", JPEG2000)], "1.2.840.10008.5.1.4.1.1.7"
     )
-    dataset = prepare(part10, accepted)
+    dataset = convert_for_receiver(part10, accepted)
     assert dataset.file_meta.TransferSyntaxUID == JPEG2000
 
 
 def test_compressed_instance_is_decompressed_for_an_uncompressed_receiver() -> None:
     path = sample_path("SC_rgb_rle.dcm")
     original = dcmread(path)
-    dataset = prepare(path.read_bytes(), {ImplicitVRLittleEndian})
+    dataset = convert_for_receiver(path.read_bytes(), {ImplicitVRLittleEndian})
     assert not dataset.file_meta.TransferSyntaxUID.is_compressed
     assert dataset.SOPInstanceUID == original.SOPInstanceUID
     original.decompress(generate_instance_uid=False)
@@ -120,4 +116,4 @@ def test_compressed_instance_is_decompressed_for_an_uncompressed_receiver() -> N
 
 def test_receiver_taking_only_another_compression_cannot_get_it() -> None:
     with pytest.raises(ValueError, match="neither"):
-        prepare(sample_path("SC_rgb_rle.dcm").read_bytes(), {JPEG2000})
+        convert_for_receiver(sample_path("SC_rgb_rle.dcm").read_bytes(), {JPEG2000})

@@ -23,8 +23,8 @@ from gateway_helpers import (
 )
 from pacs.type.v1 import instance_pb2
 from pacs_common.grpc_client import open_channel
-from pacs_gateway import status
-from pacs_gateway.find_identifier import PATIENT_ROOT_FIND, STUDY_ROOT_FIND
+from pacs_gateway.dimse import codes
+from pacs_gateway.dimse.codes import PATIENT_ROOT_FIND, STUDY_ROOT_FIND
 from pacs_storage.client import StorageClient
 from pydicom import dcmread
 from pydicom.dataset import Dataset
@@ -171,7 +171,7 @@ async def test_store_keeps_dataset_bytes_and_resend_is_harmless(
     first = await asyncio.to_thread(scu_store_files, gateway.dicom_port, [path])
     again = await asyncio.to_thread(scu_store_files, gateway.dicom_port, [path])
 
-    assert first == again == [status.SUCCESS]
+    assert first == again == [codes.SUCCESS]
     original = path.read_bytes()
     meta_end = _end_of_file_meta(original)
     channel = open_channel(f"127.0.0.1:{storage_app.grpc_port}")  # kept alive by the name
@@ -192,7 +192,7 @@ async def test_c_find_with_index_unreachable_is_out_of_resources(start_gateway) 
     identifier.QueryRetrieveLevel = "STUDY"
     identifier.StudyInstanceUID = ""
     responses = await asyncio.to_thread(scu_find, gateway.dicom_port, identifier, STUDY_ROOT_FIND)
-    assert [code for code, _ in responses] == [status.OUT_OF_RESOURCES]
+    assert [code for code, _ in responses] == [codes.OUT_OF_RESOURCES]
 
 
 async def test_c_find_bad_level_is_refused(start_gateway) -> None:
@@ -200,7 +200,7 @@ async def test_c_find_bad_level_is_refused(start_gateway) -> None:
     identifier = Dataset()
     identifier.QueryRetrieveLevel = "PATIENT"  # not a level of the Study Root model
     responses = await asyncio.to_thread(scu_find, gateway.dicom_port, identifier, STUDY_ROOT_FIND)
-    assert [code for code, _ in responses] == [status.DATASET_DOES_NOT_MATCH_SOP_CLASS]
+    assert [code for code, _ in responses] == [codes.DATASET_DOES_NOT_MATCH_SOP_CLASS]
 
 
 async def test_c_find_patient_level_groups_studies(start_connected_gateway, tenant: str) -> None:
@@ -224,13 +224,13 @@ async def test_c_find_patient_level_groups_studies(start_connected_gateway, tena
         counts = [
             int(ds.NumberOfPatientRelatedInstances or 0)
             for code, ds in responses
-            if code == status.PENDING and ds is not None
+            if code == codes.PENDING and ds is not None
         ]
         return sum(counts) == 3
 
     assert await eventually(all_three_indexed, within_s=90)
-    assert responses[-1][0] == status.SUCCESS
-    patients = {str(ds.PatientID): ds for code, ds in responses if code == status.PENDING}
+    assert responses[-1][0] == codes.SUCCESS
+    patients = {str(ds.PatientID): ds for code, ds in responses if code == codes.PENDING}
     assert set(patients) == {"8NM1", "1CT1"}
     assert int(patients["8NM1"].NumberOfPatientRelatedStudies) == 1
     assert int(patients["8NM1"].NumberOfPatientRelatedInstances) == 2

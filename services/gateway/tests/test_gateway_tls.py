@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import ssl
 import subprocess
 import textwrap
 from pathlib import Path
 
 import pytest
-from gateway_helpers import run_dcmtk
+from gateway_helpers import closed_port, run_dcmtk, sample_path, write_registry
+from pacs_gateway.dimse.codes import VERIFICATION
+from pacs_gateway.settings import GatewaySettings
+from pacs_gateway.tls import server_ssl_context
+from pydantic import ValidationError
 from pynetdicom import AE
-
-VERIFICATION = "1.2.840.10008.1.1"
 
 
 def _openssl(*args: str, cwd: Path) -> None:
@@ -135,9 +138,6 @@ async def test_callers_without_tls_requirement_may_use_either_port(
 
 
 def test_server_context_refuses_tls_below_1_2(pki: Path) -> None:
-    from pacs_gateway.settings import GatewaySettings  # noqa: PLC0415
-    from pacs_gateway.tls import server_ssl_context  # noqa: PLC0415
-
     context = server_ssl_context(
         GatewaySettings(tls_cert_file=pki / "server.pem", tls_key_file=pki / "server.key")
     )
@@ -162,3 +162,75 @@ async def test_client_certificate_required_when_configured(start_gateway, pki: P
     )
     assert with_cert.is_established  # any certificate of the CA; no registry configured
     with_cert.release()
+
+
+def _tls_args(pki: Path, name: str) -> list[str | Path]:
+    """DCMTK options for a TLS association with ``name``'s certificate."""
+    return ["+tls", pki / f"{name}.key", pki / f"{name}.pem", "+cf", pki / "ca.pem"]
+
+
+@pytest.mark.asyncio(loop_scope="session")
+async def test_tls_only_serves_dicom_over_tls_and_nothing_in_the_clear(
+    start_connected_gateway, pki: Path, tmp_path: Path, tenant: str
+) -> None:
+    registry = write_registry(
+        tmp_path / "registry.yaml",
+        {
+            tenant: {
+                "callers": [
+                    {
+                        "ae_title": "CT01",
+                        "networks": ["127.0.0.0/8"],
+                        "tls_subject": "CN=ct01.hospital-a.example,O=Hospital A",
+                    }
+                ]
+            }
+        },
+    )
+    would_be_plain = closed_port()
+    gateway = await start_connected_gateway(
+        tls_only=True,
+        dicom_port=would_be_plain,
+        tls_port=0,
+        tls_cert_file=pki / "server.pem",
+        tls_key_file=pki / "server.key",
+        tls_ca_file=pki / "ca.pem",
+        site_registry=registry,
+    )
+    assert gateway.tls_port and gateway.dicom_port == 0
+    port = str(gateway.tls_port)
+
+    code, out = await run_dcmtk(
+        "echoscu", "-v", *_tls_args(pki, "ct01"), "-aet", "CT01", "-aec", "CLOUDPACS",
+        "127.0.0.1", port,
+    )  # fmt: skip
+    assert code == 0, out
+    assert "Received Echo Response (Success)" in out
+    code, out = await run_dcmtk(
+        "storescu", "-v", *_tls_args(pki, "ct01"), "-aet", "CT01", "-aec", "CLOUDPACS",
+        "127.0.0.1", port, sample_path("CT_small.dcm"),
+    )  # fmt: skip
+    assert code == 0, out
+    assert "Received Store Response (Success)" in out
+
+    # Nothing listens on the plaintext port it would have had, and the TLS port speaks no
+    # plaintext DICOM.
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", would_be_plain), timeout=5).close()
+    for plain_port in (str(would_be_plain), port):
+        code, out = await run_dcmtk(
+            "echoscu", "-to", "5", "-aet", "CT01", "-aec", "CLOUDPACS", "127.0.0.1", plain_port
+        )
+        assert code != 0, out
+
+
+def test_tls_only_without_a_tls_port_is_refused_at_start_up(pki: Path) -> None:
+    with pytest.raises(ValidationError, match="PACS_GATEWAY_TLS_ONLY needs PACS_GATEWAY_TLS_PORT"):
+        GatewaySettings(
+            tls_only=True, tls_cert_file=pki / "server.pem", tls_key_file=pki / "server.key"
+        )
+    with pytest.raises(
+        ValidationError,
+        match="PACS_GATEWAY_TLS_ONLY needs PACS_GATEWAY_TLS_CERT_FILE, PACS_GATEWAY_TLS_KEY_FILE",
+    ):
+        GatewaySettings(tls_only=True, tls_port=2762)

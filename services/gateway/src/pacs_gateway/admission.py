@@ -11,7 +11,7 @@ from __future__ import annotations
 import ipaddress
 import threading
 import weakref
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -54,6 +54,10 @@ class AssociationRequest:
     tls_subject: str | None = None
     """RFC 4514 subject of the verified client certificate, when the association uses TLS."""
     tls: bool = False
+
+
+CallerOf = Callable[[Any], Caller | None]
+"""The admitted caller of an association, None if it was never admitted (:meth:`Callers.get`)."""
 
 
 class AdmissionPolicy(Protocol):

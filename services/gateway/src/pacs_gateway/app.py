@@ -23,19 +23,19 @@ from pacs_storage.client import StorageClient
 from pynetdicom import _config as pynetdicom_config
 from pynetdicom import evt
 
-from pacs_gateway import status
 from pacs_gateway.admission import AdmissionPolicy, Callers, NetworkPolicy
-from pacs_gateway.c_find import Finder, FindScp
-from pacs_gateway.c_store import StoreScp
-from pacs_gateway.commitment import Committer, StorageCommitmentScp
-from pacs_gateway.contexts import scp_contexts
-from pacs_gateway.dicom_metrics import DicomMetrics
+from pacs_gateway.dimse import codes as status
+from pacs_gateway.dimse.c_find import Finder, FindScp
+from pacs_gateway.dimse.c_store import StoreScp
+from pacs_gateway.dimse.commitment import Committer, StorageCommitmentScp
+from pacs_gateway.dimse.contexts import scp_contexts
+from pacs_gateway.dimse.metrics import DicomMetrics
+from pacs_gateway.dimse.retrieve import RetrieveScp
+from pacs_gateway.dimse.retrieve_request import Retriever
 from pacs_gateway.dimse_server import DimseServer
 from pacs_gateway.ingest import Ingest, RecentInstances
 from pacs_gateway.io_loop import IoLoop
 from pacs_gateway.registry import Destination, RegistryWatcher
-from pacs_gateway.retrieve import Retriever
-from pacs_gateway.retrieve_scp import RetrieveScp
 from pacs_gateway.servicer import IngestServicer, authorization
 from pacs_gateway.settings import GatewaySettings
 from pacs_gateway.tls import server_ssl_context
@@ -82,7 +82,8 @@ class _Clients:
 
 class GatewayApp:
     """A running gateway; ``grpc_port``, ``dicom_port`` and ``tls_port`` are the bound ports
-    after :meth:`start` (``tls_port`` is None without DICOM TLS)."""
+    after :meth:`start` (``tls_port`` is None without DICOM TLS, ``dicom_port`` 0 with TLS
+    only)."""
 
     def __init__(self, settings: GatewaySettings) -> None:
         self.settings = settings
@@ -146,9 +147,10 @@ class GatewayApp:
         await self._io.call(self._start_io())
         self._dimse = self._build_dimse()
         settings = self.settings
-        self.dicom_port = self._dimse.listen(
-            settings.dicom_host, settings.dicom_port, reuse_port=settings.reuse_port
-        )
+        if not settings.tls_only:  # TLS-only: no plaintext DICOM port at all
+            self.dicom_port = self._dimse.listen(
+                settings.dicom_host, settings.dicom_port, reuse_port=settings.reuse_port
+            )
         if settings.tls_port is not None:
             self.tls_port = self._dimse.listen(
                 settings.dicom_host,

@@ -31,7 +31,7 @@ from pacs_gateway.admission import (
     Callers,
     Rejection,
 )
-from pacs_gateway.dicom_metrics import DicomMetrics
+from pacs_gateway.dimse.metrics import DicomMetrics
 
 log = logging.getLogger(__name__)
 

@@ -5,17 +5,28 @@ with the networks they call from (and, optionally, the TLS client certificate su
 present), and the C-MOVE / Storage Commitment destinations of each site. The file is re-read
 when its modification time changes; a file that fails validation is reported and ignored, the
 previous registry stays in force. See the service README for an example.
+
+Validation refuses, besides malformed entries: tenant names that storage would refuse (the one
+rule of :mod:`pacs_common.tenants`); one AE title on two overlapping networks; and two tenants
+whose callers come from overlapping networks unless every such caller names the TLS client
+certificate subject it must present, each a different one. The source address then cannot
+tell the tenants apart, and a mistaken or spoofed AE title would put one tenant's images into
+the other's: the certificate is what keeps them apart.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import itertools
 import logging
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Self
+from typing import NamedTuple, Self
 
 import yaml
+from pacs_common.errors import InvalidArgumentError
+from pacs_common.tenants import check_tenant
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from pacs_gateway.admission import (
@@ -74,6 +85,10 @@ class Destination(_Strict):
         return check_ae_title(value)
 
 
+DestinationOf = Callable[[str, str], Destination | None]
+"""A registered destination: (tenant, AE title) -> where to open the association, or None."""
+
+
 class Site(_Strict):
     """A hospital or imaging site of a tenant."""
 
@@ -87,10 +102,33 @@ class Tenant(_Strict):
     sites: dict[str, Site] = Field(default_factory=dict)
 
 
+class _Placed(NamedTuple):
+    """One network of one caller entry, and where it is in the file."""
+
+    tenant: str
+    where: str
+    caller: CallerEntry
+    network: Network
+
+
+def _overlap(a: Network, b: Network) -> bool:
+    return a.version == b.version and a.overlaps(b)
+
+
 class Registry(_Strict):
     """The whole registry file."""
 
     tenants: dict[str, Tenant] = Field(default_factory=dict)
+
+    @field_validator("tenants")
+    @classmethod
+    def _tenant_names_valid(cls, value: dict[str, Tenant]) -> dict[str, Tenant]:
+        for name in value:
+            try:
+                check_tenant(name)
+            except InvalidArgumentError as exc:
+                raise ValueError(f"tenant {name!r}: {exc.message}") from exc
+        return value
 
     @model_validator(mode="after")
     def _unambiguous(self) -> Self:
@@ -102,7 +140,7 @@ class Registry(_Strict):
                 for caller in site.callers:
                     for network in caller.networks:
                         for where, other in seen.get(caller.ae_title, []):
-                            if network.version == other.version and network.overlaps(other):
+                            if _overlap(network, other):
                                 raise ValueError(
                                     f"AE title {caller.ae_title} is registered twice for "
                                     f"overlapping networks ({where} and {tenant_name}/{site_name})"
@@ -113,6 +151,34 @@ class Registry(_Strict):
                 titles = [d.ae_title for d in site.destinations]
                 if len(titles) != len(set(titles)):
                     raise ValueError(f"duplicate destination AE title in {tenant_name}/{site_name}")
+        return self
+
+    @model_validator(mode="after")
+    def _tenants_apart_on_shared_networks(self) -> Self:
+        """Callers of two tenants on overlapping networks must each name a TLS client subject,
+        and not the same one (see the module docstring)."""
+        placed = [
+            _Placed(tenant_name, f"{tenant_name}/{site_name} {caller.ae_title}", caller, network)
+            for tenant_name, tenant in self.tenants.items()
+            for site_name, site in tenant.sites.items()
+            for caller in site.callers
+            for network in caller.networks
+        ]
+        for a, b in itertools.combinations(placed, 2):
+            if a.tenant == b.tenant or not _overlap(a.network, b.network):
+                continue
+            shared = f"tenants {a.tenant} and {b.tenant} share a network ({a.network}, {b.network})"
+            unnamed = [p.where for p in (a, b) if not p.caller.tls_subject]
+            if unnamed:
+                raise ValueError(
+                    f"{shared}: their callers there must each name a tls_subject, "
+                    f"which {' and '.join(unnamed)} does not"
+                )
+            if _same_subject(a.caller.tls_subject or "", b.caller.tls_subject):
+                raise ValueError(
+                    f"{shared}: {a.where} and {b.where} name the same tls_subject; "
+                    "each tenant needs certificates of its own"
+                )
         return self
 
     def destination(self, tenant: str, ae_title: str) -> Destination | None:

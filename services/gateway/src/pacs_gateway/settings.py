@@ -9,10 +9,13 @@ from __future__ import annotations
 import ipaddress
 import os
 from pathlib import Path
+from typing import Self
 
 from pacs_common.auth import AuthSettings
+from pacs_common.errors import InvalidArgumentError
 from pacs_common.settings import ServiceSettings
-from pydantic import Field, field_validator
+from pacs_common.tenants import check_tenant
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
 # PS3.5 6.2: an AE title is 1-16 characters of the default repertoire without backslash or
@@ -85,6 +88,9 @@ class GatewaySettings(ServiceSettings):
     tls_require_client_cert: bool = Field(
         False, description="require a client certificate on every TLS association"
     )
+    tls_only: bool = Field(
+        False, description="DICOM over TLS only: the TLS port is bound, no plaintext DICOM port"
+    )
 
     commitment_wait_s: float = Field(
         30.0, gt=0, description="how long Storage Commitment waits for instances to be indexed"
@@ -106,9 +112,31 @@ class GatewaySettings(ServiceSettings):
     def _ae_title_valid(cls, value: str) -> str:
         return check_ae_title(value)
 
+    @field_validator("default_tenant")
+    @classmethod
+    def _tenant_valid(cls, value: str) -> str:
+        try:
+            check_tenant(value)
+        except InvalidArgumentError as exc:
+            raise ValueError(exc.message) from exc
+        return value
+
     @field_validator("allowed_networks")
     @classmethod
     def _networks_valid(cls, value: list[str]) -> list[str]:
         for network in value:
             ipaddress.ip_network(network, strict=False)
         return value
+
+    @model_validator(mode="after")
+    def _tls_only_has_tls(self) -> Self:
+        """TLS-only needs the TLS port and its certificate: without them it would serve nothing."""
+        if self.tls_only:
+            missing = [
+                f"PACS_GATEWAY_{name.upper()}"
+                for name in ("tls_port", "tls_cert_file", "tls_key_file")
+                if getattr(self, name) is None
+            ]
+            if missing:
+                raise ValueError(f"PACS_GATEWAY_TLS_ONLY needs {', '.join(missing)}")
+        return self

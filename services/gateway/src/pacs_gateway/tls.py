@@ -4,6 +4,9 @@ successor B.9): the server context of the TLS port.
 TLS 1.2 is the floor (BCP 195 / PS3.15 B.9). With a CA bundle, client certificates are asked
 for and verified; they are required on every association when ``tls_require_client_cert`` is
 set, and otherwise only for the callers whose registry entry names a certificate subject.
+
+With ``tls_only`` the TLS port is the only DICOM port: no plaintext listener is bound, so no
+association (and no patient data) can travel in the clear, whatever the registry says.
 """
 
 from __future__ import annotations

@@ -6,12 +6,18 @@ associations than over one). The kernel spreads new connections over every socke
 same port with SO_REUSEPORT, so ``workers`` processes each run a whole gateway on the same
 DICOM port(s). The first one also serves IngestService; the others only DIMSE. The first
 process supervises the others and restarts any that dies.
+
+A worker dies with the first process, however that one ends: each worker asks the kernel for
+SIGKILL when its parent dies (Linux ``prctl(PR_SET_PDEATHSIG)``), so a ``kill -9`` of the
+first process cannot leave a worker serving the port beside a restarted gateway.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
+import ctypes.util
 import logging
 import multiprocessing
 import os
@@ -30,10 +36,32 @@ from pacs_gateway.settings import GatewaySettings
 log = logging.getLogger(__name__)
 
 SUPERVISE_INTERVAL_S = 1.0
+PR_SET_PDEATHSIG = 1
+"""``prctl`` option: the signal this process gets when its parent dies (linux/prctl.h)."""
 
 
-def _worker_main(values: dict[str, Any]) -> None:
+def die_with_parent(parent_pid: int) -> None:
+    """Have the kernel SIGKILL this process when its parent dies; exit now if it already did.
+
+    The death signal fires when the thread that created this process ends, so workers are
+    started from the first process's main thread (its event loop), which lives as long as it.
+    The parent may die between the fork and the ``prctl``: then this process was already
+    reparented and no signal will come, so the parent's pid is checked right after.
+
+    Raises:
+        OSError: ``prctl`` failed (not Linux, or refused).
+    """
+    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+    if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+        errno = ctypes.get_errno()
+        raise OSError(errno, f"prctl(PR_SET_PDEATHSIG): {os.strerror(errno)}")
+    if os.getppid() != parent_pid:
+        os._exit(1)  # the parent is gone already; nothing must be served without it
+
+
+def _worker_main(values: dict[str, Any], parent_pid: int) -> None:
     """Entry point of an extra worker process (spawned, so it starts from a clean state)."""
+    die_with_parent(parent_pid)
     settings = GatewaySettings(**values)
     configure_logging(settings.service_name, settings.log_level, settings.log_patient_data)
     configure_tracing(settings.service_name)
@@ -79,7 +107,9 @@ async def run(settings: GatewaySettings) -> None:
     children: list[BaseProcess] = []
 
     def spawn() -> BaseProcess:
-        child = context.Process(target=_worker_main, args=(extra,), name="gateway-worker")
+        child = context.Process(
+            target=_worker_main, args=(extra, os.getpid()), name="gateway-worker"
+        )
         child.start()
         return child
 

@@ -7,10 +7,10 @@ scoped per tenant with a plain prefix)::
     {tenant}/{study_uid}/{series_uid}/{sop_uid}.versions/{version}.dcm   earlier versions
     _uploads/{upload_id}                                                 multipart staging
 
-UIDs contain only digits and dots (PS3.5 9.1) and tenants only ``[a-z0-9-]``, so a UID can never
-inject a ``/`` or ``..`` and the three kinds of keys cannot collide. Earlier versions do not live
-under ``{sop_uid}.dcm/`` because a POSIX-backed S3 server (versitygw) cannot hold both a file
-``x`` and a directory ``x/``.
+UIDs contain only digits and dots (PS3.5 9.1) and tenants only ``[a-z0-9-]`` (the rule of
+:mod:`pacs_common.tenants`), so a UID can never inject a ``/`` or ``..`` and the three kinds of
+keys cannot collide. Earlier versions do not live under ``{sop_uid}.dcm/`` because a
+POSIX-backed S3 server (versitygw) cannot hold both a file ``x`` and a directory ``x/``.
 """
 
 from __future__ import annotations
@@ -21,27 +21,18 @@ import uuid
 from pacs.type.v1 import instance_pb2
 from pacs_common.dicom import is_valid_uid
 from pacs_common.errors import InvalidArgumentError
+from pacs_common.tenants import check_tenant
 
 OBJECT_SUFFIX = ".dcm"
 VERSIONS_SUFFIX = ".versions"
 STAGING_PREFIX = "_uploads/"
 
-# A tenant is a DNS-label-like name: it appears in keys and in IAM/lifecycle prefixes.
-_TENANT = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 # Version ids are ours (see :func:`pacs_storage.versions.new_version_id`); nothing else passes.
 _VERSION_ID = re.compile(r"^[0-9A-Za-z-]{1,80}$")
 _UID = r"(?:0|[1-9][0-9]*)(?:\.(?:0|[1-9][0-9]*))*"
 _CURRENT_KEY = re.compile(
     rf"^(?P<tenant>[a-z0-9-]+)/(?P<study>{_UID})/(?P<series>{_UID})/(?P<sop>{_UID})\.dcm$"
 )
-
-
-def check_tenant(tenant: str) -> None:
-    """Raise :class:`InvalidArgumentError` unless ``tenant`` is a valid tenant name."""
-    if not tenant:
-        raise InvalidArgumentError("tenant is required")
-    if not _TENANT.match(tenant):
-        raise InvalidArgumentError("tenant must be 1-63 characters of a-z, 0-9 and '-'")
 
 
 def _check_uid(name: str, value: str) -> None:

@@ -17,24 +17,14 @@ from pacs_common.metrics import (
     DIMSE_OPERATIONS,
 )
 from pynetdicom import evt
-
-_PENDING = {0xFF00, 0xFF01}
-_CANCEL = 0xFE00
-# PS3.7 C.3-C.5: Bxxx and these general codes are warnings.
-_WARNINGS = {0x0001, 0x0107, 0x0116}
+from pynetdicom.status import code_to_category
 
 
 def status_class(code: int) -> str:
-    """success | warning | failure | cancel | pending for a DIMSE status code."""
-    if code == 0x0000:
-        return "success"
-    if code in _PENDING:
-        return "pending"
-    if code == _CANCEL:
-        return "cancel"
-    if code in _WARNINGS or 0xB000 <= code <= 0xBFFF:
-        return "warning"
-    return "failure"
+    """success | warning | failure | cancel | pending for a DIMSE status code (PS3.7 C.1-C.5,
+    as pynetdicom classifies it); a code of no known class counts as a failure."""
+    category = code_to_category(code).lower()
+    return "failure" if category == "unknown" else category
 
 
 def operation_of(message: Any) -> str | None:

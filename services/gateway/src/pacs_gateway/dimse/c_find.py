@@ -10,18 +10,17 @@ instances when those keys are asked for.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import grpc
 from pacs.query.v1 import query_service_pb2 as query_pb
 from pacs.query.v1 import query_service_pb2_grpc as query_grpc
-from pacs_common.errors import InvalidArgumentError, PacsError, UnavailableError
 from pydicom.dataset import Dataset
 
-from pacs_gateway import status
-from pacs_gateway.admission import Caller
-from pacs_gateway.find_identifier import (
+from pacs_gateway.admission import CallerOf
+from pacs_gateway.dimse import codes
+from pacs_gateway.dimse.find_identifier import (
     FindRequest,
     InvalidIdentifierError,
     dataset_of_json,
@@ -29,6 +28,7 @@ from pacs_gateway.find_identifier import (
     levels_of,
     response_of,
 )
+from pacs_gateway.dimse.handler_base import DimseHandler
 from pacs_gateway.io_loop import IoLoop
 from pacs_gateway.upstream import from_exception
 
@@ -100,48 +100,33 @@ class Finder:
         return list(response.datasets), int(response.total_count)
 
 
-class FindScp:
+class FindScp(DimseHandler):
     """Handles EVT_C_FIND for the Patient Root and Study Root models."""
+
+    operation = "C-FIND"
+    unavailable_comment = "index unavailable, retry later"
 
     def __init__(
         self,
         finder: Finder,
         *,
         io: IoLoop,
-        caller_of: Callable[[Any], Caller | None],
+        caller_of: CallerOf,
         ae_title: str,
         page_size: int,
         timeout_s: float,
     ) -> None:
+        super().__init__(io, caller_of, timeout_s)
         self._finder = finder
-        self._io = io
-        self._caller_of = caller_of
         self._ae_title = ae_title
         self._page_size = page_size
-        self._timeout_s = timeout_s + 5
 
     def handle(self, event: Any) -> Iterator[FindResult]:
         """EVT_C_FIND handler: pending matches, then a final status (PS3.4 C.4.1.1.4)."""
-        try:
-            yield from self._find(event)
-        except UnavailableError:
-            yield status.status(status.OUT_OF_RESOURCES, "index unavailable, retry later"), None
-        except InvalidIdentifierError as exc:
-            yield status.status(exc.status, exc.message), None
-        except InvalidArgumentError as exc:
-            yield status.status(status.INVALID_QUERY, exc.message), None
-        except PacsError as exc:
-            log.warning("C-FIND failed", extra={"error": exc.message})
-            yield status.status(status.UNEXPECTED_FAILURE, "query failed"), None
-        except Exception:
-            log.exception("unexpected error in C-FIND")
-            yield status.status(status.UNEXPECTED_FAILURE, "internal error"), None
+        return self.answer_each(lambda: self._find(event))
 
     def _find(self, event: Any) -> Iterator[FindResult]:
-        caller = self._caller_of(event.assoc)
-        if caller is None:
-            yield status.status(status.NOT_AUTHORIZED, "association not admitted"), None
-            return
+        caller = self.caller(event)
         model = str(event.request.AffectedSOPClassUID)
         try:
             identifier = event.identifier
@@ -156,11 +141,11 @@ class FindScp:
             results = self._pages(cancelled, request, caller.tenant)
         for result in results:
             if cancelled():
-                yield status.CANCEL, None
+                yield codes.CANCEL, None
                 return
-            yield status.PENDING, response_of(result, request, self._ae_title, levels)
+            yield codes.PENDING, response_of(result, request, self._ae_title, levels)
         if cancelled():  # also when paging stopped on the C-CANCEL (PS3.4 C.4.1.3.1)
-            yield status.CANCEL, None
+            yield codes.CANCEL, None
 
     def _pages(
         self, cancelled: Cancellation, request: FindRequest, tenant: str
@@ -169,9 +154,7 @@ class FindScp:
         offset = 0
         while not cancelled():
             query = request.query(tenant, limit=self._page_size, offset=offset)
-            page, total = self._io.run(
-                self._finder.find(request.level, query), timeout=self._timeout_s
-            )
+            page, total = self.run(self._finder.find(request.level, query))
             for text in page:
                 yield dataset_of_json(text)
             offset += len(page)

@@ -14,22 +14,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pacs.query.v1 import query_service_pb2 as query_pb
-from pacs_common.errors import InvalidArgumentError
+from pacs.type.v1 import instance_pb2
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 from pydicom.tag import BaseTag, Tag
 
-from pacs_gateway import status
-
-PATIENT_ROOT_FIND = "1.2.840.10008.5.1.4.1.2.1.1"
-STUDY_ROOT_FIND = "1.2.840.10008.5.1.4.1.2.2.1"
-PATIENT_ROOT_MOVE = "1.2.840.10008.5.1.4.1.2.1.2"
-STUDY_ROOT_MOVE = "1.2.840.10008.5.1.4.1.2.2.2"
-PATIENT_ROOT_GET = "1.2.840.10008.5.1.4.1.2.1.3"
-STUDY_ROOT_GET = "1.2.840.10008.5.1.4.1.2.2.3"
-
-PATIENT_ROOT_MODELS = {PATIENT_ROOT_FIND, PATIENT_ROOT_MOVE, PATIENT_ROOT_GET}
+from pacs_gateway.dimse import codes
+from pacs_gateway.dimse.handler_base import DimseFailure
 
 # PS3.4 C.6.1.1 (Patient Root) and C.6.2.1 (Study Root): levels of each information model.
 LEVELS_PATIENT_ROOT = ("PATIENT", "STUDY", "SERIES", "IMAGE")
@@ -56,12 +48,12 @@ BINARY_VRS = {"OB", "OD", "OF", "OL", "OV", "OW", "UN"}
 TEXT_VRS = {"PN", "LO", "SH", "ST", "LT", "UT", "UC"}
 
 
-class InvalidIdentifierError(InvalidArgumentError):
-    """The identifier cannot be evaluated; ``status`` is the C-FIND failure to answer."""
+class InvalidIdentifierError(DimseFailure):
+    """The identifier cannot be evaluated; ``status`` is the failure to answer (C010 unless
+    the identifier cannot be a query of its model at all, A900)."""
 
-    def __init__(self, message: str, code: int = status.INVALID_QUERY) -> None:
-        super().__init__(message)
-        self.status = code
+    def __init__(self, message: str, code: int = codes.INVALID_QUERY) -> None:
+        super().__init__(code, message)
 
 
 @dataclass(frozen=True)
@@ -86,7 +78,7 @@ class FindRequest:
 
 def levels_of(model_uid: str) -> tuple[str, ...]:
     """The Query/Retrieve levels of an information model (PS3.4 C.6)."""
-    return LEVELS_PATIENT_ROOT if model_uid in PATIENT_ROOT_MODELS else LEVELS_STUDY_ROOT
+    return LEVELS_PATIENT_ROOT if model_uid in codes.PATIENT_ROOT_MODELS else LEVELS_STUDY_ROOT
 
 
 def level_of(identifier: Dataset, model_uid: str) -> str:
@@ -100,7 +92,7 @@ def level_of(identifier: Dataset, model_uid: str) -> str:
     if level not in levels_of(model_uid):
         raise InvalidIdentifierError(
             "QueryRetrieveLevel missing or not valid for this model",
-            status.DATASET_DOES_NOT_MATCH_SOP_CLASS,
+            codes.DATASET_DOES_NOT_MATCH_SOP_CLASS,
         )
     return level
 
@@ -154,6 +146,18 @@ def find_request_of(identifier: Dataset, model_uid: str) -> FindRequest:
 def dataset_of_json(text: str) -> Dataset:
     """A DICOM JSON object (PS3.18 F.2) as a dataset; bulk data references become empty."""
     return Dataset.from_json(text, bulk_data_uri_handler=lambda *_args: b"")
+
+
+def instance_ref_of_match(text: str, tenant: str) -> instance_pb2.InstanceRef:
+    """The address of an IMAGE-level index match (DICOM JSON) in ``tenant``."""
+    match = dataset_of_json(text)
+    return instance_pb2.InstanceRef(
+        tenant=tenant,
+        study_instance_uid=str(match.get("StudyInstanceUID", "")),
+        series_instance_uid=str(match.get("SeriesInstanceUID", "")),
+        sop_instance_uid=str(match.get("SOPInstanceUID", "")),
+        sop_class_uid=str(match.get("SOPClassUID", "")),
+    )
 
 
 def _needs_unicode(dataset: Dataset) -> bool:

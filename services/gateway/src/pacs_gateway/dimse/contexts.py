@@ -11,28 +11,11 @@ from pydicom import uid
 from pynetdicom import AllStoragePresentationContexts
 from pynetdicom.presentation import PresentationContext, build_context
 
-from pacs_gateway.find_identifier import (
-    PATIENT_ROOT_FIND,
-    PATIENT_ROOT_GET,
-    PATIENT_ROOT_MOVE,
-    STUDY_ROOT_FIND,
-    STUDY_ROOT_GET,
-    STUDY_ROOT_MOVE,
+from pacs_gateway.dimse.codes import (
+    QUERY_RETRIEVE_MODELS,
+    STORAGE_COMMITMENT_PUSH,
+    VERIFICATION,
 )
-
-VERIFICATION = "1.2.840.10008.1.1"
-"""Verification SOP Class (PS3.4 A.4)."""
-STORAGE_COMMITMENT_PUSH = "1.2.840.10008.1.20.1"
-"""Storage Commitment Push Model SOP Class (PS3.4 J.3)."""
-QUERY_RETRIEVE_MODELS = (
-    PATIENT_ROOT_FIND,
-    STUDY_ROOT_FIND,
-    PATIENT_ROOT_MOVE,
-    STUDY_ROOT_MOVE,
-    PATIENT_ROOT_GET,
-    STUDY_ROOT_GET,
-)
-"""Patient Root and Study Root Q/R information models (PS3.4 C.6.1, C.6.2)."""
 
 LOSSLESS_COMPRESSED: list[str | uid.UID] = [
     uid.JPEGLSLossless,

@@ -16,7 +16,6 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,35 +27,19 @@ from pydicom.sequence import Sequence
 from pynetdicom import AE
 from pynetdicom.presentation import build_context, build_role
 
-from pacs_gateway import status
-from pacs_gateway.admission import Caller
-from pacs_gateway.c_find import Finder
-from pacs_gateway.contexts import STORAGE_COMMITMENT_PUSH, UNCOMPRESSED
-from pacs_gateway.find_identifier import FindRequest, dataset_of_json
+from pacs_gateway.admission import Caller, CallerOf
+from pacs_gateway.dimse import codes
+from pacs_gateway.dimse.c_find import Finder
+from pacs_gateway.dimse.contexts import UNCOMPRESSED
+from pacs_gateway.dimse.find_identifier import FindRequest, instance_ref_of_match
+from pacs_gateway.dimse.handler_base import DimseFailure, DimseHandler
 from pacs_gateway.ingest import RecentInstances
 from pacs_gateway.io_loop import IoLoop
 from pacs_gateway.outbound import association_kwargs
-from pacs_gateway.registry import Destination
+from pacs_gateway.registry import DestinationOf
 from pacs_gateway.upstream import from_exception
 
 log = logging.getLogger(__name__)
-
-STORAGE_COMMITMENT_INSTANCE = "1.2.840.10008.1.20.1.1"
-"""The well-known Storage Commitment Push Model SOP Instance (PS3.4 J.3.5)."""
-REQUEST_STORAGE_COMMITMENT = 1
-EVENT_ALL_COMMITTED = 1
-EVENT_FAILURES_EXIST = 2
-
-# PS3.7 C.5 general statuses used for the N-ACTION response.
-NO_SUCH_ACTION_TYPE = 0x0123
-MISSING_ATTRIBUTE = 0x0120
-INVALID_SOP_INSTANCE = 0x0117
-
-# PS3.4 J.3.3, Failure Reason (0008,1197) values.
-PROCESSING_FAILURE = 0x0110
-NO_SUCH_OBJECT_INSTANCE = 0x0112
-CLASS_INSTANCE_CONFLICT = 0x0119
-RESOURCE_LIMITATION = 0x0213
 
 
 @dataclass(frozen=True)
@@ -75,22 +58,16 @@ class Outcome:
     failed: list[tuple[Reference, int]]
 
 
+@dataclass(frozen=True)
 class Committer:
-    """Checks references against the index and storage, waiting a little for indexing."""
+    """Checks references against the index and storage, waiting up to ``wait_s`` (polling
+    every ``poll_s``) for instances to be indexed."""
 
-    def __init__(
-        self,
-        finder: Finder,
-        storage: StorageClient,
-        recent: RecentInstances,
-        wait_s: float,
-        poll_s: float = 0.5,
-    ) -> None:
-        self._finder = finder
-        self._storage = storage
-        self._recent = recent
-        self._wait_s = wait_s
-        self._poll_s = poll_s
+    finder: Finder
+    storage: StorageClient
+    recent: RecentInstances
+    wait_s: float
+    poll_s: float = 0.5
 
     async def check(self, tenant: str, references: list[Reference]) -> Outcome:
         """Which references are durable in ``tenant``. Instances this process stored are
@@ -98,10 +75,10 @@ class Committer:
         instances stored moments ago (by another worker), so missing ones are looked up again
         until ``wait_s`` has passed."""
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self._wait_s
+        deadline = loop.time() + self.wait_s
         found: dict[str, instance_pb2.InstanceRef] = {}
         for reference in references:
-            ref = self._recent.get(tenant, reference.sop_instance_uid)
+            ref = self.recent.get(tenant, reference.sop_instance_uid)
             if ref is not None:
                 found[reference.sop_instance_uid] = ref
         while True:
@@ -111,20 +88,20 @@ class Committer:
             except PacsError as exc:
                 log.warning("storage commitment lookup failed", extra={"error": exc.message})
                 if loop.time() >= deadline:
-                    return Outcome([], [(r, RESOURCE_LIMITATION) for r in references])
+                    return Outcome([], [(r, codes.RESOURCE_LIMITATION) for r in references])
             if all(r.sop_instance_uid in found for r in references) or loop.time() >= deadline:
                 break
-            await asyncio.sleep(self._poll_s)
+            await asyncio.sleep(self.poll_s)
         committed: list[Reference] = []
         failed: list[tuple[Reference, int]] = []
         for reference in references:
             ref = found.get(reference.sop_instance_uid)
             if ref is None:
-                failed.append((reference, NO_SUCH_OBJECT_INSTANCE))
+                failed.append((reference, codes.NO_SUCH_OBJECT_INSTANCE))
             elif ref.sop_class_uid and ref.sop_class_uid != reference.sop_class_uid:
-                failed.append((reference, CLASS_INSTANCE_CONFLICT))
+                failed.append((reference, codes.CLASS_INSTANCE_CONFLICT))
             elif not await self._durable(ref):
-                failed.append((reference, NO_SUCH_OBJECT_INSTANCE))
+                failed.append((reference, codes.NO_SUCH_OBJECT_INSTANCE))
             else:
                 committed.append(reference)
         return Outcome(committed, failed)
@@ -139,23 +116,13 @@ class Committer:
             "SOPClassUID": "",
         }
         query = FindRequest("IMAGE", Dataset(), match).query(tenant, limit=len(references))
-        page, _ = await self._finder.find("IMAGE", query)
-        located: dict[str, instance_pb2.InstanceRef] = {}
-        for text in page:
-            result = dataset_of_json(text)
-            ref = instance_pb2.InstanceRef(
-                tenant=tenant,
-                study_instance_uid=str(result.get("StudyInstanceUID", "")),
-                series_instance_uid=str(result.get("SeriesInstanceUID", "")),
-                sop_instance_uid=str(result.get("SOPInstanceUID", "")),
-                sop_class_uid=str(result.get("SOPClassUID", "")),
-            )
-            located[ref.sop_instance_uid] = ref
-        return located
+        page, _ = await self.finder.find("IMAGE", query)
+        refs = (instance_ref_of_match(text, tenant) for text in page)
+        return {ref.sop_instance_uid: ref for ref in refs}
 
     async def _durable(self, ref: instance_pb2.InstanceRef) -> bool:
         try:
-            await self._storage.head(ref)
+            await self.storage.head(ref)
         except Exception as exc:
             log.info(
                 "committed instance not in storage",
@@ -235,8 +202,10 @@ def _pause_reactor(assoc: Any, within_s: float = 10.0) -> bool:
     return False
 
 
-class StorageCommitmentScp:
+class StorageCommitmentScp(DimseHandler):
     """Handles EVT_N_ACTION for the Storage Commitment Push Model."""
+
+    operation = "N-ACTION"
 
     def __init__(
         self,
@@ -244,33 +213,33 @@ class StorageCommitmentScp:
         *,
         io: IoLoop,
         ae_title: str,
-        caller_of: Callable[[Any], Caller | None],
-        destination_of: Callable[[str, str], Destination | None],
+        caller_of: CallerOf,
+        destination_of: DestinationOf,
         timeout_s: float,
     ) -> None:
+        super().__init__(io, caller_of, timeout_s)
         self._committer = committer
-        self._io = io
         # An AE of its own for the report associations it opens (requestor side).
         self._ae = AE(ae_title=ae_title)
-        self._caller_of = caller_of
         self._destination_of = destination_of
-        self._timeout_s = timeout_s
         self._workers: set[threading.Thread] = set()
 
     def handle_action(self, event: Any) -> tuple[Dataset, Dataset | None]:
         """EVT_N_ACTION: accept the request (the result follows as N-EVENT-REPORT)."""
+        return self.answer(lambda: self._accept(event)), None
+
+    def _accept(self, event: Any) -> Dataset:
+        """Check the request (PS3.4 J.3.2) and start the commitment check in the background."""
         request = event.request
-        caller = self._caller_of(event.assoc)
-        if caller is None:
-            return status.status(status.NOT_AUTHORIZED, "association not admitted"), None
-        if str(request.RequestedSOPInstanceUID) != STORAGE_COMMITMENT_INSTANCE:
-            return status.status(INVALID_SOP_INSTANCE, "not the well-known instance"), None
-        if request.ActionTypeID != REQUEST_STORAGE_COMMITMENT:
-            return status.status(NO_SUCH_ACTION_TYPE, "only Request Storage Commitment"), None
+        caller = self.caller(event)
+        if str(request.RequestedSOPInstanceUID) != codes.STORAGE_COMMITMENT_INSTANCE:
+            raise DimseFailure(codes.INVALID_SOP_INSTANCE, "not the well-known instance")
+        if request.ActionTypeID != codes.REQUEST_STORAGE_COMMITMENT:
+            raise DimseFailure(codes.NO_SUCH_ACTION_TYPE, "only Request Storage Commitment")
         try:
             transaction, references = references_of(event.action_information)
         except Exception as exc:
-            return status.status(MISSING_ATTRIBUTE, str(exc)), None
+            raise DimseFailure(codes.MISSING_ATTRIBUTE, str(exc)) from exc
         worker = threading.Thread(
             target=self._commit,
             args=(event.assoc, caller, transaction, references),
@@ -279,18 +248,16 @@ class StorageCommitmentScp:
         )
         self._workers.add(worker)
         worker.start()
-        return status.status(status.SUCCESS), None
+        return codes.status(codes.SUCCESS)
 
     def _commit(
         self, assoc: Any, caller: Caller, transaction: str, references: list[Reference]
     ) -> None:
         try:
-            outcome = self._io.run(
-                self._committer.check(caller.tenant, references), timeout=self._timeout_s
-            )
+            outcome = self.run(self._committer.check(caller.tenant, references))
         except Exception:
             log.exception("storage commitment check failed")
-            outcome = Outcome([], [(r, PROCESSING_FAILURE) for r in references])
+            outcome = Outcome([], [(r, codes.PROCESSING_FAILURE) for r in references])
         try:
             self._report(assoc, caller, transaction, outcome)
         except Exception:
@@ -301,7 +268,7 @@ class StorageCommitmentScp:
     def _report(self, assoc: Any, caller: Caller, transaction: str, outcome: Outcome) -> None:
         ae = self._ae
         information = event_information(transaction, outcome, ae.ae_title)
-        event_type = EVENT_FAILURES_EXIST if outcome.failed else EVENT_ALL_COMMITTED
+        event_type = codes.EVENT_FAILURES_EXIST if outcome.failed else codes.EVENT_ALL_COMMITTED
         log.info(
             "storage commitment result",
             extra={
@@ -312,7 +279,10 @@ class StorageCommitmentScp:
         )
         if assoc.is_established and _pause_reactor(assoc):
             answer, _ = assoc.send_n_event_report(
-                information, event_type, STORAGE_COMMITMENT_PUSH, STORAGE_COMMITMENT_INSTANCE
+                information,
+                event_type,
+                codes.STORAGE_COMMITMENT_PUSH,
+                codes.STORAGE_COMMITMENT_INSTANCE,
             )
             if answer and "Status" in answer:
                 return
@@ -328,9 +298,11 @@ class StorageCommitmentScp:
             )
             return
         kwargs = association_kwargs(
-            destination, [build_context(STORAGE_COMMITMENT_PUSH, UNCOMPRESSED)]
+            destination, [build_context(codes.STORAGE_COMMITMENT_PUSH, UNCOMPRESSED)]
         )
-        kwargs["ext_neg"] = [build_role(STORAGE_COMMITMENT_PUSH, scu_role=False, scp_role=True)]
+        kwargs["ext_neg"] = [
+            build_role(codes.STORAGE_COMMITMENT_PUSH, scu_role=False, scp_role=True)
+        ]
         report = ae.associate(
             destination.host, destination.port, ae_title=destination.ae_title, **kwargs
         )
@@ -339,7 +311,10 @@ class StorageCommitmentScp:
             return
         try:
             report.send_n_event_report(
-                information, event_type, STORAGE_COMMITMENT_PUSH, STORAGE_COMMITMENT_INSTANCE
+                information,
+                event_type,
+                codes.STORAGE_COMMITMENT_PUSH,
+                codes.STORAGE_COMMITMENT_INSTANCE,
             )
         finally:
             report.release()

@@ -1,20 +1,20 @@
-"""What a C-MOVE or C-GET asks for, where those instances are, and in which syntax to send them.
+"""What a C-MOVE or C-GET asks for, where those instances are, and which contexts carry them.
 
 A retrieve identifier (PS3.4 C.4.2.1.4, C.4.3.1.3) names its level and the unique keys of that
 level and the levels above, possibly as lists of UIDs (C.2.2.2.2). The instances are found in
 the index (inside the caller's tenant only), their stored transfer syntax is read from storage
 (Head), and each one is fetched from storage when it is its turn to be sent.
 
-On the way out an instance keeps its stored syntax when the receiver accepted it; otherwise it
-is decompressed to an uncompressed syntax the receiver accepted (PS3.5 A.1-A.2). An instance
-that cannot be sent in any accepted syntax fails its sub-operation and is listed in the Failed
-SOP Instance UID List (PS3.4 C.4.2.1.5); nothing is ever sent in a syntax not negotiated.
+The contexts proposed to a C-MOVE destination offer each stored syntax and an uncompressed
+fallback; :mod:`pacs_gateway.dimse.convert` turns an instance into a syntax the receiver
+accepted. An instance that cannot be sent in any accepted syntax fails its sub-operation and is
+listed in the Failed SOP Instance UID List (PS3.4 C.4.2.1.5); nothing is ever sent in a syntax
+not negotiated.
 """
 
 from __future__ import annotations
 
 import asyncio
-import io
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -22,18 +22,18 @@ from dataclasses import dataclass
 from pacs.type.v1 import instance_pb2
 from pacs_common.errors import NotFoundError
 from pacs_storage.client import StorageClient
-from pydicom import dcmread
 from pydicom.dataset import Dataset
-from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pydicom.uid import UID
 from pynetdicom.presentation import PresentationContext, build_context
 
-from pacs_gateway import status
-from pacs_gateway.c_find import Finder
-from pacs_gateway.find_identifier import (
+from pacs_gateway.dimse import codes
+from pacs_gateway.dimse.c_find import Finder
+from pacs_gateway.dimse.convert import UNCOMPRESSED_OUT
+from pacs_gateway.dimse.find_identifier import (
     UNIQUE_KEY,
     FindRequest,
     InvalidIdentifierError,
-    dataset_of_json,
+    instance_ref_of_match,
     level_of,
     levels_of,
     matching_string,
@@ -42,8 +42,6 @@ from pacs_gateway.upstream import from_exception
 
 log = logging.getLogger(__name__)
 
-UNCOMPRESSED_OUT = [ExplicitVRLittleEndian, ImplicitVRLittleEndian]
-"""What every storage SCP must accept (Implicit VR Little Endian is the default, PS3.5 10.1)."""
 MAX_CONTEXTS = 128
 """A requestor may propose at most 128 presentation contexts (odd IDs 1-255, PS3.8 9.3.2.2)."""
 HEAD_CONCURRENCY = 16
@@ -75,7 +73,7 @@ def retrieve_request_of(identifier: Dataset, model_uid: str) -> RetrieveRequest:
     if UNIQUE_KEY[level] not in match:
         raise InvalidIdentifierError(
             f"{UNIQUE_KEY[level]} is required to retrieve at the {level} level",
-            status.DATASET_DOES_NOT_MATCH_SOP_CLASS,
+            codes.DATASET_DOES_NOT_MATCH_SOP_CLASS,
         )
     if any(c in value for value in match.values() for c in "*?"):
         raise InvalidIdentifierError("wildcards are not allowed in retrieve keys")
@@ -105,17 +103,7 @@ class Retriever:
             page, total = await self._finder.find(
                 "IMAGE", query.query(tenant, limit=self._page_size, offset=offset)
             )
-            for text in page:
-                result = dataset_of_json(text)
-                refs.append(
-                    instance_pb2.InstanceRef(
-                        tenant=tenant,
-                        study_instance_uid=str(result.get("StudyInstanceUID", "")),
-                        series_instance_uid=str(result.get("SeriesInstanceUID", "")),
-                        sop_instance_uid=str(result.get("SOPInstanceUID", "")),
-                        sop_class_uid=str(result.get("SOPClassUID", "")),
-                    )
-                )
+            refs.extend(instance_ref_of_match(text, tenant) for text in page)
             offset += len(page)
             if not page or offset >= total:
                 break
@@ -192,34 +180,6 @@ def unsendable(ref: instance_pb2.InstanceRef) -> Dataset:
     """A dataset that pynetdicom cannot send (no transfer syntax): yielding it makes the
     sub-operation fail and puts its SOP Instance UID in the Failed SOP Instance UID List."""
     dataset = Dataset()
-    dataset.SOPClassUID = ref.sop_class_uid or "1.2.840.10008.5.1.4.1.1.7"
+    dataset.SOPClassUID = ref.sop_class_uid or codes.SECONDARY_CAPTURE
     dataset.SOPInstanceUID = ref.sop_instance_uid
-    return dataset
-
-
-def prepare(part10: bytes, accepted: set[str]) -> Dataset:
-    """The instance as a dataset pynetdicom will send in an accepted syntax.
-
-    Kept as stored when its syntax was accepted. A compressed instance is decompressed when
-    only uncompressed syntaxes were accepted; pynetdicom itself converts between the little
-    endian uncompressed syntaxes (explicit/implicit VR, deflated).
-
-    Raises:
-        ValueError: no accepted syntax can carry it (or it cannot be decoded).
-    """
-    dataset = dcmread(io.BytesIO(part10))
-    stored = UID(str(dataset.file_meta.TransferSyntaxUID))
-    if stored in accepted:
-        return dataset
-    if not any(UID(ts).is_little_endian and not UID(ts).is_compressed for ts in accepted):
-        raise ValueError(f"receiver accepts neither {stored} nor an uncompressed syntax")
-    if stored.is_compressed:
-        try:
-            # Same instance, another encoding: keep its SOP Instance UID (pydicom would make
-            # a new one by default, as if it were a derived image).
-            dataset.decompress(generate_instance_uid=False)
-        except Exception as exc:
-            raise ValueError(f"cannot decompress {stored}: {exc}") from exc
-    elif not stored.is_little_endian:
-        raise ValueError("big endian instances are only sent to receivers that accept them")
     return dataset

@@ -11,55 +11,52 @@ own association on the storage contexts where it accepted the SCP role (PS3.7 D.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 from pacs.type.v1 import instance_pb2
-from pacs_common.errors import InvalidArgumentError, PacsError, UnavailableError
+from pacs_common.errors import PacsError
 from pydicom.dataset import Dataset
 from pynetdicom.presentation import build_context
 
-from pacs_gateway import status
-from pacs_gateway.admission import Caller
-from pacs_gateway.find_identifier import InvalidIdentifierError
-from pacs_gateway.io_loop import IoLoop
-from pacs_gateway.outbound import association_kwargs
-from pacs_gateway.registry import Destination
-from pacs_gateway.retrieve import (
+from pacs_gateway.admission import Caller, CallerOf
+from pacs_gateway.dimse import codes
+from pacs_gateway.dimse.convert import ConversionError, convert_for_receiver
+from pacs_gateway.dimse.handler_base import DimseFailure, DimseHandler
+from pacs_gateway.dimse.retrieve_request import (
     Retriever,
     accepted_syntaxes,
-    prepare,
     proposed_contexts,
     retrieve_request_of,
     unsendable,
 )
+from pacs_gateway.io_loop import IoLoop
+from pacs_gateway.outbound import association_kwargs
+from pacs_gateway.registry import DestinationOf
 
 log = logging.getLogger(__name__)
-
-UNABLE_TO_CALCULATE_MATCHES = 0xA701
-"""Refused: Out of Resources - Unable to calculate number of matches (PS3.4 C.4.2.1.5,
-C.4.3.1.4): the index or storage is unavailable, retry later."""
-VERIFICATION = "1.2.840.10008.1.1"
 
 Located = tuple[Dataset | None, list[instance_pb2.InstanceRef]]
 
 
-class RetrieveScp:
+class RetrieveScp(DimseHandler):
     """Handles EVT_C_MOVE and EVT_C_GET."""
+
+    operation = "C-MOVE/C-GET"
+    unavailable_status = codes.UNABLE_TO_CALCULATE_MATCHES
+    unavailable_comment = "index or storage unavailable"
 
     def __init__(
         self,
         retriever: Retriever,
         io: IoLoop,
-        caller_of: Callable[[Any], Caller | None],
-        destination_of: Callable[[str, str], Destination | None],
+        caller_of: CallerOf,
+        destination_of: DestinationOf,
         timeout_s: float,
     ) -> None:
+        super().__init__(io, caller_of, timeout_s)
         self._retriever = retriever
-        self._io = io
-        self._caller_of = caller_of
         self._destination_of = destination_of
-        self._timeout_s = timeout_s + 5
 
     def handle_move(self, event: Any) -> Iterator[Any]:
         """EVT_C_MOVE: destination, number of sub-operations, then one dataset per instance."""
@@ -68,15 +65,15 @@ class RetrieveScp:
         destination = self._destination_of(caller.tenant, wanted) if caller else None
         if caller is None or destination is None:
             log.info("C-MOVE to an unregistered destination", extra={"move_destination": wanted})
-            yield None, None  # Move Destination unknown (A801)
+            yield None, None  # pynetdicom answers Move Destination unknown (A801)
             return
-        failure, refs = self._locate(event, caller.tenant)
+        failure, refs = self._locate(event, caller)
         sub_association: dict[str, Any] = {}
 
         def accepted(accept_event: Any) -> None:
             sub_association["assoc"] = accept_event.assoc
 
-        contexts = proposed_contexts(refs) if refs else [build_context(VERIFICATION)]
+        contexts = proposed_contexts(refs) if refs else [build_context(codes.VERIFICATION)]
         yield (
             destination.host,
             destination.port,
@@ -94,12 +91,7 @@ class RetrieveScp:
 
     def handle_get(self, event: Any) -> Iterator[Any]:
         """EVT_C_GET: number of sub-operations, then one dataset per instance."""
-        caller = self._caller_of(event.assoc)
-        if caller is None:
-            yield 1
-            yield status.status(status.NOT_AUTHORIZED, "association not admitted"), None
-            return
-        failure, refs = self._locate(event, caller.tenant)
+        failure, refs = self._locate(event, self._caller_of(event.assoc))
         if failure is not None:
             yield 1
             yield failure, None
@@ -109,33 +101,24 @@ class RetrieveScp:
         offered = [cx for cx in event.assoc.accepted_contexts if cx.as_scu]
         yield from self._send_all(event, refs, offered)
 
-    def _locate(self, event: Any, tenant: str) -> Located:
+    def _locate(self, event: Any, caller: Caller | None) -> Located:
         """The instances to send, or the failure status to answer with."""
         try:
+            if caller is None:
+                raise DimseFailure(codes.NOT_AUTHORIZED, "association not admitted")
             request = retrieve_request_of(event.identifier, str(event.request.AffectedSOPClassUID))
-            refs = self._io.run(self._retriever.locate(tenant, request), timeout=self._timeout_s)
-        except InvalidIdentifierError as exc:
-            return status.status(exc.status, exc.message), []
-        except (UnavailableError, TimeoutError):
-            return status.status(UNABLE_TO_CALCULATE_MATCHES, "index or storage unavailable"), []
-        except InvalidArgumentError as exc:
-            return status.status(status.INVALID_QUERY, exc.message), []
-        except PacsError as exc:
-            log.warning("retrieve failed", extra={"error": exc.message})
-            return status.status(status.UNEXPECTED_FAILURE, "retrieve failed"), []
-        except Exception:
-            log.exception("unexpected error locating instances to retrieve")
-            return status.status(status.UNEXPECTED_FAILURE, "internal error"), []
-        return None, refs
+            return None, self.run(self._retriever.locate(caller.tenant, request))
+        except Exception as exc:
+            return self.failure(exc), []
 
     def _send_all(
         self, event: Any, refs: list[instance_pb2.InstanceRef], offered: list[Any]
     ) -> Iterator[tuple[int, Dataset | None]]:
         for ref in refs:
             if event.is_cancelled:
-                yield status.CANCEL, None
+                yield codes.CANCEL, None
                 return
-            yield status.PENDING, self._dataset_for(ref, offered)
+            yield codes.PENDING, self._dataset_for(ref, offered)
 
     def _dataset_for(self, ref: instance_pb2.InstanceRef, offered: list[Any]) -> Dataset:
         """The dataset to send for ``ref``, or an unsendable one (the sub-operation fails)."""
@@ -143,9 +126,9 @@ class RetrieveScp:
         if not ref.transfer_syntax_uid or not accepted:
             return unsendable(ref)
         try:
-            part10 = self._io.run(self._retriever.fetch(ref), timeout=self._timeout_s)
-            return prepare(part10, accepted)
-        except (PacsError, TimeoutError, ValueError) as exc:
+            part10 = self.run(self._retriever.fetch(ref))
+            return convert_for_receiver(part10, accepted)
+        except (PacsError, TimeoutError, ConversionError) as exc:
             log.warning(
                 "instance not sent",
                 extra={"sop_instance_uid": ref.sop_instance_uid, "error": str(exc)},
