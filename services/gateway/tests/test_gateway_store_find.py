@@ -22,10 +22,10 @@ from gateway_helpers import (
     wait_indexed,
 )
 from pacs.type.v1 import instance_pb2
+from pacs_common.clients.storage import StorageClient
 from pacs_common.grpc_client import open_channel
 from pacs_gateway import status
 from pacs_gateway.find_identifier import PATIENT_ROOT_FIND, STUDY_ROOT_FIND
-from pacs_storage.client import StorageClient
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 

@@ -19,13 +19,13 @@ from indexer_helpers import values
 from pacs.events.v1 import instance_events_pb2 as events_pb
 from pacs.query.v1 import query_service_pb2 as pb
 from pacs.query.v1 import query_service_pb2_grpc as pb_grpc
+from pacs_common.clients.storage import StorageClient
 from pacs_common.dicom import instance_ref_of
 from pacs_common.events import TOPIC_INDEXED, TOPIC_INSTANCES, header
 from pacs_common.grpc_client import open_channel
 from pacs_common.settings import KafkaSettings, S3Settings
 from pacs_storage.app import StorageApp
 from pacs_storage.app import create_app as create_storage_app
-from pacs_storage.client import StorageClient
 from pacs_storage.settings import StorageSettings
 from pydicom import dcmread
 from pydicom.data import get_testdata_file

@@ -23,10 +23,10 @@ from pathlib import Path
 from bench_storage import wait_serving
 from pacs.type.v1 import instance_pb2
 from pacs_cli.stack import free_port, infra_environment
+from pacs_common.clients.storage import StorageClient
 from pacs_common.grpc_client import open_channel
 from pacs_common.s3 import make_s3_client
 from pacs_common.settings import S3Settings
-from pacs_storage.client import StorageClient
 from rich.console import Console
 from rich.table import Table
 

@@ -2,7 +2,7 @@
 
 The service runs as its own process (``python -m pacs_storage``, as deployed: client and server
 do not share a GIL or an event loop) and is driven by the real client
-(:class:`pacs_storage.client.StorageClient`) over a real channel. boto3 talks to the same S3
+(:class:`pacs_common.clients.storage.StorageClient`) over a real channel. boto3 talks to the same S3
 endpoint directly and does the same integrity work the service must do, so the comparison is
 fair: a Put computes the SHA-256 and sends it as ``ChecksumSHA256`` (S3 verifies it), a Get
 reads the whole body and hashes it. A service Put also waits for Kafka to acknowledge
@@ -39,10 +39,10 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from pacs.type.v1 import instance_pb2
 from pacs_cli.stack import free_port, infra_environment
+from pacs_common.clients.storage import StorageClient
 from pacs_common.grpc_client import open_channel
 from pacs_common.s3 import make_s3_client
 from pacs_common.settings import S3Settings
-from pacs_storage.client import StorageClient
 from rich.console import Console
 from rich.table import Table
 

@@ -9,11 +9,11 @@ from typing import Any
 
 import grpc
 import pytest
+from pacs_common.clients.storage import StorageClient
 from pacs_common.grpc_client import open_channel
 from pacs_common.s3 import make_s3_client
 from pacs_common.settings import KafkaSettings, S3Settings
 from pacs_storage.app import StorageApp, create_app
-from pacs_storage.client import StorageClient
 from pacs_storage.settings import StorageSettings
 from storage_testkit import InstanceEvents
 

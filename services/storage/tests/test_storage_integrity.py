@@ -8,9 +8,9 @@ from typing import Any
 
 import grpc
 import pytest
+from pacs_common.clients.storage import StorageClient
 from pacs_common.dicom import instance_ref_of
 from pacs_storage.app import StorageApp
-from pacs_storage.client import StorageClient
 from pacs_storage.settings import StorageSettings
 from storage_testkit import address_of, modified_part10, sample_part10
 

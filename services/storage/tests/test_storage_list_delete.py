@@ -6,8 +6,8 @@ import grpc
 import pytest
 from pacs.events.v1 import instance_events_pb2
 from pacs.type.v1 import instance_pb2
+from pacs_common.clients.storage import StorageClient
 from pacs_common.dicom import instance_ref_of
-from pacs_storage.client import StorageClient
 from storage_testkit import InstanceEvents, address_of, for_tenant, modified_part10, sample_part10
 
 

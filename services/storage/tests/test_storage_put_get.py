@@ -12,9 +12,9 @@ import grpc
 import pytest
 from pacs.storage.v1 import storage_service_pb2 as pb
 from pacs.storage.v1 import storage_service_pb2_grpc as pb_grpc
+from pacs_common.clients.storage import StorageClient
 from pacs_common.dicom import instance_ref_of
 from pacs_storage.app import StorageApp
-from pacs_storage.client import StorageClient
 from storage_testkit import address_of, sample_part10
 
 

@@ -17,9 +17,9 @@ import pytest
 from pacs.storage.v1 import storage_service_pb2 as pb
 from pacs.storage.v1 import storage_service_pb2_grpc as pb_grpc
 from pacs.type.v1 import instance_pb2
+from pacs_common.clients.storage import StorageClient
 from pacs_common.dicom import instance_ref_of
 from pacs_storage.app import StorageApp
-from pacs_storage.client import StorageClient
 from pacs_storage.keys import object_key
 from pacs_storage.settings import StorageSettings
 from pacs_storage.streamed_put import RequestBodyPipe, StreamAbandonedError

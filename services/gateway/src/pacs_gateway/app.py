@@ -16,10 +16,10 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from pacs.ingest.v1 import ingest_service_pb2, ingest_service_pb2_grpc
 from pacs.query.v1 import query_service_pb2_grpc
 from pacs.storage.v1 import storage_service_pb2
+from pacs_common.clients.storage import StorageClient
 from pacs_common.grpc_client import open_channel
 from pacs_common.grpc_server import GrpcServerRunner, build_server
 from pacs_common.metrics import GrpcMetricsInterceptor, MetricsServer, start_metrics_server
-from pacs_storage.client import StorageClient
 from pynetdicom import _config as pynetdicom_config
 from pynetdicom import evt
 

@@ -9,6 +9,7 @@ import logging
 import grpc
 from pacs.query.v1 import query_service_pb2 as query_pb
 from pacs.query.v1 import query_service_pb2_grpc as query_grpc
+from pacs_common.clients.storage import StorageClient
 from pacs_common.errors import PacsError
 from pacs_common.events import TOPIC_INSTANCES, EventConsumer, EventPublisher
 from pacs_common.grpc_client import open_channel
@@ -16,7 +17,6 @@ from pacs_common.grpc_server import GrpcServerRunner, build_server
 from pacs_common.logging import configure_logging
 from pacs_common.metrics import GrpcMetricsInterceptor, MetricsServer, start_metrics_server
 from pacs_common.telemetry import configure_tracing
-from pacs_storage.client import StorageClient
 
 from pacs_indexer.consumer import IndexEventHandler
 from pacs_indexer.database import Database

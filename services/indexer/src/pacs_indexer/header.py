@@ -1,7 +1,7 @@
 """Reading an instance's header from the storage service without reading its pixel data.
 
 The first ``prefix_bytes`` of the object are fetched with a ranged ``StorageService.Get`` (through
-:class:`pacs_storage.client.StorageClient`) and
+:class:`pacs_common.clients.storage.StorageClient`) and
 parsed with ``stop_before_pixels``. pydicom parses a truncated prefix without complaint, so the
 parse counts as complete only when the whole object was read or parsing stopped exactly at a
 Pixel Data element (PS3.5 7.1, tags (7FE0,0008/0009/0010)); otherwise a larger range is read,
@@ -16,8 +16,8 @@ import logging
 
 import grpc
 from pacs.type.v1 import instance_pb2
+from pacs_common.clients.storage import StorageClient
 from pacs_common.errors import InvalidArgumentError, NotFoundError, PacsError, UnavailableError
-from pacs_storage.client import StorageClient
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError

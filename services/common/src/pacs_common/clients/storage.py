@@ -3,7 +3,7 @@
 Usage::
 
     from pacs_common.grpc_client import open_channel
-    from pacs_storage.client import StorageClient
+    from pacs_common.clients.storage import StorageClient
 
     storage = StorageClient(open_channel("127.0.0.1:50051"))
     response = await storage.put(ref, part10_bytes)      # or an async iterator of chunks
