@@ -17,6 +17,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 from pacs.query.v1 import query_service_pb2, query_service_pb2_grpc
+from pacs_cli.stack import client_tls
 from pacs_common.grpc_client import open_channel
 from pacs_common.settings import S3Settings
 from pacs_gateway.app import create_app as create_gateway
@@ -66,7 +67,7 @@ def send_ct(dicom_port: int) -> str:
 
 
 async def wait_indexed(indexer_port: int, sop_uid: str, timeout_s: float = 30) -> None:
-    channel = open_channel(f"127.0.0.1:{indexer_port}")
+    channel = open_channel(f"127.0.0.1:{indexer_port}", client_tls())
     stub = query_service_pb2_grpc.QueryServiceStub(channel)
     deadline = time.monotonic() + timeout_s
     try:

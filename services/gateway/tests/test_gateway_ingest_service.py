@@ -10,6 +10,7 @@ import pytest
 from gateway_helpers import sample_path
 from pacs.ingest.v1 import ingest_service_pb2 as pb
 from pacs.ingest.v1 import ingest_service_pb2_grpc as pb_grpc
+from pacs_cli.stack import client_tls
 from pacs_common.grpc_client import open_channel
 
 Outcome = pb.StoreOutcome
@@ -30,7 +31,7 @@ _channels: list[grpc.aio.Channel] = []
 
 def _stub(port: int) -> pb_grpc.IngestServiceStub:
     # The stub does not keep its channel alive (a collected channel closes): keep it here.
-    channel = open_channel(f"127.0.0.1:{port}")
+    channel = open_channel(f"127.0.0.1:{port}", client_tls())
     _channels.append(channel)
     return pb_grpc.IngestServiceStub(channel)
 

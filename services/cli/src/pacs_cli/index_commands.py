@@ -3,14 +3,18 @@ through the indexer's QueryService."""
 
 from __future__ import annotations
 
-import grpc
+import asyncio
+
 import typer
 from pacs.query.v1 import query_service_pb2 as pb
-from pacs.query.v1 import query_service_pb2_grpc as pb_grpc
-from pacs_common.errors import rpc_code, rpc_details
+from pacs_common.clients.query import QueryClient
+from pacs_common.errors import PacsError, UnavailableError
+from pacs_common.grpc_client import open_channel
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 from rich.table import Table
+
+from pacs_cli.stack import client_tls
 
 console = Console()
 index_app = typer.Typer(help="Inspect the index.", no_args_is_help=True)
@@ -18,15 +22,27 @@ index_app = typer.Typer(help="Inspect the index.", no_args_is_help=True)
 INDEXER_OPTION = typer.Option("127.0.0.1:50052", help="host:port of the indexer's QueryService")
 
 
-def _fail(exc: grpc.RpcError, target: str) -> typer.Exit:
-    code = rpc_code(exc)
-    details = rpc_details(exc)
-    if details is None:
-        details = str(exc)
-    console.print(f"[red]indexer at {target} answered {code}: {details}[/red]")
-    if code == grpc.StatusCode.UNAVAILABLE:
+def _fail(exc: PacsError, target: str) -> typer.Exit:
+    console.print(f"[red]indexer at {target} answered {exc.code.name}: {exc.message}[/red]")
+    if isinstance(exc, UnavailableError):
         console.print("Is the stack running? Start it with `pacs up` (or pass --indexer).")
     return typer.Exit(1)
+
+
+async def _reindex(tenant: str, target: str) -> pb.ReindexResponse:
+    async with open_channel(target, client_tls()) as channel:
+        last = pb.ReindexResponse()
+        columns = [*Progress.get_default_columns()[:-1], MofNCompleteColumn(), TimeElapsedColumn()]
+        with Progress(*columns, BarColumn(bar_width=None), console=console) as progress:
+            task = progress.add_task(f"reindexing {tenant}", total=None)
+            async for last in QueryClient(channel).reindex(tenant):
+                progress.update(task, total=last.total, completed=last.processed + last.failed)
+        return last
+
+
+async def _check(tenant: str, target: str, max_listed: int) -> pb.CheckIndexResponse:
+    async with open_channel(target, client_tls()) as channel:
+        return await QueryClient(channel).check_index(tenant, max_listed)
 
 
 def reindex(
@@ -34,17 +50,10 @@ def reindex(
     indexer: str = INDEXER_OPTION,
 ) -> None:
     """Rebuild a tenant's index from what storage holds (idempotent; safe to rerun)."""
-    with grpc.insecure_channel(indexer) as channel:
-        stub = pb_grpc.QueryServiceStub(channel)
-        last = pb.ReindexResponse()
-        columns = [*Progress.get_default_columns()[:-1], MofNCompleteColumn(), TimeElapsedColumn()]
-        try:
-            with Progress(*columns, BarColumn(bar_width=None), console=console) as progress:
-                task = progress.add_task(f"reindexing {tenant}", total=None)
-                for last in stub.Reindex(pb.ReindexRequest(tenant=tenant)):
-                    progress.update(task, total=last.total, completed=last.processed + last.failed)
-        except grpc.RpcError as exc:
-            raise _fail(exc, indexer) from exc
+    try:
+        last = asyncio.run(_reindex(tenant, indexer))
+    except PacsError as exc:
+        raise _fail(exc, indexer) from exc
     console.print(f"{last.processed} of {last.total} instances indexed, {last.failed} failed")
     if last.failed:
         console.print("See the indexer's log for why; `pacs index check` lists what is missing.")
@@ -58,12 +67,10 @@ def check(
     max_listed: int = typer.Option(20, help="discrepancies listed of each kind"),
 ) -> None:
     """Report instances in storage but not indexed, and indexed but not in storage."""
-    with grpc.insecure_channel(indexer) as channel:
-        stub = pb_grpc.QueryServiceStub(channel)
-        try:
-            result = stub.CheckIndex(pb.CheckIndexRequest(tenant=tenant, max_listed=max_listed))
-        except grpc.RpcError as exc:
-            raise _fail(exc, indexer) from exc
+    try:
+        result = asyncio.run(_check(tenant, indexer, max_listed))
+    except PacsError as exc:
+        raise _fail(exc, indexer) from exc
     console.print(
         f"tenant {tenant}: {result.stored_count} in storage, {result.indexed_count} indexed; "
         f"{result.not_indexed_count} not indexed, {result.not_in_storage_count} not in storage"

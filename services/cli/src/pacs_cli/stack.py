@@ -20,8 +20,11 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from pacs_common.events import TOPIC_INSTANCES
+from pacs_common.pki import ensure_pki
+from pacs_common.tls import LOCAL_IDENTITIES, TlsSettings
 
 REPO = Path(__file__).resolve().parents[4]
+PKI_DIR = REPO / ".cache" / "pki"
 
 
 @dataclass(frozen=True)
@@ -67,6 +70,7 @@ class StackConfig:
                 "PACS_GATEWAY_STORAGE_TARGET": f"127.0.0.1:{self.storage_port}",
                 "PACS_GATEWAY_INDEXER_TARGET": f"127.0.0.1:{self.indexer_port}",
                 "PACS_INDEXER_DATABASE_URL": f"sqlite:///{self.run_dir / 'index.sqlite'}",
+                "PACS_TLS_DIR": str(tls_dir()),
                 "PYTHONUNBUFFERED": "1",
             }
         )
@@ -87,8 +91,40 @@ def load_infra_env() -> dict[str, str]:
 
 
 def infra_environment() -> dict[str, str]:
-    """The process environment, plus the ``infra/up.sh`` endpoints it does not set itself."""
-    return {**load_infra_env(), **os.environ}
+    """The process environment, plus the ``infra/up.sh`` endpoints it does not set itself, plus
+    the local certificate directory (``PACS_TLS_DIR``) unless either names one."""
+    return {"PACS_TLS_DIR": str(PKI_DIR), **load_infra_env(), **os.environ}
+
+
+def tls_dir() -> Path:
+    """Where the local certificates are: ``PACS_TLS_DIR`` (environment, then ``infra.env``),
+    else ``.cache/pki`` of this checkout."""
+    return Path(infra_environment()["PACS_TLS_DIR"])
+
+
+def ensure_local_pki() -> Path:
+    """Create the local CA and the certificates of every local identity if missing (idempotent,
+    the same files ``infra/up.sh`` makes); returns their directory."""
+    directory = tls_dir()
+    ensure_pki(directory, LOCAL_IDENTITIES)
+    return directory
+
+
+def client_tls(identity: str = "cli") -> TlsSettings:
+    """TLS settings of a local client: ``PACS_TLS_*`` from the environment, the local
+    certificate directory by default, acting as ``identity`` (the CLI, tests, benches)."""
+    settings = TlsSettings()
+    if settings.dir is None:
+        settings = settings.model_copy(update={"dir": tls_dir()})
+    return settings.as_identity(identity)
+
+
+def sync_channel(target: str, tls: TlsSettings | None = None) -> grpc.Channel:
+    """A blocking channel to ``target`` with mutual TLS (as ``cli`` unless ``tls`` says)."""
+    tls = tls or client_tls()
+    if not tls.enabled:
+        return grpc.insecure_channel(target)
+    return grpc.secure_channel(target, tls.channel_credentials())
 
 
 def free_port() -> int:
@@ -100,8 +136,8 @@ def free_port() -> int:
 
 
 def grpc_serving(port: int, timeout_s: float = 1.0) -> bool:
-    """True if the gRPC health service on ``port`` answers SERVING."""
-    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+    """True if the gRPC health service on ``port`` answers SERVING (over mutual TLS)."""
+    with sync_channel(f"127.0.0.1:{port}") as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         try:
             reply = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=timeout_s)
@@ -210,6 +246,7 @@ class Stack:
 
     def start(self, timeout_s: float = 60.0) -> None:
         """Start every service and wait until each is ready; stops all on failure."""
+        ensure_local_pki()
         env = self.config.service_env()
         try:
             for process in self.processes:
