@@ -7,6 +7,7 @@ certificates of several identities, of no identity, or of another CA.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -14,6 +15,7 @@ from pathlib import Path
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from pacs_common import health_probe
 from pacs_common.grpc_client import open_channel
 from pacs_common.peers import peer_identity
 from pacs_common.pki import ensure_pki
@@ -226,3 +228,13 @@ def test_the_identity_defaults_to_the_service_name(pki: Path) -> None:
 
     assert settings.grpc_tls.identity == "storage"
     assert settings.grpc_tls.files()[1] == pki / "storage.crt"
+
+
+async def test_the_kubernetes_probe_checks_health_with_the_pods_own_certificate(
+    host: ServiceHost, pki: Path
+) -> None:
+    # The probe runs in the service's pod with the service's certificate (which names the
+    # service, not 127.0.0.1); the native gRPC probe of the kubelet cannot do mutual TLS.
+    own = TlsSettings(dir=pki, identity="probe")
+    assert await asyncio.to_thread(health_probe.check, host.port, SERVICE, 5, own)
+    assert not await asyncio.to_thread(health_probe.check, host.port, "no.such.Service", 5, own)
