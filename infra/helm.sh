@@ -210,6 +210,7 @@ from pathlib import Path
 
 import yaml
 from pacs_common.settings import KafkaSettings, S3Settings, ServiceSettings
+from pacs_common.tls import TlsSettings
 from pydantic import ValidationError
 
 errors = 0
@@ -236,6 +237,7 @@ for render in sys.argv[1:]:
         known = {prefix + f.upper() for f in settings_cls.model_fields}
         known |= {"PACS_KAFKA_" + f.upper() for f in KafkaSettings.model_fields}
         known |= {"PACS_S3_" + f.upper() for f in S3Settings.model_fields}
+        known |= {"PACS_TLS_" + f.upper() for f in TlsSettings.model_fields}
         unread = sorted(set(env) - known)
         saved = dict(os.environ)
         os.environ.clear()
