@@ -5,7 +5,7 @@ Usage::
     from pacs_common.grpc_client import open_channel
     from pacs_common.clients.storage import StorageClient
 
-    storage = StorageClient(open_channel("127.0.0.1:50051"))
+    storage = StorageClient(open_channel("127.0.0.1:50051", settings.grpc_tls))  # mutual TLS
     response = await storage.put(ref, part10_bytes)      # or an async iterator of chunks
     data = await storage.get(ref)                          # whole object, SHA-256 verified
     header = await storage.get(ref, offset=0, length=65536)
