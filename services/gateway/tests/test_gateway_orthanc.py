@@ -131,9 +131,8 @@ async def test_orthanc_stores_queries_and_receives(stack, storage_app, tenant: s
     job = await orthanc.rest("POST", "/modalities/gateway/store", {"Resources": [uploaded["ID"]]})
     assert job["FailedInstancesCount"] == 0, job
 
-    channel = open_channel(
-        f"127.0.0.1:{storage_app.grpc_port}", client_tls()
-    )  # kept alive by the name
+    # kept alive by the name
+    channel = open_channel(f"127.0.0.1:{storage_app.grpc_port}", client_tls())
 
     storage = StorageClient(channel)
     ref = instance_pb2.InstanceRef(

@@ -11,6 +11,7 @@ import pytest
 from pacs_cli.stack import client_tls
 from pacs_common.clients.storage import StorageClient
 from pacs_common.dicom import instance_ref_of
+from pacs_common.errors import PacsError
 from pacs_common.grpc_client import open_channel
 from pacs_storage.app import StorageApp
 from pacs_storage.settings import StorageSettings
@@ -31,11 +32,11 @@ async def test_corrupted_object_is_refused_with_data_loss(
     )
 
     received: list[bytes] = []
-    with pytest.raises(grpc.aio.AioRpcError) as raised:
+    with pytest.raises(PacsError) as raised:
         async for chunk in client.get_stream(address_of(ref)):
             received.append(chunk)
 
-    assert raised.value.code() == grpc.StatusCode.DATA_LOSS
+    assert raised.value.code == grpc.StatusCode.DATA_LOSS
     # The caller never holds the complete (corrupt) object.
     assert len(b"".join(received)) < len(corrupt)
 
@@ -57,11 +58,11 @@ async def test_corruption_is_detected_on_a_chunked_read_too(
             Metadata=head["Metadata"],
         )
         received: list[bytes] = []
-        with pytest.raises(grpc.aio.AioRpcError) as raised:
+        with pytest.raises(PacsError) as raised:
             async for chunk in client.get_stream(address_of(ref)):
                 received.append(chunk)
 
-    assert raised.value.code() == grpc.StatusCode.DATA_LOSS
+    assert raised.value.code == grpc.StatusCode.DATA_LOSS
     # Everything but the held-back last chunk arrived, then the stream failed.
     assert len(b"".join(received)) == len(data) - (len(data) % 4096 or 4096)
 
