@@ -8,6 +8,8 @@ timing; only the deadline test measures time, with generous bounds.
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -127,3 +129,36 @@ async def test_every_step_shares_one_deadline_even_when_steps_hang(pki: Path) ->
 
     # One deadline of 1.5 s for all four steps; a grace per step would take 6 s.
     assert time.monotonic() - started < 4
+
+
+async def test_sigterm_drains_the_call_in_flight_then_stops_consumers_before_producers(
+    pki: Path, channel_factory: list[grpc.aio.Channel]
+) -> None:
+    events: list[str] = []
+    service = SlowService(events)
+    host = ServiceHost(settings_of(pki, grace_s=30), [SERVICE], service.register)
+
+    async def stop_consumer() -> None:
+        events.append("consumer stopped")
+
+    async def flush_producer() -> None:
+        events.append("producer flushed")
+
+    host.on_stop("consumer", stop_consumer, StopStage.CONSUMERS)
+    host.on_stop("producer", flush_producer, StopStage.PRODUCERS)
+    await host.start()
+    channel = open_channel(f"127.0.0.1:{host.port}", TlsSettings(dir=pki, identity="cli"))
+    channel_factory.append(channel)
+    serving = asyncio.create_task(host.run_until_signalled())
+    call = asyncio.ensure_future(channel.unary_unary(f"/{SERVICE}/Work")(b"job", timeout=30))
+    await asyncio.wait_for(service.entered.wait(), 10)
+
+    os.kill(os.getpid(), signal.SIGTERM)  # handled by the host's loop handler, not the default
+    await asyncio.sleep(0.2)
+    assert host.stopping
+    assert events == []
+    service.release.set()
+    await asyncio.wait_for(serving, 10)
+
+    assert await call == b"job"
+    assert events == ["call finished", "consumer stopped", "producer flushed"]
