@@ -20,7 +20,7 @@ from pacs.storage.v1 import storage_service_pb2
 from pacs_common.clients.storage import StorageClient
 from pacs_common.grpc_client import open_channel
 from pacs_common.metrics import MetricsServer
-from pacs_common.service_host import ServiceHost, StopStage
+from pacs_common.service_host import ServiceHost
 from pynetdicom import _config as pynetdicom_config
 from pynetdicom import evt
 
@@ -191,7 +191,6 @@ class GatewayApp:
             [INGEST_SERVICE],
             lambda s: ingest_service_pb2_grpc.add_IngestServiceServicer_to_server(servicer, s),
         )
-        self._host.on_stop("channels", clients.close, StopStage.RESOURCES)
         await self._host.start()
         self.grpc_port = self._host.port
 
@@ -261,22 +260,26 @@ class GatewayApp:
         if self._stopped or not self._started:
             return
         self._stopped = True
-        # One deadline for the whole stop, shared by the DICOM side and the service host.
+        # One deadline for the whole stop, shared by the DICOM side and the service host. Both
+        # stop accepting at once and drain side by side; the channels to storage and the
+        # indexer, which both sides use while draining, close last.
         deadline = time.monotonic() + self.settings.shutdown_grace_s
         if self._registry is not None:
             self._registry.stop()
+        grpc_stopped = (
+            asyncio.run_coroutine_threadsafe(self._host.stop(deadline), self._io.loop)
+            if self._host is not None
+            else None
+        )
         if self._dimse is not None:
             self._dimse.stop(_remaining(deadline))
         if self._commitment is not None:
             self._commitment.join(_remaining(deadline))
-        self._io.run(self._stop_io(deadline), timeout=_remaining(deadline) + 10)
+        if grpc_stopped is not None:
+            grpc_stopped.result(_remaining(deadline) + 10)
+        if self._clients is not None:
+            self._io.run(self._clients.close(), timeout=10)
         self._io.stop()
-
-    async def _stop_io(self, deadline: float) -> None:
-        if self._host is not None:
-            await self._host.stop(deadline)  # drains IngestService, then closes the channels
-        elif self._clients is not None:
-            await self._clients.close()
 
 
 def _remaining(deadline: float) -> float:
