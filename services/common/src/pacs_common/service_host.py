@@ -202,7 +202,8 @@ class ServiceHost:
                 log.exception("stop step failed", extra={"step": hook.name})
         if self.metrics is not None:
             self.metrics.stop()
-        log.info("stopped", extra={"late_s": round(-min(0.0, deadline - time.monotonic()), 3)})
+        overrun = max(0.0, time.monotonic() - deadline)
+        log.info("stopped", extra={"past_deadline_s": round(overrun, 3)})
 
     async def run_until_signalled(self) -> None:
         """Serve until SIGTERM or SIGINT, then :meth:`stop`."""
