@@ -83,7 +83,18 @@ class StorageApp:
         await self.host.set_serving(SERVICE_NAME, self.announcer.ready)
 
     async def start(self) -> None:
-        """Create the bucket if possible, connect to Kafka if possible, and serve."""
+        """Create the bucket if possible, connect to Kafka if possible, and serve.
+
+        If a step fails (a missing certificate, a port in use), what was started is stopped
+        again before the error propagates.
+        """
+        try:
+            await self._start()
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def _start(self) -> None:
         # boto3 calls run in the loop's default executor, and a Put streamed to S3 holds a
         # worker while its stream arrives: size it past asyncio's default (CPU count + 4) so
         # that other S3 calls never wait behind streamed Puts.
