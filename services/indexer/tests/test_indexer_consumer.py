@@ -18,7 +18,7 @@ from indexer_helpers import values
 from pacs.events.v1 import instance_events_pb2 as events_pb
 from pacs.query.v1 import query_service_pb2 as pb
 from pacs.query.v1 import query_service_pb2_grpc as pb_grpc
-from pacs_cli.stack import client_tls
+from pacs_cli.stack import client_tls, plain_aio_channel
 from pacs_common.clients.storage import StorageClient
 from pacs_common.dicom import instance_ref_of
 from pacs_common.events import TOPIC_INDEXED, TOPIC_INSTANCES, header
@@ -107,7 +107,7 @@ async def test_stored_instance_becomes_findable_then_deleted(
         header_prefix_bytes=1024,  # smaller than the header: exercises reading more
     )
     storage_channel = open_channel(f"127.0.0.1:{storage.grpc_port}", client_tls())
-    query_channel = open_channel(f"127.0.0.1:{indexer.grpc_port}", client_tls())
+    query_channel = plain_aio_channel(f"127.0.0.1:{indexer.grpc_port}")
     try:
         path = get_testdata_file(name)
         assert path is not None

@@ -12,8 +12,7 @@ import pytest
 from indexer_helpers import Catalog, make_instance, values
 from pacs.query.v1 import query_service_pb2 as pb
 from pacs.query.v1 import query_service_pb2_grpc as pb_grpc
-from pacs_cli.stack import client_tls
-from pacs_common.grpc_client import open_channel
+from pacs_cli.stack import plain_aio_channel
 from pacs_indexer.app import IndexerApp, create_app
 from pacs_indexer.database import Database
 from pacs_indexer.settings import IndexerSettings
@@ -38,7 +37,7 @@ async def app(database: Database) -> AsyncIterator[IndexerApp]:
 
 @pytest.fixture
 async def stub(app: IndexerApp) -> AsyncIterator[pb_grpc.QueryServiceStub]:
-    async with open_channel(f"127.0.0.1:{app.grpc_port}", client_tls()) as channel:
+    async with plain_aio_channel(f"127.0.0.1:{app.grpc_port}") as channel:
         yield pb_grpc.QueryServiceStub(channel)
 
 

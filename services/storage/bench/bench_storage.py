@@ -38,7 +38,13 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from pacs.type.v1 import instance_pb2
-from pacs_cli.stack import client_tls, ensure_local_pki, free_port, infra_environment
+from pacs_cli.stack import (
+    client_tls,
+    ensure_local_pki,
+    free_port,
+    infra_environment,
+    plain_aio_channel,
+)
 from pacs_common.clients.storage import StorageClient
 from pacs_common.grpc_client import open_channel
 from pacs_common.s3 import make_s3_client
@@ -56,7 +62,7 @@ TRANSPORT_ONLY = Path(__file__).with_name("transport_only.py")
 
 async def wait_serving(port: int, timeout_s: float = 30) -> None:
     deadline = time.monotonic() + timeout_s
-    async with open_channel(f"127.0.0.1:{port}", client_tls()) as channel:
+    async with plain_aio_channel(f"127.0.0.1:{port}") as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         while time.monotonic() < deadline:
             try:

@@ -14,12 +14,11 @@ from pacs.events.v1 import instance_events_pb2
 from pacs.storage.v1 import storage_service_pb2 as pb
 from pacs.storage.v1 import storage_service_pb2_grpc as pb_grpc
 from pacs.type.v1 import instance_pb2
-from pacs_cli.stack import client_tls
+from pacs_cli.stack import plain_aio_channel
 from pacs_common.clients.storage import StorageClient
 from pacs_common.dicom import instance_ref_of
 from pacs_common.errors import PacsError
 from pacs_common.events import EventPublisher
-from pacs_common.grpc_client import open_channel
 from pacs_common.settings import KafkaSettings, S3Settings
 from pacs_storage.app import StorageApp
 from pacs_storage.settings import StorageSettings
@@ -81,7 +80,7 @@ async def test_put_must_start_with_its_header(
     async def header_only() -> AsyncIterator[pb.PutRequest]:
         yield pb.PutRequest(header=pb.PutHeader(instance=ref))
 
-    async with open_channel(f"127.0.0.1:{app.grpc_port}", client_tls()) as chan:
+    async with plain_aio_channel(f"127.0.0.1:{app.grpc_port}") as chan:
         stub = pb_grpc.StorageServiceStub(chan)
         for requests in (chunk_first, two_headers, nothing, header_only):
             with pytest.raises(grpc.aio.AioRpcError) as raised:
@@ -131,7 +130,7 @@ async def test_s3_unreachable_gives_unavailable(
     data = sample_part10()
     ref = instance_ref_of(data, tenant)
 
-    async with open_channel(f"127.0.0.1:{app.grpc_port}", client_tls()) as chan:
+    async with plain_aio_channel(f"127.0.0.1:{app.grpc_port}") as chan:
         client = StorageClient(chan, timeout=30)
         calls = (
             client.put(ref, data),
@@ -178,7 +177,7 @@ class KafkaDoor:
 
 
 async def service_health(port: int) -> int:
-    async with open_channel(f"127.0.0.1:{port}", client_tls()) as chan:
+    async with plain_aio_channel(f"127.0.0.1:{port}") as chan:
         stub = health_pb2_grpc.HealthStub(chan)
         reply = await stub.Check(
             health_pb2.HealthCheckRequest(service="pacs.storage.v1.StorageService")
@@ -197,7 +196,7 @@ async def test_kafka_unreachable_gives_unavailable_until_it_comes_back(
     data = sample_part10()
     ref = instance_ref_of(data, tenant)
     try:
-        async with open_channel(f"127.0.0.1:{app.grpc_port}", client_tls()) as chan:
+        async with plain_aio_channel(f"127.0.0.1:{app.grpc_port}") as chan:
             client = StorageClient(chan, timeout=30)
             with pytest.raises(PacsError) as raised:
                 await client.put(ref, data)
@@ -253,7 +252,7 @@ async def test_kafka_failing_after_the_write_is_healed_by_the_retry(
     data = sample_part10()
     ref = instance_ref_of(data, tenant)
     other = sample_part10("MR_small.dcm")
-    async with open_channel(f"127.0.0.1:{app.grpc_port}", client_tls()) as chan:
+    async with plain_aio_channel(f"127.0.0.1:{app.grpc_port}") as chan:
         client = StorageClient(chan, timeout=30)
         with pytest.raises(PacsError) as raised:
             await client.put(ref, data)
@@ -284,7 +283,7 @@ async def test_object_above_the_size_limit_is_refused(
     app = await start_app(storage_settings.model_copy(update={"max_object_size": 10_000}))
     data = sample_part10()
 
-    async with open_channel(f"127.0.0.1:{app.grpc_port}", client_tls()) as chan:
+    async with plain_aio_channel(f"127.0.0.1:{app.grpc_port}") as chan:
         with pytest.raises(PacsError) as raised:
             await StorageClient(chan).put(instance_ref_of(data, tenant), data)
 

@@ -8,11 +8,10 @@ from typing import Any
 
 import grpc
 import pytest
-from pacs_cli.stack import client_tls
+from pacs_cli.stack import plain_aio_channel
 from pacs_common.clients.storage import StorageClient
 from pacs_common.dicom import instance_ref_of
 from pacs_common.errors import PacsError
-from pacs_common.grpc_client import open_channel
 from pacs_storage.app import StorageApp
 from pacs_storage.settings import StorageSettings
 from storage_testkit import address_of, modified_part10, sample_part10
@@ -47,7 +46,7 @@ async def test_corruption_is_detected_on_a_chunked_read_too(
     app = await start_app(storage_settings.model_copy(update={"chunk_size": 4096}))
     data = sample_part10()
     ref = instance_ref_of(data, tenant)
-    async with open_channel(f"127.0.0.1:{app.grpc_port}", client_tls()) as chan:
+    async with plain_aio_channel(f"127.0.0.1:{app.grpc_port}") as chan:
         client = StorageClient(chan, timeout=30)
         stored = await client.put(ref, data)
         head = raw_s3.head_object(Bucket=bucket_name, Key=stored.object.key)
@@ -123,7 +122,7 @@ async def test_every_write_requests_the_configured_encryption(
     seen = record_headers(app)
     small = sample_part10()
     big = small + bytes(6 * 1024 * 1024)  # multipart (above the threshold)
-    async with open_channel(f"127.0.0.1:{app.grpc_port}", client_tls()) as chan:
+    async with plain_aio_channel(f"127.0.0.1:{app.grpc_port}") as chan:
         client = StorageClient(chan, timeout=30)
         ref = instance_ref_of(small, tenant)
         await client.put(ref, small)
@@ -152,7 +151,7 @@ async def test_multipart_object_gets_a_full_object_sha256(
         for start in range(0, len(data), 1 << 20):
             yield data[start : start + (1 << 20)]
 
-    async with open_channel(f"127.0.0.1:{app.grpc_port}", client_tls()) as chan:
+    async with plain_aio_channel(f"127.0.0.1:{app.grpc_port}") as chan:
         stored = await StorageClient(chan, timeout=30).put(ref, stream())
 
     head = raw_s3.head_object(Bucket=bucket_name, Key=stored.object.key, ChecksumMode="ENABLED")

@@ -12,11 +12,10 @@ import grpc
 import pytest
 from pacs.storage.v1 import storage_service_pb2 as pb
 from pacs.storage.v1 import storage_service_pb2_grpc as pb_grpc
-from pacs_cli.stack import client_tls
+from pacs_cli.stack import plain_aio_channel
 from pacs_common.clients.storage import StorageClient
 from pacs_common.dicom import instance_ref_of
 from pacs_common.errors import PacsError
-from pacs_common.grpc_client import open_channel
 from pacs_storage.app import StorageApp
 from storage_testkit import address_of, sample_part10
 
@@ -145,7 +144,7 @@ async def test_raw_stub_put_with_header_then_chunks(app: StorageApp, tenant: str
         yield pb.PutRequest(chunk=data[:100])
         yield pb.PutRequest(chunk=data[100:])
 
-    async with open_channel(f"127.0.0.1:{app.grpc_port}", client_tls()) as chan:
+    async with plain_aio_channel(f"127.0.0.1:{app.grpc_port}") as chan:
         stub = pb_grpc.StorageServiceStub(chan)
         response = await stub.Put(requests())
         head = await stub.Head(pb.HeadRequest(instance=address_of(ref)))
@@ -159,7 +158,7 @@ async def test_metrics_endpoint_counts_s3_requests_and_calls(
 ) -> None:
     app = await start_app(storage_settings.model_copy(update={"metrics_port": 0}))
     data = sample_part10()
-    async with open_channel(f"127.0.0.1:{app.grpc_port}", client_tls()) as chan:
+    async with plain_aio_channel(f"127.0.0.1:{app.grpc_port}") as chan:
         await StorageClient(chan).put(instance_ref_of(data, tenant), data)
     assert app.metrics is not None
 

@@ -127,6 +127,13 @@ def sync_channel(target: str, tls: TlsSettings | None = None) -> grpc.Channel:
     return grpc.secure_channel(target, tls.channel_credentials())
 
 
+def plain_aio_channel(target: str, tls: TlsSettings | None = None) -> grpc.aio.Channel:
+    """An async channel with mutual TLS (as ``cli`` unless ``tls`` says) and grpcio's own
+    defaults: no retry policy, unlike :func:`pacs_common.grpc_client.open_channel`, for tests
+    that must see every attempt's own outcome."""
+    return grpc.aio.secure_channel(target, (tls or client_tls()).channel_credentials())
+
+
 def free_port() -> int:
     """A TCP port free on loopback right now."""
     with socket.socket() as sock:
