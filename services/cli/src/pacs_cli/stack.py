@@ -21,7 +21,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from pacs_common.events import TOPIC_INSTANCES
 from pacs_common.pki import ensure_pki
-from pacs_common.tls import LOCAL_IDENTITIES, TlsSettings
+from pacs_common.tls import LOCAL_IDENTITIES, TlsConfigError, TlsSettings
 
 REPO = Path(__file__).resolve().parents[4]
 PKI_DIR = REPO / ".cache" / "pki"
@@ -143,8 +143,13 @@ def free_port() -> int:
 
 
 def grpc_serving(port: int, timeout_s: float = 1.0) -> bool:
-    """True if the gRPC health service on ``port`` answers SERVING (over mutual TLS)."""
-    with sync_channel(f"127.0.0.1:{port}") as channel:
+    """True if the gRPC health service on ``port`` answers SERVING (over mutual TLS; without
+    the local certificates nothing can answer, so False)."""
+    try:
+        channel = sync_channel(f"127.0.0.1:{port}")
+    except TlsConfigError:
+        return False
+    with channel:
         stub = health_pb2_grpc.HealthStub(channel)
         try:
             reply = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=timeout_s)
