@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from urllib.parse import urlparse
 
 import pytest
-from pacs_cli.stack import infra_environment
+from pacs_cli.stack import ensure_local_pki, infra_environment
 
 from tests.fixtures.hydra import Hydra
 from tests.fixtures.scratch_postgres import DEFAULT_URL, scratch_database
@@ -27,6 +27,15 @@ def _reachable(host: str, port: int) -> bool:
             return True
     except OSError:
         return False
+
+
+@pytest.fixture(scope="session", autouse=True)
+def local_pki() -> str:
+    """The local CA and certificates (as ``make up`` makes them), named by ``PACS_TLS_DIR`` for
+    every service and client the tests create: mutual TLS is on in tests as everywhere."""
+    directory = str(ensure_local_pki())
+    os.environ.setdefault("PACS_TLS_DIR", directory)
+    return directory
 
 
 @pytest.fixture(scope="session")

@@ -12,14 +12,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-import grpc
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from pacs.events.v1 import instance_events_pb2
 from pacs.query.v1 import query_service_pb2, query_service_pb2_grpc
 from pacs.storage.v1 import storage_service_pb2, storage_service_pb2_grpc
 from pacs.type.v1 import instance_pb2
-from pacs_cli.stack import infra_environment
+from pacs_cli.stack import infra_environment, sync_channel
 from pacs_common.auth import Role
 from pacs_common.events import TOPIC_INSTANCES
 from pacs_common.kafka_client import kafka_client_options
@@ -180,7 +179,7 @@ def test_every_acknowledged_instance_is_in_s3_with_its_sha256(
 ) -> None:
     paths, _ = sent
     s3 = s3_client(infra_env)
-    with grpc.insecure_channel(f"127.0.0.1:{e2e_stack.storage_port}") as channel:
+    with sync_channel(f"127.0.0.1:{e2e_stack.storage_port}") as channel:
         storage = storage_service_pb2_grpc.StorageServiceStub(channel)
         for path in paths:
             head = storage.Head(
@@ -207,7 +206,7 @@ def wait_for_studies(
     deadline = time.monotonic() + timeout_s
     # An application of the stack's tenant, with a token from the local hydra.
     token = Hydra(infra_environment()).metadata(e2e_stack.tenant, [Role.QUERY])
-    with grpc.insecure_channel(f"127.0.0.1:{e2e_stack.indexer_port}") as channel:
+    with sync_channel(f"127.0.0.1:{e2e_stack.indexer_port}") as channel:
         query = query_service_pb2_grpc.QueryServiceStub(channel)
         while True:
             reply = query.FindStudies(

@@ -12,6 +12,7 @@ import grpc
 import pytest
 from pacs.storage.v1 import storage_service_pb2, storage_service_pb2_grpc
 from pacs.type.v1 import instance_pb2
+from pacs_cli.stack import sync_channel
 from pydicom import dcmread
 from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset
@@ -52,7 +53,7 @@ def c_store(stack: RunningStack, ds: Dataset) -> int:
 
 
 def stored(stack: RunningStack, ds: Dataset) -> bool:
-    with grpc.insecure_channel(f"127.0.0.1:{stack.storage_port}") as channel:
+    with sync_channel(f"127.0.0.1:{stack.storage_port}") as channel:
         stub = storage_service_pb2_grpc.StorageServiceStub(channel)
         ref = instance_pb2.InstanceRef(
             tenant=stack.tenant,

@@ -29,7 +29,7 @@ import grpc
 import pytest
 from pacs.storage.v1 import storage_service_pb2, storage_service_pb2_grpc
 from pacs.type.v1 import instance_pb2
-from pacs_cli.stack import REPO, free_port
+from pacs_cli.stack import REPO, free_port, sync_channel
 from pydicom import dcmread
 from pydicom.data import get_testdata_file
 
@@ -342,7 +342,7 @@ def send_traffic(stack: RunningStack, tmp_path: Path) -> None:
     )
     assert retrieved.returncode == 0, retrieved.stdout + retrieved.stderr
     assert list(get_dir.iterdir()), "C-GET retrieved nothing"
-    with grpc.insecure_channel(f"127.0.0.1:{stack.storage_port}") as channel:
+    with sync_channel(f"127.0.0.1:{stack.storage_port}") as channel:
         storage = storage_service_pb2_grpc.StorageServiceStub(channel)
         missing = instance_pb2.InstanceRef(
             tenant=stack.tenant,

@@ -10,7 +10,6 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import grpc
 import pytest
 from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
@@ -18,7 +17,9 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 from pacs.query.v1 import query_service_pb2, query_service_pb2_grpc
+from pacs_cli.stack import client_tls
 from pacs_common.auth import Role
+from pacs_common.grpc_client import open_channel
 from pacs_common.oauth_client import ClientCredentials, bearer_interceptors
 from pacs_common.settings import S3Settings
 from pacs_gateway.app import create_app as create_gateway
@@ -71,8 +72,8 @@ def send_ct(dicom_port: int) -> str:
 async def wait_indexed(
     indexer_port: int, sop_uid: str, credentials: ClientCredentials, timeout_s: float = 30
 ) -> None:
-    channel = grpc.aio.insecure_channel(
-        f"127.0.0.1:{indexer_port}", interceptors=bearer_interceptors(credentials)
+    channel = open_channel(
+        f"127.0.0.1:{indexer_port}", client_tls(), interceptors=bearer_interceptors(credentials)
     )
     stub = query_service_pb2_grpc.QueryServiceStub(channel)
     deadline = time.monotonic() + timeout_s

@@ -18,6 +18,13 @@ The resources of one component. Each template takes the context built in compone
 {{- $_ := set $data (print $p "LOG_LEVEL") ($c.logLevel | default $root.Values.logLevel) -}}
 {{- $_ := set $data (print $p "LOG_PATIENT_DATA") (toString $root.Values.logPatientData) -}}
 {{- $_ := set $data (print $p "SHUTDOWN_GRACE_S") (include "cloudpacs.envValue" (max 1 (sub (int64 $c.terminationGracePeriodSeconds) (add (int64 $c.preStopSleepSeconds) 5)))) -}}
+{{- /* Mutual TLS of gRPC: the component's certificate Secret, mounted read-only. */ -}}
+{{- $_ := set $data "PACS_TLS_ENABLED" (toString $root.Values.tls.enabled) -}}
+{{- if $root.Values.tls.enabled -}}
+{{- $_ := set $data "PACS_TLS_CA_FILE" "/etc/cloudpacs/grpc-tls/ca.crt" -}}
+{{- $_ := set $data "PACS_TLS_CERT_FILE" "/etc/cloudpacs/grpc-tls/tls.crt" -}}
+{{- $_ := set $data "PACS_TLS_KEY_FILE" "/etc/cloudpacs/grpc-tls/tls.key" -}}
+{{- end -}}
 {{- range $dep := $c.dependsOn -}}
 {{- $_ := set $data (printf "%s%s_TARGET" $p ($dep | upper | replace "-" "_")) (include "cloudpacs.component.grpcTarget" (dict "root" $root "name" $dep "all" $.all)) -}}
 {{- end -}}
@@ -247,7 +254,33 @@ spec:
           env:
             {{- $env | nindent 12 }}
           {{- end }}
-          # Native gRPC probes against grpc.health.v1 (overall server health, service "").
+          {{- if $root.Values.tls.enabled }}
+          # grpc.health.v1 (overall server health, service "") over mutual TLS. The kubelet's
+          # native gRPC probe speaks plaintext only (no client certificate, no server
+          # verification), so the server refuses it at the handshake: an exec probe calls health
+          # with the pod's own certificate instead (pacs_common.health_probe). Liveness only
+          # needs the process to accept connections, and a TCP check costs no interpreter start.
+          startupProbe:
+            exec:
+              command: {{ include "cloudpacs.component.healthProbe" . }}
+            periodSeconds: 2
+            timeoutSeconds: {{ int64 $c.probes.timeoutSeconds }}
+            failureThreshold: {{ max 1 (div (int64 $c.probes.startupSeconds) 2) }}
+          readinessProbe:
+            exec:
+              command: {{ include "cloudpacs.component.healthProbe" . }}
+            periodSeconds: {{ int64 $c.probes.readinessPeriodSeconds }}
+            timeoutSeconds: {{ int64 $c.probes.timeoutSeconds }}
+            failureThreshold: {{ int64 $c.probes.failureThreshold }}
+          livenessProbe:
+            tcpSocket:
+              port: grpc
+            periodSeconds: {{ int64 $c.probes.livenessPeriodSeconds }}
+            timeoutSeconds: {{ int64 $c.probes.timeoutSeconds }}
+            failureThreshold: {{ int64 $c.probes.failureThreshold }}
+          {{- else }}
+          # Native gRPC probes against grpc.health.v1 (overall server health, service ""):
+          # possible only because mutual TLS is off.
           startupProbe:
             grpc:
               port: {{ $probePort }}
@@ -266,6 +299,7 @@ spec:
             periodSeconds: {{ int64 $c.probes.livenessPeriodSeconds }}
             timeoutSeconds: {{ int64 $c.probes.timeoutSeconds }}
             failureThreshold: {{ int64 $c.probes.failureThreshold }}
+          {{- end }}
           {{- if gt (int64 $c.preStopSleepSeconds) 0 }}
           lifecycle:
             preStop:
@@ -288,6 +322,11 @@ spec:
               mountPath: /etc/cloudpacs/kafka-client
               readOnly: true
             {{- end }}
+            {{- end }}
+            {{- if $root.Values.tls.enabled }}
+            - name: grpc-tls
+              mountPath: /etc/cloudpacs/grpc-tls
+              readOnly: true
             {{- end }}
             {{- if $d.enabled }}
             {{- if $d.siteRegistry }}
@@ -339,6 +378,12 @@ spec:
                 path: tls.key
         {{- end }}
         {{- end }}
+        {{- if $root.Values.tls.enabled }}
+        - name: grpc-tls
+          secret:
+            {{- include "cloudpacs.component.grpcTlsSecret" . | nindent 12 }}
+            defaultMode: 0440
+        {{- end }}
         {{- if $d.enabled }}
         {{- if $d.siteRegistry }}
         - name: site-registry
@@ -389,6 +434,89 @@ spec:
           matchLabelKeys:
             - pod-template-hash
       {{- end }}
+{{- end -}}
+
+{{/* ---- mutual TLS ----------------------------------------------------------------------- */}}
+{{/* The exec probe's command: gRPC health over mutual TLS with the pod's own certificate. */}}
+{{- define "cloudpacs.component.healthProbe" -}}
+{{- $timeout := max 1 (sub (int64 .c.probes.timeoutSeconds) 1) -}}
+{{- list "python" "-m" "pacs_common.health_probe" "--port" (toString (int64 .c.grpc.port)) "--timeout" (toString $timeout) | toJson -}}
+{{- end -}}
+
+{{/*
+The Secret volume with the component's ca.crt, tls.crt and tls.key, from (first that applies)
+the component's own tls.existingSecret, the release's tls.existingSecret (keys ca.crt,
+<component>.crt, <component>.key), or the Secret cert-manager fills.
+*/}}
+{{- define "cloudpacs.component.grpcTlsSecret" -}}
+{{- $tls := .root.Values.tls -}}
+{{- if .c.tls.existingSecret -}}
+secretName: {{ .c.tls.existingSecret }}
+items:
+  - key: ca.crt
+    path: ca.crt
+  - key: tls.crt
+    path: tls.crt
+  - key: tls.key
+    path: tls.key
+{{- else if $tls.existingSecret -}}
+secretName: {{ $tls.existingSecret }}
+items:
+  - key: ca.crt
+    path: ca.crt
+  - key: {{ .name }}.crt
+    path: tls.crt
+  - key: {{ .name }}.key
+    path: tls.key
+{{- else if $tls.certManager.enabled -}}
+secretName: {{ include "cloudpacs.component.fullname" . }}-grpc-tls
+items:
+  - key: ca.crt
+    path: ca.crt
+  - key: tls.crt
+    path: tls.crt
+  - key: tls.key
+    path: tls.key
+{{- else -}}
+{{- fail (printf "tls.enabled (mutual TLS between the services) needs certificates for %s: set tls.certManager.enabled with tls.certManager.issuerRef, or tls.existingSecret, or components.%s.tls.existingSecret" .name .name) -}}
+{{- end -}}
+{{- end -}}
+
+{{/* A cert-manager Certificate of the component's identity (common name = component name). */}}
+{{- define "cloudpacs.component.certificate" -}}
+{{- $root := .root -}}
+{{- $cm := $root.Values.tls.certManager -}}
+{{- $fullname := include "cloudpacs.component.fullname" . -}}
+apiVersion: cert-manager.io/v1
+kind: Certificate
+metadata:
+  name: {{ $fullname }}-grpc
+  namespace: {{ $root.Release.Namespace }}
+  labels:
+    {{- include "cloudpacs.component.labels" . | nindent 4 }}
+spec:
+  secretName: {{ $fullname }}-grpc-tls
+  # The identity the other services authorize (x509_common_name of the gRPC auth context).
+  commonName: {{ .name }}
+  dnsNames:
+    - {{ .name }}
+    - {{ $fullname }}
+    - {{ $fullname }}.{{ $root.Release.Namespace }}.svc
+    - {{ $fullname }}.{{ $root.Release.Namespace }}.svc.{{ $root.Values.clusterDomain }}
+  duration: {{ $cm.duration }}
+  renewBefore: {{ $cm.renewBefore }}
+  privateKey:
+    algorithm: ECDSA
+    size: 256
+    rotationPolicy: Always
+  usages:
+    - digital signature
+    - server auth
+    - client auth
+  issuerRef:
+    name: {{ required "tls.certManager.issuerRef.name is required when tls.certManager.enabled" $cm.issuerRef.name }}
+    kind: {{ $cm.issuerRef.kind }}
+    group: {{ $cm.issuerRef.group }}
 {{- end -}}
 
 {{/* ---- network -------------------------------------------------------------------------- */}}

@@ -1,7 +1,7 @@
 """The gRPC metrics interceptor and the /metrics endpoint, through a real in-process server.
 
 A tiny bytes-in/bytes-out service (no protos needed) exposes the four RPC kinds; it runs in the
-same server as the standard health service, built by ``build_server`` exactly as the services do.
+same server as the standard health service, on the service host exactly as the services run.
 """
 
 from __future__ import annotations
@@ -17,12 +17,10 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from pacs_common.errors import NotFoundError
-from pacs_common.grpc_server import GrpcServerRunner, build_server
-from pacs_common.metrics import (
-    DICOM_ASSOCIATIONS_REJECTED,
-    GrpcMetricsInterceptor,
-    start_metrics_server,
-)
+from pacs_common.metrics import DICOM_ASSOCIATIONS_REJECTED, start_metrics_server
+from pacs_common.service_host import ServiceHost
+from pacs_common.settings import ServiceSettings
+from pacs_common.tls import TlsSettings
 from prometheus_client import REGISTRY
 
 SERVICE = "pacs.test.v1.MetricsProbe"
@@ -97,13 +95,13 @@ def _observations(method: str, service: str = SERVICE) -> float:
 
 @pytest.fixture
 async def channel() -> AsyncIterator[grpc.aio.Channel]:
-    server, health = build_server(_register, [SERVICE], interceptors=[GrpcMetricsInterceptor()])
-    runner = GrpcServerRunner(server, health, [SERVICE], grace_s=0)
-    port = runner.bind("127.0.0.1", 0)
-    await runner.start()
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as chan:
+    # Plaintext: this is about metrics; mutual TLS is tested in test_service_identity.
+    settings = ServiceSettings(grpc_port=0, shutdown_grace_s=0, grpc_tls=TlsSettings(enabled=False))
+    host = ServiceHost(settings, [SERVICE], _register)
+    await host.start()
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{host.port}") as chan:
         yield chan
-    await runner.stop()
+    await host.stop()
 
 
 async def test_unary_call_is_counted_with_ok_and_timed(channel: grpc.aio.Channel) -> None:

@@ -95,9 +95,8 @@ async def indexer_app(
     """The real indexer (SQLite index) consuming the real storage events (one per session).
 
     The gateway queries it as an internal service on behalf of its authenticated DICOM callers,
-    which the indexer recognises by the gateway's mTLS client certificate. Until the service
-    channels are mutual TLS (``pacs_common.tls``), this indexer trusts calls without a token as
-    internal (``required=False``); a token, when sent, is still verified.
+    which the indexer recognises by the gateway's mTLS client certificate (trusted service
+    ``gateway``); any other caller needs a bearer token.
     """
     from pacs_common.auth import AuthSettings  # noqa: PLC0415  (needs infra_env's env)
 
@@ -105,7 +104,7 @@ async def indexer_app(
         storage_app.grpc_port,
         tmp_path_factory.mktemp("index") / "index.sqlite",
         shutdown_grace_s=1,
-        auth=AuthSettings(required=False),
+        auth=AuthSettings(trusted_services={"gateway"}),
     )
     yield app
     await app.stop()

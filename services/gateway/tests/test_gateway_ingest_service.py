@@ -10,10 +10,11 @@ import pytest
 from gateway_helpers import sample_path
 from pacs.ingest.v1 import ingest_service_pb2 as pb
 from pacs.ingest.v1 import ingest_service_pb2_grpc as pb_grpc
+from pacs_cli.stack import client_tls
 from pacs_common.auth import Role
 from pacs_common.grpc_client import open_channel
 from pacs_common.oauth_client import ClientCredentials, bearer_interceptors
-from pacs_storage.client import StorageClient
+from pacs_common.clients.storage import StorageClient
 
 from tests.fixtures.hydra import Hydra
 
@@ -37,7 +38,7 @@ def _stub(port: int, credentials: ClientCredentials | None) -> pb_grpc.IngestSer
     """A client of the gateway's IngestService sending ``credentials``' token (None: no token)."""
     interceptors = bearer_interceptors(credentials) if credentials is not None else []
     # The stub does not keep its channel alive (a collected channel closes): keep it here.
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}", interceptors=interceptors)
+    channel = open_channel(f"127.0.0.1:{port}", client_tls(), interceptors=interceptors)
     _channels.append(channel)
     return pb_grpc.IngestServiceStub(channel)
 

@@ -16,8 +16,9 @@ import pytest
 import pytest_asyncio
 from gateway_helpers import eventually, free_port, run_dcmtk, sample_path, wait_for_port
 from pacs.type.v1 import instance_pb2
+from pacs_cli.stack import client_tls
+from pacs_common.clients.storage import StorageClient
 from pacs_common.grpc_client import open_channel
-from pacs_storage.client import StorageClient
 from pydicom import dcmread
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
@@ -130,7 +131,8 @@ async def test_orthanc_stores_queries_and_receives(stack, storage_app, tenant: s
     job = await orthanc.rest("POST", "/modalities/gateway/store", {"Resources": [uploaded["ID"]]})
     assert job["FailedInstancesCount"] == 0, job
 
-    channel = open_channel(f"127.0.0.1:{storage_app.grpc_port}")  # kept alive by the name
+    # kept alive by the name
+    channel = open_channel(f"127.0.0.1:{storage_app.grpc_port}", client_tls())
 
     storage = StorageClient(channel)
     ref = instance_pb2.InstanceRef(

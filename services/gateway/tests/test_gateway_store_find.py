@@ -7,7 +7,6 @@ import hashlib
 import io
 from pathlib import Path
 
-import grpc
 import pytest
 from gateway_helpers import (
     SAMPLE_FILES,
@@ -22,10 +21,12 @@ from gateway_helpers import (
     wait_indexed,
 )
 from pacs.type.v1 import instance_pb2
+from pacs_cli.stack import client_tls
+from pacs_common.clients.storage import StorageClient
+from pacs_common.errors import NotFoundError
 from pacs_common.grpc_client import open_channel
 from pacs_gateway.dimse import codes
 from pacs_gateway.dimse.codes import PATIENT_ROOT_FIND, STUDY_ROOT_FIND
-from pacs_storage.client import StorageClient
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 
@@ -90,7 +91,8 @@ async def test_dcmsend_samples_are_stored_as_sent_and_findscu_finds_them(
     sent_syntax = _network_syntaxes(report.read_text())
     assert report.read_text().count("0x0000 (Success)") == len(paths), report.read_text()
 
-    channel = open_channel(f"127.0.0.1:{storage_app.grpc_port}")  # kept alive by the name
+    # kept alive by the name
+    channel = open_channel(f"127.0.0.1:{storage_app.grpc_port}", client_tls())
 
     storage = StorageClient(channel)
     for path in paths:
@@ -174,7 +176,8 @@ async def test_store_keeps_dataset_bytes_and_resend_is_harmless(
     assert first == again == [codes.SUCCESS]
     original = path.read_bytes()
     meta_end = _end_of_file_meta(original)
-    channel = open_channel(f"127.0.0.1:{storage_app.grpc_port}")  # kept alive by the name
+    # kept alive by the name
+    channel = open_channel(f"127.0.0.1:{storage_app.grpc_port}", client_tls())
     storage = StorageClient(channel)
     stored = await storage.get(_ref(tenant, dcmread(path, stop_before_pixels=True)))
     assert stored[_end_of_file_meta(stored) :] == original[meta_end:]
@@ -265,12 +268,12 @@ async def test_kafka_down_means_out_of_resources_and_nothing_stored(
         )
         assert "Received Store Response (Refused: OutOfResources)" in out, out
 
-        channel = open_channel(f"127.0.0.1:{storage_app.grpc_port}")  # kept alive by the name
+        # kept alive by the name
+        channel = open_channel(f"127.0.0.1:{storage_app.grpc_port}", client_tls())
 
         storage = StorageClient(channel)
-        with pytest.raises(grpc.aio.AioRpcError) as info:
+        with pytest.raises(NotFoundError):
             await storage.head(_ref(tenant, dcmread(path, stop_before_pixels=True)))
-        assert info.value.code() == grpc.StatusCode.NOT_FOUND
     finally:
         await storage_app.stop()
 

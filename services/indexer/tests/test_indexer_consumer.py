@@ -10,7 +10,6 @@ import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
-import grpc
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -19,7 +18,9 @@ from indexer_helpers import values
 from pacs.events.v1 import instance_events_pb2 as events_pb
 from pacs.query.v1 import query_service_pb2 as pb
 from pacs.query.v1 import query_service_pb2_grpc as pb_grpc
+from pacs_cli.stack import client_tls, plain_aio_channel
 from pacs_common.auth import Role
+from pacs_common.clients.storage import StorageClient
 from pacs_common.dicom import instance_ref_of
 from pacs_common.events import TOPIC_INDEXED, TOPIC_INSTANCES, header
 from pacs_common.grpc_client import open_channel
@@ -28,7 +29,6 @@ from pacs_common.oauth_client import bearer_interceptors
 from pacs_common.settings import KafkaSettings, S3Settings
 from pacs_storage.app import StorageApp
 from pacs_storage.app import create_app as create_storage_app
-from pacs_storage.client import StorageClient
 from pacs_storage.settings import StorageSettings
 from pydicom import dcmread
 from pydicom.data import get_testdata_file
@@ -111,8 +111,8 @@ async def test_stored_instance_becomes_findable_then_deleted(
         tmp_path / "index.sqlite",
         header_prefix_bytes=1024,  # smaller than the header: exercises reading more
     )
-    storage_channel = open_channel(f"127.0.0.1:{storage.grpc_port}")
-    query_channel = grpc.aio.insecure_channel(
+    storage_channel = open_channel(f"127.0.0.1:{storage.grpc_port}", client_tls())
+    query_channel = plain_aio_channel(
         f"127.0.0.1:{indexer.grpc_port}",
         interceptors=bearer_interceptors(hydra.client(tenant, [Role.QUERY])),
     )

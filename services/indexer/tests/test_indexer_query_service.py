@@ -16,6 +16,7 @@ import pytest
 from indexer_helpers import Catalog, make_instance, values
 from pacs.query.v1 import query_service_pb2 as pb
 from pacs.query.v1 import query_service_pb2_grpc as pb_grpc
+from pacs_cli.stack import plain_aio_channel
 from pacs_common.auth import Role
 from pacs_common.oauth_client import bearer_interceptors
 from pacs_indexer.app import IndexerApp, create_app
@@ -48,7 +49,7 @@ async def stub(
 ) -> AsyncIterator[pb_grpc.QueryServiceStub]:
     """A QueryService client of ``tenant`` with the role ``query``."""
     interceptors = bearer_interceptors(hydra.client(tenant, [Role.QUERY]))
-    async with grpc.aio.insecure_channel(
+    async with plain_aio_channel(
         f"127.0.0.1:{app.grpc_port}", interceptors=interceptors
     ) as channel:
         yield pb_grpc.QueryServiceStub(channel)
@@ -57,7 +58,7 @@ async def stub(
 @pytest.fixture
 async def anonymous(app: IndexerApp) -> AsyncIterator[pb_grpc.QueryServiceStub]:
     """A QueryService client without a token."""
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{app.grpc_port}") as channel:
+    async with plain_aio_channel(f"127.0.0.1:{app.grpc_port}") as channel:
         yield pb_grpc.QueryServiceStub(channel)
 
 
@@ -254,18 +255,18 @@ async def test_roles_decide_which_methods_a_token_may_call(
     catalog.add(tenant, make_instance())
     target = f"127.0.0.1:{app.grpc_port}"
     ingest_only = bearer_interceptors(hydra.client(tenant, [Role.INGEST]))
-    async with grpc.aio.insecure_channel(target, interceptors=ingest_only) as channel:
+    async with plain_aio_channel(target, interceptors=ingest_only) as channel:
         stub = pb_grpc.QueryServiceStub(channel)
         find = stub.FindStudies(pb.FindStudiesRequest(query=pb.Query()))
         assert await _code(find) == grpc.StatusCode.PERMISSION_DENIED
     query_only = bearer_interceptors(hydra.client(tenant, [Role.QUERY]))
-    async with grpc.aio.insecure_channel(target, interceptors=query_only) as channel:
+    async with plain_aio_channel(target, interceptors=query_only) as channel:
         stub = pb_grpc.QueryServiceStub(channel)
         assert (await stub.FindStudies(pb.FindStudiesRequest(query=pb.Query()))).total_count == 1
         check = stub.CheckIndex(pb.CheckIndexRequest())
         assert await _code(check) == grpc.StatusCode.PERMISSION_DENIED
     admin = bearer_interceptors(hydra.client(tenant, [Role.ADMIN]))
-    async with grpc.aio.insecure_channel(target, interceptors=admin) as channel:
+    async with plain_aio_channel(target, interceptors=admin) as channel:
         stub = pb_grpc.QueryServiceStub(channel)
         # Past authorization: this indexer does not reach storage (consume_events=False).
         check = stub.CheckIndex(pb.CheckIndexRequest())

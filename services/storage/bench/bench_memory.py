@@ -22,11 +22,11 @@ from pathlib import Path
 
 from bench_storage import wait_serving
 from pacs.type.v1 import instance_pb2
-from pacs_cli.stack import free_port, infra_environment
+from pacs_cli.stack import client_tls, ensure_local_pki, free_port, infra_environment
+from pacs_common.clients.storage import StorageClient
 from pacs_common.grpc_client import open_channel
 from pacs_common.s3 import make_s3_client
 from pacs_common.settings import S3Settings
-from pacs_storage.client import StorageClient
 from rich.console import Console
 from rich.table import Table
 
@@ -57,6 +57,7 @@ async def generated(size: int, digest: hashlib._Hash) -> AsyncIterator[bytes]:
 
 
 async def main(size: int) -> None:
+    ensure_local_pki()  # the services and this client speak mutual TLS
     env = infra_environment()
     port = free_port()
     bucket = f"bench-{uuid.uuid4().hex[:12]}"
@@ -76,7 +77,7 @@ async def main(size: int) -> None:
             series_instance_uid="1.2.826.0.1.3680043.10.2.1",
             sop_instance_uid="1.2.826.0.1.3680043.10.2.1.1",
         )
-        channel = open_channel(f"127.0.0.1:{port}")
+        channel = open_channel(f"127.0.0.1:{port}", client_tls())
         client = StorageClient(channel, timeout=1800)
         sent = hashlib.sha256()
         t0 = time.perf_counter()

@@ -2,7 +2,7 @@
 
 The service runs as its own process (``python -m pacs_storage``, as deployed: client and server
 do not share a GIL or an event loop) and is driven by the real client
-(:class:`pacs_storage.client.StorageClient`) over a real channel. boto3 talks to the same S3
+(:class:`pacs_common.clients.storage.StorageClient`) over a real channel. boto3 talks to the same S3
 endpoint directly and does the same integrity work the service must do, so the comparison is
 fair: a Put computes the SHA-256 and sends it as ``ChecksumSHA256`` (S3 verifies it), a Get
 reads the whole body and hashes it. A service Put also waits for Kafka to acknowledge
@@ -38,11 +38,17 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from pacs.type.v1 import instance_pb2
-from pacs_cli.stack import free_port, infra_environment
+from pacs_cli.stack import (
+    client_tls,
+    ensure_local_pki,
+    free_port,
+    infra_environment,
+    plain_aio_channel,
+)
+from pacs_common.clients.storage import StorageClient
 from pacs_common.grpc_client import open_channel
 from pacs_common.s3 import make_s3_client
 from pacs_common.settings import S3Settings
-from pacs_storage.client import StorageClient
 from rich.console import Console
 from rich.table import Table
 
@@ -56,7 +62,7 @@ TRANSPORT_ONLY = Path(__file__).with_name("transport_only.py")
 
 async def wait_serving(port: int, timeout_s: float = 30) -> None:
     deadline = time.monotonic() + timeout_s
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+    async with plain_aio_channel(f"127.0.0.1:{port}") as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         while time.monotonic() < deadline:
             try:
@@ -90,6 +96,7 @@ def ref(tenant: str, sop: str) -> instance_pb2.InstanceRef:
 
 
 async def main(rounds: int) -> list[dict[str, object]]:
+    ensure_local_pki()  # the services and this client speak mutual TLS
     env = infra_environment()
     port = free_port()
     bucket = f"bench-{uuid.uuid4().hex[:12]}"
@@ -109,9 +116,9 @@ async def main(rounds: int) -> list[dict[str, object]]:
     try:
         await wait_serving(port)
         await wait_serving(hop_port)
-        channel = open_channel(f"127.0.0.1:{port}")
+        channel = open_channel(f"127.0.0.1:{port}", client_tls())
         client = StorageClient(channel, timeout=600)
-        hop_channel = open_channel(f"127.0.0.1:{hop_port}")
+        hop_channel = open_channel(f"127.0.0.1:{hop_port}", client_tls())
         hop = StorageClient(hop_channel, timeout=600)
         for round_no in range(rounds):
             for size, reps in CASES:

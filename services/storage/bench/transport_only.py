@@ -2,9 +2,10 @@
 
 Put reads the whole stream and remembers the object's size; Get streams that many bytes back
 in the real service's chunk size. No S3, no hashing, no Kafka, but the same server set-up as
-the real service (``build_server``: error mapping, tracing and metrics interceptors) and the
-same client. The bench times it beside the real service and plain boto3: what this costs
-relative to boto3 is the part of the service's cost that no S3 tuning can remove.
+the real service (its :class:`~pacs_common.service_host.ServiceHost`: mutual TLS, error mapping,
+tracing and metrics interceptors) and the same client. The bench times it beside the real
+service and plain boto3: what this costs relative to boto3 is the part of the service's cost
+that no S3 tuning can remove.
 
     python services/storage/bench/transport_only.py PORT
 """
@@ -16,12 +17,11 @@ import sys
 from collections.abc import AsyncIterator
 from typing import Any
 
-from grpc_health.v1 import health_pb2
 from pacs.storage.v1 import storage_service_pb2 as pb
 from pacs.storage.v1 import storage_service_pb2_grpc as pb_grpc
 from pacs.type.v1 import instance_pb2
 from pacs_common.errors import NotFoundError
-from pacs_common.grpc_server import build_server
+from pacs_common.service_host import ServiceHost
 from pacs_storage.servicer import SERVICE_NAME
 from pacs_storage.settings import StorageSettings
 
@@ -61,14 +61,15 @@ class TransportOnlyStorage(pb_grpc.StorageServiceServicer):
 
 
 async def serve(port: int) -> None:
-    servicer = TransportOnlyStorage(StorageSettings().chunk_size)
-    server, health = build_server(
-        lambda s: pb_grpc.add_StorageServiceServicer_to_server(servicer, s), [SERVICE_NAME]
+    settings = StorageSettings(grpc_port=port)
+    servicer = TransportOnlyStorage(settings.chunk_size)
+    host = ServiceHost(
+        settings,
+        [SERVICE_NAME],
+        lambda s: pb_grpc.add_StorageServiceServicer_to_server(servicer, s),
     )
-    server.add_insecure_port(f"127.0.0.1:{port}")
-    await server.start()
-    await health.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
-    await server.wait_for_termination()
+    await host.start()
+    await host.run_until_signalled()
 
 
 if __name__ == "__main__":

@@ -9,11 +9,12 @@ from typing import Any
 
 import grpc
 import pytest
+from pacs_cli.stack import client_tls
+from pacs_common.clients.storage import StorageClient
 from pacs_common.grpc_client import open_channel
 from pacs_common.s3 import make_s3_client
 from pacs_common.settings import KafkaSettings, S3Settings
 from pacs_storage.app import StorageApp, create_app
-from pacs_storage.client import StorageClient
 from pacs_storage.settings import StorageSettings
 from storage_testkit import InstanceEvents
 
@@ -75,7 +76,7 @@ async def app(start_app: AppFactory, storage_settings: StorageSettings) -> Stora
 @pytest.fixture
 async def channel(app: StorageApp) -> AsyncIterator[grpc.aio.Channel]:
     """A real gRPC channel to the service."""
-    chan = open_channel(f"127.0.0.1:{app.grpc_port}")
+    chan = open_channel(f"127.0.0.1:{app.grpc_port}", client_tls())
     yield chan
     await chan.close()
 

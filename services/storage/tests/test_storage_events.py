@@ -5,8 +5,8 @@ from __future__ import annotations
 import hashlib
 
 from pacs.events.v1 import instance_events_pb2
+from pacs_common.clients.storage import StorageClient
 from pacs_common.dicom import instance_ref_of
-from pacs_storage.client import StorageClient
 from storage_testkit import InstanceEvents, for_tenant, sample_part10
 
 

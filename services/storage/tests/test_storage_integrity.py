@@ -8,9 +8,11 @@ from typing import Any
 
 import grpc
 import pytest
+from pacs_cli.stack import plain_aio_channel
+from pacs_common.clients.storage import StorageClient
 from pacs_common.dicom import instance_ref_of
+from pacs_common.errors import PacsError
 from pacs_storage.app import StorageApp
-from pacs_storage.client import StorageClient
 from pacs_storage.settings import StorageSettings
 from storage_testkit import address_of, modified_part10, sample_part10
 
@@ -29,11 +31,11 @@ async def test_corrupted_object_is_refused_with_data_loss(
     )
 
     received: list[bytes] = []
-    with pytest.raises(grpc.aio.AioRpcError) as raised:
+    with pytest.raises(PacsError) as raised:
         async for chunk in client.get_stream(address_of(ref)):
             received.append(chunk)
 
-    assert raised.value.code() == grpc.StatusCode.DATA_LOSS
+    assert raised.value.code == grpc.StatusCode.DATA_LOSS
     # The caller never holds the complete (corrupt) object.
     assert len(b"".join(received)) < len(corrupt)
 
@@ -44,7 +46,7 @@ async def test_corruption_is_detected_on_a_chunked_read_too(
     app = await start_app(storage_settings.model_copy(update={"chunk_size": 4096}))
     data = sample_part10()
     ref = instance_ref_of(data, tenant)
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{app.grpc_port}") as chan:
+    async with plain_aio_channel(f"127.0.0.1:{app.grpc_port}") as chan:
         client = StorageClient(chan, timeout=30)
         stored = await client.put(ref, data)
         head = raw_s3.head_object(Bucket=bucket_name, Key=stored.object.key)
@@ -55,11 +57,11 @@ async def test_corruption_is_detected_on_a_chunked_read_too(
             Metadata=head["Metadata"],
         )
         received: list[bytes] = []
-        with pytest.raises(grpc.aio.AioRpcError) as raised:
+        with pytest.raises(PacsError) as raised:
             async for chunk in client.get_stream(address_of(ref)):
                 received.append(chunk)
 
-    assert raised.value.code() == grpc.StatusCode.DATA_LOSS
+    assert raised.value.code == grpc.StatusCode.DATA_LOSS
     # Everything but the held-back last chunk arrived, then the stream failed.
     assert len(b"".join(received)) == len(data) - (len(data) % 4096 or 4096)
 
@@ -120,7 +122,7 @@ async def test_every_write_requests_the_configured_encryption(
     seen = record_headers(app)
     small = sample_part10()
     big = small + bytes(6 * 1024 * 1024)  # multipart (above the threshold)
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{app.grpc_port}") as chan:
+    async with plain_aio_channel(f"127.0.0.1:{app.grpc_port}") as chan:
         client = StorageClient(chan, timeout=30)
         ref = instance_ref_of(small, tenant)
         await client.put(ref, small)
@@ -149,7 +151,7 @@ async def test_multipart_object_gets_a_full_object_sha256(
         for start in range(0, len(data), 1 << 20):
             yield data[start : start + (1 << 20)]
 
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{app.grpc_port}") as chan:
+    async with plain_aio_channel(f"127.0.0.1:{app.grpc_port}") as chan:
         stored = await StorageClient(chan, timeout=30).put(ref, stream())
 
     head = raw_s3.head_object(Bucket=bucket_name, Key=stored.object.key, ChecksumMode="ENABLED")

@@ -7,8 +7,8 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from pacs_common.clients.storage import StorageClient
 from pacs_common.dicom import instance_ref_of
-from pacs_storage.client import StorageClient
 from storage_testkit import address_of, synthetic_part10
 
 MIB = 1024 * 1024

@@ -6,8 +6,9 @@ import grpc
 import pytest
 from pacs.events.v1 import instance_events_pb2
 from pacs.type.v1 import instance_pb2
+from pacs_common.clients.storage import StorageClient
 from pacs_common.dicom import instance_ref_of
-from pacs_storage.client import StorageClient
+from pacs_common.errors import PacsError
 from storage_testkit import InstanceEvents, address_of, for_tenant, modified_part10, sample_part10
 
 
@@ -90,9 +91,9 @@ async def test_delete_current_version_keeps_earlier_versions(
     deleted = await events.next(for_tenant(tenant, "pacs.events.v1.InstanceDeleted"))
 
     assert removed == 1
-    with pytest.raises(grpc.aio.AioRpcError) as raised:
+    with pytest.raises(PacsError) as raised:
         await client.head(address_of(ref))
-    assert raised.value.code() == grpc.StatusCode.NOT_FOUND
+    assert raised.value.code == grpc.StatusCode.NOT_FOUND
     assert await client.get(address_of(ref), version_id=first.object.version_id) == original
     assert isinstance(deleted.message, instance_events_pb2.InstanceDeleted)
     assert deleted.record.key == ref.study_instance_uid.encode()
@@ -116,9 +117,9 @@ async def test_delete_all_versions_removes_everything(
     assert removed == 2
     assert again == 0  # nothing left, but a retried Delete still announces
     for version_id in ("", first.object.version_id):
-        with pytest.raises(grpc.aio.AioRpcError) as raised:
+        with pytest.raises(PacsError) as raised:
             await client.get(address_of(ref), version_id=version_id)
-        assert raised.value.code() == grpc.StatusCode.NOT_FOUND
+        assert raised.value.code == grpc.StatusCode.NOT_FOUND
     assert isinstance(deleted.message, instance_events_pb2.InstanceDeleted)
     assert deleted.message.all_versions
     assert [info async for info in client.list_all(tenant)] == []

@@ -12,9 +12,11 @@ import grpc
 import pytest
 from pacs.storage.v1 import storage_service_pb2 as pb
 from pacs.storage.v1 import storage_service_pb2_grpc as pb_grpc
+from pacs_cli.stack import plain_aio_channel
+from pacs_common.clients.storage import StorageClient
 from pacs_common.dicom import instance_ref_of
+from pacs_common.errors import PacsError
 from pacs_storage.app import StorageApp
-from pacs_storage.client import StorageClient
 from storage_testkit import address_of, sample_part10
 
 
@@ -110,21 +112,21 @@ async def test_range_starting_beyond_the_end_is_invalid(client: StorageClient, t
     ref = instance_ref_of(data, tenant)
     await client.put(ref, data)
 
-    with pytest.raises(grpc.aio.AioRpcError) as raised:
+    with pytest.raises(PacsError) as raised:
         await client.get(address_of(ref), offset=len(data) + 10)
-    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert raised.value.code == grpc.StatusCode.INVALID_ARGUMENT
 
 
 async def test_missing_instance_is_not_found(client: StorageClient, tenant: str) -> None:
     ref = address_of(instance_ref_of(sample_part10(), tenant))
 
-    with pytest.raises(grpc.aio.AioRpcError) as on_get:
+    with pytest.raises(PacsError) as on_get:
         await client.get(ref)
-    with pytest.raises(grpc.aio.AioRpcError) as on_head:
+    with pytest.raises(PacsError) as on_head:
         await client.head(ref)
 
-    assert on_get.value.code() == grpc.StatusCode.NOT_FOUND
-    assert on_head.value.code() == grpc.StatusCode.NOT_FOUND
+    assert on_get.value.code == grpc.StatusCode.NOT_FOUND
+    assert on_head.value.code == grpc.StatusCode.NOT_FOUND
 
 
 async def test_service_created_its_bucket_at_start(
@@ -142,7 +144,7 @@ async def test_raw_stub_put_with_header_then_chunks(app: StorageApp, tenant: str
         yield pb.PutRequest(chunk=data[:100])
         yield pb.PutRequest(chunk=data[100:])
 
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{app.grpc_port}") as chan:
+    async with plain_aio_channel(f"127.0.0.1:{app.grpc_port}") as chan:
         stub = pb_grpc.StorageServiceStub(chan)
         response = await stub.Put(requests())
         head = await stub.Head(pb.HeadRequest(instance=address_of(ref)))
@@ -156,7 +158,7 @@ async def test_metrics_endpoint_counts_s3_requests_and_calls(
 ) -> None:
     app = await start_app(storage_settings.model_copy(update={"metrics_port": 0}))
     data = sample_part10()
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{app.grpc_port}") as chan:
+    async with plain_aio_channel(f"127.0.0.1:{app.grpc_port}") as chan:
         await StorageClient(chan).put(instance_ref_of(data, tenant), data)
     assert app.metrics is not None
 

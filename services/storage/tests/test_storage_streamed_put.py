@@ -17,9 +17,10 @@ import pytest
 from pacs.storage.v1 import storage_service_pb2 as pb
 from pacs.storage.v1 import storage_service_pb2_grpc as pb_grpc
 from pacs.type.v1 import instance_pb2
+from pacs_cli.stack import plain_aio_channel
+from pacs_common.clients.storage import StorageClient
 from pacs_common.dicom import instance_ref_of
 from pacs_storage.app import StorageApp
-from pacs_storage.client import StorageClient
 from pacs_storage.keys import object_key
 from pacs_storage.settings import StorageSettings
 from pacs_storage.streamed_put import RequestBodyPipe, StreamAbandonedError
@@ -42,7 +43,7 @@ async def put_raw(app: StorageApp, header: pb.PutHeader, chunks: list[bytes]) ->
         for chunk in chunks:
             yield pb.PutRequest(chunk=chunk)
 
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{app.grpc_port}") as channel:
+    async with plain_aio_channel(f"127.0.0.1:{app.grpc_port}") as channel:
         response: pb.PutResponse = await pb_grpc.StorageServiceStub(channel).Put(requests())
         return response
 
@@ -94,7 +95,7 @@ async def test_the_object_is_written_while_its_stream_arrives_and_a_surplus_remo
             await asyncio.sleep(0.05)
         yield pb.PutRequest(chunk=b"surplus")
 
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{app.grpc_port}") as channel:
+    async with plain_aio_channel(f"127.0.0.1:{app.grpc_port}") as channel:
         with pytest.raises(grpc.aio.AioRpcError) as raised:
             await pb_grpc.StorageServiceStub(channel).Put(requests())
 
@@ -120,7 +121,7 @@ async def test_a_put_cancelled_mid_stream_stores_nothing_and_the_service_goes_on
         half_sent.set()
         await asyncio.Event().wait()  # the rest never comes
 
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{app.grpc_port}") as channel:
+    async with plain_aio_channel(f"127.0.0.1:{app.grpc_port}") as channel:
         call = pb_grpc.StorageServiceStub(channel).Put(requests())
         await half_sent.wait()
         await asyncio.sleep(0.3)  # let the half reach S3's side of the streamed write
@@ -145,7 +146,7 @@ async def test_many_concurrent_puts_with_few_streaming_slots(
     """More Puts at once than streamed writes allowed: the rest are received first; all land."""
     app = await start_app(storage_settings.model_copy(update={"max_streamed_puts": 2}))
     objects = [synthetic_part10(200_000) for _ in range(12)]
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{app.grpc_port}") as channel:
+    async with plain_aio_channel(f"127.0.0.1:{app.grpc_port}") as channel:
         client = StorageClient(channel)
         refs = [instance_ref_of(data, tenant) for data in objects]
         await asyncio.gather(
@@ -171,7 +172,7 @@ async def test_repeat_and_new_version_with_and_without_streaming(
     first = sample_part10()
     second = modified_part10(first)
     ref = instance_ref_of(first, tenant)
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{app.grpc_port}") as channel:
+    async with plain_aio_channel(f"127.0.0.1:{app.grpc_port}") as channel:
         client = StorageClient(channel)
         original = await client.put(ref, first)
         repeated = await client.put(ref, first)

@@ -7,9 +7,9 @@ import hashlib
 from typing import Any
 
 from pacs.events.v1 import instance_events_pb2
+from pacs_common.clients.storage import StorageClient
 from pacs_common.dicom import instance_ref_of
 from pacs_storage.app import StorageApp
-from pacs_storage.client import StorageClient
 from pacs_storage.keys import version_key
 from pacs_storage.versions import object_metadata
 from storage_testkit import InstanceEvents, address_of, for_tenant, modified_part10, sample_part10

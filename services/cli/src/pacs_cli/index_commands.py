@@ -1,19 +1,24 @@
 """``pacs reindex`` and ``pacs index check``: rebuild or verify a tenant's index from storage
-through the indexer's QueryService, with the CLI's bearer token (role ``admin``; see
-:mod:`pacs_cli.credentials`)."""
+through the indexer's QueryService, over mutual TLS as identity ``cli`` and with the CLI's
+bearer token (role ``admin``; see :mod:`pacs_cli.credentials`)."""
 
 from __future__ import annotations
+
+import asyncio
 
 import grpc
 import typer
 from pacs.query.v1 import query_service_pb2 as pb
-from pacs.query.v1 import query_service_pb2_grpc as pb_grpc
-from pacs_common.errors import PacsError, rpc_code, rpc_details
+from pacs_common.clients.query import QueryClient
+from pacs_common.errors import PacsError, UnavailableError
+from pacs_common.grpc_client import open_channel
+from pacs_common.oauth_client import bearer_interceptors
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 from rich.table import Table
 
 from pacs_cli.credentials import cli_credentials
+from pacs_cli.stack import client_tls
 
 console = Console()
 index_app = typer.Typer(help="Inspect the index.", no_args_is_help=True)
@@ -22,26 +27,34 @@ INDEXER_OPTION = typer.Option("127.0.0.1:50052", help="host:port of the indexer'
 TENANT_HELP = "; default: the tenant of the CLI's credentials"
 
 
-def _token_metadata() -> tuple[tuple[str, str]]:
-    """The CLI's bearer token as call metadata; exits with the reason if none can be had."""
-    try:
-        return cli_credentials().metadata()
-    except PacsError as exc:
-        console.print(f"[red]no bearer token: {exc.message}[/red]")
-        raise typer.Exit(1) from exc
-
-
-def _fail(exc: grpc.RpcError, target: str) -> typer.Exit:
-    code = rpc_code(exc)
-    details = rpc_details(exc)
-    if details is None:
-        details = str(exc)
-    console.print(f"[red]indexer at {target} answered {code}: {details}[/red]")
-    if code == grpc.StatusCode.UNAVAILABLE:
+def _fail(exc: PacsError, target: str) -> typer.Exit:
+    console.print(f"[red]indexer at {target} answered {exc.code.name}: {exc.message}[/red]")
+    if isinstance(exc, UnavailableError):
         console.print("Is the stack running? Start it with `pacs up` (or pass --indexer).")
-    elif code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
+    elif exc.code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
         console.print("Check PACS_CLI_CLIENT_ID/SECRET (an admin client of that tenant).")
     return typer.Exit(1)
+
+
+def _indexer(target: str) -> grpc.aio.Channel:
+    """A channel to the indexer that presents the CLI's certificate and bearer token."""
+    return open_channel(target, client_tls(), interceptors=bearer_interceptors(cli_credentials()))
+
+
+async def _reindex(tenant: str, target: str) -> pb.ReindexResponse:
+    async with _indexer(target) as channel:
+        last = pb.ReindexResponse()
+        columns = [*Progress.get_default_columns()[:-1], MofNCompleteColumn(), TimeElapsedColumn()]
+        with Progress(*columns, BarColumn(bar_width=None), console=console) as progress:
+            task = progress.add_task(f"reindexing {tenant or 'tenant'}", total=None)
+            async for last in QueryClient(channel).reindex(tenant):
+                progress.update(task, total=last.total, completed=last.processed + last.failed)
+        return last
+
+
+async def _check(tenant: str, target: str, max_listed: int) -> pb.CheckIndexResponse:
+    async with _indexer(target) as channel:
+        return await QueryClient(channel).check_index(tenant, max_listed)
 
 
 def reindex(
@@ -49,18 +62,10 @@ def reindex(
     indexer: str = INDEXER_OPTION,
 ) -> None:
     """Rebuild a tenant's index from what storage holds (idempotent; safe to rerun)."""
-    metadata = _token_metadata()
-    with grpc.insecure_channel(indexer) as channel:
-        stub = pb_grpc.QueryServiceStub(channel)
-        last = pb.ReindexResponse()
-        columns = [*Progress.get_default_columns()[:-1], MofNCompleteColumn(), TimeElapsedColumn()]
-        try:
-            with Progress(*columns, BarColumn(bar_width=None), console=console) as progress:
-                task = progress.add_task(f"reindexing {tenant or 'tenant'}", total=None)
-                for last in stub.Reindex(pb.ReindexRequest(tenant=tenant), metadata=metadata):
-                    progress.update(task, total=last.total, completed=last.processed + last.failed)
-        except grpc.RpcError as exc:
-            raise _fail(exc, indexer) from exc
+    try:
+        last = asyncio.run(_reindex(tenant, indexer))
+    except PacsError as exc:
+        raise _fail(exc, indexer) from exc
     console.print(f"{last.processed} of {last.total} instances indexed, {last.failed} failed")
     if last.failed:
         console.print("See the indexer's log for why; `pacs index check` lists what is missing.")
@@ -74,15 +79,10 @@ def check(
     max_listed: int = typer.Option(20, help="discrepancies listed of each kind"),
 ) -> None:
     """Report instances in storage but not indexed, and indexed but not in storage."""
-    metadata = _token_metadata()
-    with grpc.insecure_channel(indexer) as channel:
-        stub = pb_grpc.QueryServiceStub(channel)
-        try:
-            result = stub.CheckIndex(
-                pb.CheckIndexRequest(tenant=tenant, max_listed=max_listed), metadata=metadata
-            )
-        except grpc.RpcError as exc:
-            raise _fail(exc, indexer) from exc
+    try:
+        result = asyncio.run(_check(tenant, indexer, max_listed))
+    except PacsError as exc:
+        raise _fail(exc, indexer) from exc
     console.print(
         f"tenant {tenant or '(of the credentials)'}: {result.stored_count} in storage, "
         f"{result.indexed_count} indexed; "

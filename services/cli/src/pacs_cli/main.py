@@ -10,7 +10,15 @@ from rich.console import Console
 from rich.table import Table
 
 from pacs_cli.index_commands import index_app, reindex
-from pacs_cli.stack import REPO, Stack, StackConfig, grpc_serving, load_infra_env, port_open
+from pacs_cli.stack import (
+    REPO,
+    Stack,
+    StackConfig,
+    ensure_local_pki,
+    grpc_serving,
+    load_infra_env,
+    port_open,
+)
 
 app = typer.Typer(help="Run a local cloudpacs stack.", no_args_is_help=True)
 app.command()(reindex)
@@ -34,6 +42,7 @@ def up(timeout: float = typer.Option(90.0, help="seconds to wait for each servic
     """Start the infrastructure and every service; return when all are ready."""
     started = time.monotonic()
     _run_infra("up.sh")
+    ensure_local_pki()  # the CA and each service's certificate, for mutual TLS
     stack = _default_stack()
     for process in stack.processes:
         with console.status(f"starting {process.spec.name}…"):

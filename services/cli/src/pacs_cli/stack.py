@@ -12,8 +12,10 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import grpc
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -21,9 +23,12 @@ from aiokafka.admin import AIOKafkaAdminClient
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from pacs_common.events import TOPIC_INSTANCES
 from pacs_common.kafka_client import kafka_client_options
+from pacs_common.pki import ensure_pki
 from pacs_common.settings import KafkaSettings
+from pacs_common.tls import LOCAL_IDENTITIES, TlsConfigError, TlsSettings
 
 REPO = Path(__file__).resolve().parents[4]
+PKI_DIR = REPO / ".cache" / "pki"
 
 
 @dataclass(frozen=True)
@@ -37,7 +42,10 @@ class ServiceSpec:
     env: dict[str, str] = field(default_factory=dict)
 
 
-_UNTIL_MTLS = {"PACS_AUTH_REQUIRED": "false"}
+# The gateway queries the indexer for DICOM callers it admitted itself (by the site registry):
+# the indexer recognises it by its mutual-TLS certificate and takes the tenant from the request.
+# Every other caller (the `pacs` CLI, applications) needs a bearer token.
+_INDEXER_TRUSTS_GATEWAY = {"PACS_AUTH_TRUSTED_SERVICES": "gateway"}
 
 
 @dataclass
@@ -55,11 +63,7 @@ class StackConfig:
         """The services in start order (each depends only on the ones before it)."""
         return [
             ServiceSpec("storage", "pacs_storage", self.storage_port),
-            # The gateway queries the indexer as an internal service, which the indexer will
-            # recognise by its mTLS certificate (PACS_AUTH_TRUSTED_SERVICES=gateway). Until the
-            # service channels are mutual TLS, this local indexer trusts token-less calls;
-            # tokens, when sent (the `pacs` CLI, applications), are still verified.
-            ServiceSpec("indexer", "pacs_indexer", self.indexer_port, env=_UNTIL_MTLS),
+            ServiceSpec("indexer", "pacs_indexer", self.indexer_port, env=_INDEXER_TRUSTS_GATEWAY),
             ServiceSpec("gateway", "pacs_gateway", self.gateway_port, {"dicom": self.dicom_port}),
         ]
 
@@ -77,6 +81,7 @@ class StackConfig:
                 "PACS_GATEWAY_STORAGE_TARGET": f"127.0.0.1:{self.storage_port}",
                 "PACS_GATEWAY_INDEXER_TARGET": f"127.0.0.1:{self.indexer_port}",
                 "PACS_INDEXER_DATABASE_URL": f"sqlite:///{self.run_dir / 'index.sqlite'}",
+                "PACS_TLS_DIR": str(tls_dir()),
                 "PYTHONUNBUFFERED": "1",
             }
         )
@@ -105,8 +110,51 @@ def load_infra_env() -> dict[str, str]:
 
 
 def infra_environment() -> dict[str, str]:
-    """The process environment, plus the ``infra/up.sh`` endpoints it does not set itself."""
-    return {**load_infra_env(), **os.environ}
+    """The process environment, plus the ``infra/up.sh`` endpoints it does not set itself, plus
+    the local certificate directory (``PACS_TLS_DIR``) unless either names one."""
+    return {"PACS_TLS_DIR": str(PKI_DIR), **load_infra_env(), **os.environ}
+
+
+def tls_dir() -> Path:
+    """Where the local certificates are: ``PACS_TLS_DIR`` (environment, then ``infra.env``),
+    else ``.cache/pki`` of this checkout."""
+    return Path(infra_environment()["PACS_TLS_DIR"])
+
+
+def ensure_local_pki() -> Path:
+    """Create the local CA and the certificates of every local identity if missing (idempotent,
+    the same files ``infra/up.sh`` makes); returns their directory."""
+    directory = tls_dir()
+    ensure_pki(directory, LOCAL_IDENTITIES)
+    return directory
+
+
+def client_tls(identity: str = "cli") -> TlsSettings:
+    """TLS settings of a local client: ``PACS_TLS_*`` from the environment, the local
+    certificate directory by default, acting as ``identity`` (the CLI, tests, benches)."""
+    settings = TlsSettings()
+    if settings.dir is None:
+        settings = settings.model_copy(update={"dir": tls_dir()})
+    return settings.as_identity(identity)
+
+
+def sync_channel(target: str, tls: TlsSettings | None = None) -> grpc.Channel:
+    """A blocking channel to ``target`` with mutual TLS (as ``cli`` unless ``tls`` says)."""
+    tls = tls or client_tls()
+    if not tls.enabled:
+        return grpc.insecure_channel(target)
+    return grpc.secure_channel(target, tls.channel_credentials())
+
+
+def plain_aio_channel(
+    target: str, tls: TlsSettings | None = None, interceptors: Sequence[Any] = ()
+) -> grpc.aio.Channel:
+    """An async channel with mutual TLS (as ``cli`` unless ``tls`` says) and grpcio's own
+    defaults: no retry policy, unlike :func:`pacs_common.grpc_client.open_channel`, for tests
+    that must see every attempt's own outcome. ``interceptors``: for example a bearer token's."""
+    return grpc.aio.secure_channel(
+        target, (tls or client_tls()).channel_credentials(), interceptors=list(interceptors)
+    )
 
 
 def free_port() -> int:
@@ -118,8 +166,13 @@ def free_port() -> int:
 
 
 def grpc_serving(port: int, timeout_s: float = 1.0) -> bool:
-    """True if the gRPC health service on ``port`` answers SERVING."""
-    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+    """True if the gRPC health service on ``port`` answers SERVING (over mutual TLS; without
+    the local certificates nothing can answer, so False)."""
+    try:
+        channel = sync_channel(f"127.0.0.1:{port}")
+    except TlsConfigError:
+        return False
+    with channel:
         stub = health_pb2_grpc.HealthStub(channel)
         try:
             reply = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=timeout_s)
@@ -228,6 +281,7 @@ class Stack:
 
     def start(self, timeout_s: float = 60.0) -> None:
         """Start every service and wait until each is ready; stops all on failure."""
+        ensure_local_pki()
         env = self.config.service_env()
         try:
             for process in self.processes:

@@ -1,17 +1,16 @@
 """gRPC server bootstrap shared by every service.
 
 :func:`build_server` returns a ``grpc.aio`` server with the error-mapping interceptor, the
-standard health service (``grpc.health.v1``) and reflection; :class:`GrpcServerRunner` starts it,
-flips health to SERVING, and on SIGTERM/SIGINT sets NOT_SERVING, stops with a grace period and
-runs the service's own cleanup.
+standard health service (``grpc.health.v1``) and reflection. Services do not call it
+themselves: :class:`pacs_common.service_host.ServiceHost` builds, binds (mutual TLS), starts and
+stops it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import signal
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any
 
 import grpc
@@ -106,6 +105,7 @@ def build_server(
     register: Callable[[grpc.aio.Server], None],
     service_names: Iterable[str],
     interceptors: Iterable[Any] = (),
+    authorization: Iterable[Any] = (),
 ) -> tuple[grpc.aio.Server, HealthServicer]:
     """Create a server with health, reflection and error mapping; ``register`` adds servicers.
 
@@ -113,12 +113,19 @@ def build_server(
         register: adds the service's own servicers to the server.
         service_names: full names of those services, for health and reflection.
         interceptors: extra interceptors, run after error mapping.
+        authorization: interceptors that refuse callers, run before error mapping (their
+            refusals are answers, not errors of the handler).
     """
     names = list(service_names)
     # Every server continues its callers' traces; the provider is named after the first service.
     configure_tracing(names[0] if names else "cloudpacs")
     server = grpc.aio.server(
-        interceptors=[*server_interceptors(), ErrorMappingInterceptor(), *interceptors],
+        interceptors=[
+            *server_interceptors(),
+            *authorization,
+            ErrorMappingInterceptor(),
+            *interceptors,
+        ],
         options=[
             ("grpc.max_receive_message_length", 16 * 1024 * 1024),
             ("grpc.max_send_message_length", 16 * 1024 * 1024),
@@ -135,61 +142,5 @@ def build_server(
         ],
         server,
     )
-    # Health answers SERVICE_UNKNOWN until GrpcServerRunner.start() reports SERVING.
+    # Health answers SERVICE_UNKNOWN until ServiceHost.start() reports SERVING.
     return server, health_servicer
-
-
-class GrpcServerRunner:
-    """Runs one service's server until SIGTERM/SIGINT, then shuts down gracefully."""
-
-    def __init__(
-        self,
-        server: grpc.aio.Server,
-        health_servicer: HealthServicer,
-        service_names: Iterable[str],
-        grace_s: float = 10.0,
-    ) -> None:
-        self.server = server
-        self.health = health_servicer
-        self.service_names = ["", *service_names]
-        self.grace_s = grace_s
-        self._stopped = asyncio.Event()
-        self._stopping = False
-
-    def bind(self, host: str, port: int) -> int:
-        """Bind an insecure port (mTLS comes from the mesh or a later issue); returns the port."""
-        bound = self.server.add_insecure_port(f"{host}:{port}")
-        if bound == 0:
-            raise SystemExit(f"cannot bind gRPC port {host}:{port}; is it already in use?")
-        return bound
-
-    async def start(self) -> None:
-        """Start serving and report SERVING."""
-        await self.server.start()
-        for name in self.service_names:
-            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
-
-    async def stop(self) -> None:
-        """NOT_SERVING, then stop with the grace period; safe to call twice."""
-        if self._stopping:
-            await self._stopped.wait()
-            return
-        self._stopping = True
-        for name in self.service_names:
-            await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
-        await self.server.stop(self.grace_s)
-        self._stopped.set()
-
-    async def run_until_signalled(
-        self, cleanup: Callable[[], Awaitable[None]] | None = None
-    ) -> None:
-        """Serve until SIGTERM or SIGINT; then stop and run ``cleanup`` (flush, commit, close)."""
-        loop = asyncio.get_running_loop()
-        signalled = asyncio.Event()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, signalled.set)
-        await signalled.wait()
-        log.info("shutting down")
-        await self.stop()
-        if cleanup is not None:
-            await cleanup()

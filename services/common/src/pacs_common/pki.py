@@ -15,6 +15,7 @@ Usage: ``python -m pacs_common.pki DIRECTORY IDENTITY [IDENTITY ...]`` (idempote
 from __future__ import annotations
 
 import datetime
+import fcntl
 import ipaddress
 import os
 import sys
@@ -193,9 +194,16 @@ def issue(
 
 
 def ensure_pki(directory: Path, names: Iterable[str]) -> dict[str, Identity]:
-    """The CA and one certificate per name in ``directory``, created where missing or expiring."""
-    ca = ensure_ca(directory)
-    return {name: issue(directory, name, ca) for name in names}
+    """The CA and one certificate per name in ``directory``, created where missing or expiring.
+
+    Processes that run this at once (``make up``, test sessions) take turns on a lock file, so
+    they never create two different CAs.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    with (directory / ".lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        ca = ensure_ca(directory)
+        return {name: issue(directory, name, ca) for name in names}
 
 
 def main(argv: list[str]) -> int:

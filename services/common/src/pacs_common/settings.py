@@ -14,6 +14,8 @@ from typing import Literal, Self, TypeVar
 from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from pacs_common.tls import TlsSettings
+
 SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
 """Kafka's ``security.protocol`` values."""
 SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
@@ -123,7 +125,25 @@ class ServiceSettings(BaseSettings):
     log_patient_data: bool = Field(
         False, description="only for debugging on test data: allows PHI in log records"
     )
-    shutdown_grace_s: float = Field(10.0, ge=0)
+    shutdown_grace_s: float = Field(
+        10.0, ge=0, description="one deadline for the whole stop: drain calls, consumers, flush"
+    )
+    metrics_port: int | None = Field(
+        None, ge=0, le=65535, description="Prometheus /metrics port; None = off, 0 = free port"
+    )
+    grpc_tls: TlsSettings = Field(
+        default_factory=TlsSettings, description="mutual TLS of gRPC (PACS_TLS_*)"
+    )
+    allowed_peers: list[str] = Field(
+        default_factory=list,
+        description="identities (certificate common names) that may call this service's APIs; "
+        "health and reflection answer any peer with a certificate from the CA",
+    )
+
+    @model_validator(mode="after")
+    def _identity_defaults_to_the_service_name(self) -> Self:
+        self.grpc_tls = self.grpc_tls.as_identity(self.service_name)
+        return self
 
     @classmethod
     def load(cls) -> Self:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any
 
 import grpc
@@ -16,10 +17,10 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from pacs.ingest.v1 import ingest_service_pb2, ingest_service_pb2_grpc
 from pacs.query.v1 import query_service_pb2_grpc
 from pacs.storage.v1 import storage_service_pb2
+from pacs_common.clients.storage import StorageClient
 from pacs_common.grpc_client import open_channel
-from pacs_common.grpc_server import GrpcServerRunner, build_server
-from pacs_common.metrics import GrpcMetricsInterceptor, MetricsServer, start_metrics_server
-from pacs_storage.client import StorageClient
+from pacs_common.metrics import MetricsServer
+from pacs_common.service_host import ServiceHost
 from pynetdicom import _config as pynetdicom_config
 from pynetdicom import evt
 
@@ -57,8 +58,8 @@ class _Clients:
     """The service clients, created inside the io loop."""
 
     def __init__(self, settings: GatewaySettings) -> None:
-        self.storage_channel = open_channel(settings.storage_target)
-        self.indexer_channel = open_channel(settings.indexer_target)
+        self.storage_channel = open_channel(settings.storage_target, settings.grpc_tls)
+        self.indexer_channel = open_channel(settings.indexer_target, settings.grpc_tls)
         self.storage = StorageClient(self.storage_channel)
         self.finder = Finder(
             query_service_pb2_grpc.QueryServiceStub(self.indexer_channel), settings.query_timeout
@@ -101,16 +102,20 @@ class GatewayApp:
         self._network_policy = NetworkPolicy(
             settings.allowed_networks, settings.default_tenant, self._called_ae()
         )
-        self._runner: GrpcServerRunner | None = None
+        self._host: ServiceHost | None = None
         self._clients: _Clients | None = None
         self._dimse: DimseServer | None = None
         self._commitment: StorageCommitmentScp | None = None
-        self.metrics: MetricsServer | None = None
         self._started = False
         self._stopped = False
 
     def _called_ae(self) -> str | None:
         return self.settings.ae_title if self.settings.require_called_ae_title else None
+
+    @property
+    def metrics(self) -> MetricsServer | None:
+        """The /metrics endpoint (first worker, with ``metrics_port`` set, after start)."""
+        return self._host.metrics if self._host is not None else None
 
     @property
     def dimse(self) -> DimseServer:
@@ -160,10 +165,6 @@ class GatewayApp:
             )
         if self._registry is not None:
             self._registry.start()
-        if settings.metrics_port is not None and settings.serve_grpc:
-            # Workers other than the first record into PROMETHEUS_MULTIPROC_DIR (if set);
-            # the first one serves /metrics for all of them.
-            self.metrics = start_metrics_server(settings.metrics_port, settings.grpc_host)
         log.info(
             "gateway started",
             extra={
@@ -185,14 +186,16 @@ class GatewayApp:
             settings.max_file_bytes,
             clients.storage_ready,
         )
-        server, health = build_server(
-            lambda s: ingest_service_pb2_grpc.add_IngestServiceServicer_to_server(servicer, s),
+        # The host serves IngestService and /metrics in the first worker only: the others
+        # record into PROMETHEUS_MULTIPROC_DIR (if set), and the first one serves all of them.
+        self._host = ServiceHost(
+            settings,
             [INGEST_SERVICE],
-            interceptors=[GrpcMetricsInterceptor(), authorization(settings.auth)],
+            lambda s: ingest_service_pb2_grpc.add_IngestServiceServicer_to_server(servicer, s),
+            interceptors=[authorization(settings.auth)],
         )
-        self._runner = GrpcServerRunner(server, health, [INGEST_SERVICE], settings.shutdown_grace_s)
-        self.grpc_port = self._runner.bind(settings.grpc_host, settings.grpc_port)
-        await self._runner.start()
+        await self._host.start()
+        self.grpc_port = self._host.port
 
     def _ingest(self) -> Ingest:
         assert self._clients is not None
@@ -260,22 +263,30 @@ class GatewayApp:
         if self._stopped or not self._started:
             return
         self._stopped = True
+        # One deadline for the whole stop, shared by the DICOM side and the service host. Both
+        # stop accepting at once and drain side by side; the channels to storage and the
+        # indexer, which both sides use while draining, close last.
+        deadline = time.monotonic() + self.settings.shutdown_grace_s
         if self._registry is not None:
             self._registry.stop()
+        grpc_stopped = (
+            asyncio.run_coroutine_threadsafe(self._host.stop(deadline), self._io.loop)
+            if self._host is not None
+            else None
+        )
         if self._dimse is not None:
-            self._dimse.stop(self.settings.shutdown_grace_s)
-        if self.metrics is not None:
-            self.metrics.stop()
+            self._dimse.stop(_remaining(deadline))
         if self._commitment is not None:
-            self._commitment.join(self.settings.shutdown_grace_s)
-        self._io.run(self._stop_io(), timeout=self.settings.shutdown_grace_s + 10)
+            self._commitment.join(_remaining(deadline))
+        if grpc_stopped is not None:
+            grpc_stopped.result(_remaining(deadline) + 10)
+        if self._clients is not None:
+            self._io.run(self._clients.close(), timeout=10)
         self._io.stop()
 
-    async def _stop_io(self) -> None:
-        if self._runner is not None:
-            await self._runner.stop()
-        if self._clients is not None:
-            await self._clients.close()
+
+def _remaining(deadline: float) -> float:
+    return max(0.0, deadline - time.monotonic())
 
 
 def _handle_echo(event: Any) -> int:

@@ -22,7 +22,8 @@ from pacs_gateway.upstream import from_exception
 
 
 class InstanceStore(Protocol):
-    """What the gateway needs from the storage service (``pacs_storage.client.StorageClient``)."""
+    """What the gateway needs from the storage service (a
+    :class:`pacs_common.clients.storage.StorageClient`)."""
 
     async def put(
         self, instance: instance_pb2.InstanceRef, data: bytes

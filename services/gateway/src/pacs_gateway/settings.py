@@ -41,6 +41,10 @@ class GatewaySettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="PACS_GATEWAY_", extra="ignore")
 
     service_name: str = "gateway"
+    allowed_peers: list[str] = Field(
+        default_factory=lambda: ["cli", "dicomweb"],
+        description="identities that may call IngestService (PACS_GATEWAY_ALLOWED_PEERS, JSON)",
+    )
     grpc_port: int = Field(50053, ge=0, le=65535, description="IngestService; 0 = free port")
     metrics_port: int | None = Field(
         None, ge=0, le=65535, description="Prometheus /metrics port; None = off, 0 = free port"

@@ -9,14 +9,12 @@ import logging
 import grpc
 from pacs.query.v1 import query_service_pb2 as query_pb
 from pacs.query.v1 import query_service_pb2_grpc as query_grpc
+from pacs_common.clients.storage import StorageClient
 from pacs_common.errors import PacsError
 from pacs_common.events import TOPIC_INSTANCES, EventConsumer, EventPublisher
 from pacs_common.grpc_client import open_channel
-from pacs_common.grpc_server import GrpcServerRunner, build_server
-from pacs_common.logging import configure_logging
-from pacs_common.metrics import GrpcMetricsInterceptor, MetricsServer, start_metrics_server
-from pacs_common.telemetry import configure_tracing
-from pacs_storage.client import StorageClient
+from pacs_common.metrics import MetricsServer
+from pacs_common.service_host import ServiceHost, StopStage, configure_process
 
 from pacs_indexer.consumer import IndexEventHandler
 from pacs_indexer.database import Database
@@ -41,23 +39,34 @@ class IndexerApp:
             self.extras = ExtraAttributes(settings.extra_attributes)
         except PacsError as exc:
             raise SystemExit(f"PACS_INDEXER_EXTRA_ATTRIBUTES: {exc.message}") from exc
-        self.grpc_port = 0
         self._storage: grpc.aio.Channel | None = None
         self._publisher: EventPublisher | None = None
         self.consumer: EventConsumer | None = None
         self.servicer = QueryServicer(
             self.database, settings.max_results, settings.fuzzy_matching_default, self.extras
         )
-        server, health = build_server(
-            lambda s: query_grpc.add_QueryServiceServicer_to_server(self.servicer, s),
+        self.host = ServiceHost(
+            settings,
             [SERVICE_NAME],
-            interceptors=[GrpcMetricsInterceptor(), authorization(settings.auth)],
+            lambda s: query_grpc.add_QueryServiceServicer_to_server(self.servicer, s),
+            interceptors=[authorization(settings.auth)],
         )
-        self.metrics: MetricsServer | None = None
-        self.runner = GrpcServerRunner(server, health, [SERVICE_NAME], settings.shutdown_grace_s)
-        self._started = False
-        self._stopped = False
         self._statistics: asyncio.Task[None] | None = None
+        host = self.host
+        host.on_stop("statistics", self._stop_statistics, StopStage.CONSUMERS)
+        host.on_stop("consumer", self._stop_consumer, StopStage.CONSUMERS)
+        host.on_stop("publisher", self._stop_publisher, StopStage.PRODUCERS)
+        host.on_stop("resources", self._close, StopStage.RESOURCES)
+
+    @property
+    def grpc_port(self) -> int:
+        """The bound gRPC port (after :meth:`start`)."""
+        return self.host.port
+
+    @property
+    def metrics(self) -> MetricsServer | None:
+        """The /metrics endpoint (with ``metrics_port`` set, after :meth:`start`)."""
+        return self.host.metrics
 
     async def start(self) -> None:
         """Migrate the schema, start consuming events (if enabled), then serve queries.
@@ -78,7 +87,7 @@ class IndexerApp:
             # Once per newly configured attribute; large indexes make this start-up slower.
             await asyncio.to_thread(self._backfill)
         if self.settings.consume_events:
-            self._storage = open_channel(self.settings.storage_target)
+            self._storage = open_channel(self.settings.storage_target, self.settings.grpc_tls)
             self._publisher = EventPublisher(self.settings.kafka, source="indexer")
             await self._publisher.start()
             storage = StorageClient(self._storage, timeout=60)
@@ -97,31 +106,33 @@ class IndexerApp:
                 self._publisher,
             )
             await self.consumer.start()
-        if self.settings.metrics_port is not None:
-            self.metrics = start_metrics_server(self.settings.metrics_port, self.settings.grpc_host)
-        self.grpc_port = self.runner.bind(self.settings.grpc_host, self.settings.grpc_port)
-        await self.runner.start()
-        self._started = True
+        await self.host.start()
         log.info("indexer started", extra={"grpc_port": self.grpc_port})
 
     async def stop(self) -> None:
-        """Stop serving, stop consuming (after the event in hand), close; safe twice."""
-        if self._stopped:
-            return
-        self._stopped = True
+        """Drain queries, stop consuming (after the event in hand), flush, close: one deadline.
+
+        Safe to call twice.
+        """
+        await self.host.stop()
+
+    async def _stop_statistics(self) -> None:
         if self._statistics is not None:
             self._statistics.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._statistics
-        await self.runner.stop()
+
+    async def _stop_consumer(self) -> None:
         if self.consumer is not None:
             await self.consumer.stop()
+
+    async def _stop_publisher(self) -> None:
         if self._publisher is not None:
             await self._publisher.stop()
+
+    async def _close(self) -> None:
         if self._storage is not None:
             await self._storage.close(grace=None)
-        if self.metrics is not None:
-            self.metrics.stop()
         self.database.dispose()
 
     async def _refresh_statistics(self) -> None:
@@ -146,8 +157,7 @@ def create_app(settings: IndexerSettings) -> IndexerApp:
 async def serve() -> None:
     """Run the indexer with settings from the environment until SIGTERM."""
     settings = IndexerSettings.load()
-    configure_logging(settings.service_name, settings.log_level, settings.log_patient_data)
-    configure_tracing(settings.service_name)
+    configure_process(settings)
     app = create_app(settings)
     await app.start()
-    await app.runner.run_until_signalled(app.stop)
+    await app.host.run_until_signalled()

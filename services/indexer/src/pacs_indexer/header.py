@@ -1,7 +1,7 @@
 """Reading an instance's header from the storage service without reading its pixel data.
 
 The first ``prefix_bytes`` of the object are fetched with a ranged ``StorageService.Get`` (through
-:class:`pacs_storage.client.StorageClient`) and
+:class:`pacs_common.clients.storage.StorageClient`) and
 parsed with ``stop_before_pixels``. pydicom parses a truncated prefix without complaint, so the
 parse counts as complete only when the whole object was read or parsing stopped exactly at a
 Pixel Data element (PS3.5 7.1, tags (7FE0,0008/0009/0010)); otherwise a larger range is read,
@@ -14,10 +14,9 @@ from __future__ import annotations
 import io
 import logging
 
-import grpc
 from pacs.type.v1 import instance_pb2
-from pacs_common.errors import InvalidArgumentError, NotFoundError, PacsError, UnavailableError
-from pacs_storage.client import StorageClient
+from pacs_common.clients.storage import StorageClient
+from pacs_common.errors import InvalidArgumentError, PermissionDeniedError, UnavailableError
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
@@ -65,27 +64,22 @@ class HeaderReader:
         """
         try:
             return await self.storage.head(instance)
-        except grpc.aio.AioRpcError as exc:
-            raise _translate(exc, instance) from exc
+        except PermissionDeniedError as exc:
+            raise _refused(exc) from exc
 
     async def _get(self, instance: instance_pb2.InstanceRef, length: int) -> bytes:
         try:
             return await self.storage.get(instance, offset=0, length=length)
-        except grpc.aio.AioRpcError as exc:
-            raise _translate(exc, instance) from exc
+        except PermissionDeniedError as exc:
+            raise _refused(exc) from exc
 
 
-def _translate(exc: grpc.aio.AioRpcError, instance: instance_pb2.InstanceRef) -> PacsError:
-    """Storage's status as a domain error; UNAVAILABLE stays retriable."""
-    if exc.code() == grpc.StatusCode.NOT_FOUND:
-        return NotFoundError(f"storage has no object for {instance.sop_instance_uid}")
-    if exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
-        return UnavailableError(f"storage unavailable: {exc.details()}")
-    if exc.code() == grpc.StatusCode.INVALID_ARGUMENT:
-        # The event itself addresses nothing valid: dead-letter it at once, no retry can help.
-        return InvalidArgumentError(f"storage refused the event's address: {exc.details()}")
-    # Anything else (DATA_LOSS, INTERNAL, …) is retried a few times, then dead-lettered.
-    return PacsError(f"storage answered {exc.code().name}: {exc.details()}")
+def _refused(exc: PermissionDeniedError) -> UnavailableError:
+    """Storage refusing this service's identity is a deployment error that no event can get
+    past: wait (retriable) until it is fixed instead of dead-lettering every event meanwhile.
+    Every other failure comes translated by the client (NOT_FOUND and INVALID_ARGUMENT are
+    permanent, UNAVAILABLE retriable, the rest retried a few times then dead-lettered)."""
+    return UnavailableError(f"storage refused the indexer's identity: {exc.message}")
 
 
 def _parse(data: bytes, complete: bool) -> Dataset | None:

@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from pacs.type.v1 import instance_pb2
-from pacs_storage.client import StorageClient
+from pacs_common.clients.storage import StorageClient
 from sqlalchemy import select
 
 from pacs_indexer.consumer import IndexEventHandler

@@ -14,6 +14,10 @@ class IndexerSettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="PACS_INDEXER_", extra="ignore")
 
     service_name: str = "indexer"
+    allowed_peers: list[str] = Field(
+        default_factory=lambda: ["gateway", "cli", "dicomweb", "deid", "hl7"],
+        description="identities that may call QueryService (PACS_INDEXER_ALLOWED_PEERS, JSON)",
+    )
     grpc_port: int = Field(50052, ge=0, le=65535, description="0 picks a free port (tests)")
     metrics_port: int | None = Field(
         None, ge=0, le=65535, description="Prometheus /metrics port; None = off, 0 = free port"

@@ -14,13 +14,11 @@ import contextlib
 import logging
 from concurrent.futures import ThreadPoolExecutor
 
-from grpc_health.v1 import health_pb2
 from pacs.storage.v1 import storage_service_pb2_grpc as pb_grpc
 from pacs_common.errors import PacsError
-from pacs_common.grpc_server import GrpcServerRunner, build_server
-from pacs_common.logging import configure_logging
-from pacs_common.metrics import GrpcMetricsInterceptor, MetricsServer, start_metrics_server
+from pacs_common.metrics import MetricsServer
 from pacs_common.s3 import make_s3_client
+from pacs_common.service_host import ServiceHost, StopStage, configure_process
 
 from pacs_storage.announcer import Announcer
 from pacs_storage.bucket import Bucket
@@ -29,9 +27,6 @@ from pacs_storage.settings import StorageSettings
 from pacs_storage.store import InstanceStore
 
 log = logging.getLogger(__name__)
-
-_SERVING = health_pb2.HealthCheckResponse.SERVING
-_NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 
 def sse_arguments(settings: StorageSettings) -> dict[str, str]:
@@ -45,7 +40,7 @@ def sse_arguments(settings: StorageSettings) -> dict[str, str]:
 
 
 class StorageApp:
-    """One storage service: gRPC server, S3 bucket, Kafka announcer."""
+    """One storage service: its S3 bucket and Kafka announcer on the service host."""
 
     def __init__(self, settings: StorageSettings) -> None:
         self.settings = settings
@@ -56,21 +51,27 @@ class StorageApp:
         )
         self.store = InstanceStore(self.bucket, self.announcer, settings)
         servicer = StorageServicer(self.store)
-        server, health = build_server(
-            lambda srv: pb_grpc.add_StorageServiceServicer_to_server(servicer, srv),
+        self.host = ServiceHost(
+            settings,
             [SERVICE_NAME],
-            interceptors=[GrpcMetricsInterceptor()],
+            lambda srv: pb_grpc.add_StorageServiceServicer_to_server(servicer, srv),
         )
-        self.health = health
-        self.runner = GrpcServerRunner(server, health, [SERVICE_NAME], settings.shutdown_grace_s)
-        self.grpc_port = self.runner.bind(settings.grpc_host, settings.grpc_port)
-        self.metrics: MetricsServer | None = None
-        self._started = False
-        self._stopped = False
+        self.host.on_stop("announcer", self.announcer.stop, StopStage.PRODUCERS)
+        self.host.on_stop("resources", self._close, StopStage.RESOURCES)
         self._health_tasks: set[asyncio.Task[None]] = set()
 
+    @property
+    def grpc_port(self) -> int:
+        """The bound gRPC port (after :meth:`start`)."""
+        return self.host.port
+
+    @property
+    def metrics(self) -> MetricsServer | None:
+        """The /metrics endpoint (with ``metrics_port`` set, after :meth:`start`)."""
+        return self.host.metrics
+
     def _kafka_changed(self, ready: bool) -> None:
-        if not self._started or self._stopped:
+        if self.host.port == 0 or self.host.stopping:
             return
         task = asyncio.create_task(self._update_health())
         self._health_tasks.add(task)
@@ -79,39 +80,40 @@ class StorageApp:
     async def _update_health(self) -> None:
         """StorageService is SERVING only while events can be published (read at the moment
         of setting, so concurrent updates cannot leave a stale status behind)."""
-        if self._stopped:
-            return
-        status = _SERVING if self.announcer.ready else _NOT_SERVING
-        await self.health.set(SERVICE_NAME, status)
+        await self.host.set_serving(SERVICE_NAME, self.announcer.ready)
 
     async def start(self) -> None:
-        """Create the bucket if possible, connect to Kafka if possible, and serve."""
+        """Create the bucket if possible, connect to Kafka if possible, and serve.
+
+        If a step fails (a missing certificate, a port in use), what was started is stopped
+        again before the error propagates.
+        """
+        try:
+            await self._start()
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def _start(self) -> None:
         # boto3 calls run in the loop's default executor, and a Put streamed to S3 holds a
         # worker while its stream arrives: size it past asyncio's default (CPU count + 4) so
         # that other S3 calls never wait behind streamed Puts.
         asyncio.get_running_loop().set_default_executor(
             ThreadPoolExecutor(self.settings.max_streamed_puts + 16, thread_name_prefix="s3")
         )
-        if self.settings.metrics_port is not None:
-            self.metrics = start_metrics_server(self.settings.metrics_port, self.settings.grpc_host)
         try:
             await self.store.ensure_bucket()
         except PacsError as exc:
             log.warning("S3 unreachable at start; bucket checked again on first use: %s", exc)
         await self.announcer.start()
-        await self.runner.start()
-        self._started = True
+        await self.host.start()
         await self._update_health()
 
     async def stop(self) -> None:
-        """Stop serving (grace period), then disconnect from Kafka; safe to call twice."""
-        if self._stopped:
-            return
-        self._stopped = True
-        await self.runner.stop()
-        await self.announcer.stop()
-        if self.metrics is not None:
-            self.metrics.stop()
+        """Drain calls, then disconnect from Kafka, within one deadline; safe to call twice."""
+        await self.host.stop()
+
+    async def _close(self) -> None:
         for task in list(self._health_tasks):
             with contextlib.suppress(BaseException):
                 await task
@@ -119,18 +121,18 @@ class StorageApp:
 
 
 def create_app(settings: StorageSettings) -> StorageApp:
-    """Build the service (not started); ``grpc_port`` is bound already."""
+    """Build the service (not started; the port is bound by ``start``)."""
     return StorageApp(settings)
 
 
 async def serve() -> None:
     """Run the storage service until SIGTERM/SIGINT, then shut down gracefully."""
     settings = StorageSettings.load()
-    configure_logging(settings.service_name, settings.log_level, settings.log_patient_data)
+    configure_process(settings)
     app = create_app(settings)
     await app.start()
     log.info(
         "storage service started",
         extra={"port": app.grpc_port, "bucket": settings.s3.bucket, "sse": settings.sse},
     )
-    await app.runner.run_until_signalled(app.stop)
+    await app.host.run_until_signalled()

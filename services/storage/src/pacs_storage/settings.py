@@ -26,6 +26,10 @@ class StorageSettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="PACS_STORAGE_", extra="ignore")
 
     service_name: str = "storage"
+    allowed_peers: list[str] = Field(
+        default_factory=lambda: ["gateway", "indexer", "cli", "transcoder", "deid", "dicomweb"],
+        description="identities that may call StorageService (PACS_STORAGE_ALLOWED_PEERS, JSON)",
+    )
     grpc_port: int = Field(50051, ge=0, le=65535, description="StorageService; 0 = free port")
     metrics_port: int | None = Field(
         None, ge=0, le=65535, description="Prometheus /metrics port; None = off, 0 = free port"

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from pacs.type.v1 import instance_pb2
+from pacs_common.clients.storage import StorageClient
 from pacs_common.errors import PacsError
-from pacs_storage.client import StorageClient
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 from pynetdicom import AE

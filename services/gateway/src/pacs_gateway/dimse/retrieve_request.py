@@ -20,8 +20,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from pacs.type.v1 import instance_pb2
+from pacs_common.clients.storage import StorageClient
 from pacs_common.errors import NotFoundError
-from pacs_storage.client import StorageClient
 from pydicom.dataset import Dataset
 from pydicom.uid import UID
 from pynetdicom.presentation import PresentationContext, build_context

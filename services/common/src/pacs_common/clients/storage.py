@@ -3,17 +3,20 @@
 Usage::
 
     from pacs_common.grpc_client import open_channel
-    from pacs_storage.client import StorageClient
+    from pacs_common.clients.storage import StorageClient
 
-    storage = StorageClient(open_channel("127.0.0.1:50051"))
+    storage = StorageClient(open_channel("127.0.0.1:50051", settings.grpc_tls))  # mutual TLS
     response = await storage.put(ref, part10_bytes)      # or an async iterator of chunks
     data = await storage.get(ref)                          # whole object, SHA-256 verified
     header = await storage.get(ref, offset=0, length=65536)
     async for chunk in storage.get_stream(ref): ...
     info = await storage.head(ref)
 
-Failures surface as ``grpc.aio.AioRpcError`` with the service's status code (UNAVAILABLE when
-S3 or Kafka is down, NOT_FOUND, INVALID_ARGUMENT, DATA_LOSS when stored bytes are corrupt).
+Failures raise the project's errors, translated once by :mod:`pacs_common.clients.errors`:
+:class:`~pacs_common.errors.UnavailableError` when S3 or Kafka is down (or the service cannot be
+reached), :class:`~pacs_common.errors.NotFoundError`,
+:class:`~pacs_common.errors.InvalidArgumentError`, :class:`~pacs_common.errors.DataLossError`
+when stored bytes are corrupt; each carries the service's status code as ``code``.
 """
 
 from __future__ import annotations
@@ -26,6 +29,9 @@ from pacs.storage.v1 import storage_service_pb2 as pb
 from pacs.storage.v1 import storage_service_pb2_grpc as pb_grpc
 from pacs.type.v1 import instance_pb2
 
+from pacs_common.clients.errors import from_rpc_error
+
+SERVICE = "storage"
 DEFAULT_CHUNK_SIZE = 1024 * 1024
 
 
@@ -74,7 +80,10 @@ class StorageClient:
                 instance=instance, size_hint=size_hint, expected_sha256=expected_sha256
             )
             requests = self._requests(header, data)
-        response: pb.PutResponse = await self.stub.Put(requests, timeout=self.timeout)
+        try:
+            response: pb.PutResponse = await self.stub.Put(requests, timeout=self.timeout)
+        except grpc.RpcError as exc:
+            raise from_rpc_error(exc, SERVICE) from exc
         return response
 
     @staticmethod
@@ -102,13 +111,19 @@ class StorageClient:
             timeout=self.timeout,
         )
         stream = aiter(call)
-        first: pb.GetResponse = await anext(stream)
+        try:
+            first: pb.GetResponse = await anext(stream)
+        except grpc.RpcError as exc:
+            raise from_rpc_error(exc, SERVICE) from exc
 
         async def chunks() -> AsyncIterator[bytes]:
             if first.chunk:
                 yield first.chunk
-            async for message in stream:
-                yield message.chunk
+            try:
+                async for message in stream:
+                    yield message.chunk
+            except grpc.RpcError as exc:
+                raise from_rpc_error(exc, SERVICE) from exc
 
         return first.object, chunks()
 
@@ -144,18 +159,25 @@ class StorageClient:
         self, instance: instance_pb2.InstanceRef, *, version_id: str = ""
     ) -> instance_pb2.ObjectInfo:
         """Size, SHA-256, version and descriptors of a stored object."""
-        response: pb.HeadResponse = await self.stub.Head(
-            pb.HeadRequest(instance=instance, version_id=version_id), timeout=self.timeout
-        )
+        try:
+            response: pb.HeadResponse = await self.stub.Head(
+                pb.HeadRequest(instance=instance, version_id=version_id), timeout=self.timeout
+            )
+        except grpc.RpcError as exc:
+            raise from_rpc_error(exc, SERVICE) from exc
         return response.object
 
     async def delete(
         self, instance: instance_pb2.InstanceRef, *, all_versions: bool = False
     ) -> int:
         """Remove the current object (or every version); returns how many were removed."""
-        response: pb.DeleteResponse = await self.stub.Delete(
-            pb.DeleteRequest(instance=instance, all_versions=all_versions), timeout=self.timeout
-        )
+        try:
+            response: pb.DeleteResponse = await self.stub.Delete(
+                pb.DeleteRequest(instance=instance, all_versions=all_versions),
+                timeout=self.timeout,
+            )
+        except grpc.RpcError as exc:
+            raise from_rpc_error(exc, SERVICE) from exc
         return response.deleted_versions
 
     async def list(
@@ -168,16 +190,17 @@ class StorageClient:
         page_token: str = "",
     ) -> pb.ListResponse:
         """One page of stored instances under a tenant, study or series."""
-        response: pb.ListResponse = await self.stub.List(
-            pb.ListRequest(
-                tenant=tenant,
-                study_instance_uid=study_instance_uid,
-                series_instance_uid=series_instance_uid,
-                page_size=page_size,
-                page_token=page_token,
-            ),
-            timeout=self.timeout,
+        request = pb.ListRequest(
+            tenant=tenant,
+            study_instance_uid=study_instance_uid,
+            series_instance_uid=series_instance_uid,
+            page_size=page_size,
+            page_token=page_token,
         )
+        try:
+            response: pb.ListResponse = await self.stub.List(request, timeout=self.timeout)
+        except grpc.RpcError as exc:
+            raise from_rpc_error(exc, SERVICE) from exc
         return response
 
     async def list_all(
