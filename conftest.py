@@ -15,10 +15,9 @@ from collections.abc import Iterator
 from urllib.parse import urlparse
 
 import pytest
-from pacs_cli.stack import ensure_local_pki, infra_environment
-
-from tests.fixtures.hydra import Hydra
-from tests.fixtures.scratch_postgres import DEFAULT_URL, scratch_database
+from pacs_common.local import ensure_local_pki, infra_environment
+from pacs_testkit.hydra import Hydra
+from pacs_testkit.postgres import DEFAULT_URL, scratch_database
 
 
 def _reachable(host: str, port: int) -> bool:

@@ -13,9 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pacs_cli.stack import REPO, Stack, StackConfig, free_port, group_at_end_of_topic
+from pacs_cli.stack import Stack, StackConfig
+from pacs_common.local import REPO, free_port
 from pacs_common.s3 import make_s3_client
 from pacs_common.settings import KafkaSettings, S3Settings
+from pacs_testkit.kafka import group_at_end_of_topic
 from pydantic import SecretStr
 from pydicom import dcmread
 from pydicom.dataset import Dataset

@@ -18,16 +18,16 @@ from pacs.events.v1 import instance_events_pb2
 from pacs.query.v1 import query_service_pb2, query_service_pb2_grpc
 from pacs.storage.v1 import storage_service_pb2, storage_service_pb2_grpc
 from pacs.type.v1 import instance_pb2
-from pacs_cli.stack import infra_environment, sync_channel
 from pacs_common.auth import Role
 from pacs_common.events import TOPIC_INSTANCES
 from pacs_common.kafka_client import kafka_client_options
+from pacs_common.local import infra_environment, sync_channel
 from pacs_common.settings import KafkaSettings
+from pacs_testkit.hydra import Hydra
 from pydicom import dcmread
 from pydicom.data import get_testdata_file
 
 from tests.e2e.e2e_support import RunningStack, findscu, run_dcmtk, s3_client
-from tests.fixtures.hydra import Hydra
 
 pytestmark = pytest.mark.e2e
 

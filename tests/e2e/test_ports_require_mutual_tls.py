@@ -8,7 +8,7 @@ import grpc
 import pytest
 from pacs.ingest.v1 import ingest_service_pb2, ingest_service_pb2_grpc
 from pacs.query.v1 import query_service_pb2, query_service_pb2_grpc
-from pacs_cli.stack import client_tls, sync_channel
+from pacs_common.local import client_tls, sync_channel
 
 from tests.e2e.e2e_support import RunningStack
 

@@ -29,7 +29,7 @@ import grpc
 import pytest
 from pacs.storage.v1 import storage_service_pb2, storage_service_pb2_grpc
 from pacs.type.v1 import instance_pb2
-from pacs_cli.stack import REPO, free_port, sync_channel
+from pacs_common.local import REPO, free_port, sync_channel
 from pydicom import dcmread
 from pydicom.data import get_testdata_file
 

@@ -17,23 +17,22 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 from pacs.query.v1 import query_service_pb2, query_service_pb2_grpc
-from pacs_cli.stack import client_tls
 from pacs_common.auth import Role
 from pacs_common.grpc_client import open_channel
+from pacs_common.local import client_tls
 from pacs_common.oauth_client import ClientCredentials, bearer_interceptors
 from pacs_common.settings import S3Settings
 from pacs_gateway.app import create_app as create_gateway
 from pacs_gateway.settings import GatewaySettings
 from pacs_storage.app import create_app as create_storage
 from pacs_storage.settings import StorageSettings
+from pacs_testkit.hydra import Hydra
+from pacs_testkit.indexer import start_indexer
 from pydicom import dcmread
 from pydicom.data import get_testdata_file
 from pydicom.uid import generate_uid
 from pynetdicom import AE
 from pynetdicom.sop_class import CTImageStorage
-
-from tests.fixtures.hydra import Hydra
-from tests.fixtures.indexer import start_indexer
 
 pytestmark = pytest.mark.integration
 

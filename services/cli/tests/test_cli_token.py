@@ -20,8 +20,7 @@ from pacs_cli.credentials import cli_settings
 from pacs_common.auth import Role
 from pacs_indexer.app import IndexerApp, create_app
 from pacs_indexer.settings import IndexerSettings
-
-from tests.fixtures.hydra import Hydra
+from pacs_testkit.hydra import Hydra
 
 pytestmark = pytest.mark.integration
 

@@ -35,8 +35,7 @@ from pacs_common.auth import (
 )
 from pacs_common.errors import InvalidArgumentError, PermissionDeniedError, UnauthenticatedError
 from pacs_common.grpc_server import build_server
-
-from tests.fixtures.hydra import Hydra
+from pacs_testkit.hydra import Hydra
 
 pytestmark = pytest.mark.integration
 

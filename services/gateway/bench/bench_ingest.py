@@ -48,9 +48,11 @@ from typing import Any
 
 import numpy as np
 from cpu_meter import CLIENT, CpuMeter, infra_pids
-from pacs_cli.stack import Stack, StackConfig, free_port, group_at_end_of_topic, load_infra_env
+from pacs_cli.stack import Stack, StackConfig
+from pacs_common.local import free_port, load_infra_env
 from pacs_common.s3 import make_s3_client
 from pacs_common.settings import KafkaSettings, S3Settings
+from pacs_testkit.kafka import group_at_end_of_topic
 from pydicom import dcmread
 from pydicom.data import get_testdata_file
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid

@@ -19,8 +19,8 @@ import pytest_asyncio
 from gateway_helpers import closed_port
 from pacs_gateway.app import GatewayApp, create_app
 from pacs_gateway.settings import GatewaySettings
-
-from tests.fixtures.indexer import start_indexer
+from pacs_testkit.indexer import start_indexer
+from pacs_testkit.storage import start_storage
 
 GatewayFactory = Callable[..., Awaitable[GatewayApp]]
 
@@ -75,15 +75,7 @@ def start_connected_gateway(
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
 async def storage_app(infra_env: dict[str, str]) -> AsyncIterator[Any]:
     """The real storage service on a fresh bucket (one per test session)."""
-    from pacs_common.settings import S3Settings  # noqa: PLC0415  (needs infra_env's env)
-    from pacs_storage.app import create_app as create_storage  # noqa: PLC0415
-    from pacs_storage.settings import StorageSettings  # noqa: PLC0415
-
-    bucket = f"test-gw-{uuid.uuid4().hex[:16]}"
-    app = create_storage(
-        StorageSettings(grpc_port=0, s3=S3Settings(bucket=bucket), shutdown_grace_s=1)
-    )
-    await app.start()
+    app = await start_storage(f"test-gw-{uuid.uuid4().hex[:16]}")
     yield app
     await app.stop()
 

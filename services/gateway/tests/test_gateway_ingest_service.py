@@ -10,13 +10,12 @@ import pytest
 from gateway_helpers import sample_path
 from pacs.ingest.v1 import ingest_service_pb2 as pb
 from pacs.ingest.v1 import ingest_service_pb2_grpc as pb_grpc
-from pacs_cli.stack import client_tls
 from pacs_common.auth import Role
-from pacs_common.grpc_client import open_channel
-from pacs_common.oauth_client import ClientCredentials, bearer_interceptors
 from pacs_common.clients.storage import StorageClient
-
-from tests.fixtures.hydra import Hydra
+from pacs_common.grpc_client import open_channel
+from pacs_common.local import client_tls
+from pacs_common.oauth_client import ClientCredentials, bearer_interceptors
+from pacs_testkit.hydra import Hydra
 
 Outcome = pb.StoreOutcome
 pytestmark = pytest.mark.asyncio(loop_scope="session")

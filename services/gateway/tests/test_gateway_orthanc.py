@@ -16,9 +16,9 @@ import pytest
 import pytest_asyncio
 from gateway_helpers import eventually, free_port, run_dcmtk, sample_path, wait_for_port
 from pacs.type.v1 import instance_pb2
-from pacs_cli.stack import client_tls
 from pacs_common.clients.storage import StorageClient
 from pacs_common.grpc_client import open_channel
+from pacs_common.local import client_tls
 from pydicom import dcmread
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]

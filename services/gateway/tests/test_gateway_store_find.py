@@ -21,12 +21,13 @@ from gateway_helpers import (
     wait_indexed,
 )
 from pacs.type.v1 import instance_pb2
-from pacs_cli.stack import client_tls
 from pacs_common.clients.storage import StorageClient
 from pacs_common.errors import NotFoundError
 from pacs_common.grpc_client import open_channel
+from pacs_common.local import client_tls
 from pacs_gateway.dimse import codes
 from pacs_gateway.dimse.codes import PATIENT_ROOT_FIND, STUDY_ROOT_FIND
+from pacs_testkit.storage import start_storage
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 
@@ -245,19 +246,11 @@ async def test_kafka_down_means_out_of_resources_and_nothing_stored(
 ) -> None:
     """Storage is up but cannot announce (Kafka unreachable): the image is not acknowledged,
     and it is not left behind in S3 either."""
-    from pacs_common.settings import KafkaSettings, S3Settings  # noqa: PLC0415
-    from pacs_storage.app import create_app as create_storage  # noqa: PLC0415
-    from pacs_storage.settings import StorageSettings  # noqa: PLC0415
+    from pacs_common.settings import KafkaSettings  # noqa: PLC0415  (needs infra_env's env)
 
-    storage_app = create_storage(
-        StorageSettings(
-            grpc_port=0,
-            s3=S3Settings(bucket=bucket_name),
-            kafka=KafkaSettings(bootstrap=f"127.0.0.1:{closed_port()}"),
-            shutdown_grace_s=1,
-        )
+    storage_app = await start_storage(
+        bucket_name, kafka=KafkaSettings(bootstrap=f"127.0.0.1:{closed_port()}")
     )
-    await storage_app.start()
     try:
         gateway = await start_gateway(
             storage_target=f"127.0.0.1:{storage_app.grpc_port}", default_tenant=tenant

@@ -14,8 +14,7 @@ from pathlib import Path
 import pytest
 from indexer_helpers import Catalog
 from pacs_indexer.database import Database
-
-from tests.fixtures.scratch_postgres import DEFAULT_URL, scratch_database
+from pacs_testkit.postgres import DEFAULT_URL, scratch_database
 
 # The PostgreSQL variant needs the project's local cluster: an integration test.
 POSTGRESQL = pytest.param("postgresql", marks=pytest.mark.integration)

@@ -18,23 +18,22 @@ from indexer_helpers import values
 from pacs.events.v1 import instance_events_pb2 as events_pb
 from pacs.query.v1 import query_service_pb2 as pb
 from pacs.query.v1 import query_service_pb2_grpc as pb_grpc
-from pacs_cli.stack import client_tls, plain_aio_channel
 from pacs_common.auth import Role
 from pacs_common.clients.storage import StorageClient
 from pacs_common.dicom import instance_ref_of
 from pacs_common.events import TOPIC_INDEXED, TOPIC_INSTANCES, header
 from pacs_common.grpc_client import open_channel
 from pacs_common.kafka_client import kafka_client_options
+from pacs_common.local import client_tls
 from pacs_common.oauth_client import bearer_interceptors
-from pacs_common.settings import KafkaSettings, S3Settings
+from pacs_common.settings import KafkaSettings
 from pacs_storage.app import StorageApp
-from pacs_storage.app import create_app as create_storage_app
-from pacs_storage.settings import StorageSettings
+from pacs_testkit.channels import plain_aio_channel
+from pacs_testkit.hydra import Hydra
+from pacs_testkit.indexer import start_indexer
+from pacs_testkit.storage import start_storage
 from pydicom import dcmread
 from pydicom.data import get_testdata_file
-
-from tests.fixtures.hydra import Hydra
-from tests.fixtures.indexer import start_indexer
 
 pytestmark = pytest.mark.integration
 
@@ -63,11 +62,7 @@ async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> list[TopicParti
 
 @pytest.fixture
 async def storage(infra_env: dict[str, str], bucket_name: str) -> AsyncIterator[StorageApp]:
-    settings = StorageSettings(
-        grpc_port=0, s3=S3Settings(bucket=bucket_name), kafka_retry_s=0.2, shutdown_grace_s=1
-    )
-    app = create_storage_app(settings)
-    await app.start()
+    app = await start_storage(bucket_name, kafka_retry_s=0.2)
     yield app
     await app.stop()
 

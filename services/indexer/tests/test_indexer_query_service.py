@@ -16,15 +16,15 @@ import pytest
 from indexer_helpers import Catalog, make_instance, values
 from pacs.query.v1 import query_service_pb2 as pb
 from pacs.query.v1 import query_service_pb2_grpc as pb_grpc
-from pacs_cli.stack import plain_aio_channel
 from pacs_common.auth import Role
 from pacs_common.oauth_client import bearer_interceptors
+from pacs_common.settings import KafkaSettings
 from pacs_indexer.app import IndexerApp, create_app
 from pacs_indexer.database import Database
 from pacs_indexer.settings import IndexerSettings
+from pacs_testkit.channels import plain_aio_channel
+from pacs_testkit.hydra import Hydra
 from pydicom.uid import generate_uid
-
-from tests.fixtures.hydra import Hydra
 
 
 @pytest.fixture
@@ -35,6 +35,8 @@ async def app(database: Database) -> AsyncIterator[IndexerApp]:
         database_url=database.url,
         consume_events=False,
         max_results=5,
+        # Queries only: no Kafka client is made, and a unit run has no broker credentials.
+        kafka=KafkaSettings(security_protocol="PLAINTEXT"),
     )
     indexer = create_app(settings)
     await indexer.start()

@@ -22,9 +22,9 @@ from pathlib import Path
 
 from bench_storage import wait_serving
 from pacs.type.v1 import instance_pb2
-from pacs_cli.stack import client_tls, ensure_local_pki, free_port, infra_environment
 from pacs_common.clients.storage import StorageClient
 from pacs_common.grpc_client import open_channel
+from pacs_common.local import client_tls, ensure_local_pki, free_port, infra_environment
 from pacs_common.s3 import make_s3_client
 from pacs_common.settings import S3Settings
 from rich.console import Console

@@ -38,17 +38,12 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from pacs.type.v1 import instance_pb2
-from pacs_cli.stack import (
-    client_tls,
-    ensure_local_pki,
-    free_port,
-    infra_environment,
-    plain_aio_channel,
-)
 from pacs_common.clients.storage import StorageClient
 from pacs_common.grpc_client import open_channel
+from pacs_common.local import client_tls, ensure_local_pki, free_port, infra_environment
 from pacs_common.s3 import make_s3_client
 from pacs_common.settings import S3Settings
+from pacs_testkit.channels import plain_aio_channel
 from rich.console import Console
 from rich.table import Table
 

@@ -9,9 +9,9 @@ from typing import Any
 
 import grpc
 import pytest
-from pacs_cli.stack import client_tls
 from pacs_common.clients.storage import StorageClient
 from pacs_common.grpc_client import open_channel
+from pacs_common.local import client_tls
 from pacs_common.s3 import make_s3_client
 from pacs_common.settings import KafkaSettings, S3Settings
 from pacs_storage.app import StorageApp, create_app

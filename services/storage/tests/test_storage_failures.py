@@ -14,7 +14,6 @@ from pacs.events.v1 import instance_events_pb2
 from pacs.storage.v1 import storage_service_pb2 as pb
 from pacs.storage.v1 import storage_service_pb2_grpc as pb_grpc
 from pacs.type.v1 import instance_pb2
-from pacs_cli.stack import plain_aio_channel
 from pacs_common.clients.storage import StorageClient
 from pacs_common.dicom import instance_ref_of
 from pacs_common.errors import PacsError
@@ -22,6 +21,7 @@ from pacs_common.events import EventPublisher
 from pacs_common.settings import KafkaSettings, S3Settings
 from pacs_storage.app import StorageApp
 from pacs_storage.settings import StorageSettings
+from pacs_testkit.channels import plain_aio_channel
 from storage_testkit import InstanceEvents, address_of, closed_port, for_tenant, sample_part10
 
 

@@ -8,12 +8,12 @@ from typing import Any
 
 import grpc
 import pytest
-from pacs_cli.stack import plain_aio_channel
 from pacs_common.clients.storage import StorageClient
 from pacs_common.dicom import instance_ref_of
 from pacs_common.errors import PacsError
 from pacs_storage.app import StorageApp
 from pacs_storage.settings import StorageSettings
+from pacs_testkit.channels import plain_aio_channel
 from storage_testkit import address_of, modified_part10, sample_part10
 
 

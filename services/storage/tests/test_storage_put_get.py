@@ -12,11 +12,11 @@ import grpc
 import pytest
 from pacs.storage.v1 import storage_service_pb2 as pb
 from pacs.storage.v1 import storage_service_pb2_grpc as pb_grpc
-from pacs_cli.stack import plain_aio_channel
 from pacs_common.clients.storage import StorageClient
 from pacs_common.dicom import instance_ref_of
 from pacs_common.errors import PacsError
 from pacs_storage.app import StorageApp
+from pacs_testkit.channels import plain_aio_channel
 from storage_testkit import address_of, sample_part10
 
 

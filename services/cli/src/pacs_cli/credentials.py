@@ -8,11 +8,10 @@ environment overrides them (another provider, another client).
 
 from __future__ import annotations
 
+from pacs_common.local import infra_environment
 from pacs_common.oauth_client import ClientCredentials
 from pydantic import SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
-
-from pacs_cli.stack import infra_environment
 
 PREFIX = "PACS_CLI_"
 

@@ -12,13 +12,13 @@ from pacs.query.v1 import query_service_pb2 as pb
 from pacs_common.clients.query import QueryClient
 from pacs_common.errors import PacsError, UnavailableError
 from pacs_common.grpc_client import open_channel
+from pacs_common.local import client_tls
 from pacs_common.oauth_client import bearer_interceptors
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 from rich.table import Table
 
 from pacs_cli.credentials import cli_credentials
-from pacs_cli.stack import client_tls
 
 console = Console()
 index_app = typer.Typer(help="Inspect the index.", no_args_is_help=True)

@@ -6,19 +6,12 @@ import subprocess
 import time
 
 import typer
+from pacs_common.local import REPO, ensure_local_pki, load_infra_env
 from rich.console import Console
 from rich.table import Table
 
 from pacs_cli.index_commands import index_app, reindex
-from pacs_cli.stack import (
-    REPO,
-    Stack,
-    StackConfig,
-    ensure_local_pki,
-    grpc_serving,
-    load_infra_env,
-    port_open,
-)
+from pacs_cli.stack import Stack, StackConfig, grpc_serving, port_open
 
 app = typer.Typer(help="Run a local cloudpacs stack.", no_args_is_help=True)
 app.command()(reindex)

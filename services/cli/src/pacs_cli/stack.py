@@ -1,7 +1,8 @@
 """Start and stop the cloudpacs services as local processes.
 
 Used by ``pacs up``/``pacs down`` and by the end-to-end tests, which run a stack of their own
-on free ports beside any stack a developer has running.
+on free ports beside any stack a developer has running. Where the local infrastructure and
+certificates are comes from :mod:`pacs_common.local`.
 """
 
 from __future__ import annotations
@@ -12,23 +13,13 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import grpc
-from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from pacs_common.events import TOPIC_INSTANCES
-from pacs_common.kafka_client import kafka_client_options
-from pacs_common.pki import ensure_pki
-from pacs_common.settings import KafkaSettings
-from pacs_common.tls import LOCAL_IDENTITIES, TlsConfigError, TlsSettings
-
-REPO = Path(__file__).resolve().parents[4]
-PKI_DIR = REPO / ".cache" / "pki"
+from pacs_common.local import REPO, ensure_local_pki, load_infra_env, sync_channel, tls_dir
+from pacs_common.tls import TlsConfigError
 
 
 @dataclass(frozen=True)
@@ -87,82 +78,6 @@ class StackConfig:
         )
         env.update(self.env)
         return env
-
-
-INFRA_ENV_FILES = (
-    REPO / ".cache" / "run" / "hydra" / "clients.env",
-    REPO / ".cache" / "run" / "infra.env",
-)
-"""What ``infra/up.sh`` writes: the OAuth clients ``infra/hydra.sh`` provisioned (also copied
-into infra.env, read on their own in case an older up.sh rewrote infra.env), then endpoints."""
-
-
-def load_infra_env() -> dict[str, str]:
-    """Endpoints written by ``infra/up.sh`` (empty if the infrastructure never started)."""
-    values: dict[str, str] = {}
-    for path in INFRA_ENV_FILES:
-        if path.exists():
-            for line in path.read_text().splitlines():
-                key, sep, value = line.partition("=")
-                if sep and not key.startswith("#"):
-                    values[key.strip()] = value.strip()
-    return values
-
-
-def infra_environment() -> dict[str, str]:
-    """The process environment, plus the ``infra/up.sh`` endpoints it does not set itself, plus
-    the local certificate directory (``PACS_TLS_DIR``) unless either names one."""
-    return {"PACS_TLS_DIR": str(PKI_DIR), **load_infra_env(), **os.environ}
-
-
-def tls_dir() -> Path:
-    """Where the local certificates are: ``PACS_TLS_DIR`` (environment, then ``infra.env``),
-    else ``.cache/pki`` of this checkout."""
-    return Path(infra_environment()["PACS_TLS_DIR"])
-
-
-def ensure_local_pki() -> Path:
-    """Create the local CA and the certificates of every local identity if missing (idempotent,
-    the same files ``infra/up.sh`` makes); returns their directory."""
-    directory = tls_dir()
-    ensure_pki(directory, LOCAL_IDENTITIES)
-    return directory
-
-
-def client_tls(identity: str = "cli") -> TlsSettings:
-    """TLS settings of a local client: ``PACS_TLS_*`` from the environment, the local
-    certificate directory by default, acting as ``identity`` (the CLI, tests, benches)."""
-    settings = TlsSettings()
-    if settings.dir is None:
-        settings = settings.model_copy(update={"dir": tls_dir()})
-    return settings.as_identity(identity)
-
-
-def sync_channel(target: str, tls: TlsSettings | None = None) -> grpc.Channel:
-    """A blocking channel to ``target`` with mutual TLS (as ``cli`` unless ``tls`` says)."""
-    tls = tls or client_tls()
-    if not tls.enabled:
-        return grpc.insecure_channel(target)
-    return grpc.secure_channel(target, tls.channel_credentials())
-
-
-def plain_aio_channel(
-    target: str, tls: TlsSettings | None = None, interceptors: Sequence[Any] = ()
-) -> grpc.aio.Channel:
-    """An async channel with mutual TLS (as ``cli`` unless ``tls`` says) and grpcio's own
-    defaults: no retry policy, unlike :func:`pacs_common.grpc_client.open_channel`, for tests
-    that must see every attempt's own outcome. ``interceptors``: for example a bearer token's."""
-    return grpc.aio.secure_channel(
-        target, (tls or client_tls()).channel_credentials(), interceptors=list(interceptors)
-    )
-
-
-def free_port() -> int:
-    """A TCP port free on loopback right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def grpc_serving(port: int, timeout_s: float = 1.0) -> bool:
@@ -298,37 +213,3 @@ class Stack:
     def process(self, name: str) -> ServiceProcess:
         """The process of one service by name."""
         return next(p for p in self.processes if p.spec.name == name)
-
-
-async def group_at_end_of_topic(group_id: str, kafka: KafkaSettings) -> None:
-    """Commit the end of the shared instances topic as ``group_id``'s position.
-
-    A new consumer group starts at the topic's beginning, so a test's or a benchmark's fresh
-    indexer would otherwise replay every event ever published (for objects long gone from its
-    bucket) while it runs. The consumer must be assigned the partitions for the commit to be
-    taken.
-    """
-    admin = AIOKafkaAdminClient(**kafka_client_options(kafka))
-    await admin.start()
-    try:
-        described = await admin.describe_topics([TOPIC_INSTANCES])
-    finally:
-        await admin.close()
-    partitions = [
-        TopicPartition(TOPIC_INSTANCES, p["partition"])
-        for topic in described
-        if topic.get("error_code", 0) == 0
-        for p in topic["partitions"]
-    ]
-    if not partitions:
-        return  # the topic does not exist yet: a new group starts at its beginning anyway
-    consumer = AIOKafkaConsumer(
-        **kafka_client_options(kafka), group_id=group_id, enable_auto_commit=False
-    )
-    await consumer.start()
-    try:
-        ends = await consumer.end_offsets(partitions)
-        consumer.assign(partitions)
-        await consumer.commit(dict(ends.items()))
-    finally:
-        await consumer.stop()
