@@ -8,7 +8,9 @@ import grpc
 import pytest
 from pacs.ingest.v1 import ingest_service_pb2, ingest_service_pb2_grpc
 from pacs.query.v1 import query_service_pb2, query_service_pb2_grpc
-from pacs_common.local import client_tls, sync_channel
+from pacs_common.auth import Role
+from pacs_common.local import client_tls, infra_environment, sync_channel
+from pacs_testkit.hydra import Hydra
 
 from tests.e2e.e2e_support import RunningStack
 
@@ -37,10 +39,13 @@ def test_a_plaintext_client_is_refused_by_every_service(
 
 
 def _echo(stack: RunningStack, identity: str) -> ingest_service_pb2.EchoResponse:
+    """IngestService.Echo as ``identity``, with a valid token of the stack's tenant: only the
+    certificate decides the outcome."""
+    token = Hydra(infra_environment()).metadata(stack.tenant, [Role.INGEST])
     with sync_channel(f"127.0.0.1:{stack.gateway_port}", client_tls(identity)) as channel:
         reply: ingest_service_pb2.EchoResponse = ingest_service_pb2_grpc.IngestServiceStub(
             channel
-        ).Echo(ingest_service_pb2.EchoRequest(), timeout=10)
+        ).Echo(ingest_service_pb2.EchoRequest(), timeout=10, metadata=token)
         return reply
 
 

@@ -123,7 +123,7 @@ async def test_file_over_the_size_limit_is_refused(start_gateway, ingest_client)
 
 async def _stored(storage_app, tenant: str) -> list[str]:
     """SOP Instance UIDs storage holds for ``tenant``."""
-    channel = open_channel(f"127.0.0.1:{storage_app.grpc_port}")
+    channel = open_channel(f"127.0.0.1:{storage_app.grpc_port}", client_tls())
     _channels.append(channel)
     return [
         info.instance.sop_instance_uid async for info in StorageClient(channel).list_all(tenant)

@@ -37,8 +37,19 @@ def _fail(exc: PacsError, target: str) -> typer.Exit:
 
 
 def _indexer(target: str) -> grpc.aio.Channel:
-    """A channel to the indexer that presents the CLI's certificate and bearer token."""
-    return open_channel(target, client_tls(), interceptors=bearer_interceptors(cli_credentials()))
+    """A channel to the indexer that presents the CLI's certificate and bearer token.
+
+    The first token is fetched here, before any call: a refusal by the token endpoint is then
+    reported as what it is, not as the indexer's answer.
+    """
+    credentials = cli_credentials()
+    try:
+        credentials.token()
+    except PacsError as exc:
+        console.print(f"[red]no bearer token: {exc.message}[/red]")
+        console.print("Check PACS_CLI_CLIENT_ID/SECRET (an admin client of that tenant).")
+        raise typer.Exit(1) from exc
+    return open_channel(target, client_tls(), interceptors=bearer_interceptors(credentials))
 
 
 async def _reindex(tenant: str, target: str) -> pb.ReindexResponse:
