@@ -15,6 +15,10 @@ list must be
 * accepted by that class: the values are loaded with it, as the service would at start-up
   (values from Secrets get a well-formed stand-in).
 
+A component whose settings authorize callers (an ``auth: AuthSettings`` field) must get its issuer
+from the chart (``PACS_AUTH_ISSUER``; the code's default is the local stack's hydra), and must
+require tokens (``PACS_AUTH_REQUIRED`` never false in a deployment).
+
 Exits 1 and names each offending variable on failure.
 """
 
@@ -29,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from pacs_common.auth import AuthSettings
 from pacs_common.settings import ServiceSettings
 from pydantic import AliasChoices, ValidationError
 from pydantic_settings import BaseSettings
@@ -116,6 +121,21 @@ def load_with(cls: type[ServiceSettings], env: dict[str, str]) -> Any:
         os.environ.update(saved)
 
 
+def auth_problems(settings: Any, env: dict[str, str]) -> list[str]:
+    """What is wrong with the caller authorization of a component's loaded settings."""
+    auth = getattr(settings, "auth", None)
+    if not isinstance(auth, AuthSettings):
+        return []
+    problems = []
+    if "PACS_AUTH_ISSUER" not in env:
+        problems.append(
+            "authorizes callers but gets no PACS_AUTH_ISSUER (set uses.auth in the chart)"
+        )
+    if not auth.required:
+        problems.append("PACS_AUTH_REQUIRED is false: a deployment must require caller tokens")
+    return problems
+
+
 def check(renders: list[Path]) -> list[str]:
     """Problems found in the renders, one line each (empty: all good)."""
     classes = service_settings()
@@ -133,10 +153,11 @@ def check(renders: list[Path]) -> list[str]:
                 print(f"  {where}: no pacs_{component}.settings; checked against every service")
                 continue
             try:
-                load_with(classes[component], env)
+                settings = load_with(classes[component], env)
             except ValidationError as exc:
                 problems.append(f"{where}: rejected by {reader}: {exc}")
                 continue
+            problems += [f"{where}: {problem}" for problem in auth_problems(settings, env)]
             if not unread:
                 print(f"  {where}: {len(env)} variables, all read and accepted by {reader}")
     return problems

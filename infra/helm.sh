@@ -4,7 +4,9 @@
 #   infra/helm.sh lint           helm lint --strict, render and validate every ci/ values file
 #                                against Kubernetes 1.33 and 1.35, compare with the golden
 #                                renders, check every rendered PACS_* variable is a setting its
-#                                service reads (infra/check_chart_env.py), and check that
+#                                service reads (infra/check_chart_env.py), that the chart refuses
+#                                what it must (no issuer, TLS-only without TLS, ...), that a
+#                                TLS-only gateway has no plaintext DICOM port, and that
 #                                README's values table is current
 #   infra/helm.sh template NAME  print the render of charts/cloudpacs/ci/NAME-values.yaml
 #   infra/helm.sh update-golden  rewrite charts/cloudpacs/ci/golden/*.yaml after a deliberate change
@@ -144,6 +146,23 @@ else:
 PY
 }
 
+# expect_refusal WHAT MESSAGE HELM_ARGS... — the chart must refuse to render minimal-values.yaml
+# with HELM_ARGS, saying MESSAGE; returns 1 (and says why) otherwise.
+expect_refusal() {
+    local what="$1" message="$2" out
+    shift 2
+    log "refused: $what"
+    if out="$("$HELM" template "$RELEASE" "$CHART" --namespace "$NAMESPACE" \
+        --kube-version "$GOLDEN_KUBE_VERSION" --values "$CI_DIR/minimal-values.yaml" "$@" 2>&1)"; then
+        printf 'ERROR: the chart rendered %s (%s)\n' "$what" "$*" >&2
+        return 1
+    elif ! grep -qF -- "$message" <<<"$out"; then
+        printf '%s\n' "$out" | tail -n 5 >&2
+        printf 'ERROR: the chart refused %s, but without "%s"\n' "$what" "$message" >&2
+        return 1
+    fi
+}
+
 cmd_lint() {
     install_tools
     local name version failures=0
@@ -214,6 +233,52 @@ PY
         printf 'ERROR: infra/check_chart_env.py failed, but not on PACS_STORAGE_NO_SUCH_SETTING\n' >&2
         failures=$((failures + 1))
     fi
+    # What the chart must refuse to deploy, each with the message that tells the operator why.
+    expect_refusal "an empty auth.issuer" "auth.issuer is required" \
+        --set auth.issuer= || failures=$((failures + 1))
+    expect_refusal "dicom.tlsOnly without DICOM TLS" "dicom.tlsOnly needs components.gateway.dicom.tls.enabled" \
+        --set components.gateway.dicom.tlsOnly=true || failures=$((failures + 1))
+    expect_refusal "PACS_AUTH_REQUIRED in extraEnv" "must not set PACS_AUTH_REQUIRED" \
+        --set-string 'components.indexer.extraEnv[0].name=PACS_AUTH_REQUIRED,components.indexer.extraEnv[0].value=false' \
+        || failures=$((failures + 1))
+    expect_refusal "auth.trustedServices without uses.auth" "auth.trustedServices needs components.storage.uses.auth" \
+        --set 'components.storage.auth.trustedServices[0]=gateway' || failures=$((failures + 1))
+    expect_refusal "an unknown auth key" "additional properties 'issuerUrl' not allowed" \
+        --set auth.issuerUrl=https://idp.example || failures=$((failures + 1))
+    # TLS-only: the gateway of ci/everything has no plaintext DICOM port anywhere.
+    log "TLS-only DICOM: no plaintext port in ci/everything's gateway"
+    (cd "$REPO" && uv run --frozen python - "$tmp/everything-$GOLDEN_KUBE_VERSION.yaml" <<'PY'
+"""ci/everything sets dicom.tlsOnly: the gateway must bind, publish and allow only dicom-tls."""
+import sys
+from pathlib import Path
+
+import yaml
+
+docs = [d for d in yaml.safe_load_all(Path(sys.argv[1]).read_text()) if d]
+gateway = [d for d in docs if d["metadata"].get("labels", {}).get("app.kubernetes.io/component") == "gateway"]
+ports = {}
+for doc in gateway:
+    if doc["kind"] == "Deployment":
+        ports["container"] = [p["name"] for p in doc["spec"]["template"]["spec"]["containers"][0]["ports"]]
+    elif doc["kind"] == "Service" and doc["metadata"]["name"].endswith("-dicom"):
+        ports["DICOM Service"] = [p["name"] for p in doc["spec"]["ports"]]
+    elif doc["kind"] == "NetworkPolicy":
+        ports["NetworkPolicy ingress"] = [p["port"] for rule in doc["spec"]["ingress"] for p in rule.get("ports", [])]
+    elif doc["kind"] == "ConfigMap" and doc["metadata"]["name"].endswith("-config"):
+        config = doc["data"]
+problems = [f"{where} has the plaintext port 'dicom'" for where, names in ports.items() if "dicom" in names]
+problems += [f"{where} lacks 'dicom-tls'" for where, names in ports.items() if "dicom-tls" not in names]
+if len(ports) != 3:
+    problems.append(f"expected a container, a DICOM Service and a NetworkPolicy, found {sorted(ports)}")
+if config.get("PACS_GATEWAY_TLS_ONLY") != "true" or "PACS_GATEWAY_DICOM_PORT" in config:
+    problems.append("the ConfigMap lacks PACS_GATEWAY_TLS_ONLY=true or still sets PACS_GATEWAY_DICOM_PORT")
+for problem in problems:
+    print(f"ERROR: gateway: {problem}", file=sys.stderr)
+if problems:
+    sys.exit(1)
+print("  gateway: only dicom-tls in the container, the DICOM Service and the NetworkPolicy")
+PY
+    ) || failures=$((failures + 1))
     log "values documentation"
     values_doc check || failures=$((failures + 1))
     ((failures == 0)) || die "$failures chart check(s) failed"
@@ -244,7 +309,7 @@ main() {
         update-golden) cmd_update_golden ;;
         docs) install_tools && values_doc write ;;
         install) install_tools ;;
-        -h | --help | help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//' ;;
+        -h | --help | help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//' ;;
         *) die "unknown command '$cmd' (lint, template, update-golden, docs, install)" ;;
     esac
 }

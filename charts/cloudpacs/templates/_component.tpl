@@ -59,10 +59,45 @@ The resources of one component. Each template takes the context built in compone
 {{- $_ := set $data "PACS_S3_BUCKET" $root.Values.s3.bucket -}}
 {{- $_ := set $data "PACS_S3_VERIFY_TLS" (toString $root.Values.s3.verifyTls) -}}
 {{- end -}}
+{{- /* Caller authorization (bearer JWTs, trusted services by mTLS CN). Tokens stay required:
+PACS_AUTH_REQUIRED=false is only for a stack without mutual TLS, never a deployment. */ -}}
+{{- range $c.extraEnv -}}
+{{- if eq .name "PACS_AUTH_REQUIRED" -}}
+{{- fail (printf "components.%s.extraEnv must not set PACS_AUTH_REQUIRED: a deployment always requires caller tokens" $.name) -}}
+{{- end -}}
+{{- end -}}
+{{- if $c.uses.auth -}}
+{{- $a := $root.Values.auth -}}
+{{- $_ := set $data "PACS_AUTH_REQUIRED" "true" -}}
+{{- $_ := set $data "PACS_AUTH_ISSUER" (required (printf "auth.issuer is required: components.%s authorizes its callers with bearer JWTs (uses.auth); set it to the exact issuer (iss) of your OpenID provider's tokens" .name) $a.issuer) -}}
+{{- $_ := set $data "PACS_AUTH_AUDIENCE" (required "auth.audience must not be empty" $a.audience) -}}
+{{- with $a.jwksUrl -}}
+{{- $_ := set $data "PACS_AUTH_JWKS_URL" . -}}
+{{- end -}}
+{{- with $a.tenantClaim -}}
+{{- $_ := set $data "PACS_AUTH_TENANT_CLAIM" . -}}
+{{- end -}}
+{{- with $a.rolesClaim -}}
+{{- $_ := set $data "PACS_AUTH_ROLES_CLAIM" . -}}
+{{- end -}}
+{{- with $c.auth.trustedServices -}}
+{{- $_ := set $data "PACS_AUTH_TRUSTED_SERVICES" (join "," .) -}}
+{{- end -}}
+{{- else if $c.auth.trustedServices -}}
+{{- fail (printf "components.%s.auth.trustedServices needs components.%s.uses.auth: the component does not authorize callers" .name .name) -}}
+{{- end -}}
 {{- if $c.dicom.enabled -}}
 {{- $d := $c.dicom -}}
 {{- $_ := set $data (print $p "DICOM_HOST") "0.0.0.0" -}}
+{{- if $d.tlsOnly -}}
+{{- if not $d.tls.enabled -}}
+{{- fail (printf "components.%s.dicom.tlsOnly needs components.%s.dicom.tls.enabled (and tls.secretName): with TLS off it would serve no DICOM port at all" .name .name) -}}
+{{- end -}}
+{{- /* No plaintext DICOM port is bound, so none is configured. */ -}}
+{{- $_ := set $data (print $p "TLS_ONLY") "true" -}}
+{{- else -}}
 {{- $_ := set $data (print $p "DICOM_PORT") (include "cloudpacs.envValue" $d.port) -}}
+{{- end -}}
 {{- $_ := set $data (print $p "AE_TITLE") $d.aeTitle -}}
 {{- $_ := set $data (print $p "MAX_ASSOCIATIONS") (include "cloudpacs.envValue" $d.maxAssociations) -}}
 {{- $_ := set $data (print $p "WORKERS") (include "cloudpacs.envValue" $d.workers) -}}
@@ -237,9 +272,11 @@ spec:
               containerPort: {{ int64 $c.metrics.port }}
               protocol: TCP
             {{- if $d.enabled }}
+            {{- if not $d.tlsOnly }}
             - name: dicom
               containerPort: {{ int64 $d.port }}
               protocol: TCP
+            {{- end }}
             {{- if $d.tls.enabled }}
             - name: dicom-tls
               containerPort: {{ int64 $d.tls.port }}
@@ -576,6 +613,7 @@ spec:
   selector:
     {{- include "cloudpacs.component.selectorLabels" . | nindent 4 }}
   ports:
+    {{- if not $d.tlsOnly }}
     - name: dicom
       port: {{ int64 $d.port }}
       targetPort: dicom
@@ -583,6 +621,7 @@ spec:
       {{- if and $external (gt (int64 $d.service.nodePort) 0) }}
       nodePort: {{ int64 $d.service.nodePort }}
       {{- end }}
+    {{- end }}
     {{- if $d.tls.enabled }}
     - name: dicom-tls
       port: {{ int64 $d.tls.port }}
@@ -719,8 +758,10 @@ spec:
             cidr: {{ . }}
         {{- end }}
       ports:
+        {{- if not $d.tlsOnly }}
         - port: dicom
           protocol: TCP
+        {{- end }}
         {{- if $d.tls.enabled }}
         - port: dicom-tls
           protocol: TCP
@@ -753,8 +794,10 @@ spec:
         - port: {{ int64 (index $.all $dep).grpc.port }}
           protocol: TCP
     {{- end }}
-    {{- range $kind := list "kafka" "s3" "database" }}
-    {{- if index $c.uses $kind }}
+    {{- /* (what the component uses, the egress entry that allows it) */}}
+    {{- range $pair := list (list "kafka" "kafka") (list "s3" "s3") (list "database" "database") (list "auth" "oidc") }}
+    {{- $kind := index $pair 1 }}
+    {{- if index $c.uses (index $pair 0) }}
     {{- $e := index $np.egress $kind }}
     {{- /* No destination at all would mean "anywhere": leave the rule out instead. */}}
     {{- if or $e.cidrs $e.peers }}
