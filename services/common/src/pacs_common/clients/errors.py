@@ -6,6 +6,9 @@ for example a DICOM "out of resources" answer) or not.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import grpc
 
 from pacs_common.errors import (
@@ -58,3 +61,14 @@ def from_exception(exc: BaseException, service: str) -> PacsError:
     if isinstance(exc, (ConnectionError, TimeoutError)):
         return UnavailableError(f"{service}: {type(exc).__name__}")
     return PacsError(f"{service}: unexpected {type(exc).__name__}")
+
+
+@contextmanager
+def translated(service: str) -> Iterator[None]:
+    """Inside the block, a failed gRPC call raises the project's error for ``service``
+    (:func:`from_rpc_error`) instead of ``grpc.RpcError``: the one translation every client
+    uses."""
+    try:
+        yield
+    except grpc.RpcError as exc:
+        raise from_rpc_error(exc, service) from exc

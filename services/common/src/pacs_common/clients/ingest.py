@@ -18,7 +18,7 @@ import grpc
 from pacs.ingest.v1 import ingest_service_pb2 as pb
 from pacs.ingest.v1 import ingest_service_pb2_grpc as pb_grpc
 
-from pacs_common.clients.errors import from_rpc_error
+from pacs_common.clients.errors import translated
 
 SERVICE = "gateway"
 DEFAULT_CHUNK_SIZE = 1024 * 1024
@@ -45,22 +45,18 @@ class IngestClient:
 
     async def echo(self) -> str:
         """Check the gateway and its storage path; returns the gateway's AE title."""
-        try:
+        with translated(SERVICE):
             response: pb.EchoResponse = await self.stub.Echo(pb.EchoRequest(), timeout=self.timeout)
-        except grpc.RpcError as exc:
-            raise from_rpc_error(exc, SERVICE) from exc
         return response.ae_title
 
     async def store(
         self, tenant: str, files: Iterable[tuple[str, bytes]]
     ) -> list[pb.StoreFileResult]:
         """Send Part 10 files (each ``(client_file_id, bytes)``) in one stream; one result each."""
-        try:
+        with translated(SERVICE):
             response: pb.StoreResponse = await self.stub.Store(
                 self._requests(tenant, files), timeout=self.timeout
             )
-        except grpc.RpcError as exc:
-            raise from_rpc_error(exc, SERVICE) from exc
         return list(response.results)
 
     async def _requests(

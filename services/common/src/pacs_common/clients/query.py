@@ -18,7 +18,7 @@ import grpc
 from pacs.query.v1 import query_service_pb2 as pb
 from pacs.query.v1 import query_service_pb2_grpc as pb_grpc
 
-from pacs_common.clients.errors import from_rpc_error
+from pacs_common.clients.errors import translated
 
 SERVICE = "indexer"
 
@@ -36,32 +36,26 @@ class QueryClient:
 
     async def find_studies(self, query: pb.Query) -> pb.FindStudiesResponse:
         """One page of matching studies (DICOM JSON) and the total number of matches."""
-        try:
+        with translated(SERVICE):
             response: pb.FindStudiesResponse = await self.stub.FindStudies(
                 pb.FindStudiesRequest(query=query), timeout=self.timeout
             )
-        except grpc.RpcError as exc:
-            raise from_rpc_error(exc, SERVICE) from exc
         return response
 
     async def find_series(self, query: pb.Query) -> pb.FindSeriesResponse:
         """One page of matching series and the total number of matches."""
-        try:
+        with translated(SERVICE):
             response: pb.FindSeriesResponse = await self.stub.FindSeries(
                 pb.FindSeriesRequest(query=query), timeout=self.timeout
             )
-        except grpc.RpcError as exc:
-            raise from_rpc_error(exc, SERVICE) from exc
         return response
 
     async def find_instances(self, query: pb.Query) -> pb.FindInstancesResponse:
         """One page of matching instances and the total number of matches."""
-        try:
+        with translated(SERVICE):
             response: pb.FindInstancesResponse = await self.stub.FindInstances(
                 pb.FindInstancesRequest(query=query), timeout=self.timeout
             )
-        except grpc.RpcError as exc:
-            raise from_rpc_error(exc, SERVICE) from exc
         return response
 
     async def instance_metadata(
@@ -74,12 +68,10 @@ class QueryClient:
             series_instance_uid=series_uid,
             sop_instance_uid=sop_instance_uid,
         )
-        try:
+        with translated(SERVICE):
             response: pb.GetInstanceMetadataResponse = await self.stub.GetInstanceMetadata(
                 request, timeout=self.timeout
             )
-        except grpc.RpcError as exc:
-            raise from_rpc_error(exc, SERVICE) from exc
         return response.dataset
 
     async def study_metadata(
@@ -89,27 +81,21 @@ class QueryClient:
         request = pb.GetStudyMetadataRequest(
             tenant=tenant, study_instance_uid=study_uid, series_instance_uid=series_uid
         )
-        try:
+        with translated(SERVICE):
             async for message in self.stub.GetStudyMetadata(request, timeout=self.timeout):
                 for dataset in message.datasets:
                     yield dataset
-        except grpc.RpcError as exc:
-            raise from_rpc_error(exc, SERVICE) from exc
 
     async def reindex(self, tenant: str) -> AsyncIterator[pb.ReindexResponse]:
         """Rebuild a tenant's index from storage; yields progress (no deadline: it is long)."""
-        try:
+        with translated(SERVICE):
             async for progress in self.stub.Reindex(pb.ReindexRequest(tenant=tenant)):
                 yield progress
-        except grpc.RpcError as exc:
-            raise from_rpc_error(exc, SERVICE) from exc
 
     async def check_index(self, tenant: str, max_listed: int = 20) -> pb.CheckIndexResponse:
         """Compare a tenant's index with what storage holds."""
-        try:
+        with translated(SERVICE):
             response: pb.CheckIndexResponse = await self.stub.CheckIndex(
                 pb.CheckIndexRequest(tenant=tenant, max_listed=max_listed)
             )
-        except grpc.RpcError as exc:
-            raise from_rpc_error(exc, SERVICE) from exc
         return response

@@ -29,7 +29,7 @@ from pacs.storage.v1 import storage_service_pb2 as pb
 from pacs.storage.v1 import storage_service_pb2_grpc as pb_grpc
 from pacs.type.v1 import instance_pb2
 
-from pacs_common.clients.errors import from_rpc_error
+from pacs_common.clients.errors import translated
 
 SERVICE = "storage"
 DEFAULT_CHUNK_SIZE = 1024 * 1024
@@ -80,10 +80,8 @@ class StorageClient:
                 instance=instance, size_hint=size_hint, expected_sha256=expected_sha256
             )
             requests = self._requests(header, data)
-        try:
+        with translated(SERVICE):
             response: pb.PutResponse = await self.stub.Put(requests, timeout=self.timeout)
-        except grpc.RpcError as exc:
-            raise from_rpc_error(exc, SERVICE) from exc
         return response
 
     @staticmethod
@@ -111,19 +109,15 @@ class StorageClient:
             timeout=self.timeout,
         )
         stream = aiter(call)
-        try:
+        with translated(SERVICE):
             first: pb.GetResponse = await anext(stream)
-        except grpc.RpcError as exc:
-            raise from_rpc_error(exc, SERVICE) from exc
 
         async def chunks() -> AsyncIterator[bytes]:
             if first.chunk:
                 yield first.chunk
-            try:
+            with translated(SERVICE):
                 async for message in stream:
                     yield message.chunk
-            except grpc.RpcError as exc:
-                raise from_rpc_error(exc, SERVICE) from exc
 
         return first.object, chunks()
 
@@ -159,25 +153,21 @@ class StorageClient:
         self, instance: instance_pb2.InstanceRef, *, version_id: str = ""
     ) -> instance_pb2.ObjectInfo:
         """Size, SHA-256, version and descriptors of a stored object."""
-        try:
+        with translated(SERVICE):
             response: pb.HeadResponse = await self.stub.Head(
                 pb.HeadRequest(instance=instance, version_id=version_id), timeout=self.timeout
             )
-        except grpc.RpcError as exc:
-            raise from_rpc_error(exc, SERVICE) from exc
         return response.object
 
     async def delete(
         self, instance: instance_pb2.InstanceRef, *, all_versions: bool = False
     ) -> int:
         """Remove the current object (or every version); returns how many were removed."""
-        try:
+        with translated(SERVICE):
             response: pb.DeleteResponse = await self.stub.Delete(
                 pb.DeleteRequest(instance=instance, all_versions=all_versions),
                 timeout=self.timeout,
             )
-        except grpc.RpcError as exc:
-            raise from_rpc_error(exc, SERVICE) from exc
         return response.deleted_versions
 
     async def list(
@@ -197,10 +187,8 @@ class StorageClient:
             page_size=page_size,
             page_token=page_token,
         )
-        try:
+        with translated(SERVICE):
             response: pb.ListResponse = await self.stub.List(request, timeout=self.timeout)
-        except grpc.RpcError as exc:
-            raise from_rpc_error(exc, SERVICE) from exc
         return response
 
     async def list_all(
