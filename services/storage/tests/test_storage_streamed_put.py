@@ -71,6 +71,33 @@ async def test_a_wrong_size_announcement_still_stores_exactly_the_bytes_received
     assert stored_bytes(raw_s3, bucket_name, ref) == data
 
 
+async def test_a_stream_shorter_than_announced_but_whole_by_its_digest_is_a_new_object(
+    app: StorageApp, tenant: str, raw_s3: Any, bucket_name: str
+) -> None:
+    """The deterministic form of the case above: S3 has every byte received before the
+    stream ends. Cutting the streamed write's body short there let the server store those
+    bytes (they match the announced SHA-256) after the write was reported failed, and the
+    fallback then answered ``already_existed`` for the Put's own object."""
+    data = sample_part10()
+    ref = instance_ref_of(data, tenant)
+    header = pb.PutHeader(
+        instance=ref, size_hint=len(data) + 1_000, expected_sha256=hashlib.sha256(data).hexdigest()
+    )
+
+    async def requests() -> AsyncIterator[pb.PutRequest]:
+        yield pb.PutRequest(header=header)
+        for chunk in in_pieces(data, 4_096):
+            yield pb.PutRequest(chunk=chunk)
+        await asyncio.sleep(0.2)  # the streamed write's bytes reach S3 before the end
+
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{app.grpc_port}") as channel:
+        response: pb.PutResponse = await pb_grpc.StorageServiceStub(channel).Put(requests())
+
+    assert not response.already_existed
+    assert response.object.size == len(data)
+    assert stored_bytes(raw_s3, bucket_name, ref) == data
+
+
 async def test_the_object_is_written_while_its_stream_arrives_and_a_surplus_removes_it(
     app: StorageApp, tenant: str, raw_s3: Any, bucket_name: str
 ) -> None:
@@ -208,6 +235,24 @@ def test_body_pipe_hands_exactly_the_announced_bytes_to_a_reader_thread() -> Non
 
     assert not thread.is_alive()
     assert read == [b"abcd", b"ef", b"ghij"]
+
+
+def test_body_pipe_pads_a_short_body_to_the_announced_size() -> None:
+    pipe = RequestBodyPipe(size=10)
+    pipe.feed(b"abc")
+    read: list[bytes] = []
+
+    def reader() -> None:
+        while chunk := pipe.read(4):
+            read.append(chunk)
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    pipe.pad()
+    thread.join(timeout=5)
+
+    assert not thread.is_alive()
+    assert b"".join(read) == b"abc" + bytes(7)
 
 
 def test_body_pipe_failure_reaches_a_waiting_reader() -> None:

@@ -47,6 +47,7 @@ from pacs_storage.streamed_put import StreamTarget
 from pacs_storage.upload import ReceivedObject, UploadPolicy, receive_object
 from pacs_storage.versions import (
     META_SHA256,
+    META_VERSION,
     b64_digest,
     new_version_id,
     object_info,
@@ -234,9 +235,14 @@ class InstanceStore:
         reads again and keeps the winner as a version. With ``optimistic`` a small object is
         first written as new, which saves the HEAD in the common case (unless a streamed write
         already tried that).
+
+        An identical object that carries this Put's own version id was not there before this
+        Put began: this Put's streamed write stored it though its answer was lost (a dropped
+        connection). That is a new object, not ``already_existed``.
         """
         key = object_key(ref)
         sha = received.sha256_hex
+        own_version = new_version_id(now, sha)
         conditional = self.settings.conditional_writes
         optimistic = optimistic and conditional and received.data is not None
         for attempt in range(_WRITE_ATTEMPTS):
@@ -244,7 +250,10 @@ class InstanceStore:
             if current is not None and current.metadata.get(META_SHA256) == sha:
                 if received.multipart is not None:
                     await received.multipart.abort()
-                return PutResult(object_info(ref, current), already_existed=True, new_version=False)
+                own = current.metadata.get(META_VERSION) == own_version
+                return PutResult(
+                    object_info(ref, current), already_existed=not own, new_version=False
+                )
             condition: dict[str, str] = {}
             if conditional:
                 condition = {"IfMatch": current.etag} if current else {"IfNoneMatch": "*"}

@@ -7,13 +7,23 @@ instead: botocore reads its body from a :class:`RequestBodyPipe` in its worker t
 event loop feeds the pipe, so the two transfers overlap. The write is conditional
 (``If-None-Match: *``) and S3 verifies the announced SHA-256 (the ``x-amz-checksum-sha256``
 header, signed) before the object becomes visible, so a short, long or altered stream stores
-nothing: the request fails, and the caller falls back to the buffered path, which it can because
-the bytes are still kept in memory (below the threshold, as before).
+no object of its own: the request fails, and the caller falls back to the buffered path, which
+it can because the bytes are still kept in memory (below the threshold, as before).
+
+The request is never abandoned by cutting its body short. A server that sees the connection
+close before the announced Content-Length may take the bytes it got as the whole body, verify
+the checksum over them and store the object, after the client was told the request failed
+(versitygw does: a stream that announced too large a size but the right SHA-256 was stored by
+the abandoned write, and the fallback then found it "already existing"). So a stream that ends
+early is completed with zero bytes up to the announced size (:meth:`RequestBodyPipe.pad`),
+which breaks the checksum, and a longer stream hands over only the announced bytes: either way
+the request runs to its end and S3 answers it, and once :meth:`StreamedPut.finish` or
+:meth:`StreamedPut.undo` returns, nothing of this write can still happen at S3.
 
 S3 stores the object as soon as it has the announced bytes, possibly before botocore reports
-back, so a write that "failed" may exist all the same. When the Put as a whole fails, the
-object is removed if it is this write's own (its version id in the metadata): nothing is left
-stored but unannounced.
+back, so a write that "failed" (a connection lost after S3 stored the object) may exist all the
+same. When the Put as a whole fails, the object is removed if it is this write's own (its
+version id in the metadata): nothing is left stored but unannounced.
 """
 
 from __future__ import annotations
@@ -33,6 +43,9 @@ from pacs_storage.versions import META_VERSION
 
 log = logging.getLogger(__name__)
 
+# Largest read of padding handed to botocore at once.
+_PAD_BLOCK = 64 * 1024
+
 
 class StreamAbandonedError(Exception):
     """The Put stream ended otherwise than with exactly the announced bytes."""
@@ -43,9 +56,10 @@ class RequestBodyPipe:
 
     Hand-written because botocore reads request bodies synchronously (``read(n)`` in its
     worker thread) and nothing in boto3 or the standard library bridges an asyncio producer to
-    such a reader; ``feed`` and ``fail`` never block the event loop. The body ends once
-    ``size`` bytes were read, without waiting for the stream's end, so that S3's answer (which
-    it sends once it has those bytes) is read at once.
+    such a reader; ``feed``, ``pad`` and ``fail`` never block the event loop. The body ends
+    once ``size`` bytes were read, without waiting for the stream's end, so that S3's answer
+    (which it sends once it has those bytes) is read at once; bytes fed beyond ``size`` are
+    never read.
     """
 
     def __init__(self, size: int) -> None:
@@ -53,6 +67,7 @@ class RequestBodyPipe:
         self._chunks: collections.deque[memoryview] = collections.deque()
         self._changed = threading.Condition()
         self._failure: BaseException | None = None
+        self._padded = False
 
     def feed(self, chunk: bytes) -> None:
         """Append bytes for the reader (no copy: ``chunk`` must not change afterwards)."""
@@ -60,9 +75,19 @@ class RequestBodyPipe:
             self._chunks.append(memoryview(chunk))
             self._changed.notify()
 
+    def pad(self) -> None:
+        """No more bytes come: once the queued ones are read, the body goes on with zero
+        bytes up to ``size``. The request then ends normally and S3 answers it (refusing the
+        object, whose checksum covers other bytes), instead of deciding alone what to do with
+        a body cut short (see the module docstring)."""
+        with self._changed:
+            self._padded = True
+            self._changed.notify()
+
     def fail(self, reason: BaseException) -> None:
         """Make a ``read`` still waiting for bytes raise ``reason``: the HTTP request is
-        abandoned with fewer bytes than its Content-Length, so S3 stores nothing."""
+        abandoned with fewer bytes than its Content-Length. Not for a request whose bytes S3
+        could still take as a whole object: use :meth:`pad` for that."""
         with self._changed:
             self._failure = reason
             self._chunks.clear()
@@ -73,12 +98,16 @@ class RequestBodyPipe:
         with self._changed:
             if self._unread == 0 or size == 0:
                 return b""
-            while not self._chunks and self._failure is None:
+            while not self._chunks and self._failure is None and not self._padded:
                 self._changed.wait()
             if self._failure is not None:
                 raise self._failure
-            head = self._chunks.popleft()
             limit = self._unread if size < 0 else min(size, self._unread)
+            if not self._chunks:
+                padding = min(limit, _PAD_BLOCK)
+                self._unread -= padding
+                return bytes(padding)
+            head = self._chunks.popleft()
             if len(head) > limit:
                 self._chunks.appendleft(head[limit:])
                 head = head[:limit]
@@ -118,23 +147,27 @@ class StreamedPut:
         )
 
     def feed(self, chunk: bytes) -> None:
-        """Pass one received chunk on (a stream longer than announced abandons the write if
-        it is still running; if S3 already has the announced bytes, the caller's digest check
-        refuses the Put and :meth:`undo` removes the object)."""
+        """Pass one received chunk on. Of a stream longer than announced only the announced
+        bytes go to S3: if they match the announced SHA-256 the object is stored, the caller's
+        digest check (over the whole stream) refuses the Put and :meth:`undo` removes it."""
+        wanted = self.target.size - self._fed
         self._fed += len(chunk)
-        if self._task.done():
-            return  # S3 answered already: keep nothing for it
-        if self._fed > self.target.size:
-            self._pipe.fail(StreamAbandonedError("more bytes than announced"))
-        else:
-            self._pipe.feed(chunk)
+        if self._task.done() or wanted <= 0:
+            return  # S3 answered already, or has all the bytes it will get
+        self._pipe.feed(chunk if len(chunk) <= wanted else chunk[:wanted])
 
     async def finish(self) -> bool:
         """Wait for S3: True once it confirmed the write; False when the write did not happen
         as far as is known (conflict, short stream, S3 error) and the caller must write the
-        object another way."""
+        object another way.
+
+        A stream shorter than announced is padded (:meth:`RequestBodyPipe.pad`): the zeros
+        break the checksum, so S3 refuses the write, and above all it has answered the
+        request before this returns, so the fallback never meets an object stored late by
+        this write.
+        """
         if self._fed < self.target.size:
-            self._pipe.fail(StreamAbandonedError("fewer bytes than announced"))
+            self._pipe.pad()
         try:
             await self._task
         except Exception as exc:
@@ -143,8 +176,13 @@ class StreamedPut:
         return True
 
     async def undo(self) -> None:
-        """The Put failed: stop the write, and remove the object if this write stored it."""
-        self._pipe.fail(StreamAbandonedError("the Put failed"))
+        """The Put failed: end the write, and remove the object if this write stored it.
+
+        The write is ended by padding, not by cutting its body (the bytes received may be
+        the whole object as its SHA-256 announced it): once S3 answered, the HEAD below sees
+        whatever this write stored, and nothing is stored after it.
+        """
+        self._pipe.pad()
         with contextlib.suppress(Exception):
             await self._task
         try:
