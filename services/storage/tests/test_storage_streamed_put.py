@@ -90,7 +90,7 @@ async def test_a_stream_shorter_than_announced_but_whole_by_its_digest_is_a_new_
             yield pb.PutRequest(chunk=chunk)
         await asyncio.sleep(0.2)  # the streamed write's bytes reach S3 before the end
 
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{app.grpc_port}") as channel:
+    async with plain_aio_channel(f"127.0.0.1:{app.grpc_port}") as channel:
         response: pb.PutResponse = await pb_grpc.StorageServiceStub(channel).Put(requests())
 
     assert not response.already_existed
