@@ -13,7 +13,7 @@ from pacs_common.clients.storage import StorageClient
 from pacs_common.errors import PacsError
 from pacs_common.events import TOPIC_INSTANCES, EventConsumer, EventPublisher
 from pacs_common.grpc_client import open_channel
-from pacs_common.metrics import MetricsServer
+from pacs_common.hosted_app import HostedApp
 from pacs_common.service_host import ServiceHost, StopStage, configure_process
 
 from pacs_indexer.consumer import IndexEventHandler
@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 SERVICE_NAME = query_pb.DESCRIPTOR.services_by_name["QueryService"].full_name
 
 
-class IndexerApp:
+class IndexerApp(HostedApp):
     """One running indexer: create with :func:`create_app`, then ``start()`` / ``stop()``."""
 
     def __init__(self, settings: IndexerSettings) -> None:
@@ -57,27 +57,6 @@ class IndexerApp:
         host.on_stop("consumer", self._stop_consumer, StopStage.CONSUMERS)
         host.on_stop("publisher", self._stop_publisher, StopStage.PRODUCERS)
         host.on_stop("resources", self._close, StopStage.RESOURCES)
-
-    @property
-    def grpc_port(self) -> int:
-        """The bound gRPC port (after :meth:`start`)."""
-        return self.host.port
-
-    @property
-    def metrics(self) -> MetricsServer | None:
-        """The /metrics endpoint (with ``metrics_port`` set, after :meth:`start`)."""
-        return self.host.metrics
-
-    async def start(self) -> None:
-        """Migrate the schema, start consuming events (if enabled), then serve queries.
-
-        If a step fails, what was started is stopped again before the error propagates.
-        """
-        try:
-            await self._start()
-        except BaseException:
-            await self.stop()
-            raise
 
     async def _start(self) -> None:
         await asyncio.to_thread(self.database.create_schema)
@@ -108,13 +87,6 @@ class IndexerApp:
             await self.consumer.start()
         await self.host.start()
         log.info("indexer started", extra={"grpc_port": self.grpc_port})
-
-    async def stop(self) -> None:
-        """Drain queries, stop consuming (after the event in hand), flush, close: one deadline.
-
-        Safe to call twice.
-        """
-        await self.host.stop()
 
     async def _stop_statistics(self) -> None:
         if self._statistics is not None:

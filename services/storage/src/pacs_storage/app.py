@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from pacs.storage.v1 import storage_service_pb2_grpc as pb_grpc
 from pacs_common.errors import PacsError
-from pacs_common.metrics import MetricsServer
+from pacs_common.hosted_app import HostedApp
 from pacs_common.s3 import make_s3_client
 from pacs_common.service_host import ServiceHost, StopStage, configure_process
 
@@ -39,7 +39,7 @@ def sse_arguments(settings: StorageSettings) -> dict[str, str]:
     return arguments
 
 
-class StorageApp:
+class StorageApp(HostedApp):
     """One storage service: its S3 bucket and Kafka announcer on the service host."""
 
     def __init__(self, settings: StorageSettings) -> None:
@@ -60,16 +60,6 @@ class StorageApp:
         self.host.on_stop("resources", self._close, StopStage.RESOURCES)
         self._health_tasks: set[asyncio.Task[None]] = set()
 
-    @property
-    def grpc_port(self) -> int:
-        """The bound gRPC port (after :meth:`start`)."""
-        return self.host.port
-
-    @property
-    def metrics(self) -> MetricsServer | None:
-        """The /metrics endpoint (with ``metrics_port`` set, after :meth:`start`)."""
-        return self.host.metrics
-
     def _kafka_changed(self, ready: bool) -> None:
         if self.host.port == 0 or self.host.stopping:
             return
@@ -81,18 +71,6 @@ class StorageApp:
         """StorageService is SERVING only while events can be published (read at the moment
         of setting, so concurrent updates cannot leave a stale status behind)."""
         await self.host.set_serving(SERVICE_NAME, self.announcer.ready)
-
-    async def start(self) -> None:
-        """Create the bucket if possible, connect to Kafka if possible, and serve.
-
-        If a step fails (a missing certificate, a port in use), what was started is stopped
-        again before the error propagates.
-        """
-        try:
-            await self._start()
-        except BaseException:
-            await self.stop()
-            raise
 
     async def _start(self) -> None:
         # boto3 calls run in the loop's default executor, and a Put streamed to S3 holds a
@@ -108,10 +86,6 @@ class StorageApp:
         await self.announcer.start()
         await self.host.start()
         await self._update_health()
-
-    async def stop(self) -> None:
-        """Drain calls, then disconnect from Kafka, within one deadline; safe to call twice."""
-        await self.host.stop()
 
     async def _close(self) -> None:
         for task in list(self._health_tasks):
