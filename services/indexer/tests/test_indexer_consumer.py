@@ -1,12 +1,14 @@
 """The event path end to end: storage stores a real DICOM file and announces it on Kafka, the
-indexer consumes the event, reads the header back through storage, and the study becomes
-findable through QueryService; deleting it from storage removes it from the index."""
+indexer consumes the event, takes the header from it (or, over storage's cap and for events
+without it, reads the header back through storage), and the study becomes findable through
+QueryService; deleting it from storage removes it from the index."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import json
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
@@ -61,10 +63,30 @@ async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> list[TopicParti
 
 
 @pytest.fixture
-async def storage(infra_env: dict[str, str], bucket_name: str) -> AsyncIterator[StorageApp]:
-    app = await start_storage(bucket_name, kafka_retry_s=0.2)
+async def storage(
+    request: pytest.FixtureRequest, infra_env: dict[str, str], bucket_name: str
+) -> AsyncIterator[StorageApp]:
+    """Storage; an indirect parameter sets its cap on the header carried in InstanceStored."""
+    cap: int | None = getattr(request, "param", None)
+    caps = {} if cap is None else {"event_header_cap_bytes": cap}
+    app = await start_storage(bucket_name, kafka_retry_s=0.2, **caps)
     yield app
     await app.stop()
+
+
+# The header of a stored instance reaches the indexer three ways; each must index it the same.
+HEADER_PATHS = pytest.mark.parametrize(
+    "storage",
+    [
+        pytest.param(None, id="header-in-event"),
+        # CT_small's header is 6 288 bytes, rtplan.dcm (no pixels) 2 672: both over a 1 KiB cap.
+        pytest.param(1024, id="over-the-cap"),
+        # A cap of 0 gives events byte for byte like those of storage before header_part10
+        # (test_storage_events checks that).
+        pytest.param(0, id="event-without-header-field"),
+    ],
+    indirect=True,
+)
 
 
 @pytest.fixture
@@ -92,6 +114,7 @@ async def _eventually(check: Callable[[], Awaitable[bool]], within: float = 45.0
         await asyncio.sleep(0.2)
 
 
+@HEADER_PATHS
 @pytest.mark.parametrize("name", ["CT_small.dcm", "rtplan.dcm"])  # header + pixels; header only
 async def test_stored_instance_becomes_findable_then_deleted(
     storage: StorageApp,
@@ -104,7 +127,7 @@ async def test_stored_instance_becomes_findable_then_deleted(
     indexer = await start_indexer(
         storage.grpc_port,
         tmp_path / "index.sqlite",
-        header_prefix_bytes=1024,  # smaller than the header: exercises reading more
+        header_prefix_bytes=1024,  # smaller than the header: a read from storage reads more
     )
     storage_channel = open_channel(f"127.0.0.1:{storage.grpc_port}", client_tls())
     query_channel = plain_aio_channel(
@@ -175,3 +198,50 @@ async def _next_indexed(consumer: AIOKafkaConsumer, tenant: str) -> events_pb.In
                 return event
 
     return await asyncio.wait_for(wait(), 30)
+
+
+def _closed_port() -> int:
+    """A loopback port nothing listens on: every call to it fails at once."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def test_a_header_in_the_event_is_indexed_without_reading_storage(
+    storage: StorageApp,
+    indexed_events: AIOKafkaConsumer,
+    tmp_path: Path,
+    tenant: str,
+    hydra: Hydra,
+) -> None:
+    # The indexer is given a storage address where nothing answers: every read from storage
+    # would fail (retriably, so the event would wait forever), and the instance can only
+    # become queryable from the header that its event carries.
+    indexer = await start_indexer(_closed_port(), tmp_path / "index.sqlite")
+    storage_channel = open_channel(f"127.0.0.1:{storage.grpc_port}", client_tls())
+    query_channel = plain_aio_channel(
+        f"127.0.0.1:{indexer.grpc_port}",
+        interceptors=bearer_interceptors(hydra.client(tenant, [Role.QUERY])),
+    )
+    try:
+        path = get_testdata_file("CT_small.dcm")
+        assert path is not None
+        data = await asyncio.to_thread(Path(path).read_bytes)
+        dataset = dcmread(path, stop_before_pixels=True)
+        ref = instance_ref_of(data, tenant)
+        await StorageClient(storage_channel, timeout=30).put(ref, data)
+
+        indexed = await _next_indexed(indexed_events, tenant)
+        assert indexed.instance.sop_instance_uid == dataset.SOPInstanceUID
+        query = pb_grpc.QueryServiceStub(query_channel)
+        metadata = await query.GetInstanceMetadata(
+            pb.GetInstanceMetadataRequest(tenant=tenant, sop_instance_uid=dataset.SOPInstanceUID)
+        )
+        header_json = json.loads(metadata.dataset)
+        assert header_json["00100010"]["Value"] == [{"Alphabetic": str(dataset.PatientName)}]
+        assert header_json["00280010"]["Value"] == [dataset.Rows]
+        assert "7FE00010" not in header_json
+    finally:
+        await query_channel.close()
+        await storage_channel.close()
+        await indexer.stop()

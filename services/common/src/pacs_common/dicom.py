@@ -90,6 +90,60 @@ def read_header(part10: bytes, tags: list[BaseTag] | None = None) -> Dataset:
         raise UnreadableDicomError(f"not a readable DICOM Part 10 object: {exc}") from exc
 
 
+# PS3.5 7.1: the elements whose values are the image's pixels; a header ends where one begins.
+_PIXEL_TAGS = frozenset(
+    (
+        b"\xe0\x7f\x10\x00",  # (7FE0,0010) Pixel Data, little endian
+        b"\xe0\x7f\x08\x00",  # (7FE0,0008) Float Pixel Data
+        b"\xe0\x7f\x09\x00",  # (7FE0,0009) Double Float Pixel Data
+        b"\x7f\xe0\x00\x10",  # the same three, big endian
+        b"\x7f\xe0\x00\x08",
+        b"\x7f\xe0\x00\x09",
+    )
+)
+# Deflated transfer syntaxes (PS3.5 A.5, 1.2.840.10008.1.2.8.1): the data set is compressed as
+# a whole, so where parsing stopped in the stream says nothing about where the header ends.
+DEFLATED_TRANSFER_SYNTAXES = frozenset({"1.2.840.10008.1.2.1.99", "1.2.840.10008.1.2.8.1"})
+
+
+def split_header(data: bytes, complete: bool) -> tuple[Dataset, int] | None:
+    """Parse the header at the start of a Part 10 object and say where it ends.
+
+    pydicom parses a truncated prefix without complaint, so a prefix (``complete`` False)
+    counts only when parsing stopped exactly at a Pixel Data element (PS3.5 7.1); a deflated
+    object counts only whole. This is the one place that decides "these bytes hold the whole
+    header": storage uses it to cut the header it puts in ``InstanceStored``, the indexer to
+    know whether a ranged read of an object was long enough.
+
+    Args:
+        data: the first bytes of the object, or all of it.
+        complete: True when ``data`` is the whole object.
+
+    Returns:
+        The header (without pixel data) and its length in bytes (``data[:length]`` parses to
+        the same header; the whole object for a deflated one), or None when ``data`` is a
+        prefix that may stop before the header ends.
+
+    Raises:
+        UnreadableDicomError: ``complete`` and the bytes are not readable DICOM.
+    """
+    stream = io.BytesIO(data)
+    try:
+        dataset = dcmread(stream, stop_before_pixels=True)
+    except (InvalidDicomError, EOFError, ValueError, KeyError, TypeError, OSError) as exc:
+        if complete:
+            raise UnreadableDicomError(f"not a readable DICOM Part 10 object: {exc}") from exc
+        return None
+    meta = getattr(dataset, "file_meta", None)
+    deflated = str(getattr(meta, "TransferSyntaxUID", "") or "") in DEFLATED_TRANSFER_SYNTAXES
+    if complete:
+        return dataset, len(data) if deflated else stream.tell()
+    position = stream.tell()
+    if not deflated and data[position : position + 4] in _PIXEL_TAGS:
+        return dataset, position
+    return None
+
+
 def identifiers_of_part10(part10: bytes) -> Identifiers:
     """The identifiers of a Part 10 object, checked (see :func:`identifiers_of`).
 

@@ -1,5 +1,8 @@
 """Keeping the index in step with storage: handling ``InstanceStored`` and ``InstanceDeleted``.
 
+The header of a stored instance comes in its ``InstanceStored`` event when storage could put it
+there (see ``header_part10`` in the proto); only otherwise is it read back from storage.
+
 Each event is applied idempotently (keyed by tenant + SOP Instance UID), and only after the
 database transaction committed is ``InstanceIndexed`` announced; the consumer loop commits the
 Kafka offset after that. A crash anywhere therefore means the event is handled again, which
@@ -20,7 +23,7 @@ from pacs_common.events import TOPIC_INDEXED, EventPublisher, event_type, header
 
 from pacs_indexer.database import Database
 from pacs_indexer.extra_attributes import ExtraAttributes
-from pacs_indexer.header import HeaderReader
+from pacs_indexer.header import HeaderReader, parse_event_header
 from pacs_indexer.indexing import delete_instance, upsert_instances
 from pacs_indexer.records import InstanceRecord, StoredObject, record_from_dataset
 
@@ -51,7 +54,7 @@ class IndexEventHandler:
         try:
             if kind == _STORED:
                 stored = events_pb.InstanceStored.FromString(record.value or b"")
-                await self.index_object(stored.object)
+                await self.index_object(stored.object, stored.header_part10)
             elif kind == _DELETED:
                 deleted = events_pb.InstanceDeleted.FromString(record.value or b"")
                 await self.instance_deleted(
@@ -62,15 +65,25 @@ class IndexEventHandler:
         except DecodeError as exc:
             raise InvalidArgumentError(f"undecodable {kind} payload: {exc}") from exc
 
-    async def index_object(self, info: instance_pb2.ObjectInfo) -> None:
-        """Read one stored object's header, upsert it, announce ``InstanceIndexed``."""
+    async def index_object(self, info: instance_pb2.ObjectInfo, header_part10: bytes = b"") -> None:
+        """Upsert one stored object's header and announce ``InstanceIndexed``.
+
+        The header comes from the event when storage put it there (``header_part10``); it is
+        read from storage otherwise (over storage's cap, older events, reindexing).
+        """
         ref = info.instance
-        try:
-            dataset = await self.headers.read(ref, info.size)
-        except NotFoundError:
-            # Removed since it was announced: its InstanceDeleted follows on the same partition.
-            log.info("stored object already gone", extra={"sop_instance_uid": ref.sop_instance_uid})
-            return
+        if header_part10:
+            dataset = parse_event_header(header_part10)
+        else:
+            try:
+                dataset = await self.headers.read(ref, info.size)
+            except NotFoundError:
+                # Removed since it was announced: its InstanceDeleted follows on the same
+                # partition.
+                log.info(
+                    "stored object already gone", extra={"sop_instance_uid": ref.sop_instance_uid}
+                )
+                return
         stored = StoredObject(
             key=info.key,
             size=info.size,

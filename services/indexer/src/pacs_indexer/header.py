@@ -1,31 +1,28 @@
-"""Reading an instance's header from the storage service without reading its pixel data.
+"""An instance's header: from its ``InstanceStored`` event, or read from the storage service
+without reading its pixel data.
+
+Storage puts the header in the event when it is at most its cap (``header_part10``), so the
+storage read here is for larger headers, events from before that field, and reindexing.
 
 The first ``prefix_bytes`` of the object are fetched with a ranged ``StorageService.Get`` (through
-:class:`pacs_common.clients.storage.StorageClient`) and
-parsed with ``stop_before_pixels``. pydicom parses a truncated prefix without complaint, so the
-parse counts as complete only when the whole object was read or parsing stopped exactly at a
-Pixel Data element (PS3.5 7.1, tags (7FE0,0008/0009/0010)); otherwise a larger range is read,
-up to the whole object. Deflated transfer syntaxes are always read whole (their position in
-the stream says nothing about the parsed bytes).
+:class:`pacs_common.clients.storage.StorageClient`) and parsed by
+:func:`pacs_common.dicom.split_header`, which accepts a prefix only when parsing stopped exactly
+at a Pixel Data element (PS3.5 7.1); otherwise a larger range is read, up to the whole object.
+Deflated transfer syntaxes are always read whole (their position in the stream says nothing
+about the parsed bytes).
 """
 
 from __future__ import annotations
 
-import io
 import logging
 
 from pacs.type.v1 import instance_pb2
 from pacs_common.clients.storage import StorageClient
+from pacs_common.dicom import DEFLATED_TRANSFER_SYNTAXES, UnreadableDicomError, split_header
 from pacs_common.errors import InvalidArgumentError, PermissionDeniedError, UnavailableError
-from pydicom import dcmread
 from pydicom.dataset import Dataset
-from pydicom.errors import InvalidDicomError
 
 log = logging.getLogger(__name__)
-
-_PIXEL_TAGS_LE = (b"\xe0\x7f\x10\x00", b"\xe0\x7f\x08\x00", b"\xe0\x7f\x09\x00")
-_PIXEL_TAGS_BE = (b"\x7f\xe0\x00\x10", b"\x7f\xe0\x00\x08", b"\x7f\xe0\x00\x09")
-_DEFLATED = {"1.2.840.10008.1.2.1.99", "1.2.840.10008.1.2.8.1"}
 
 
 class HeaderReader:
@@ -44,7 +41,7 @@ class HeaderReader:
             InvalidArgumentError: the object is not readable DICOM.
         """
         length = self.prefix_bytes
-        if instance.transfer_syntax_uid in _DEFLATED:
+        if instance.transfer_syntax_uid in DEFLATED_TRANSFER_SYNTAXES:
             length = 0
         while True:
             data = await self._get(instance, length)
@@ -83,18 +80,29 @@ def _refused(exc: PermissionDeniedError) -> UnavailableError:
 
 
 def _parse(data: bytes, complete: bool) -> Dataset | None:
-    """Parse a header; None when ``data`` is a prefix that stops before the header ends."""
-    stream = io.BytesIO(data)
+    """Parse a header; None when ``data`` is a prefix that stops before the header ends.
+
+    Raises:
+        InvalidArgumentError: ``complete`` and the object is not readable DICOM.
+    """
     try:
-        dataset = dcmread(stream, stop_before_pixels=True)
-    except (InvalidDicomError, EOFError, ValueError, KeyError, TypeError, OSError) as exc:
-        if complete:
-            raise InvalidArgumentError(f"stored object is not readable DICOM: {exc}") from exc
-        return None
-    if complete:
-        return dataset
-    position = stream.tell()
-    following = data[position : position + 4]
-    if len(following) == 4 and following in (*_PIXEL_TAGS_LE, *_PIXEL_TAGS_BE):
-        return dataset
-    return None
+        parsed = split_header(data, complete)
+    except UnreadableDicomError as exc:
+        raise InvalidArgumentError(f"stored object is not readable DICOM: {exc.message}") from exc
+    return None if parsed is None else parsed[0]
+
+
+def parse_event_header(header_part10: bytes) -> Dataset:
+    """The header that storage put in an ``InstanceStored`` event (a Part 10 prefix ending
+    where pixel data begins, or a whole small object).
+
+    Raises:
+        InvalidArgumentError: the bytes are not readable DICOM.
+    """
+    try:
+        parsed = split_header(header_part10, complete=True)
+    except UnreadableDicomError as exc:
+        raise InvalidArgumentError(f"event header is not readable DICOM: {exc.message}") from exc
+    if parsed is None:  # never for complete=True; the check keeps the type exact
+        raise InvalidArgumentError("event header is not readable DICOM")
+    return parsed[0]

@@ -104,9 +104,14 @@ class Announcer:
         if self._publisher is None:
             raise UnavailableError("Kafka is unreachable: cannot announce stored instances")
 
-    async def instance_stored(self, info: instance_pb2.ObjectInfo, new_version: bool) -> None:
-        """Publish InstanceStored and wait for the brokers' acknowledgement (acks=all)."""
-        event = instance_events_pb2.InstanceStored(object=info, new_version=new_version)
+    async def instance_stored(
+        self, info: instance_pb2.ObjectInfo, new_version: bool, header_part10: bytes = b""
+    ) -> None:
+        """Publish InstanceStored (with the object's header, if given) and wait for the
+        brokers' acknowledgement (acks=all)."""
+        event = instance_events_pb2.InstanceStored(
+            object=info, new_version=new_version, header_part10=header_part10
+        )
         await self._publish(info.instance.study_instance_uid, event)
 
     async def instance_deleted(self, ref: instance_pb2.InstanceRef, all_versions: bool) -> None:

@@ -16,6 +16,9 @@ S3_MAX_COPY_SIZE = 5 * 1024 * MIB
 # gRPC messages are capped at 16 MiB by pacs_common (grpc_server/grpc_client); keep room for
 # the message envelope.
 MAX_CHUNK_SIZE = 8 * MIB
+# Kafka refuses records above 1 MiB by default (broker message.max.bytes, the producer's
+# max_request_size): a header in InstanceStored must leave room for the rest of the event.
+MAX_EVENT_HEADER_CAP = 768 * 1024
 
 SseMode = Literal["none", "AES256", "aws:kms"]
 
@@ -70,6 +73,13 @@ class StorageSettings(ServiceSettings):
         le=64,
         description="Puts below the multipart threshold written to S3 while they arrive, at "
         "once (each holds a worker thread); 0 = receive first, then write",
+    )
+    event_header_cap_bytes: int = Field(
+        256 * 1024,
+        ge=0,
+        le=MAX_EVENT_HEADER_CAP,
+        description="largest header carried in InstanceStored (the object's bytes before Pixel "
+        "Data); larger ones are read back from storage by consumers; 0 = never carry it",
     )
     kafka_retry_s: float = Field(
         2.0, gt=0, description="pause between attempts to reach Kafka while it is down"

@@ -8,10 +8,12 @@ Write rules (the contract of ``StorageService.Put``):
   Different bytes become the new current version; the previous one is first copied to the
   instance's versions prefix, so it stays readable by its version id.
 * ``InstanceStored`` is published, and acknowledged by Kafka, only after S3 acknowledged the
-  object; only then does Put return. If Kafka fails after the write the caller gets UNAVAILABLE
-  and retries with the same bytes: that retry finds the object ``already_existed`` and
-  publishes the event again. So no object is stored-but-unannounced once a Put succeeded, and
-  consumers (idempotent by SOP Instance UID) may see an announcement twice.
+  object; only then does Put return. It carries the object's header when that is at most
+  ``event_header_cap_bytes`` (see :mod:`pacs_storage.event_header`). If Kafka fails after the
+  write the caller gets UNAVAILABLE and retries with the same bytes: that retry finds the
+  object ``already_existed`` and publishes the event again. So no object is
+  stored-but-unannounced once a Put succeeded, and consumers (idempotent by SOP Instance UID)
+  may see an announcement twice.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from pacs_common.errors import DataLossError, InvalidArgumentError, PacsError, U
 
 from pacs_storage.announcer import Announcer
 from pacs_storage.bucket import Bucket, StoredObject, WriteConflictError
+from pacs_storage.event_header import event_header, prefix_to_keep
 from pacs_storage.keys import (
     check_descriptors,
     check_instance,
@@ -137,7 +140,10 @@ class InstanceStore:
         except BaseException:
             await asyncio.shield(self._discard(received))
             raise
-        await self.announcer.instance_stored(result.info, result.new_version)
+        header_part10 = event_header(
+            received.prefix, received.size, self.settings.event_header_cap_bytes
+        )
+        await self.announcer.instance_stored(result.info, result.new_version, header_part10)
         log.debug(
             "instance stored",
             extra={
@@ -178,6 +184,7 @@ class InstanceStore:
                 multipart_key=final_key,
                 multipart_metadata=final_meta,
                 stream_to=stream_to,
+                keep_prefix=prefix_to_keep(self.settings.event_header_cap_bytes),
             )
         finally:
             if stream_to is not None:

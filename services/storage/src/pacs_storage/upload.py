@@ -134,6 +134,8 @@ class ReceivedObject:
     """The write to S3 made while the object arrived (see ``streamed_put``), if one was."""
     streamed_written: bool = False
     """True when S3 confirmed that write."""
+    prefix: bytes = b""
+    """The object's first bytes, up to the ``keep_prefix`` asked for (all of a smaller one)."""
 
 
 @dataclass(frozen=True)
@@ -155,6 +157,7 @@ async def receive_object(
     multipart_key: str,
     multipart_metadata: Mapping[str, str],
     stream_to: StreamTarget | None = None,
+    keep_prefix: int = 0,
 ) -> ReceivedObject:
     """Consume ``chunks``, hashing them, buffering or uploading parts as they come.
 
@@ -177,6 +180,7 @@ async def receive_object(
     digest = hashlib.sha256()
     size = 0
     buffer = bytearray()
+    prefix = bytearray()
     upload: MultipartUpload | None = None
     streamed = StreamedPut(bucket, stream_to) if stream_to is not None else None
 
@@ -203,6 +207,8 @@ async def receive_object(
                     f"object larger than the limit of {policy.max_object_size} bytes"
                 )
             digest.update(chunk)
+            if len(prefix) < keep_prefix:
+                prefix += chunk[: keep_prefix - len(prefix)]
             if streamed is not None:
                 streamed.feed(chunk)
             if upload is not None:
@@ -232,4 +238,5 @@ async def receive_object(
         parts=parts,
         streamed=streamed,
         streamed_written=written,
+        prefix=bytes(prefix),
     )
