@@ -322,26 +322,32 @@ def send_traffic(stack: RunningStack, tmp_path: Path) -> None:
             break
         assert time.monotonic() < deadline, "the stored study never became findable"
         time.sleep(0.5)
-    get_dir = tmp_path / "get"
-    get_dir.mkdir()
-    retrieved = run_dcmtk(
-        [
-            "getscu",
-            "-S",
-            "-aec",
-            stack.ae_title,
-            "-k",
-            "QueryRetrieveLevel=STUDY",
-            "-k",
-            f"StudyInstanceUID={study_uid}",
-            "-od",
-            str(get_dir),
-            "127.0.0.1",
-            port,
-        ]
-    )
-    assert retrieved.returncode == 0, retrieved.stdout + retrieved.stderr
-    assert list(get_dir.iterdir()), "C-GET retrieved nothing"
+    # Two C-GETs a scrape apart: storage's Get counters then increase between two scrapes, which
+    # rate() needs (the indexer no longer reads headers back through Get: they come with the
+    # event, so retrieval is the only reader).
+    for round_ in range(2):
+        if round_:
+            time.sleep(SCRAPE_INTERVAL_S + 0.5)
+        get_dir = tmp_path / f"get{round_}"
+        get_dir.mkdir()
+        retrieved = run_dcmtk(
+            [
+                "getscu",
+                "-S",
+                "-aec",
+                stack.ae_title,
+                "-k",
+                "QueryRetrieveLevel=STUDY",
+                "-k",
+                f"StudyInstanceUID={study_uid}",
+                "-od",
+                str(get_dir),
+                "127.0.0.1",
+                port,
+            ]
+        )
+        assert retrieved.returncode == 0, retrieved.stdout + retrieved.stderr
+        assert list(get_dir.iterdir()), "C-GET retrieved nothing"
     with sync_channel(f"127.0.0.1:{stack.storage_port}") as channel:
         storage = storage_service_pb2_grpc.StorageServiceStub(channel)
         missing = instance_pb2.InstanceRef(
