@@ -21,9 +21,9 @@ What: the same loops, doing the same checks in the same order, but blocking wher
   is bounded by the network (idle) timer's deadline, so the network timeout aborts on time.
 
 Both waits are also capped at :data:`MAX_WAIT_S`, so an unforeseen missed wake-up costs a delay,
-never a hang. The association is paused (``_is_paused``) while it waits, which lets the
-``send_*`` methods (C-GET sub-operations, Storage Commitment reports on the same association)
-proceed at once instead of spinning until the reactor comes round.
+never a hang. The association counts as paused (``_is_paused``) while it waits, so a ``send_*``
+method called from another thread (a Storage Commitment report on the same association)
+proceeds at once instead of spinning until the reactor comes round.
 
 Internals relied on (pynetdicom pinned to :data:`PYNETDICOM_VERSION`; the contract test
 ``tests/test_gateway_reactor_contract.py`` fingerprints each of them and fails if one changes):
