@@ -1,7 +1,8 @@
 """The DICOM listener: a pynetdicom Application Entity running as association acceptor.
 
 Each listening port is a :class:`GatewayAssociationServer` (pynetdicom's threaded server) run
-in its own thread; every association gets a thread of its own (pynetdicom's model). The server
+in its own thread; every association gets a thread of its own (pynetdicom's model), whose
+reactors wait on the socket instead of polling (``event_reactor``). The server
 class adds what pynetdicom does not do: TCP_NODELAY on every accepted socket (without it a
 DIMSE exchange of small PDUs waits on Nagle's algorithm and delayed ACKs, 40 ms at a time),
 SO_REUSEPORT when several processes share the port, and a TLS handshake that happens in the
@@ -32,6 +33,7 @@ from pacs_gateway.admission import (
     Rejection,
 )
 from pacs_gateway.dimse.metrics import DicomMetrics
+from pacs_gateway.event_reactor import request_handler_class
 
 log = logging.getLogger(__name__)
 
@@ -43,10 +45,12 @@ def set_nodelay(sock: socket.socket) -> None:
 
 
 class GatewayAssociationServer(ThreadedAssociationServer):
-    """pynetdicom's threaded association server with the gateway's socket options."""
+    """pynetdicom's threaded association server with the gateway's socket options, and
+    associations whose reactors wait on the socket instead of polling (``event_reactor``)."""
 
     def __init__(self, *args: Any, reuse_port: bool = False, **kwargs: Any) -> None:
         self._reuse_port = reuse_port
+        kwargs.setdefault("request_handler", request_handler_class())
         super().__init__(*args, **kwargs)
 
     def server_bind(self) -> None:

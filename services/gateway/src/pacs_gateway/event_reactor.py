@@ -1,0 +1,361 @@
+"""pynetdicom's association reactors, waiting on the socket instead of polling every millisecond.
+
+Why: pynetdicom 3.0 runs two threads per association that poll. The DUL reactor
+(``DULServiceProvider.run_reactor``) sleeps ``_run_loop_delay`` (1 ms) whenever it found nothing
+to do, then checks its queues and ``select``s the socket with a zero timeout; the association
+reactor (``Association._run_reactor``) sleeps 1 ms between looks at the DIMSE message queue.
+Each idle association thus wakes about 2 000 times a second, every PDU waits up to 1 ms in each
+thread, and the wake-ups compete for the GIL with the work (measured with a no-op C-STORE SCP:
+see docs/performance.md). pynetdicom's own comment says "TODO: try and make this event based".
+
+What: the same loops, doing the same checks in the same order, but blocking where they slept:
+
+* :class:`EventDUL` blocks in ``select`` on the association's socket plus one end of a
+  ``socket.socketpair``. The other end is written whenever another thread queues something for
+  the DUL (``to_provider_queue``: PDUs to send, A-RELEASE/A-ABORT; ``event_queue``) or stops it
+  (``_kill_thread``). The wait is bounded by the ARTIM timer's deadline, so ARTIM expiry is
+  handled on time.
+* :class:`EventAssociation` blocks on a ``threading.Event`` set whenever a DIMSE message is
+  complete (``dimse.msg_queue``), the DUL hands the user a primitive (``to_user_queue``: peer
+  release or abort), the association is killed (``_kill``), or its DUL thread ends. The wait
+  is bounded by the network (idle) timer's deadline, so the network timeout aborts on time.
+
+Both waits are also capped at :data:`MAX_WAIT_S`, so an unforeseen missed wake-up costs a delay,
+never a hang. The association counts as paused (``_is_paused``) while it waits, so a ``send_*``
+method called from another thread (a Storage Commitment report on the same association)
+proceeds at once instead of spinning until the reactor comes round.
+
+Internals relied on (pynetdicom pinned to :data:`PYNETDICOM_VERSION`; the contract test
+``tests/test_gateway_reactor_contract.py`` fingerprints each of them and fails if one changes):
+
+* ``DULServiceProvider``: ``__init__`` (attributes ``socket``, ``event_queue``,
+  ``to_provider_queue``, ``to_user_queue``, ``artim_timer``, ``_idle_timer``, ``_kill_thread``,
+  the thread target ``run_reactor``), ``run_reactor`` (replaced: :meth:`EventDUL.run_reactor`
+  is the same loop), ``_process_recv_primitive``, ``_is_transport_event``, ``kill_dul``,
+  ``stop_dul``, ``send_pdu``.
+* ``Association``: ``__init__`` (creates ``dul`` then sets the timeouts through setters that
+  write to ``dul``'s timers; attributes ``_kill``, ``_is_paused``, ``_reactor_checkpoint``,
+  ``_dul_ready``), ``_run_reactor`` (replaced: :meth:`EventAssociation._run_reactor`),
+  ``run_reactor``, ``kill``, ``_serve_request``.
+* ``AssociationSocket``: ``socket``, ``_is_connected``, ``ready``; ``DIMSEServiceProvider``:
+  ``msg_queue``; ``Timer``: ``start``, ``stop``, ``remaining``, ``expired``.
+* ``RequestHandler._create_association`` (copied: :meth:`EventRequestHandler._create_association`
+  is the same but builds an :class:`EventAssociation`).
+
+If the installed pynetdicom is not :data:`PYNETDICOM_VERSION`, :func:`request_handler_class`
+returns pynetdicom's own handler: the gateway keeps working, polling, and logs why.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import queue
+import select
+import socket
+import ssl
+import threading
+from collections.abc import Callable
+from copy import deepcopy
+from datetime import datetime
+from typing import Any, TypeVar, cast
+
+import pynetdicom
+from pynetdicom import evt
+from pynetdicom._globals import MODE_ACCEPTOR
+from pynetdicom.association import Association
+from pynetdicom.dul import DULServiceProvider
+from pynetdicom.pdu import A_ABORT_RQ
+from pynetdicom.timer import Timer
+from pynetdicom.transport import AssociationSocket, RequestHandler
+
+log = logging.getLogger(__name__)
+_pynetdicom_log = logging.getLogger("pynetdicom.association")  # its messages, as it logs them
+
+PYNETDICOM_VERSION = "3.0.4"
+"""The pynetdicom release whose internals this module was written against (and pinned to)."""
+
+MAX_WAIT_S = 1.0
+"""Longest a reactor blocks without a wake-up (a safety net: every event that needs the reactor
+wakes it, and the timers bound the wait)."""
+
+_T = TypeVar("_T")
+
+
+class _WakingQueue(queue.Queue[_T]):
+    """A queue that calls ``wake`` after every ``put`` (``put_nowait`` goes through ``put``)."""
+
+    def __init__(self, wake: Callable[[], None]) -> None:
+        super().__init__()
+        self._wake = wake
+
+    def put(self, item: _T, block: bool = True, timeout: float | None = None) -> None:
+        super().put(item, block, timeout)
+        self._wake()
+
+
+class _ArtimTimer(Timer):
+    """pynetdicom's timer, also telling whether it is running (for the DUL's wait bound)."""
+
+    def __init__(self, timeout: float | None) -> None:
+        super().__init__(timeout)
+        self.running = False
+
+    def start(self) -> None:
+        super().start()
+        self.running = True
+
+    def stop(self) -> None:
+        super().stop()
+        self.running = False
+
+
+class EventDUL(DULServiceProvider):
+    """The DICOM Upper Layer provider, blocking on its socket and a wake-up socket pair."""
+
+    def __init__(self, assoc: Association) -> None:
+        self._wake_r: socket.socket | None = None
+        self._wake_w: socket.socket | None = None
+        super().__init__(assoc)
+        self.event_queue = _WakingQueue(self._wake)
+        self.to_provider_queue = _WakingQueue(self._wake)
+        self.to_user_queue = _WakingQueue(self._wake_association)
+        self.artim_timer = _ArtimTimer(self.artim_timer.timeout)
+
+    @property  # an attribute in pynetdicom; a property here, because setting it must wake us
+    def _kill_thread(self) -> bool:
+        return bool(self.__dict__.get("_kill_flag", False))
+
+    @_kill_thread.setter
+    def _kill_thread(self, value: bool) -> None:
+        self.__dict__["_kill_flag"] = value
+        if value:
+            self._wake()
+
+    def _wake(self) -> None:
+        """Wake the reactor if another thread is calling (its own puts are seen anyway)."""
+        writer = self._wake_w
+        if writer is None or threading.get_ident() == self.ident:
+            return
+        # OSError: full (a wake-up is already pending) or closed (the reactor is gone)
+        with contextlib.suppress(OSError):
+            writer.send(b"\0")
+
+    def _wake_association(self) -> None:
+        wake = getattr(self.assoc, "wake", None)
+        if wake is not None:
+            wake()
+
+    def _wait(self) -> None:
+        """Block until the socket is readable, another thread wakes us, or ARTIM expires."""
+        assert self._wake_r is not None
+        timeout = MAX_WAIT_S
+        if isinstance(self.artim_timer, _ArtimTimer) and self.artim_timer.running:
+            timeout = min(timeout, max(0.0, self.artim_timer.remaining))
+        watched: list[Any] = [self._wake_r]
+        wrapper = self.socket
+        sock = wrapper.socket if wrapper is not None else None
+        if sock is not None and wrapper is not None and wrapper._is_connected:
+            if isinstance(sock, ssl.SSLSocket) and sock.pending():
+                return  # decrypted bytes already buffered: select would not see them
+            watched.append(sock)
+        # OSError, ValueError: the socket was closed meanwhile; the loop's own check (pynetdicom's
+        # ``ready``) reports it as a closed connection.
+        with contextlib.suppress(OSError, ValueError):
+            select.select(watched, [], [], timeout)
+        with contextlib.suppress(OSError):  # BlockingIOError: drained
+            while self._wake_r.recv(4096):
+                pass
+
+    def run_reactor(self) -> None:
+        """pynetdicom's DUL loop (same checks, same order), waiting instead of sleeping."""
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        try:
+            self._loop()
+        finally:
+            self._wake_w.close()
+            self._wake_r.close()
+            self._wake_association()
+
+    def _loop(self) -> None:
+        self._idle_timer.start()
+        self.socket = cast(AssociationSocket, self.socket)
+        self.assoc._dul_ready.set()
+        idle = False
+        while True:
+            if idle:
+                self._wait()
+            if self._kill_thread:
+                break
+            # ARTIM first, so its event is queued ahead of any other this pass
+            if self.artim_timer.expired:
+                self.event_queue.put("Evt18")
+            try:
+                # either encode and send one primitive or receive and decode one PDU per pass
+                if self._process_recv_primitive():
+                    pass
+                elif self._is_transport_event():
+                    self._idle_timer.restart()
+            except Exception:
+                log.exception("exception in the DUL reactor, aborting the association")
+                self._abort_hard()
+                return
+            try:
+                event = self.event_queue.get(block=False)
+            except queue.Empty:
+                idle = True
+                continue
+            self.state_machine.do_action(event)
+            idle = False
+
+    def _abort_hard(self) -> None:
+        """As pynetdicom does: bypass the state machine, send A-ABORT, stop both reactors."""
+        abort_pdu = A_ABORT_RQ()
+        abort_pdu.source = 0x02
+        abort_pdu.reason_diagnostic = 0x00
+        cast(AssociationSocket, self.socket).send(abort_pdu.encode())
+        self.assoc.is_aborted = True
+        self.assoc.is_established = False
+        self.assoc._kill = True
+        self._kill_thread = True
+
+
+class EventAssociation(Association):
+    """An association whose reactor thread waits for work instead of polling."""
+
+    def __init__(self, ae: Any, mode: str) -> None:
+        self._work = threading.Event()
+        super().__init__(ae, mode)
+        # pynetdicom built a polling DUL; replace it before anything started or used it, and
+        # pass the timeouts its setters had written to the old DUL's timers.
+        self.dul = EventDUL(self)
+        self.acse_timeout = self.acse_timeout
+        self.network_timeout = self.network_timeout
+        self.dimse.msg_queue = _WakingQueue(self.wake)
+
+    @property  # an attribute in pynetdicom; a property here, because setting it must wake us
+    def _kill(self) -> bool:
+        return bool(self.__dict__.get("_kill_flag", False))
+
+    @_kill.setter
+    def _kill(self, value: bool) -> None:
+        self.__dict__["_kill_flag"] = value
+        if value:
+            self.wake()
+
+    def wake(self) -> None:
+        """Make the reactor look at its queues, flags and timers now."""
+        work = self.__dict__.get("_work")
+        if work is not None:
+            work.set()
+
+    def _wait(self) -> None:
+        """Block until woken, the network timeout is due, or the DUL thread has ended."""
+        timeout = MAX_WAIT_S
+        if self.network_timeout is not None:
+            timeout = min(timeout, max(0.0, self.dul._idle_timer.remaining))
+        if self.dul._kill_thread or not self.dul.is_alive():
+            self.dul.join(timeout)  # the DUL is stopping: is_alive() turns False at its end
+        else:
+            self._work.wait(timeout)
+
+    def _run_reactor(self) -> None:
+        """pynetdicom's association loop (same checks, same order), waiting instead of
+        sleeping. The reactor counts as paused while it waits, so ``send_*`` need not spin."""
+        self._is_paused = False
+        idle = False
+        while not self._kill:
+            self._is_paused = True
+            if idle:
+                self._wait()
+            self._reactor_checkpoint.wait()
+            self._is_paused = False
+            self._work.clear()  # before looking: anything arriving from now on wakes us again
+
+            context_id, msg = self.dimse.get_msg(block=False)
+            idle = not msg
+            if msg:
+                self._serve_request(msg, cast(int, context_id))
+
+            if self.is_established and self.acse.is_release_requested():
+                self.acse.send_release(is_response=True)
+                _pynetdicom_log.info("Association Released")
+                self.is_released = True
+                self.is_established = False
+                evt.trigger(self, evt.EVT_RELEASED, {})
+                self.kill()
+                return
+
+            if self.acse.is_aborted():
+                message = "Association Aborted"
+                if self.acse.is_aborted("a-p-abort"):
+                    message += " (A-P-ABORT)"
+                _pynetdicom_log.info(message)
+                self.dul.receive_pdu(wait=False)  # so that EVT_ACSE_RECV fires
+                self.is_aborted = True
+                self.is_established = False
+                evt.trigger(self, evt.EVT_ABORTED, {})
+                self.kill()
+                return
+
+            if not self.dul.is_alive():
+                self.kill()
+                return
+
+            if self.dul.idle_timer_expired():
+                _pynetdicom_log.error("Network timeout reached")
+                if self.network_timeout_response == "A-RELEASE":
+                    self._is_paused = True
+                    self._reactor_checkpoint.wait()
+                    self.release()
+                    self._is_paused = False
+                else:
+                    self.abort()
+                self.kill()
+                return
+
+
+class EventRequestHandler(RequestHandler):
+    """pynetdicom's request handler, building an :class:`EventAssociation` per connection."""
+
+    def _create_association(self) -> Association:
+        """pynetdicom's ``RequestHandler._create_association`` with one change: the class."""
+        assoc = EventAssociation(self.ae, MODE_ACCEPTOR)
+        assoc._server = self.server
+        timestamp = datetime.strftime(datetime.now(), "%Y%m%d%H%M%S")
+        # AssociationServer.active_associations finds associations by this thread name
+        assoc.name = f"AcceptorThread@{timestamp}"
+        sock = AssociationSocket(assoc, client_socket=cast(socket.socket, self.request))
+        assoc.set_socket(sock)
+
+        assoc.acceptor.maximum_length = self.ae.maximum_pdu_size
+        assoc.acceptor.ae_title = self.server.ae_title
+        assoc.acceptor.address_info = self.local
+        assoc.acceptor.implementation_class_uid = self.ae.implementation_class_uid
+        assoc.acceptor.implementation_version_name = self.ae.implementation_version_name
+        assoc.acceptor.supported_contexts = deepcopy(self.server.contexts)
+        assoc.requestor.address_info = self.remote
+
+        handlers: dict[Any, Any] = self.server._handlers
+        for event, bound in handlers.items():
+            if event.is_intervention and bound:
+                assoc.bind(event, *bound)
+            elif isinstance(event, evt.NotificationEvent):
+                for handler in bound:
+                    assoc.bind(event, handler[0], handler[1])
+        return assoc
+
+
+def request_handler_class() -> type[RequestHandler]:
+    """The request handler for the gateway's association servers: the event-driven one when
+    the installed pynetdicom is the one it was written for, else pynetdicom's own."""
+    if pynetdicom.__version__ == PYNETDICOM_VERSION:
+        return EventRequestHandler
+    log.warning(
+        "pynetdicom %s is not %s: using its polling reactors (see pacs_gateway.event_reactor)",
+        pynetdicom.__version__,
+        PYNETDICOM_VERSION,
+    )
+    return RequestHandler
