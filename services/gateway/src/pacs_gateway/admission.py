@@ -31,6 +31,10 @@ class Caller:
     calling_ae_title: str
     address: str
     site: str | None = None
+    user: str | None = None
+    """The verified DICOM User Identity's subject (PS3.7 D.3.3.7), when one was negotiated."""
+    roles: frozenset[str] | None = None
+    """The roles of that identity; None without one (the site registry alone admits)."""
 
 
 @dataclass(frozen=True)

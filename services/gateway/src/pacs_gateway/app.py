@@ -40,6 +40,7 @@ from pacs_gateway.registry import Destination, RegistryWatcher
 from pacs_gateway.servicer import IngestServicer, authorization
 from pacs_gateway.settings import GatewaySettings
 from pacs_gateway.tls import server_ssl_context
+from pacs_gateway.user_identity import UserIdentityCheck
 
 log = logging.getLogger(__name__)
 
@@ -243,6 +244,9 @@ class GatewayApp:
             self.admission,
             self.callers,
             handlers,
+            user_identity=UserIdentityCheck(
+                settings.auth, self.callers, required=settings.require_user_identity
+            ),
             metrics=DicomMetrics(),
             max_associations=settings.max_associations,
             max_pdu_size=settings.max_pdu_size,

@@ -34,6 +34,7 @@ from pacs_gateway.admission import (
 )
 from pacs_gateway.dimse.metrics import DicomMetrics
 from pacs_gateway.event_reactor import request_handler_class
+from pacs_gateway.user_identity import UserIdentityCheck
 
 log = logging.getLogger(__name__)
 
@@ -125,6 +126,7 @@ class DimseServer:
         callers: Callers,
         handlers: list[tuple[Any, Callable[..., Any]]],
         *,
+        user_identity: UserIdentityCheck | None = None,
         metrics: DicomMetrics,
         max_associations: int,
         max_pdu_size: int,
@@ -142,8 +144,10 @@ class DimseServer:
         self._admission = admission
         self._callers = callers
         self._metrics = metrics
+        self._user_identity = user_identity
         self._handlers: list[Any] = [
             (evt.EVT_REQUESTED, self._on_requested),
+            *([(evt.EVT_USER_ID, user_identity.handle)] if user_identity else []),
             *metrics.handlers(),
             *handlers,
         ]
@@ -188,6 +192,12 @@ class DimseServer:
             log.exception("admission check failed; rejecting the association")
             decision = Rejection(0x01, "admission check failed")
             request = None
+        if (
+            isinstance(decision, Caller)
+            and self._user_identity
+            and self._user_identity.missing(assoc)
+        ):
+            decision = Rejection(0x01, "a DICOM user identity (JWT) is required", "user_identity")
         if isinstance(decision, Caller):
             self._callers.set(assoc, decision)
             return

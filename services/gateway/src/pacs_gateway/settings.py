@@ -110,6 +110,12 @@ class GatewaySettings(ServiceSettings):
         False, description="accept C-STORE of any SOP class, including private ones"
     )
     auth: AuthSettings = Field(default_factory=AuthSettings)
+    require_user_identity: bool = Field(
+        False,
+        description="admit only associations whose A-ASSOCIATE-RQ carries a valid JWT user "
+        "identity (PS3.7 D.3.3.7) of the site's tenant; off: the site registry alone admits, "
+        "and a JWT, when sent, is still verified and bounds the association's roles",
+    )
 
     @field_validator("ae_title")
     @classmethod

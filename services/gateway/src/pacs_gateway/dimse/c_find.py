@@ -104,6 +104,7 @@ class FindScp(DimseHandler):
     """Handles EVT_C_FIND for the Patient Root and Study Root models."""
 
     operation = "C-FIND"
+    required_role = "query"
     unavailable_comment = "index unavailable, retry later"
 
     def __init__(

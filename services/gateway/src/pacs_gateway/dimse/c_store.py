@@ -33,6 +33,7 @@ class StoreScp(DimseHandler):
     """Handles EVT_C_STORE for every storage SOP class."""
 
     operation = "C-STORE"
+    required_role = "ingest"
     unavailable_comment = "storage unavailable, retry later"
     invalid_status = codes.UNEXPECTED_FAILURE  # storage refused the object itself
     duration: ClassVar[Histogram | None] = DICOM_CSTORE_DURATION

@@ -206,6 +206,7 @@ class StorageCommitmentScp(DimseHandler):
     """Handles EVT_N_ACTION for the Storage Commitment Push Model."""
 
     operation = "N-ACTION"
+    required_role = "ingest"
 
     def __init__(
         self,

@@ -60,6 +60,9 @@ class DimseHandler:
 
     operation: ClassVar[str] = "DIMSE"
     """The DIMSE service, for logs (C-STORE, C-FIND, ...)."""
+    required_role: ClassVar[str | None] = None
+    """The role a negotiated user identity must hold to use this service (:mod:`pacs_gateway.
+    user_identity`); associations without one are bounded by the site registry alone."""
     unavailable_status: ClassVar[int] = codes.OUT_OF_RESOURCES
     """The "retry later" status of this service, answered when an upstream is unavailable."""
     unavailable_comment: ClassVar[str] = "upstream unavailable, retry later"
@@ -77,11 +80,15 @@ class DimseHandler:
         """The admitted caller of the event's association.
 
         Raises:
-            DimseFailure: the association was never admitted (0x0124, PS3.7 C.5.16).
+            DimseFailure: the association was never admitted, or its user identity lacks the
+                service's role (0x0124 Refused: Not Authorized, PS3.7 C.5.16).
         """
         caller = self._caller_of(event.assoc)
         if caller is None:
             raise DimseFailure(codes.NOT_AUTHORIZED, "association not admitted")
+        role = self.required_role
+        if caller.roles is not None and role is not None and role not in caller.roles:
+            raise DimseFailure(codes.NOT_AUTHORIZED, f"the user identity lacks the role {role}")
         return caller
 
     def run(self, work: Coroutine[Any, Any, T]) -> T:

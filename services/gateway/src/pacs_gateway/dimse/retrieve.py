@@ -19,10 +19,10 @@ from pacs_common.errors import PacsError
 from pydicom.dataset import Dataset
 from pynetdicom.presentation import build_context
 
-from pacs_gateway.admission import Caller, CallerOf
+from pacs_gateway.admission import CallerOf
 from pacs_gateway.dimse import codes
 from pacs_gateway.dimse.convert import ConversionError, convert_for_receiver
-from pacs_gateway.dimse.handler_base import DimseFailure, DimseHandler
+from pacs_gateway.dimse.handler_base import DimseHandler
 from pacs_gateway.dimse.retrieve_request import (
     Retriever,
     accepted_syntaxes,
@@ -43,6 +43,7 @@ class RetrieveScp(DimseHandler):
     """Handles EVT_C_MOVE and EVT_C_GET."""
 
     operation = "C-MOVE/C-GET"
+    required_role = "retrieve"
     unavailable_status = codes.UNABLE_TO_CALCULATE_MATCHES
     unavailable_comment = "index or storage unavailable"
 
@@ -67,7 +68,7 @@ class RetrieveScp(DimseHandler):
             log.info("C-MOVE to an unregistered destination", extra={"move_destination": wanted})
             yield None, None  # pynetdicom answers Move Destination unknown (A801)
             return
-        failure, refs = self._locate(event, caller)
+        failure, refs = self._locate(event)
         sub_association: dict[str, Any] = {}
 
         def accepted(accept_event: Any) -> None:
@@ -91,7 +92,7 @@ class RetrieveScp(DimseHandler):
 
     def handle_get(self, event: Any) -> Iterator[Any]:
         """EVT_C_GET: number of sub-operations, then one dataset per instance."""
-        failure, refs = self._locate(event, self._caller_of(event.assoc))
+        failure, refs = self._locate(event)
         if failure is not None:
             yield 1
             yield failure, None
@@ -101,11 +102,11 @@ class RetrieveScp(DimseHandler):
         offered = [cx for cx in event.assoc.accepted_contexts if cx.as_scu]
         yield from self._send_all(event, refs, offered)
 
-    def _locate(self, event: Any, caller: Caller | None) -> Located:
-        """The instances to send, or the failure status to answer with."""
+    def _locate(self, event: Any) -> Located:
+        """The instances to send, or the failure status to answer with (also when the caller
+        may not retrieve: see :meth:`DimseHandler.caller`)."""
         try:
-            if caller is None:
-                raise DimseFailure(codes.NOT_AUTHORIZED, "association not admitted")
+            caller = self.caller(event)
             request = retrieve_request_of(event.identifier, str(event.request.AffectedSOPClassUID))
             return None, self.run(self._retriever.locate(caller.tenant, request))
         except Exception as exc:
