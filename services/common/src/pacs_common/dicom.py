@@ -13,6 +13,7 @@ from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.tag import BaseTag, Tag
 
+from pacs_common.dicom_json import dicom_json
 from pacs_common.errors import InvalidArgumentError
 
 # PS3.5 9.1: components of digits separated by '.', no leading zero in a multi-digit
@@ -179,8 +180,7 @@ def instance_ref_of(part10: bytes, tenant: str) -> instance_pb2.InstanceRef:
 
 def to_dicom_json(dataset: Dataset) -> dict[str, Any]:
     """A dataset as a DICOM JSON object (PS3.18 F.2) without bulk data: binary values
-    (pixel data, overlays, waveforms) are left out rather than inlined."""
-    result: dict[str, Any] = dataset.to_json_dict(
-        bulk_data_threshold=1024, bulk_data_element_handler=lambda _element: ""
-    )
-    return result
+    (pixel data, overlays, waveforms) are left out rather than inlined. Written directly
+    (:mod:`pacs_common.dicom_json`, the same output as pydicom's ``to_json_dict``, a third
+    of its cost)."""
+    return dicom_json(dataset)
