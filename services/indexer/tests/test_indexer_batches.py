@@ -392,3 +392,77 @@ async def test_a_stop_in_the_middle_commits_nothing_it_did_not_index(
     finally:
         await again.stop()
     assert len(_rows(database, tenant)) == len(events)
+
+
+async def test_a_rebalance_waits_for_the_batch_in_hand(
+    topic: Topic, database: Database, tenant: str
+) -> None:
+    events = _burst(tenant, studies=6, per_study=5)
+    await topic.publish(events)
+    handler = IndexEventHandler(database, _NoStorage(), topic.publisher)
+    in_hand, release = asyncio.Event(), asyncio.Event()
+
+    async def slow(records: Sequence[ConsumerRecord[bytes, bytes]]) -> None:
+        in_hand.set()
+        await release.wait()
+        await handler.handle_batch(records)
+
+    first = topic.consumer(handler, batch_handler=slow)
+    await first.start()
+    second: EventConsumer | None = None
+    try:
+        await asyncio.wait_for(in_hand.wait(), 60)
+        second = topic.consumer(handler, group=first.group_id)
+        # start() returns once the group assigned the new member its partitions.
+        joining = asyncio.create_task(second.start())
+        await _until(lambda: not first.assigned)  # the revocation began ...
+        await asyncio.sleep(1.0)
+        assert not second.assigned  # ... and waits for the batches in hand
+        release.set()
+        await joining
+        await _until(lambda: bool(second and second.assigned))
+        await _until(_committed_all(topic, first.group_id))
+    finally:
+        await first.stop()
+        if second is not None:
+            await second.stop()
+    assert len(_rows(database, tenant)) == len(events)
+
+
+async def test_a_batch_retrying_on_a_revoked_partition_gives_up_uncommitted(
+    topic: Topic, database: Database, tenant: str
+) -> None:
+    events = _burst(tenant, studies=6, per_study=5)
+    await topic.publish(events)
+    handler = IndexEventHandler(database, _NoStorage(), topic.publisher)
+    failing = True
+
+    async def database_down(records: Sequence[ConsumerRecord[bytes, bytes]]) -> None:
+        if failing:
+            raise UnavailableError("index database unavailable")
+        await handler.handle_batch(records)
+
+    first = topic.consumer(handler, batch_handler=database_down)
+    await first.start()
+    second: EventConsumer | None = None
+    try:
+        await _until(lambda: bool(first.assigned))
+        second = topic.consumer(handler, group=first.group_id, batch_handler=database_down)
+        # The retrying batches give their partitions up at once, so the group rebalances well
+        # before it would drop the first member (after REBALANCE_TIMEOUT_MS, 60 s).
+        await asyncio.wait_for(second.start(), 30)
+        assert await topic.committed(first.group_id) == {}
+        failing = False
+        await _until(_committed_all(topic, first.group_id))
+    finally:
+        await first.stop()
+        if second is not None:
+            await second.stop()
+    assert len(_rows(database, tenant)) == len(events)
+
+
+def _committed_all(topic: Topic, group: str) -> Callable[[], Awaitable[bool]]:
+    async def check() -> bool:
+        return await topic.committed(group) == await topic.ends()
+
+    return check

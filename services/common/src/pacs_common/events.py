@@ -51,6 +51,8 @@ TOPIC_INDEXED = "pacs.indexed.v1"
 CONTENT_TYPE = "application/protobuf"
 BATCH_MAX_RECORDS = 200
 """Most records of one partition handed to a batch handler at once."""
+REBALANCE_TIMEOUT_MS = 60_000
+"""How long a rebalance waits for a member whose revocation is finishing its batches."""
 LAG_INTERVAL_S = 5.0
 """How often a consumer refreshes ``pacs_kafka_consumer_lag`` (also while its handler is stuck)."""
 
@@ -293,6 +295,9 @@ class EventConsumer:
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             isolation_level="read_committed",
+            # How long the group waits for this member to rejoin: a revocation first lets the
+            # batches in hand finish (aiokafka's default is the 10 s session timeout).
+            rebalance_timeout_ms=REBALANCE_TIMEOUT_MS,
         )
         consumer.subscribe(self.topics, listener=_Rebalance(self))
         await consumer.start()
@@ -301,6 +306,11 @@ class EventConsumer:
         run = self._run if self.batch_handler is None else self._run_batches
         self._task = asyncio.create_task(run(), name=f"consumer-{self.group_id}")
         self._lag_task = asyncio.create_task(self._report_lag(), name=f"lag-{self.group_id}")
+
+    @property
+    def assigned(self) -> frozenset[TopicPartition]:
+        """The partitions this consumer owns now (empty until the group assigned some)."""
+        return frozenset(self._owned)
 
     async def stop(self) -> None:
         """Stop consuming; safe to call twice. A record in hand is not committed and comes
