@@ -354,8 +354,9 @@ class EventConsumer:
     async def _handle_partition(
         self, tp: TopicPartition, records: list[ConsumerRecord[bytes, bytes]]
     ) -> None:
-        """Handle one partition's records batch by batch, committing after each; stop (and
-        rewind, so that nothing is skipped) if the partition is revoked or a commit fails."""
+        """Handle one partition's records batch by batch, committing after each. Stop if the
+        partition was revoked (its next owner starts at the committed offset) or, rewinding to
+        the batch so that nothing is skipped, if a commit failed."""
         assert self._consumer is not None
         consumer = self._consumer
         size = self.batch_max_records
