@@ -156,3 +156,29 @@ def test_events_in_any_order_end_in_the_same_index(database: Database, tenant: s
     assert answers[0] == answers[1]
     assert values(answers[0][0], "00081030") == ["HEAD"]
     assert values(answers[0][0], "00080061") == ["CT", "MR"]
+
+
+def test_one_batch_ends_as_its_instances_one_by_one(database: Database, tenant: str) -> None:
+    # An instance that leaves an attribute out does not blank what an earlier one of its study
+    # set, whether they come in one batch or one after the other.
+    study, series = generate_uid(), generate_uid()
+    described = make_instance(study, series, PatientID="P1", StudyDescription="HEAD CT")
+    undescribed = make_instance(study, series, PatientID="P1")
+    batched = Catalog(database)
+    batched.add_many(tenant, [described, undescribed])
+    one_by_one = Catalog(database)
+    other = f"{tenant}-1by1"
+    one_by_one.add(other, described)
+    one_by_one.add(other, undescribed)
+    for name in (tenant, other):
+        found = batched.find(
+            FindQuery(
+                tenant=name,
+                level=Level.STUDY,
+                match={"StudyInstanceUID": study},
+                return_keys=["StudyDescription"],
+            )
+        )
+        result = found.datasets[0]
+        assert values(result, "00081030") == ["HEAD CT"]  # StudyDescription
+        assert values(result, "00201208") == [2]

@@ -9,16 +9,23 @@ the StudyInstanceUID so that one study's events stay in order on one partition.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
-from aiokafka.errors import KafkaError
+from aiokafka import (
+    AIOKafkaConsumer,
+    AIOKafkaProducer,
+    ConsumerRebalanceListener,
+    ConsumerRecord,
+    TopicPartition,
+)
+from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from google.protobuf.message import Message
 from opentelemetry import context as otel_context
 from opentelemetry import trace
@@ -42,6 +49,10 @@ TOPIC_INSTANCES = "pacs.instances.v1"
 TOPIC_INDEXED = "pacs.indexed.v1"
 """InstanceIndexed."""
 CONTENT_TYPE = "application/protobuf"
+BATCH_MAX_RECORDS = 200
+"""Most records of one partition handed to a batch handler at once."""
+REBALANCE_TIMEOUT_MS = 60_000
+"""How long a rebalance waits for a member whose revocation is finishing its batches."""
 LAG_INTERVAL_S = 5.0
 """How often a consumer refreshes ``pacs_kafka_consumer_lag`` (also while its handler is stuck)."""
 
@@ -130,6 +141,39 @@ class EventPublisher:
         with tracer.start_as_current_span(f"publish {topic}", kind=trace.SpanKind.PRODUCER):
             await self._send(topic, key, message)
 
+    async def publish_many(self, topic: str, events: Sequence[tuple[str, Message]]) -> None:
+        """Send ``(key, message)`` events, then wait until the brokers acknowledged all of them.
+
+        All are handed to the producer before the first acknowledgement is awaited, so a batch
+        costs about one round trip instead of one per event; each key's events keep their order.
+
+        Raises:
+            UnavailableError: some event was not acknowledged in time (any of them may exist).
+        """
+        if not events:
+            return
+        if self._producer is None:
+            raise UnavailableError("event publisher is not started")
+        producer = self._producer
+        tracer = trace.get_tracer("pacs_common.events")
+        started = time.perf_counter()
+        with tracer.start_as_current_span(f"publish {topic}", kind=trace.SpanKind.PRODUCER):
+            try:
+                async with asyncio.timeout(self.settings.request_timeout_ms / 1000):
+                    acks = [
+                        await producer.send(
+                            topic,
+                            value=message.SerializeToString(),
+                            key=key.encode(),
+                            headers=cloudevent_headers(message, self.source),
+                        )
+                        for key, message in events
+                    ]
+                    await asyncio.gather(*acks)
+            except (KafkaError, TimeoutError) as exc:
+                raise UnavailableError(f"Kafka did not acknowledge the events: {exc!r}") from exc
+        KAFKA_PRODUCE_DURATION.labels(topic).observe(time.perf_counter() - started)
+
     async def _send(self, topic: str, key: str, message: Message) -> None:
         assert self._producer is not None
         started = time.perf_counter()
@@ -149,6 +193,12 @@ class EventPublisher:
 
 
 Handler = Callable[[ConsumerRecord[bytes, bytes]], Awaitable[None]]
+BatchHandler = Callable[[Sequence[ConsumerRecord[bytes, bytes]]], Awaitable[None]]
+"""Handles consecutive records of one partition, in offset order, as one unit: all or none."""
+
+
+class _RevokedError(Exception):
+    """The partition of the batch in hand was taken away: stop without committing."""
 
 
 @dataclass
@@ -157,6 +207,23 @@ class ConsumerStats:
 
     handled: int = 0
     dead_lettered: int = 0
+    batches: int = 0
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka is untyped
+    """Tracks the partitions a consumer owns; a revocation waits for the batches in hand to be
+    handled and committed (a batch on a revoked partition that is stuck retrying gives up)."""
+
+    def __init__(self, owner: EventConsumer) -> None:
+        self.owner = owner
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        self.owner._owned.difference_update(revoked)
+        async with self.owner._in_hand:
+            pass
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        self.owner._owned.update(assigned)
 
 
 async def _quietly(awaitable: Awaitable[Any]) -> None:
@@ -180,6 +247,17 @@ class EventConsumer:
     (the dependency is down; dead-lettering would lose work). A permanent failure (the event
     itself is invalid: retrying cannot help) goes to the group's dead-letter topic at once, with
     the error in its headers; any other failure is retried ``max_retries`` times first.
+
+    With a ``batch_handler`` the consumer works in batches, partitions side by side: what one
+    fetch returned for a partition (whatever arrived while the previous batch was handled, so
+    there is no waiting to fill one) is cut into batches of at most ``batch_max_records``
+    consecutive records; each partition's batches run one after the other in offset order (a
+    study's events are on one partition), different partitions' batches concurrently, and a
+    partition's offset is committed past a batch only after the batch handler returned. A
+    retriable failure retries the whole batch (handlers are idempotent); any other failure
+    hands that batch's records to ``handler`` one by one, with the rules above, so only the bad
+    record is dead-lettered. On a rebalance, revocation waits for the batches in hand to finish
+    and commit; a batch stuck retrying on a revoked partition is dropped uncommitted.
     """
 
     def __init__(
@@ -189,33 +267,50 @@ class EventConsumer:
         topics: list[str],
         handler: Handler,
         publisher: EventPublisher,
+        *,
+        batch_handler: BatchHandler | None = None,
+        batch_max_records: int = BATCH_MAX_RECORDS,
     ) -> None:
         self.settings = settings
         self.group_id = group_id
         self.topics = topics
         self.handler = handler
         self.publisher = publisher
+        self.batch_handler = batch_handler
+        self.batch_max_records = max(1, batch_max_records)
         self.stats = ConsumerStats()
         self._consumer: AIOKafkaConsumer | None = None
         self._task: asyncio.Task[None] | None = None
         self._lag_task: asyncio.Task[None] | None = None
+        # Held while batches are handled and committed; a revocation waits for it.
+        self._in_hand = asyncio.Lock()
+        self._owned: set[TopicPartition] = set()
 
     async def start(self) -> None:
         """Join the group and start the loop in a background task."""
         consumer = AIOKafkaConsumer(
-            *self.topics,
             **kafka_client_options(self.settings),
             group_id=self.group_id,
             client_id=f"{self.settings.client_id}-{self.group_id}",
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             isolation_level="read_committed",
+            # How long the group waits for this member to rejoin: a revocation first lets the
+            # batches in hand finish (aiokafka's default is the 10 s session timeout).
+            rebalance_timeout_ms=REBALANCE_TIMEOUT_MS,
         )
+        consumer.subscribe(self.topics, listener=_Rebalance(self))
         await consumer.start()
         self._consumer = consumer
         init_consumer_metrics(self.group_id, self.topics)
-        self._task = asyncio.create_task(self._run(), name=f"consumer-{self.group_id}")
+        run = self._run if self.batch_handler is None else self._run_batches
+        self._task = asyncio.create_task(run(), name=f"consumer-{self.group_id}")
         self._lag_task = asyncio.create_task(self._report_lag(), name=f"lag-{self.group_id}")
+
+    @property
+    def assigned(self) -> frozenset[TopicPartition]:
+        """The partitions this consumer owns now (empty until the group assigned some)."""
+        return frozenset(self._owned)
 
     async def stop(self) -> None:
         """Stop consuming; safe to call twice. A record in hand is not committed and comes
@@ -240,6 +335,85 @@ class EventConsumer:
             tp = TopicPartition(record.topic, record.partition)
             await consumer.commit({tp: record.offset + 1})
 
+    async def _run_batches(self) -> None:
+        assert self._consumer is not None
+        consumer = self._consumer
+        while True:
+            fetched = await consumer.getmany(timeout_ms=1000)
+            if not fetched:
+                continue
+            async with self._in_hand:
+                await asyncio.gather(
+                    *(
+                        self._handle_partition(tp, records)
+                        for tp, records in fetched.items()
+                        if tp in self._owned
+                    )
+                )
+
+    async def _handle_partition(
+        self, tp: TopicPartition, records: list[ConsumerRecord[bytes, bytes]]
+    ) -> None:
+        """Handle one partition's records batch by batch, committing after each. Stop if the
+        partition was revoked (its next owner starts at the committed offset) or, rewinding to
+        the batch so that nothing is skipped, if a commit failed."""
+        assert self._consumer is not None
+        consumer = self._consumer
+        size = self.batch_max_records
+        for start in range(0, len(records), size):
+            batch = records[start : start + size]
+            try:
+                await self._handle_batch(tp, batch)
+                await consumer.commit({tp: batch[-1].offset + 1})
+            except (_RevokedError, CommitFailedError, IllegalStateError) as exc:
+                log.warning(
+                    "partition revoked with a batch in hand; its records come again",
+                    extra={"topic": tp.topic, "partition": tp.partition, "error": repr(exc)},
+                )
+                return
+            except KafkaError as exc:
+                # The offsets stay where they were: re-read the batch rather than skip it.
+                log.warning("offset commit failed; re-reading", extra={"error": repr(exc)})
+                with contextlib.suppress(IllegalStateError):
+                    consumer.seek(tp, batch[0].offset)
+                return
+
+    async def _handle_batch(
+        self, tp: TopicPartition, batch: list[ConsumerRecord[bytes, bytes]]
+    ) -> None:
+        assert self.batch_handler is not None
+        delay = 0.2
+        while True:
+            if tp not in self._owned:
+                raise _RevokedError(str(tp))
+            try:
+                await self.batch_handler(batch)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if not is_retriable(exc):
+                    log.warning(
+                        "batch failed; handling its records one by one",
+                        extra={"topic": tp.topic, "offset": batch[0].offset, "error": repr(exc)},
+                    )
+                    for record in batch:
+                        if tp not in self._owned:
+                            raise _RevokedError(str(tp)) from exc
+                        await self._handle_with_retries(record, tp)
+                    return
+                log.warning(
+                    "retriable failure handling a batch; retrying",
+                    extra={"topic": tp.topic, "offset": batch[0].offset, "error": repr(exc)},
+                )
+                KAFKA_EVENTS_CONSUMED.labels(self.group_id, tp.topic, "retried").inc(len(batch))
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+            else:
+                self.stats.handled += len(batch)
+                self.stats.batches += 1
+                KAFKA_EVENTS_CONSUMED.labels(self.group_id, tp.topic, "ok").inc(len(batch))
+                return
+
     async def _report_lag(self) -> None:
         """Export, per assigned partition, how many records lie between the group's committed
         offset and the end of the partition (the last stable offset: reads are read_committed)."""
@@ -258,10 +432,16 @@ class EventConsumer:
                 log.debug("consumer lag not refreshed", extra={"error": repr(exc)})
             await asyncio.sleep(LAG_INTERVAL_S)
 
-    async def _handle_with_retries(self, record: ConsumerRecord[bytes, bytes]) -> None:
+    async def _handle_with_retries(
+        self, record: ConsumerRecord[bytes, bytes], owned: TopicPartition | None = None
+    ) -> None:
+        """Handle one record until it is handled or dead-lettered; with ``owned``, give up
+        (raising :class:`_RevokedError`) once that partition is no longer this consumer's."""
         attempt = 0
         delay = 0.2
         while True:
+            if owned is not None and owned not in self._owned:
+                raise _RevokedError(str(owned))
             attempt += 1
             try:
                 await self._call_handler(record)

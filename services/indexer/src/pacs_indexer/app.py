@@ -83,6 +83,8 @@ class IndexerApp(HostedApp):
                 [TOPIC_INSTANCES],
                 handler,
                 self._publisher,
+                batch_handler=handler.handle_batch,
+                batch_max_records=self.settings.batch_max_events,
             )
             await self.consumer.start()
         await self.host.start()

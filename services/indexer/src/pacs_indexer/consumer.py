@@ -7,12 +7,23 @@ Each event is applied idempotently (keyed by tenant + SOP Instance UID), and onl
 database transaction committed is ``InstanceIndexed`` announced; the consumer loop commits the
 Kafka offset after that. A crash anywhere therefore means the event is handled again, which
 changes nothing that was already done.
+
+Events come in batches of one partition's consecutive records (:meth:`handle_batch`): what each
+needs from outside the database (its header, the version now current after a delete) is
+gathered first, then the whole batch is applied in offset order in one transaction (runs of
+stored instances as one set-based upsert, a delete between them where it came), and the
+``InstanceIndexed`` events are sent together. Applying a run in one upsert ends as applying its
+events one by one would: the version stored later wins, and a delete splits the runs.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
 
 from aiokafka import ConsumerRecord
 from google.protobuf.message import DecodeError
@@ -20,6 +31,7 @@ from pacs.events.v1 import instance_events_pb2 as events_pb
 from pacs.type.v1 import instance_pb2
 from pacs_common.errors import InvalidArgumentError, NotFoundError
 from pacs_common.events import TOPIC_INDEXED, EventPublisher, event_type, header, now_rfc3339
+from sqlalchemy.orm import Session
 
 from pacs_indexer.database import Database
 from pacs_indexer.extra_attributes import ExtraAttributes
@@ -31,6 +43,22 @@ log = logging.getLogger(__name__)
 
 _STORED = event_type(events_pb.InstanceStored())
 _DELETED = event_type(events_pb.InstanceDeleted())
+
+
+@dataclass(frozen=True)
+class _Upsert:
+    record: InstanceRecord
+    ref: instance_pb2.InstanceRef
+
+
+@dataclass(frozen=True)
+class _Delete:
+    tenant: str
+    sop_instance_uid: str
+    deleted_time: str
+
+
+_Step = _Upsert | _Delete
 
 
 class IndexEventHandler:
@@ -47,6 +75,83 @@ class IndexEventHandler:
         self.headers = headers
         self.publisher = publisher
         self.extras = extras or ExtraAttributes()
+        # SQLite has one writer: concurrent partitions' transactions wait here, not in
+        # "database is locked" retries.
+        self._write_lock = threading.Lock() if database.dialect == "sqlite" else None
+
+    async def handle_batch(self, records: Sequence[ConsumerRecord[bytes, bytes]]) -> None:
+        """Handle consecutive records of one partition in one database transaction.
+
+        Raises:
+            InvalidArgumentError: some record is invalid (the consumer then handles the batch
+                one record at a time, so that only that one is dead-lettered).
+        """
+        steps: list[_Step] = []
+        for record in records:
+            steps += await self._steps_of(record)
+        if not steps:
+            return
+        written = await asyncio.to_thread(self._apply, steps)
+        await self.publisher.publish_many(
+            TOPIC_INDEXED,
+            [
+                (
+                    ref.study_instance_uid,
+                    events_pb.InstanceIndexed(instance=ref, indexed_time=now_rfc3339()),
+                )
+                for ref in written
+            ],
+        )
+
+    async def _steps_of(self, record: ConsumerRecord[bytes, bytes]) -> list[_Step]:
+        """What one event does to the index, with everything read from outside it."""
+        kind = header(record, "ce_type")
+        try:
+            if kind == _STORED:
+                stored = events_pb.InstanceStored.FromString(record.value or b"")
+                upsert = await self._upsert_of(stored.object, stored.header_part10)
+                return [] if upsert is None else [upsert]
+            if kind == _DELETED:
+                deleted = events_pb.InstanceDeleted.FromString(record.value or b"")
+                ref = deleted.instance
+                current = None if deleted.all_versions else await self._current(ref)
+                tombstone = deleted.deleted_time if current is None else ""
+                steps: list[_Step] = [_Delete(ref.tenant, ref.sop_instance_uid, tombstone)]
+                if current is not None:
+                    upsert = await self._upsert_of(current)
+                    steps += [] if upsert is None else [upsert]
+                return steps
+        except DecodeError as exc:
+            raise InvalidArgumentError(f"undecodable {kind} payload: {exc}") from exc
+        log.debug("ignoring event", extra={"ce_type": kind, "offset": record.offset})
+        return []
+
+    def _apply(self, steps: Sequence[_Step]) -> list[instance_pb2.InstanceRef]:
+        """Apply ``steps`` in order in one transaction; return the refs of what was written."""
+        written: list[instance_pb2.InstanceRef] = []
+        with self._writing() as session:
+            run: list[_Upsert] = []
+            for step in [*steps, None]:
+                if isinstance(step, _Upsert):
+                    run.append(step)
+                    continue
+                if run:
+                    refs = {
+                        (u.record.tenant, u.record.sop_instance_uid, u.record.stored): u.ref
+                        for u in run
+                    }
+                    for r in upsert_instances(session, [u.record for u in run], self.extras):
+                        written.append(refs[(r.tenant, r.sop_instance_uid, r.stored)])
+                    run = []
+                if isinstance(step, _Delete):
+                    delete_instance(session, step.tenant, step.sop_instance_uid, step.deleted_time)
+        return written
+
+    @contextmanager
+    def _writing(self) -> Iterator[Session]:
+        """One write transaction (on SQLite, one at a time)."""
+        with self._write_lock or nullcontext(), self.database.session() as session:
+            yield session
 
     async def __call__(self, record: ConsumerRecord[bytes, bytes]) -> None:
         """Handle one Kafka record; unknown event types are skipped (and committed)."""
@@ -71,6 +176,18 @@ class IndexEventHandler:
         The header comes from the event when storage put it there (``header_part10``); it is
         read from storage otherwise (over storage's cap, older events, reindexing).
         """
+        upsert = await self._upsert_of(info, header_part10)
+        if upsert is None:
+            return
+        written = await asyncio.to_thread(self._upsert, upsert.record)
+        if written:
+            await self._announce(upsert.ref)
+
+    async def _upsert_of(
+        self, info: instance_pb2.ObjectInfo, header_part10: bytes = b""
+    ) -> _Upsert | None:
+        """The record of one stored object, its header from the event or from storage; None
+        when the object is gone from storage already."""
         ref = info.instance
         if header_part10:
             dataset = parse_event_header(header_part10)
@@ -83,7 +200,7 @@ class IndexEventHandler:
                 log.info(
                     "stored object already gone", extra={"sop_instance_uid": ref.sop_instance_uid}
                 )
-                return
+                return None
         stored = StoredObject(
             key=info.key,
             size=info.size,
@@ -96,12 +213,16 @@ class IndexEventHandler:
         record = record_from_dataset(
             ref.tenant, dataset, stored, self.extras.values_of(dataset) if self.extras else ()
         )
-        written = await asyncio.to_thread(self._upsert, record)
-        if written:
-            await self._announce(ref)
+        return _Upsert(record, ref)
+
+    async def _current(self, ref: instance_pb2.InstanceRef) -> instance_pb2.ObjectInfo | None:
+        try:
+            return await self.headers.head(ref)
+        except NotFoundError:
+            return None
 
     def _upsert(self, record: InstanceRecord) -> bool:
-        with self.database.session() as session:
+        with self._writing() as session:
             return bool(upsert_instances(session, [record], self.extras))
 
     async def instance_deleted(
@@ -112,12 +233,7 @@ class IndexEventHandler:
         The removed version is dropped first: the earlier version is older, and the index
         would otherwise keep the newer one it already has.
         """
-        current: instance_pb2.ObjectInfo | None = None
-        if not all_versions:
-            try:
-                current = await self.headers.head(ref)
-            except NotFoundError:
-                current = None
+        current = None if all_versions else await self._current(ref)
         # Only a removal of every version is final; otherwise an older version is current now
         # and must not be held back by a tombstone.
         tombstone = deleted_time if current is None else ""
@@ -126,7 +242,7 @@ class IndexEventHandler:
             await self.index_object(current)
 
     def _delete(self, tenant: str, sop_instance_uid: str, deleted_time: str) -> None:
-        with self.database.session() as session:
+        with self._writing() as session:
             delete_instance(session, tenant, sop_instance_uid, deleted_time)
 
     async def _announce(self, ref: instance_pb2.InstanceRef) -> None:

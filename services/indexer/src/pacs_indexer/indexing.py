@@ -45,6 +45,19 @@ def _chunks(values: Sequence[Any]) -> Iterable[list[Any]]:
         yield list(values[start : start + _CHUNK])
 
 
+def _merged(
+    rows: dict[tuple[str, str], dict[str, Any]], key: tuple[str, str], row: dict[str, Any]
+) -> None:
+    """Add ``row`` under ``key``; over an earlier row of that key its empty values ('' or
+    None) keep the earlier ones, as the upsert's ``keep_known`` does across transactions."""
+    earlier = rows.get(key)
+    rows[key] = (
+        row
+        if earlier is None
+        else {**earlier, **{c: v for c, v in row.items() if v is not None and v != ""}}
+    )
+
+
 def _by_tenant(keys: Iterable[tuple[str, str]]) -> dict[str, list[str]]:
     grouped: dict[str, list[str]] = {}
     for tenant, key in keys:
@@ -94,7 +107,9 @@ def _fresh(
     for record in records:
         key = (record.tenant, record.sop_instance_uid)
         earlier = newest.get(key)
-        if earlier is None or _stored(record) >= _stored(earlier):
+        # As when applied one by one: a later record wins unless both say when they were
+        # stored and it was stored earlier.
+        if earlier is None or not _stored(record) or _stored(record) >= _stored(earlier):
             newest[key] = record
     for tenant, sops in _by_tenant(list(newest)).items():
         for chunk in _chunks(sorted(sops)):
@@ -226,16 +241,20 @@ def _upsert_patients(
         patient_id, issuer = (
             (r.patient_id, r.issuer_of_patient_id) if key == r.patient_key else identity_of(key)
         )
-        rows[(r.tenant, key)] = {
-            "tenant": r.tenant,
-            "patient_key": key,
-            "patient_id": patient_id,
-            "issuer_of_patient_id": issuer,
-            "patient_name": r.patient_name,
-            "patient_name_folded": fold_person_name(r.patient_name),
-            "patient_birth_date": r.patient_birth_date,
-            "patient_sex": r.patient_sex,
-        }
+        _merged(
+            rows,
+            (r.tenant, key),
+            {
+                "tenant": r.tenant,
+                "patient_key": key,
+                "patient_id": patient_id,
+                "issuer_of_patient_id": issuer,
+                "patient_name": r.patient_name,
+                "patient_name_folded": fold_person_name(r.patient_name),
+                "patient_birth_date": r.patient_birth_date,
+                "patient_sex": r.patient_sex,
+            },
+        )
     ids, _ = _upsert_level(conn, sql.PATIENTS, "patient_key", rows)
     return {
         (r.tenant, r.patient_key): ids[
@@ -269,20 +288,24 @@ def _upsert_studies(
 ) -> dict[tuple[str, str], int]:
     rows: dict[tuple[str, str], dict[str, Any]] = {}
     for r in records:
-        rows[(r.tenant, r.study_instance_uid)] = {
-            "tenant": r.tenant,
-            "study_instance_uid": r.study_instance_uid,
-            "patient_pk": patients[(r.tenant, r.patient_key)],
-            "study_date": r.study_date,
-            "study_time": r.study_time,
-            "study_time_norm": normalize_time(r.study_time),
-            "study_datetime_norm": normalize_datetime(r.study_date, r.study_time),
-            "accession_number": r.accession_number,
-            "study_id": r.study_id,
-            "study_description": r.study_description,
-            "referring_physician_name": r.referring_physician_name,
-            "referring_physician_name_folded": fold_person_name(r.referring_physician_name),
-        }
+        _merged(
+            rows,
+            (r.tenant, r.study_instance_uid),
+            {
+                "tenant": r.tenant,
+                "study_instance_uid": r.study_instance_uid,
+                "patient_pk": patients[(r.tenant, r.patient_key)],
+                "study_date": r.study_date,
+                "study_time": r.study_time,
+                "study_time_norm": normalize_time(r.study_time),
+                "study_datetime_norm": normalize_datetime(r.study_date, r.study_time),
+                "accession_number": r.accession_number,
+                "study_id": r.study_id,
+                "study_description": r.study_description,
+                "referring_physician_name": r.referring_physician_name,
+                "referring_physician_name_folded": fold_person_name(r.referring_physician_name),
+            },
+        )
     ids, previous_patients = _upsert_level(conn, sql.STUDIES, "study_instance_uid", rows)
     touched.patients.update(previous_patients)
     touched.patients.update(row["patient_pk"] for row in rows.values())
@@ -297,15 +320,19 @@ def _upsert_series(
 ) -> dict[tuple[str, str], int]:
     rows: dict[tuple[str, str], dict[str, Any]] = {}
     for r in records:
-        rows[(r.tenant, r.series_instance_uid)] = {
-            "tenant": r.tenant,
-            "series_instance_uid": r.series_instance_uid,
-            "study_pk": studies[(r.tenant, r.study_instance_uid)],
-            "modality": r.modality,
-            "series_number": r.series_number,
-            "series_description": r.series_description,
-            "body_part_examined": r.body_part_examined,
-        }
+        _merged(
+            rows,
+            (r.tenant, r.series_instance_uid),
+            {
+                "tenant": r.tenant,
+                "series_instance_uid": r.series_instance_uid,
+                "study_pk": studies[(r.tenant, r.study_instance_uid)],
+                "modality": r.modality,
+                "series_number": r.series_number,
+                "series_description": r.series_description,
+                "body_part_examined": r.body_part_examined,
+            },
+        )
     ids, previous_studies = _upsert_level(conn, sql.SERIES, "series_instance_uid", rows)
     touched.studies.update(previous_studies)
     touched.studies.update(row["study_pk"] for row in rows.values())

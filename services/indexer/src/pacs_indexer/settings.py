@@ -28,6 +28,11 @@ class IndexerSettings(ServiceSettings):
     )
     storage_target: str = Field("127.0.0.1:50051", description="host:port of StorageService")
     consumer_group: str = "pacs-indexer"
+    batch_max_events: int = Field(
+        200,
+        ge=1,
+        description="most events of one partition indexed in one transaction (1: one by one)",
+    )
     consume_events: bool = Field(
         True, description="consume storage events (off: serve queries from the index only)"
     )
