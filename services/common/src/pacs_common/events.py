@@ -226,6 +226,25 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka i
         self.owner._owned.update(assigned)
 
 
+def _consume_span(topic: str, batch: list[ConsumerRecord[bytes, bytes]]) -> Any:
+    """The CONSUMER span of one batch: linked to every record's producer span (OpenTelemetry's
+    messaging conventions for batches), and the child of that span when the batch is a single
+    record, so that one C-STORE stays one trace from the gateway to the indexer."""
+    contexts = [extract_context(list(record.headers or ())) for record in batch]
+    links = [
+        trace.Link(span_context)
+        for context in contexts
+        if (span_context := trace.get_current_span(context).get_span_context()).is_valid
+    ]
+    return trace.get_tracer("pacs_common.events").start_as_current_span(
+        f"consume {topic}",
+        context=contexts[0] if len(batch) == 1 else None,
+        kind=trace.SpanKind.CONSUMER,
+        links=links,
+        attributes={"messaging.batch.message_count": len(batch)},
+    )
+
+
 async def _quietly(awaitable: Awaitable[Any]) -> None:
     """Await a stopping step, logging (not raising) what a broken connection leaves behind;
     a cancellation of the caller itself still propagates."""
@@ -387,7 +406,8 @@ class EventConsumer:
             if tp not in self._owned:
                 raise _RevokedError(str(tp))
             try:
-                await self.batch_handler(batch)
+                with _consume_span(tp.topic, batch):
+                    await self.batch_handler(batch)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
