@@ -6,8 +6,8 @@ from __future__ import annotations
 import grpc
 import pytest
 from grpc.aio import AioRpcError, Metadata
+from pacs_common.clients.errors import from_exception
 from pacs_common.errors import InvalidArgumentError, PacsError, UnavailableError
-from pacs_gateway.upstream import from_exception
 
 
 def rpc_error(code: grpc.StatusCode, details: str) -> AioRpcError:

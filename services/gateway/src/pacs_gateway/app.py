@@ -25,7 +25,7 @@ from pynetdicom import _config as pynetdicom_config
 from pynetdicom import evt
 
 from pacs_gateway.admission import AdmissionPolicy, Callers, NetworkPolicy
-from pacs_gateway.dimse import codes as status
+from pacs_gateway.dimse import codes
 from pacs_gateway.dimse.c_find import Finder, FindScp
 from pacs_gateway.dimse.c_store import StoreScp
 from pacs_gateway.dimse.commitment import Committer, StorageCommitmentScp
@@ -295,7 +295,7 @@ def _remaining(deadline: float) -> float:
 
 def _handle_echo(event: Any) -> int:
     """C-ECHO (PS3.4 A.4): the association was admitted, so we answer Success."""
-    return status.SUCCESS
+    return codes.SUCCESS
 
 
 def create_app(settings: GatewaySettings) -> GatewayApp:

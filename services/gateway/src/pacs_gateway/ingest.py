@@ -16,9 +16,8 @@ from typing import Protocol
 
 from pacs.storage.v1 import storage_service_pb2 as storage_pb
 from pacs.type.v1 import instance_pb2
+from pacs_common.clients.errors import from_exception
 from pacs_common.dicom import instance_ref_of
-
-from pacs_gateway.upstream import from_exception
 
 
 class InstanceStore(Protocol):

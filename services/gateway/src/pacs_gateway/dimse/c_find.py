@@ -16,6 +16,7 @@ from typing import Any
 import grpc
 from pacs.query.v1 import query_service_pb2 as query_pb
 from pacs.query.v1 import query_service_pb2_grpc as query_grpc
+from pacs_common.clients.errors import from_exception
 from pydicom.dataset import Dataset
 
 from pacs_gateway.admission import CallerOf
@@ -30,7 +31,6 @@ from pacs_gateway.dimse.find_identifier import (
 )
 from pacs_gateway.dimse.handler_base import DimseHandler
 from pacs_gateway.io_loop import IoLoop
-from pacs_gateway.upstream import from_exception
 
 log = logging.getLogger(__name__)
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pacs.type.v1 import instance_pb2
+from pacs_common.clients.errors import from_exception
 from pacs_common.clients.storage import StorageClient
 from pacs_common.errors import PacsError
 from pydicom.dataset import Dataset
@@ -37,7 +38,6 @@ from pacs_gateway.ingest import RecentInstances
 from pacs_gateway.io_loop import IoLoop
 from pacs_gateway.outbound import association_kwargs
 from pacs_gateway.registry import DestinationOf
-from pacs_gateway.upstream import from_exception
 
 log = logging.getLogger(__name__)
 

@@ -20,6 +20,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from pacs.type.v1 import instance_pb2
+from pacs_common.clients.errors import from_exception
 from pacs_common.clients.storage import StorageClient
 from pacs_common.errors import NotFoundError
 from pydicom.dataset import Dataset
@@ -38,7 +39,6 @@ from pacs_gateway.dimse.find_identifier import (
     levels_of,
     matching_string,
 )
-from pacs_gateway.upstream import from_exception
 
 log = logging.getLogger(__name__)
 
