@@ -22,7 +22,7 @@ from pacs_common.dicom import instance_ref_of
 from pacs_storage.app import StorageApp
 from pacs_storage.keys import object_key
 from pacs_storage.settings import StorageSettings
-from pacs_storage.streamed_put import RequestBodyPipe, StreamAbandonedError
+from pacs_storage.streamed_put import RequestBodyPipe
 from pacs_testkit.channels import plain_aio_channel
 from storage_testkit import address_of, modified_part10, sample_part10, synthetic_part10
 
@@ -253,24 +253,3 @@ def test_body_pipe_pads_a_short_body_to_the_announced_size() -> None:
 
     assert not thread.is_alive()
     assert b"".join(read) == b"abc" + bytes(7)
-
-
-def test_body_pipe_failure_reaches_a_waiting_reader() -> None:
-    pipe = RequestBodyPipe(size=10)
-    pipe.feed(b"abc")
-    assert pipe.read() == b"abc"
-    outcome: list[BaseException] = []
-
-    def reader() -> None:
-        try:
-            pipe.read(4)
-        except StreamAbandonedError as exc:
-            outcome.append(exc)
-
-    thread = threading.Thread(target=reader)
-    thread.start()
-    pipe.fail(StreamAbandonedError("fewer bytes than announced"))
-    thread.join(timeout=5)
-
-    assert not thread.is_alive()
-    assert [str(exc) for exc in outcome] == ["fewer bytes than announced"]

@@ -47,16 +47,12 @@ log = logging.getLogger(__name__)
 _PAD_BLOCK = 64 * 1024
 
 
-class StreamAbandonedError(Exception):
-    """The Put stream ended otherwise than with exactly the announced bytes."""
-
-
 class RequestBodyPipe:
     """A blocking file-like request body of ``size`` bytes, fed from the event loop.
 
     Hand-written because botocore reads request bodies synchronously (``read(n)`` in its
     worker thread) and nothing in boto3 or the standard library bridges an asyncio producer to
-    such a reader; ``feed``, ``pad`` and ``fail`` never block the event loop. The body ends
+    such a reader; ``feed`` and ``pad`` never block the event loop. The body ends
     once ``size`` bytes were read, without waiting for the stream's end, so that S3's answer
     (which it sends once it has those bytes) is read at once; bytes fed beyond ``size`` are
     never read.
@@ -66,7 +62,6 @@ class RequestBodyPipe:
         self._unread = size
         self._chunks: collections.deque[memoryview] = collections.deque()
         self._changed = threading.Condition()
-        self._failure: BaseException | None = None
         self._padded = False
 
     def feed(self, chunk: bytes) -> None:
@@ -84,24 +79,13 @@ class RequestBodyPipe:
             self._padded = True
             self._changed.notify()
 
-    def fail(self, reason: BaseException) -> None:
-        """Make a ``read`` still waiting for bytes raise ``reason``: the HTTP request is
-        abandoned with fewer bytes than its Content-Length. Not for a request whose bytes S3
-        could still take as a whole object: use :meth:`pad` for that."""
-        with self._changed:
-            self._failure = reason
-            self._chunks.clear()
-            self._changed.notify()
-
     def read(self, size: int = -1) -> bytes:
         """Up to ``size`` bytes (all that is queued for a negative size), waiting for them."""
         with self._changed:
             if self._unread == 0 or size == 0:
                 return b""
-            while not self._chunks and self._failure is None and not self._padded:
+            while not self._chunks and not self._padded:
                 self._changed.wait()
-            if self._failure is not None:
-                raise self._failure
             limit = self._unread if size < 0 else min(size, self._unread)
             if not self._chunks:
                 padding = min(limit, _PAD_BLOCK)
