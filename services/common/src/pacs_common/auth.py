@@ -49,7 +49,7 @@ from pacs_common.grpc_handlers import (
     iterate_response,
     rewrap,
 )
-from pacs_common.jwt_verifier import ASYMMETRIC_ALGORITHMS, TokenVerifier
+from pacs_common.jwt_verifier import TokenVerifier, require_asymmetric
 
 log = logging.getLogger(__name__)
 
@@ -104,10 +104,7 @@ class AuthSettings(BaseSettings):
     @field_validator("algorithms")
     @classmethod
     def _asymmetric_only(cls, value: list[str]) -> list[str]:
-        # HS* would let anyone holding the issuer's public key mint tokens; `none` anyone.
-        refused = sorted(set(value) - ASYMMETRIC_ALGORITHMS)
-        if refused or not value:
-            raise ValueError(f"only asymmetric JWT algorithms are allowed, not {refused}")
+        require_asymmetric(value)  # at start-up, naming the setting, not at the first token
         return value
 
     def jwks(self) -> str:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from collections.abc import Iterable
 from typing import Any
 
 import jwt
@@ -30,6 +31,20 @@ from pacs_common.errors import UnauthenticatedError, UnavailableError
 ASYMMETRIC_ALGORITHMS = frozenset(
     {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
 )
+
+
+def require_asymmetric(algorithms: Iterable[str]) -> list[str]:
+    """``algorithms`` as a sorted list, if it is not empty and all are asymmetric.
+
+    Raises:
+        ValueError: an HMAC algorithm (anyone holding the issuer's public key could mint
+            tokens), ``none`` (anyone could), or no algorithm at all.
+    """
+    chosen = sorted(set(algorithms))
+    refused = sorted(set(chosen) - ASYMMETRIC_ALGORITHMS)
+    if refused or not chosen:
+        raise ValueError(f"only asymmetric JWT algorithms are allowed, not {refused}")
+    return chosen
 
 
 class TokenVerifier:
@@ -58,12 +73,9 @@ class TokenVerifier:
         min_refresh_s: float = 10.0,
         timeout_s: float = 5.0,
     ) -> None:
-        unsafe = set(algorithms) - ASYMMETRIC_ALGORITHMS
-        if unsafe or not algorithms:
-            raise ValueError(f"only asymmetric JWT algorithms are allowed, not {sorted(unsafe)}")
+        self.algorithms = require_asymmetric(algorithms)
         self.issuer = issuer
         self.audience = audience
-        self.algorithms = sorted(algorithms)
         self.leeway_s = leeway_s
         self.min_refresh_s = min_refresh_s
         self._jwks = PyJWKClient(
