@@ -28,7 +28,17 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # The identities the local stack creates certificates for (``make up``, tests).
-LOCAL_IDENTITIES = ("gateway", "storage", "indexer", "cli")
+LOCAL_IDENTITIES = (
+    "gateway",
+    "storage",
+    "indexer",
+    "cli",
+    "transcoder",
+    "deid",
+    "audit",
+    "dicomweb",
+    "hl7",
+)
 
 
 class TlsConfigError(SystemExit):
