@@ -22,6 +22,7 @@ from pacs_common.service_host import ServiceHost, StopStage, configure_process
 
 from pacs_storage.announcer import Announcer
 from pacs_storage.bucket import Bucket
+from pacs_storage.grants import Grants
 from pacs_storage.servicer import SERVICE_NAME, StorageServicer
 from pacs_storage.settings import StorageSettings
 from pacs_storage.store import InstanceStore
@@ -45,12 +46,17 @@ class StorageApp(HostedApp):
     def __init__(self, settings: StorageSettings) -> None:
         self.settings = settings
         self.s3 = make_s3_client(settings.s3)
-        self.bucket = Bucket(self.s3, settings.s3, sse_arguments(settings))
+        presigner = None
+        if settings.grant_s3_endpoint:
+            presigner = make_s3_client(
+                settings.s3.model_copy(update={"endpoint": settings.grant_s3_endpoint})
+            )
+        self.bucket = Bucket(self.s3, settings.s3, sse_arguments(settings), presigner)
         self.announcer = Announcer(
             settings.kafka, settings.service_name, settings.kafka_retry_s, self._kafka_changed
         )
         self.store = InstanceStore(self.bucket, self.announcer, settings)
-        servicer = StorageServicer(self.store)
+        servicer = StorageServicer(self.store, Grants(self.bucket, self.announcer, settings))
         self.host = ServiceHost(
             settings,
             [SERVICE_NAME],

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 import grpc
 from botocore.exceptions import ClientError, HTTPClientError, IncompleteReadError
 from botocore.exceptions import ConnectionError as BotoConnectionError
+from botocore.serialize import create_serializer
 from pacs_common.errors import (
     InvalidArgumentError,
     NotFoundError,
@@ -141,8 +142,19 @@ def _error_for(operation: str, exc: Exception) -> PacsError:
 class Bucket:
     """The service's bucket, addressed through one boto3 client (thread-safe)."""
 
-    def __init__(self, client: S3Client, settings: S3Settings, sse: Mapping[str, str]) -> None:
+    def __init__(
+        self,
+        client: S3Client,
+        settings: S3Settings,
+        sse: Mapping[str, str],
+        presigner: S3Client | None = None,
+    ) -> None:
+        """Args:
+        presigner: the client that signs grants, when writers reach S3 under another
+            endpoint than this service does (the host is part of the signature).
+        """
         self.client = client
+        self.presigner = presigner
         self.name = settings.bucket
         self._sse = dict(sse)
 
@@ -331,6 +343,60 @@ class Bucket:
             total = int(content_range.rsplit("/", 1)[1])
         return ObjectReader(info, total, response["Body"])
 
+    def presign(
+        self, operation: str, params: Mapping[str, Any], expires_s: int
+    ) -> tuple[str, dict[str, str]]:
+        """A pre-signed request for ``operation`` (``PutObject``, ``UploadPart``, ``GetObject``)
+        on this bucket: its URL and the headers that are part of its signature.
+
+        The headers are serialized by botocore from the same parameters it signs, so the two
+        cannot disagree; ``Content-Length`` is left to the HTTP client (signed all the same).
+        """
+        full = {"Bucket": self.name, **params}
+        if operation == "PutObject":
+            full.update(self._sse)  # a multipart upload gets it when it is created
+        client = self.presigner or self.client
+        url = client.generate_presigned_url(
+            _PRESIGN_METHODS[operation], Params=full, ExpiresIn=expires_s
+        )
+        model = client.meta.service_model.operation_model(operation)
+        request = create_serializer("rest-xml").serialize_to_request(full, model)
+        headers = {
+            name: str(value)
+            for name, value in request["headers"].items()
+            if name.lower() not in ("content-length", "content-md5")
+        }
+        return url, headers
+
+    async def list_parts(self, key: str, upload_id: str) -> list[CompletedPartTypeDef]:
+        """The parts uploaded so far (number, ETag, SHA-256), in order.
+
+        Raises:
+            NotFoundError: no such upload (never begun, completed or aborted).
+        """
+        parts: list[CompletedPartTypeDef] = []
+        marker = 0
+        while True:
+            response = await self._call(
+                "list_parts",
+                self.client.list_parts,
+                Bucket=self.name,
+                Key=key,
+                UploadId=upload_id,
+                PartNumberMarker=marker,
+            )
+            for part in response.get("Parts", []):
+                parts.append(
+                    {
+                        "PartNumber": part["PartNumber"],
+                        "ETag": part["ETag"],
+                        "ChecksumSHA256": part.get("ChecksumSHA256", ""),
+                    }
+                )
+            if not response.get("IsTruncated"):
+                return parts
+            marker = int(response.get("NextPartNumberMarker", 0))
+
     async def delete(self, key: str) -> None:
         """Remove one object (no error if it is already gone)."""
         await self._call("delete_object", self.client.delete_object, Bucket=self.name, Key=key)
@@ -355,6 +421,13 @@ class Bucket:
         truncated = response.get("IsTruncated", False)
         next_token = response.get("NextContinuationToken", "") if truncated else ""
         return items, next_token
+
+
+_PRESIGN_METHODS = {
+    "PutObject": "put_object",
+    "UploadPart": "upload_part",
+    "GetObject": "get_object",
+}
 
 
 def _stored(key: str, response: Mapping[str, Any]) -> StoredObject:

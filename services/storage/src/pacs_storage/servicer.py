@@ -15,6 +15,7 @@ from pacs.storage.v1 import storage_service_pb2 as pb
 from pacs.storage.v1 import storage_service_pb2_grpc as pb_grpc
 from pacs_common.errors import InvalidArgumentError
 
+from pacs_storage.grants import Grants
 from pacs_storage.store import InstanceStore
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["StorageService"].full_name
@@ -33,8 +34,9 @@ async def _chunks_after_header(requests: AsyncIterator[pb.PutRequest]) -> AsyncI
 class StorageServicer(pb_grpc.StorageServiceServicer):
     """The gRPC face of :class:`InstanceStore`."""
 
-    def __init__(self, store: InstanceStore) -> None:
+    def __init__(self, store: InstanceStore, grants: Grants) -> None:
         self.store = store
+        self.grants = grants
 
     async def Put(  # noqa: N802  (gRPC method name)
         self, request_iterator: AsyncIterator[pb.PutRequest], context: Context
@@ -82,3 +84,20 @@ class StorageServicer(pb_grpc.StorageServiceServicer):
             request.page_token,
         )
         return pb.ListResponse(objects=objects, next_page_token=token)
+
+    async def GrantWrite(  # noqa: N802
+        self, request: pb.GrantWriteRequest, context: Context
+    ) -> pb.GrantWriteResponse:
+        await self.store.ensure_bucket()
+        return await self.grants.grant_write(request)
+
+    async def CommitWrite(  # noqa: N802
+        self, request: pb.CommitWriteRequest, context: Context
+    ) -> pb.CommitWriteResponse:
+        result = await self.grants.commit_write(request)
+        return pb.CommitWriteResponse(object=result.info, already_existed=result.already_existed)
+
+    async def GrantRead(  # noqa: N802
+        self, request: pb.GrantReadRequest, context: Context
+    ) -> pb.GrantReadResponse:
+        return await self.grants.grant_read(request)

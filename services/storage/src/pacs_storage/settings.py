@@ -84,6 +84,17 @@ class StorageSettings(ServiceSettings):
     kafka_retry_s: float = Field(
         2.0, gt=0, description="pause between attempts to reach Kafka while it is down"
     )
+    grant_ttl_s: int = Field(
+        300,
+        ge=10,
+        le=7 * 24 * 3600,
+        description="how long the pre-signed requests of a write or read grant stay valid",
+    )
+    grant_s3_endpoint: str | None = Field(
+        None,
+        description="S3 endpoint written into grants when writers and readers reach S3 under "
+        "another address than this service does (default: the service's own endpoint)",
+    )
     list_page_size: int = Field(1000, ge=1, le=1000, description="List page size by default")
 
     @model_validator(mode="after")

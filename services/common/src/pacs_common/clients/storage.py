@@ -206,6 +206,34 @@ class StorageClient:
             if not token:
                 return
 
+    async def grant_write(self, request: pb.GrantWriteRequest) -> pb.GrantWriteResponse:
+        """Signed requests to write one new object straight to S3 (see
+        :mod:`pacs_common.clients.direct`, which uses them)."""
+        with translated(SERVICE):
+            response: pb.GrantWriteResponse = await self.stub.GrantWrite(
+                request, timeout=self.timeout
+            )
+        return response
+
+    async def commit_write(self, request: pb.CommitWriteRequest) -> pb.CommitWriteResponse:
+        """Check and announce a granted write; returns once it is durable and announced."""
+        with translated(SERVICE):
+            response: pb.CommitWriteResponse = await self.stub.CommitWrite(
+                request, timeout=self.timeout
+            )
+        return response
+
+    async def grant_read(
+        self, instance: instance_pb2.InstanceRef, *, version_id: str = ""
+    ) -> pb.GrantReadResponse:
+        """A signed GET of one object and the SHA-256 its bytes must have."""
+        with translated(SERVICE):
+            response: pb.GrantReadResponse = await self.stub.GrantRead(
+                pb.GrantReadRequest(instance=instance, version_id=version_id),
+                timeout=self.timeout,
+            )
+        return response
+
 
 async def _slices(data: bytes, size: int) -> AsyncIterator[bytes]:
     view = memoryview(data)

@@ -20,6 +20,298 @@ else:
 DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
+class SignedRequest(_message.Message):
+    """SignedRequest is one pre-signed S3 request: send it as is, with exactly these headers."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class HeadersEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    METHOD_FIELD_NUMBER: _builtins.int
+    URL_FIELD_NUMBER: _builtins.int
+    HEADERS_FIELD_NUMBER: _builtins.int
+    OFFSET_FIELD_NUMBER: _builtins.int
+    LENGTH_FIELD_NUMBER: _builtins.int
+    method: _builtins.str
+    """HTTP method (PUT or GET)."""
+    url: _builtins.str
+    """The pre-signed URL."""
+    offset: _builtins.int
+    """For a part of a multipart write: the first byte of the object this part carries."""
+    length: _builtins.int
+    """For a part of a multipart write: how many bytes it carries."""
+    @_builtins.property
+    def headers(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Headers that are part of the signature; the request fails without them."""
+
+    def __init__(
+        self,
+        *,
+        method: _builtins.str = ...,
+        url: _builtins.str = ...,
+        headers: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        offset: _builtins.int = ...,
+        length: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["headers", b"headers", "length", b"length", "method", b"method", "offset", b"offset", "url", b"url"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SignedRequest: _TypeAlias = SignedRequest  # noqa: Y015
+
+@_typing.final
+class GrantWriteRequest(_message.Message):
+    """GrantWriteRequest describes the object the caller is about to write."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INSTANCE_FIELD_NUMBER: _builtins.int
+    SIZE_FIELD_NUMBER: _builtins.int
+    SHA256_FIELD_NUMBER: _builtins.int
+    PART_SIZE_FIELD_NUMBER: _builtins.int
+    PART_SHA256_FIELD_NUMBER: _builtins.int
+    size: _builtins.int
+    """Exact size in bytes."""
+    sha256: _builtins.str
+    """Lowercase hex SHA-256 of the whole object."""
+    part_size: _builtins.int
+    """For a multipart write: the size of every part but the last (at least 5 MiB)."""
+    @_builtins.property
+    def instance(self) -> _instance_pb2.InstanceRef:
+        """The instance; tenant, study, series and SOP instance UIDs are required."""
+
+    @_builtins.property
+    def part_sha256(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """For a multipart write: lowercase hex SHA-256 of each part, in order."""
+
+    def __init__(
+        self,
+        *,
+        instance: _instance_pb2.InstanceRef | None = ...,
+        size: _builtins.int = ...,
+        sha256: _builtins.str = ...,
+        part_size: _builtins.int = ...,
+        part_sha256: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["instance", b"instance"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["instance", b"instance", "part_sha256", b"part_sha256", "part_size", b"part_size", "sha256", b"sha256", "size", b"size"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GrantWriteRequest: _TypeAlias = GrantWriteRequest  # noqa: Y015
+
+@_typing.final
+class GrantWriteResponse(_message.Message):
+    """GrantWriteResponse holds the requests to send, then the token to commit with."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUESTS_FIELD_NUMBER: _builtins.int
+    GRANT_TOKEN_FIELD_NUMBER: _builtins.int
+    EXPIRE_TIME_FIELD_NUMBER: _builtins.int
+    grant_token: _builtins.bytes
+    """Opaque; pass it to CommitWrite unchanged."""
+    expire_time: _builtins.str
+    """When the signed requests stop working (RFC 3339)."""
+    @_builtins.property
+    def requests(self) -> _containers.RepeatedCompositeFieldContainer[Global___SignedRequest]:
+        """One PUT, or one PUT per part (send them in any order, concurrently if you like)."""
+
+    def __init__(
+        self,
+        *,
+        requests: _abc.Iterable[Global___SignedRequest] | None = ...,
+        grant_token: _builtins.bytes = ...,
+        expire_time: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["expire_time", b"expire_time", "grant_token", b"grant_token", "requests", b"requests"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GrantWriteResponse: _TypeAlias = GrantWriteResponse  # noqa: Y015
+
+@_typing.final
+class CommitWriteRequest(_message.Message):
+    """CommitWriteRequest names the granted write that was uploaded."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INSTANCE_FIELD_NUMBER: _builtins.int
+    SIZE_FIELD_NUMBER: _builtins.int
+    SHA256_FIELD_NUMBER: _builtins.int
+    GRANT_TOKEN_FIELD_NUMBER: _builtins.int
+    size: _builtins.int
+    """The same size as in GrantWriteRequest."""
+    sha256: _builtins.str
+    """The same SHA-256 as in GrantWriteRequest."""
+    grant_token: _builtins.bytes
+    """The token from GrantWriteResponse."""
+    @_builtins.property
+    def instance(self) -> _instance_pb2.InstanceRef:
+        """The same instance as in GrantWriteRequest."""
+
+    def __init__(
+        self,
+        *,
+        instance: _instance_pb2.InstanceRef | None = ...,
+        size: _builtins.int = ...,
+        sha256: _builtins.str = ...,
+        grant_token: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["instance", b"instance"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["grant_token", b"grant_token", "instance", b"instance", "sha256", b"sha256", "size", b"size"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CommitWriteRequest: _TypeAlias = CommitWriteRequest  # noqa: Y015
+
+@_typing.final
+class CommitWriteResponse(_message.Message):
+    """CommitWriteResponse is what Put answers."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OBJECT_FIELD_NUMBER: _builtins.int
+    ALREADY_EXISTED_FIELD_NUMBER: _builtins.int
+    already_existed: _builtins.bool
+    """True when identical bytes were already stored for this instance."""
+    @_builtins.property
+    def object(self) -> _instance_pb2.ObjectInfo:
+        """The stored object."""
+
+    def __init__(
+        self,
+        *,
+        object: _instance_pb2.ObjectInfo | None = ...,
+        already_existed: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["object", b"object"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["already_existed", b"already_existed", "object", b"object"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CommitWriteResponse: _TypeAlias = CommitWriteResponse  # noqa: Y015
+
+@_typing.final
+class GrantReadRequest(_message.Message):
+    """GrantReadRequest addresses one object."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INSTANCE_FIELD_NUMBER: _builtins.int
+    VERSION_ID_FIELD_NUMBER: _builtins.int
+    version_id: _builtins.str
+    """A specific version; empty for the current one."""
+    @_builtins.property
+    def instance(self) -> _instance_pb2.InstanceRef:
+        """The instance to read."""
+
+    def __init__(
+        self,
+        *,
+        instance: _instance_pb2.InstanceRef | None = ...,
+        version_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["instance", b"instance"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["instance", b"instance", "version_id", b"version_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GrantReadRequest: _TypeAlias = GrantReadRequest  # noqa: Y015
+
+@_typing.final
+class GrantReadResponse(_message.Message):
+    """GrantReadResponse describes the object and how to read it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OBJECT_FIELD_NUMBER: _builtins.int
+    REQUEST_FIELD_NUMBER: _builtins.int
+    EXPIRE_TIME_FIELD_NUMBER: _builtins.int
+    expire_time: _builtins.str
+    """When the signed request stops working (RFC 3339)."""
+    @_builtins.property
+    def object(self) -> _instance_pb2.ObjectInfo:
+        """The object, with the SHA-256 its bytes must have."""
+
+    @_builtins.property
+    def request(self) -> Global___SignedRequest:
+        """A GET of the whole object (add a Range header to read part of it)."""
+
+    def __init__(
+        self,
+        *,
+        object: _instance_pb2.ObjectInfo | None = ...,
+        request: Global___SignedRequest | None = ...,
+        expire_time: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["object", b"object", "request", b"request"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["expire_time", b"expire_time", "object", b"object", "request", b"request"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GrantReadResponse: _TypeAlias = GrantReadResponse  # noqa: Y015
+
+@_typing.final
+class WriteGrantToken(_message.Message):
+    """WriteGrantToken is what a write grant remembers (serialized into grant_token)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VERSION_ID_FIELD_NUMBER: _builtins.int
+    UPLOAD_ID_FIELD_NUMBER: _builtins.int
+    PART_SHA256_FIELD_NUMBER: _builtins.int
+    version_id: _builtins.str
+    """The version id written into the object's metadata by this grant."""
+    upload_id: _builtins.str
+    """The multipart upload id; empty for a single PUT."""
+    @_builtins.property
+    def part_sha256(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Per-part SHA-256 (hex) of a multipart write."""
+
+    def __init__(
+        self,
+        *,
+        version_id: _builtins.str = ...,
+        upload_id: _builtins.str = ...,
+        part_sha256: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["part_sha256", b"part_sha256", "upload_id", b"upload_id", "version_id", b"version_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WriteGrantToken: _TypeAlias = WriteGrantToken  # noqa: Y015
+
+@_typing.final
 class PutHeader(_message.Message):
     """PutHeader opens a Put stream."""
 

@@ -61,6 +61,21 @@ class StorageServiceStub:
                 request_serializer=pacs_dot_storage_dot_v1_dot_storage__service__pb2.ListRequest.SerializeToString,
                 response_deserializer=pacs_dot_storage_dot_v1_dot_storage__service__pb2.ListResponse.FromString,
                 _registered_method=True)
+        self.GrantWrite = channel.unary_unary(
+                '/pacs.storage.v1.StorageService/GrantWrite',
+                request_serializer=pacs_dot_storage_dot_v1_dot_storage__service__pb2.GrantWriteRequest.SerializeToString,
+                response_deserializer=pacs_dot_storage_dot_v1_dot_storage__service__pb2.GrantWriteResponse.FromString,
+                _registered_method=True)
+        self.CommitWrite = channel.unary_unary(
+                '/pacs.storage.v1.StorageService/CommitWrite',
+                request_serializer=pacs_dot_storage_dot_v1_dot_storage__service__pb2.CommitWriteRequest.SerializeToString,
+                response_deserializer=pacs_dot_storage_dot_v1_dot_storage__service__pb2.CommitWriteResponse.FromString,
+                _registered_method=True)
+        self.GrantRead = channel.unary_unary(
+                '/pacs.storage.v1.StorageService/GrantRead',
+                request_serializer=pacs_dot_storage_dot_v1_dot_storage__service__pb2.GrantReadRequest.SerializeToString,
+                response_deserializer=pacs_dot_storage_dot_v1_dot_storage__service__pb2.GrantReadResponse.FromString,
+                _registered_method=True)
 
 
 class StorageServiceServicer:
@@ -103,6 +118,31 @@ class StorageServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GrantWrite(self, request, context):
+        """GrantWrite lets an in-cluster writer send one object's bytes straight to S3: it returns
+        pre-signed requests that carry the object's SHA-256 (S3 itself refuses other bytes) and
+        only create an object that does not exist yet. Nothing is announced until CommitWrite.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CommitWrite(self, request, context):
+        """CommitWrite checks what a write grant uploaded (size and SHA-256 as stored in S3), and
+        publishes InstanceStored (acks=all) before it returns: the same contract as Put.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GrantRead(self, request, context):
+        """GrantRead returns a pre-signed GET of one object with its expected SHA-256, which the
+        reader verifies.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_StorageServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -130,6 +170,21 @@ def add_StorageServiceServicer_to_server(servicer, server):
                     servicer.List,
                     request_deserializer=pacs_dot_storage_dot_v1_dot_storage__service__pb2.ListRequest.FromString,
                     response_serializer=pacs_dot_storage_dot_v1_dot_storage__service__pb2.ListResponse.SerializeToString,
+            ),
+            'GrantWrite': grpc.unary_unary_rpc_method_handler(
+                    servicer.GrantWrite,
+                    request_deserializer=pacs_dot_storage_dot_v1_dot_storage__service__pb2.GrantWriteRequest.FromString,
+                    response_serializer=pacs_dot_storage_dot_v1_dot_storage__service__pb2.GrantWriteResponse.SerializeToString,
+            ),
+            'CommitWrite': grpc.unary_unary_rpc_method_handler(
+                    servicer.CommitWrite,
+                    request_deserializer=pacs_dot_storage_dot_v1_dot_storage__service__pb2.CommitWriteRequest.FromString,
+                    response_serializer=pacs_dot_storage_dot_v1_dot_storage__service__pb2.CommitWriteResponse.SerializeToString,
+            ),
+            'GrantRead': grpc.unary_unary_rpc_method_handler(
+                    servicer.GrantRead,
+                    request_deserializer=pacs_dot_storage_dot_v1_dot_storage__service__pb2.GrantReadRequest.FromString,
+                    response_serializer=pacs_dot_storage_dot_v1_dot_storage__service__pb2.GrantReadResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -269,6 +324,87 @@ class StorageService:
             '/pacs.storage.v1.StorageService/List',
             pacs_dot_storage_dot_v1_dot_storage__service__pb2.ListRequest.SerializeToString,
             pacs_dot_storage_dot_v1_dot_storage__service__pb2.ListResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GrantWrite(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pacs.storage.v1.StorageService/GrantWrite',
+            pacs_dot_storage_dot_v1_dot_storage__service__pb2.GrantWriteRequest.SerializeToString,
+            pacs_dot_storage_dot_v1_dot_storage__service__pb2.GrantWriteResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CommitWrite(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pacs.storage.v1.StorageService/CommitWrite',
+            pacs_dot_storage_dot_v1_dot_storage__service__pb2.CommitWriteRequest.SerializeToString,
+            pacs_dot_storage_dot_v1_dot_storage__service__pb2.CommitWriteResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GrantRead(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pacs.storage.v1.StorageService/GrantRead',
+            pacs_dot_storage_dot_v1_dot_storage__service__pb2.GrantReadRequest.SerializeToString,
+            pacs_dot_storage_dot_v1_dot_storage__service__pb2.GrantReadResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -45,6 +45,19 @@ class StorageServiceStub:
     """Delete removes an instance and announces InstanceDeleted."""
     List: _grpc.UnaryUnaryMultiCallable[_storage_service_pb2.ListRequest, _storage_service_pb2.ListResponse]
     """List pages through the stored instances under a tenant, study or series prefix."""
+    GrantWrite: _grpc.UnaryUnaryMultiCallable[_storage_service_pb2.GrantWriteRequest, _storage_service_pb2.GrantWriteResponse]
+    """GrantWrite lets an in-cluster writer send one object's bytes straight to S3: it returns
+    pre-signed requests that carry the object's SHA-256 (S3 itself refuses other bytes) and
+    only create an object that does not exist yet. Nothing is announced until CommitWrite.
+    """
+    CommitWrite: _grpc.UnaryUnaryMultiCallable[_storage_service_pb2.CommitWriteRequest, _storage_service_pb2.CommitWriteResponse]
+    """CommitWrite checks what a write grant uploaded (size and SHA-256 as stored in S3), and
+    publishes InstanceStored (acks=all) before it returns: the same contract as Put.
+    """
+    GrantRead: _grpc.UnaryUnaryMultiCallable[_storage_service_pb2.GrantReadRequest, _storage_service_pb2.GrantReadResponse]
+    """GrantRead returns a pre-signed GET of one object with its expected SHA-256, which the
+    reader verifies.
+    """
 
 @_typing.type_check_only
 class StorageServiceAsyncStub(StorageServiceStub):
@@ -63,6 +76,19 @@ class StorageServiceAsyncStub(StorageServiceStub):
     """Delete removes an instance and announces InstanceDeleted."""
     List: _aio.UnaryUnaryMultiCallable[_storage_service_pb2.ListRequest, _storage_service_pb2.ListResponse]  # type: ignore[assignment]
     """List pages through the stored instances under a tenant, study or series prefix."""
+    GrantWrite: _aio.UnaryUnaryMultiCallable[_storage_service_pb2.GrantWriteRequest, _storage_service_pb2.GrantWriteResponse]  # type: ignore[assignment]
+    """GrantWrite lets an in-cluster writer send one object's bytes straight to S3: it returns
+    pre-signed requests that carry the object's SHA-256 (S3 itself refuses other bytes) and
+    only create an object that does not exist yet. Nothing is announced until CommitWrite.
+    """
+    CommitWrite: _aio.UnaryUnaryMultiCallable[_storage_service_pb2.CommitWriteRequest, _storage_service_pb2.CommitWriteResponse]  # type: ignore[assignment]
+    """CommitWrite checks what a write grant uploaded (size and SHA-256 as stored in S3), and
+    publishes InstanceStored (acks=all) before it returns: the same contract as Put.
+    """
+    GrantRead: _aio.UnaryUnaryMultiCallable[_storage_service_pb2.GrantReadRequest, _storage_service_pb2.GrantReadResponse]  # type: ignore[assignment]
+    """GrantRead returns a pre-signed GET of one object with its expected SHA-256, which the
+    reader verifies.
+    """
 
 class StorageServiceServicer(metaclass=_abc_1.ABCMeta):
     """StorageService owns the bucket: every image is written and read through it. A successful Put
@@ -108,5 +134,36 @@ class StorageServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_storage_service_pb2.ListResponse, _abc.Awaitable[_storage_service_pb2.ListResponse]]:
         """List pages through the stored instances under a tenant, study or series prefix."""
+
+    @_abc_1.abstractmethod
+    def GrantWrite(
+        self,
+        request: _storage_service_pb2.GrantWriteRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_storage_service_pb2.GrantWriteResponse, _abc.Awaitable[_storage_service_pb2.GrantWriteResponse]]:
+        """GrantWrite lets an in-cluster writer send one object's bytes straight to S3: it returns
+        pre-signed requests that carry the object's SHA-256 (S3 itself refuses other bytes) and
+        only create an object that does not exist yet. Nothing is announced until CommitWrite.
+        """
+
+    @_abc_1.abstractmethod
+    def CommitWrite(
+        self,
+        request: _storage_service_pb2.CommitWriteRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_storage_service_pb2.CommitWriteResponse, _abc.Awaitable[_storage_service_pb2.CommitWriteResponse]]:
+        """CommitWrite checks what a write grant uploaded (size and SHA-256 as stored in S3), and
+        publishes InstanceStored (acks=all) before it returns: the same contract as Put.
+        """
+
+    @_abc_1.abstractmethod
+    def GrantRead(
+        self,
+        request: _storage_service_pb2.GrantReadRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_storage_service_pb2.GrantReadResponse, _abc.Awaitable[_storage_service_pb2.GrantReadResponse]]:
+        """GrantRead returns a pre-signed GET of one object with its expected SHA-256, which the
+        reader verifies.
+        """
 
 def add_StorageServiceServicer_to_server(servicer: StorageServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
