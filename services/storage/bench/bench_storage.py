@@ -1,4 +1,6 @@
-"""Throughput of Put and Get through StorageService versus plain boto3 on the same S3 server.
+"""Throughput of Put and Get through StorageService, and of writes and reads through its
+grants (bytes straight to S3, storage signs and commits), versus plain boto3 on the same S3
+server.
 
 The service runs as its own process (``python -m pacs_storage``, as deployed: client and server
 do not share a GIL or an event loop) and is driven by the real client
@@ -6,7 +8,9 @@ do not share a GIL or an event loop) and is driven by the real client
 endpoint directly and does the same integrity work the service must do, so the comparison is
 fair: a Put computes the SHA-256 and sends it as ``ChecksumSHA256`` (S3 verifies it), a Get
 reads the whole body and hashes it. A service Put also waits for Kafka to acknowledge
-InstanceStored, which boto3 of course does not.
+InstanceStored, which boto3 of course does not; so does a granted write (GrantWrite, the PUT
+or parts, CommitWrite), through :class:`pacs_common.clients.direct.DirectStorage` as the
+gateway uses it. A granted read is GrantRead plus the GET, hashed as it arrives.
 
 A third column moves the same bytes through the same client and server set-up with nothing
 behind it (``transport_only.py``): the cost of the gRPC hop alone. Where that alone takes as
@@ -33,11 +37,14 @@ import sys
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from pacs.type.v1 import instance_pb2
+from pacs_common.clients.direct import DirectStorage
 from pacs_common.clients.storage import StorageClient
 from pacs_common.grpc_client import open_channel
 from pacs_common.local import client_tls, ensure_local_pki, free_port, infra_environment
@@ -90,6 +97,60 @@ def ref(tenant: str, sop: str) -> instance_pb2.InstanceRef:
     )
 
 
+@dataclass
+class Contenders:
+    """The ways to move one object: the service, its grants, the bare gRPC hop, boto3."""
+
+    client: StorageClient
+    hop: StorageClient
+    direct: DirectStorage
+    s3: Any
+    bucket: str
+
+    def actions(self, sop: str, data: bytes) -> list[tuple[str, Callable[[], Awaitable[None]]]]:
+        """Each way's write then read of ``data``, interleaved so all see the same load."""
+        size = len(data)
+        raw_key = f"raw/{sop}"
+
+        async def svc_put() -> None:
+            await self.client.put(ref("bench", sop), data)
+
+        async def svc_get() -> None:
+            assert len(await self.client.get(ref("bench", sop))) == size
+
+        async def hop_put() -> None:
+            await self.hop.put(ref("bench", sop), data)
+
+        async def hop_get() -> None:
+            assert len(await self.hop.get(ref("bench", sop))) == size
+
+        async def grant_put() -> None:
+            await self.direct.put(ref("bench", "9." + sop), data)
+
+        async def grant_get() -> None:
+            assert len(await self.direct.get(ref("bench", "9." + sop))) == size
+
+        async def raw_put() -> None:
+            digest = base64.b64encode(hashlib.sha256(data).digest()).decode()
+            self.s3.put_object(Bucket=self.bucket, Key=raw_key, Body=data, ChecksumSHA256=digest)
+
+        async def raw_get() -> None:
+            body = self.s3.get_object(Bucket=self.bucket, Key=raw_key)["Body"].read()
+            hashlib.sha256(body).hexdigest()
+            assert len(body) == size
+
+        return [
+            ("svc_put", svc_put),
+            ("raw_put", raw_put),
+            ("grant_put", grant_put),
+            ("hop_put", hop_put),
+            ("svc_get", svc_get),
+            ("raw_get", raw_get),
+            ("grant_get", grant_get),
+            ("hop_get", hop_get),
+        ]
+
+
 async def main(rounds: int) -> list[dict[str, object]]:
     ensure_local_pki()  # the services and this client speak mutual TLS
     env = infra_environment()
@@ -115,44 +176,14 @@ async def main(rounds: int) -> list[dict[str, object]]:
         client = StorageClient(channel, timeout=600)
         hop_channel = open_channel(f"127.0.0.1:{hop_port}", client_tls())
         hop = StorageClient(hop_channel, timeout=600)
+        direct = DirectStorage(client)
+        contenders = Contenders(client, hop, direct, s3, bucket)
         for round_no in range(rounds):
             for size, reps in CASES:
                 data = os.urandom(size)
                 for rep in range(reps):
                     sop = f"1.2.3.{round_no}.{size}.{rep}"
-                    raw_key = f"raw/{round_no}/{size}/{rep}"
-
-                    async def svc_put(sop: str = sop, data: bytes = data) -> None:
-                        await client.put(ref("bench", sop), data)
-
-                    async def svc_get(sop: str = sop, size: int = size) -> None:
-                        body = await client.get(ref("bench", sop))
-                        assert len(body) == size
-
-                    async def hop_put(sop: str = sop, data: bytes = data) -> None:
-                        await hop.put(ref("bench", sop), data)
-
-                    async def hop_get(sop: str = sop, size: int = size) -> None:
-                        body = await hop.get(ref("bench", sop))
-                        assert len(body) == size
-
-                    async def raw_put(key: str = raw_key, data: bytes = data) -> None:
-                        digest = base64.b64encode(hashlib.sha256(data).digest()).decode()
-                        s3.put_object(Bucket=bucket, Key=key, Body=data, ChecksumSHA256=digest)
-
-                    async def raw_get(key: str = raw_key, size: int = size) -> None:
-                        body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
-                        hashlib.sha256(body).hexdigest()
-                        assert len(body) == size
-
-                    for name, action in (
-                        ("svc_put", svc_put),
-                        ("raw_put", raw_put),
-                        ("hop_put", hop_put),
-                        ("svc_get", svc_get),
-                        ("raw_get", raw_get),
-                        ("hop_get", hop_get),
-                    ):
+                    for name, action in contenders.actions(sop, data):
                         seconds.setdefault((size, name), []).append(await timed(action))
         await channel.close(None)
         await hop_channel.close(None)
@@ -179,8 +210,10 @@ def summarise(seconds: dict[tuple[int, str], list[float]]) -> list[dict[str, obj
         "runs",
         "op",
         "service MB/s",
+        "grants MB/s",
         "boto3 MB/s",
         "gRPC hop alone MB/s",
+        "grants MB/s / boto3",
         "service time/boto3",
         "hop alone time/boto3",
     ):
@@ -191,19 +224,29 @@ def summarise(seconds: dict[tuple[int, str], list[float]]) -> list[dict[str, obj
             svc = statistics.median(seconds[(size, f"svc_{op}")])
             raw = statistics.median(seconds[(size, f"raw_{op}")])
             alone = statistics.median(seconds[(size, f"hop_{op}")])
+            grant = statistics.median(seconds[(size, f"grant_{op}")])
             runs = len(seconds[(size, f"svc_{op}")])
             table.add_row(
                 f"{size / MIB:g} MiB",
                 str(runs),
                 op,
                 f"{size / MIB / svc:.1f}",
+                f"{size / MIB / grant:.1f}",
                 f"{size / MIB / raw:.1f}",
                 f"{size / MIB / alone:.1f}",
+                f"{raw / grant:.2f}",
                 f"{svc / raw:.2f}",
                 f"{alone / raw:.2f}",
             )
             summary.append(
-                {"size": size, "op": op, "service_s": svc, "boto3_s": raw, "hop_alone_s": alone}
+                {
+                    "size": size,
+                    "op": op,
+                    "service_s": svc,
+                    "grants_s": grant,
+                    "boto3_s": raw,
+                    "hop_alone_s": alone,
+                }
             )
     Console(width=max(Console().width, 130)).print(table)
     return summary

@@ -258,3 +258,28 @@ async def test_a_read_grant_of_a_missing_instance_is_not_found(
 
     with pytest.raises(NotFoundError):
         await direct.get(ref)
+
+
+def _with_long_header(data: bytes, extra_bytes: int) -> bytes:
+    """The sample with a private element of ``extra_bytes`` before its pixel data."""
+    dataset = dcmread(io.BytesIO(data))
+    block = dataset.private_block(0x0009, "CLOUDPACS TEST", create=True)
+    block.add_new(0x01, "OB", b"\x00" * extra_bytes)
+    out = io.BytesIO()
+    dataset.save_as(out, enforce_file_format=True)
+    return out.getvalue()
+
+
+async def test_a_header_longer_than_the_first_read_is_still_carried_in_the_event(
+    direct: DirectStorage, events: InstanceEvents, tenant: str
+) -> None:
+    data = _with_long_header(sample_part10(), 100_000)
+    ref = instance_ref_of(data, tenant)
+
+    await direct.put(ref, data)
+    event = await events.next(for_tenant(tenant))
+
+    header = dcmread(io.BytesIO(event.message.header_part10))
+    assert len(event.message.header_part10) > 100_000
+    assert header.SOPInstanceUID == ref.sop_instance_uid
+    assert "PixelData" not in header

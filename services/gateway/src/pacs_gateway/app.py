@@ -17,6 +17,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from pacs.ingest.v1 import ingest_service_pb2, ingest_service_pb2_grpc
 from pacs.query.v1 import query_service_pb2_grpc
 from pacs.storage.v1 import storage_service_pb2
+from pacs_common.clients.direct import DirectStorage
 from pacs_common.clients.storage import StorageClient
 from pacs_common.grpc_client import open_channel
 from pacs_common.metrics import MetricsServer
@@ -62,6 +63,8 @@ class _Clients:
         self.storage_channel = open_channel(settings.storage_target, settings.grpc_tls)
         self.indexer_channel = open_channel(settings.indexer_target, settings.grpc_tls)
         self.storage = StorageClient(self.storage_channel)
+        self.direct = DirectStorage(self.storage, ca_certs=settings.s3_ca_bundle)
+        self.writer = self.direct if settings.write_path == "grant" else self.storage
         self.finder = Finder(
             query_service_pb2_grpc.QueryServiceStub(self.indexer_channel), settings.query_timeout
         )
@@ -78,6 +81,7 @@ class _Clients:
         return bool(response.status == health_pb2.HealthCheckResponse.SERVING)
 
     async def close(self) -> None:
+        self.direct.close()
         await self.storage_channel.close(None)
         await self.indexer_channel.close(None)
 
@@ -200,7 +204,7 @@ class GatewayApp:
 
     def _ingest(self) -> Ingest:
         assert self._clients is not None
-        return Ingest(self._clients.storage, self.settings.storage_timeout, self._recent)
+        return Ingest(self._clients.writer, self.settings.storage_timeout, self._recent)
 
     def _build_dimse(self) -> DimseServer:
         settings = self.settings

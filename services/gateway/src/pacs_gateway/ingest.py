@@ -1,9 +1,10 @@
 """Taking in one Part 10 object: check its identifiers, then hand it to storage.
 
 Shared by C-STORE and ``IngestService.Store``. The rule of both: an object is reported stored
-only after ``storage.Put`` returned, which means it is durable in S3 and ``InstanceStored`` was
-acknowledged by Kafka. Nothing here decodes pixel data: the header is read with
-``stop_before_pixels`` and the bytes go to storage exactly as received.
+only after storage's ``CommitWrite`` (or ``Put``) returned, which means it is durable in S3 with
+its verified SHA-256 and ``InstanceStored`` was acknowledged by Kafka. Nothing here decodes
+pixel data: the header is read with ``stop_before_pixels`` and the bytes are stored exactly as
+received.
 """
 
 from __future__ import annotations
@@ -14,19 +15,27 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Protocol
 
-from pacs.storage.v1 import storage_service_pb2 as storage_pb
 from pacs.type.v1 import instance_pb2
 from pacs_common.clients.errors import from_exception
 from pacs_common.dicom import instance_ref_of
 
 
-class InstanceStore(Protocol):
-    """What the gateway needs from the storage service (a
-    :class:`pacs_common.clients.storage.StorageClient`)."""
+class StoreResponse(Protocol):
+    """What a store answers (``PutResponse`` or ``CommitWriteResponse``)."""
 
-    async def put(
-        self, instance: instance_pb2.InstanceRef, data: bytes
-    ) -> storage_pb.PutResponse: ...
+    @property
+    def object(self) -> instance_pb2.ObjectInfo: ...
+
+    @property
+    def already_existed(self) -> bool: ...
+
+
+class InstanceStore(Protocol):
+    """What the gateway needs from the storage service: its grants
+    (:class:`pacs_common.clients.direct.DirectStorage`, the default) or its streaming Put
+    (:class:`pacs_common.clients.storage.StorageClient`)."""
+
+    async def put(self, instance: instance_pb2.InstanceRef, data: bytes) -> StoreResponse: ...
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import ipaddress
 import os
 from pathlib import Path
-from typing import Self
+from typing import Literal, Self
 
 from pacs_common.auth import AuthSettings
 from pacs_common.errors import InvalidArgumentError
@@ -74,6 +74,14 @@ class GatewaySettings(ServiceSettings):
     dimse_timeout: float = Field(30.0, gt=0, description="wait for a DIMSE message, seconds")
 
     storage_timeout: float = Field(60.0, gt=0, description="deadline of one storage.Put")
+    write_path: Literal["grant", "stream"] = Field(
+        "grant",
+        description="grant: the bytes go straight to S3 through storage's write grants (the "
+        "gateway must reach the S3 endpoint); stream: through storage's streaming Put",
+    )
+    s3_ca_bundle: str | None = Field(
+        None, description="CA bundle of an HTTPS S3 endpoint reached through grants"
+    )
     query_timeout: float = Field(30.0, gt=0, description="deadline of one indexer query page")
     find_page_size: int = Field(500, ge=1, le=10_000, description="C-FIND results per page")
     max_file_bytes: int = Field(

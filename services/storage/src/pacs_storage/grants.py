@@ -60,6 +60,8 @@ if TYPE_CHECKING:
 
 _SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
 S3_MIN_PART = 5 * 1024 * 1024
+# First bytes read at commit: a CT or MR header is 2-20 KiB; longer ones cost a second read.
+_FIRST_READ = 64 * 1024
 S3_MAX_PARTS = 10_000
 
 
@@ -167,17 +169,7 @@ class Grants:
         key = object_key(ref)
         if token.upload_id:
             await self._complete(key, token)
-        keep = max(prefix_to_keep(self.settings.event_header_cap_bytes), 1)
-        try:
-            reader = await self.bucket.open(key, 0, keep - 1)
-        except NotFoundError:
-            raise FailedPreconditionError(
-                "nothing was uploaded for this grant: send its requests, then commit"
-            ) from None
-        try:
-            prefix = await _read_all(reader, keep)
-        finally:
-            reader.close()
+        reader, header = await self._read_header(key)
         stored = reader.info
         if stored.metadata.get(META_SHA256) != sha or reader.total_size != request.size:
             raise FailedPreconditionError(
@@ -186,9 +178,37 @@ class Grants:
             )
         already_existed = stored.metadata.get(META_VERSION) != token.version_id
         info = object_info(ref, stored, size=reader.total_size)
-        header = event_header(prefix, reader.total_size, self.settings.event_header_cap_bytes)
         await self.announcer.instance_stored(info, False, header)
         return CommitResult(info, already_existed)
+
+    async def _read_header(self, key: str) -> tuple[ObjectReader, bytes]:
+        """The object's description (size, metadata) and the header for its event, from a
+        ranged GET of its first bytes: a short one first (most headers are a few KiB), the
+        whole cap only when the header goes on beyond it.
+
+        Raises:
+            FailedPreconditionError: there is no object (nothing was uploaded).
+        """
+        cap = self.settings.event_header_cap_bytes
+        keep = prefix_to_keep(cap)
+        reader, prefix = await self._read_prefix(key, min(keep, _FIRST_READ) or 1)
+        header = event_header(prefix, reader.total_size, cap)
+        if not header and len(prefix) < min(keep, reader.total_size):
+            reader, prefix = await self._read_prefix(key, keep)
+            header = event_header(prefix, reader.total_size, cap)
+        return reader, header
+
+    async def _read_prefix(self, key: str, size: int) -> tuple[ObjectReader, bytes]:
+        try:
+            reader = await self.bucket.open(key, 0, size - 1)
+        except NotFoundError:
+            raise FailedPreconditionError(
+                "nothing was uploaded for this grant: send its requests, then commit"
+            ) from None
+        try:
+            return reader, await _read_all(reader, size)
+        finally:
+            reader.close()
 
     async def _complete(self, key: str, token: pb.WriteGrantToken) -> None:
         """Assemble a granted multipart upload (a retried commit finds it completed)."""

@@ -2,10 +2,11 @@
 
 The dataset is taken as encoded by the sender (``event.encoded_dataset()``: preamble, file meta
 built from the command and presentation context, then the dataset bytes untouched), its
-identifiers are read without pixel data, and it is streamed to ``storage.Put``. The response is
-Success only after Put returned (PS3.4 B.2.3 lets us refuse with "out of resources" so that the
-sender keeps the image and retries); every failure is a status, never an exception escaping
-into pynetdicom.
+identifiers are read without pixel data, and it goes straight to S3 through a storage write
+grant, committed with ``CommitWrite`` (or through ``storage.Put`` with ``write_path=stream``).
+The response is Success only after the commit returned (PS3.4 B.2.3 lets us refuse with "out
+of resources" so that the sender keeps the image and retries); every failure is a status, never
+an exception escaping into pynetdicom.
 """
 
 from __future__ import annotations
