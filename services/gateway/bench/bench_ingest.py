@@ -29,7 +29,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import collections
+import hashlib
 import json
 import os
 import shutil
@@ -47,15 +49,22 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from aiokafka import AIOKafkaProducer
 from cpu_meter import CLIENT, CpuMeter, infra_pids
 from pacs_cli.stack import Stack, StackConfig
+from pacs_common.kafka_client import kafka_client_options
 from pacs_common.local import free_port, load_infra_env
 from pacs_common.s3 import make_s3_client
 from pacs_common.settings import KafkaSettings, S3Settings
 from pacs_testkit.kafka import group_at_end_of_topic
 from pydicom import dcmread
 from pydicom.data import get_testdata_file
+from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pynetdicom import AE
+from pynetdicom.sop_class import (  # type: ignore[attr-defined]
+    StudyRootQueryRetrieveInformationModelFind,
+)
 from rich.console import Console
 from rich.table import Table
 
@@ -79,11 +88,18 @@ class Result:
     bytes: int
     seconds: float
     cpu_seconds: dict[str, float] = field(default_factory=dict)
-    """CPU time each process (tree) used during the transfer, by name."""
+    """CPU time each process (tree) used from the first C-STORE until every instance was
+    findable by C-FIND (the indexer catching up included), by name."""
+    findable_seconds: float = 0.0
+    """From the first C-STORE until a C-FIND counts every instance of the series."""
 
     @property
     def per_second(self) -> float:
         return self.instances / self.seconds
+
+    @property
+    def findable_per_second(self) -> float:
+        return self.instances / self.findable_seconds if self.findable_seconds else 0.0
 
     @property
     def mb_per_second(self) -> float:
@@ -153,9 +169,9 @@ def generate(count: int) -> list[Path]:
 
 def send(
     files: list[Path], port: int, called_ae: str, associations: int, meter: CpuMeter
-) -> tuple[float, dict[str, float]]:
-    """Wall time to send ``files`` with ``associations`` parallel storescu processes (``meter``
-    counts the CPU time of the same span).
+) -> tuple[float, float, dict[str, float]]:
+    """Wall time to send ``files`` with ``associations`` parallel storescu processes, then wall
+    time until a C-FIND finds them all (``meter`` counts the CPU time of the whole span).
 
     Raises:
         RuntimeError: a storescu process failed.
@@ -181,6 +197,8 @@ def send(
                 )
         codes = [process.wait() for process in processes]
         elapsed = time.perf_counter() - started
+        wait_findable(files, port, called_ae, timeout_s=300)
+        findable = time.perf_counter() - started
         cpu = meter.stop()
         failed = [
             (code, output.read_text(errors="replace")[-2000:])
@@ -190,7 +208,42 @@ def send(
     if failed:
         code, text = failed[0]
         raise RuntimeError(f"{len(failed)} storescu process(es) failed (exit {code}):\n{text}")
-    return elapsed, cpu
+    return elapsed, findable, cpu
+
+
+def wait_findable(files: list[Path], port: int, called_ae: str, timeout_s: float) -> None:
+    """Poll a series-level C-FIND (NumberOfSeriesRelatedInstances, PS3.4 C.3.4) until it
+    counts every file of the series; each poll is one C-FIND on a kept association.
+
+    Raises:
+        RuntimeError: the count is not reached within ``timeout_s``.
+    """
+    first = dcmread(files[0], stop_before_pixels=True)
+    query = Dataset()
+    query.QueryRetrieveLevel = "SERIES"
+    query.StudyInstanceUID = first.StudyInstanceUID
+    query.SeriesInstanceUID = first.SeriesInstanceUID
+    query.NumberOfSeriesRelatedInstances = ""
+    ae = AE(ae_title="BENCHFIND")
+    ae.add_requested_context(StudyRootQueryRetrieveInformationModelFind)
+    assoc = ae.associate("127.0.0.1", port, ae_title=called_ae)
+    if not assoc.is_established:
+        raise RuntimeError(f"C-FIND association to {called_ae} refused")
+    deadline = time.monotonic() + timeout_s
+    count = 0
+    try:
+        while time.monotonic() < deadline:
+            for status, identifier in assoc.send_c_find(
+                query, StudyRootQueryRetrieveInformationModelFind
+            ):
+                if status and status.Status in (0xFF00, 0xFF01) and identifier is not None:
+                    count = int(identifier.get("NumberOfSeriesRelatedInstances", 0) or 0)
+            if count >= len(files):
+                return
+            time.sleep(0.02)
+    finally:
+        assoc.release()
+    raise RuntimeError(f"{called_ae}: C-FIND counts {count} of {len(files)} after {timeout_s}s")
 
 
 # --------------------------------------------------------------------------------------------
@@ -227,7 +280,7 @@ def drop_bucket(client: Any, bucket: str) -> None:
 class CloudpacsTarget:
     """A fresh cloudpacs stack (own bucket, index and consumer group) for one run."""
 
-    def __init__(self, workers: int) -> None:
+    def __init__(self, workers: int, write_path: str = "grant") -> None:
         self.run = uuid.uuid4().hex[:12]
         self.bucket = f"bench-{self.run}"
         self.run_dir = Path(tempfile.mkdtemp(prefix="bench-stack-"))
@@ -245,6 +298,7 @@ class CloudpacsTarget:
                     "PACS_S3_BUCKET": self.bucket,
                     "PACS_INDEXER_CONSUMER_GROUP": self.consumer_group,
                     "PACS_GATEWAY_WORKERS": str(workers),
+                    "PACS_GATEWAY_WRITE_PATH": write_path,
                 },
             )
         )
@@ -280,18 +334,56 @@ class CloudpacsTarget:
             )
 
 
-def run_cloudpacs(files: list[Path], associations: int, workers: int, size: int) -> Result:
+def run_cloudpacs(
+    files: list[Path], associations: int, workers: int, size: int, write_path: str = "grant"
+) -> Result:
     client = s3_client()
-    target = CloudpacsTarget(workers)
+    target = CloudpacsTarget(workers, write_path)
     try:
         with target:
-            seconds, cpu = send(
+            seconds, findable, cpu = send(
                 files, target.dicom_port, "CLOUDPACS", associations, target.cpu_meter()
             )
             target.verify(client, len(files))
     finally:
         drop_bucket(client, target.bucket)
-    return Result("cloudpacs", associations, len(files), size, seconds, cpu)
+    name = "cloudpacs" if write_path == "grant" else f"cloudpacs ({write_path})"
+    return Result(name, associations, len(files), size, seconds, cpu, findable)
+
+
+def store_floor_ms(size: int, repetitions: int = 30) -> float:
+    """Median of one S3 PUT of ``size`` bytes (SHA-256 sent, as storage does) plus one Kafka
+    send acknowledged by every replica: what no C-STORE through cloudpacs can undercut."""
+    client = s3_client()
+    bucket = f"bench-floor-{uuid.uuid4().hex[:8]}"
+    client.create_bucket(Bucket=bucket)
+    data = os.urandom(size)
+
+    async def measure() -> list[float]:
+        producer = AIOKafkaProducer(**kafka_client_options(KafkaSettings()), acks="all")
+        await producer.start()
+        times = []
+        try:
+            for index in range(repetitions):
+                started = time.perf_counter()
+                digest = base64.b64encode(hashlib.sha256(data).digest()).decode()
+                await asyncio.to_thread(
+                    client.put_object,
+                    Bucket=bucket,
+                    Key=f"floor/{index}",
+                    Body=data,
+                    ChecksumSHA256=digest,
+                )
+                await producer.send_and_wait("pacs.bench.floor.v1", b"x" * 1024, key=b"k")
+                times.append(time.perf_counter() - started)
+        finally:
+            await producer.stop()
+        return times
+
+    try:
+        return 1000 * statistics.median(asyncio.run(measure()))
+    finally:
+        drop_bucket(client, bucket)
 
 
 # --------------------------------------------------------------------------------------------
@@ -389,7 +481,7 @@ class OrthancTarget:
 def run_orthanc(files: list[Path], associations: int, size: int) -> Result:
     with OrthancTarget() as target:
         assert target.process is not None
-        seconds, cpu = send(
+        seconds, findable, cpu = send(
             files,
             target.dicom_port,
             "ORTHANC",
@@ -397,7 +489,7 @@ def run_orthanc(files: list[Path], associations: int, size: int) -> Result:
             CpuMeter({"Orthanc": target.process.pid}),
         )
         target.verify(len(files))
-    return Result("orthanc", associations, len(files), size, seconds, cpu)
+    return Result("orthanc", associations, len(files), size, seconds, cpu, findable)
 
 
 # --------------------------------------------------------------------------------------------
@@ -432,7 +524,7 @@ def profile(files: list[Path], workers: int, folder: Path) -> None:
                     command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
                 )
             time.sleep(3)  # py-spy attaches (and uvx resolves) before the traffic starts
-            seconds, _ = send(files, target.dicom_port, "CLOUDPACS", 8, target.cpu_meter())
+            seconds, _, _ = send(files, target.dicom_port, "CLOUDPACS", 8, target.cpu_meter())
             for spy in spies.values():
                 spy.send_signal(signal.SIGINT)
             for name, spy in spies.items():
@@ -509,14 +601,23 @@ def summarise(results: list[Result]) -> list[Result]:
     for (target, assoc), runs in groups.items():
         median = statistics.median(r.seconds for r in runs)
         closest = min(runs, key=lambda r: abs(r.seconds - median))
+        findable = statistics.median(r.findable_seconds for r in runs)
         summary.append(
-            Result(target, assoc, runs[0].instances, runs[0].bytes, median, closest.cpu_seconds)
+            Result(
+                target,
+                assoc,
+                runs[0].instances,
+                runs[0].bytes,
+                median,
+                closest.cpu_seconds,
+                findable,
+            )
         )
     return summary
 
 
 def print_table(results: list[Result], workers: int, rounds: int) -> None:
-    orthanc = {r.associations: r.per_second for r in results if r.target == "orthanc"}
+    orthanc = {r.associations: r.findable_per_second for r in results if r.target == "orthanc"}
     table = Table(
         title=f"DICOM C-STORE ingest, storescu → target (cloudpacs gateway workers={workers},"
         f" median of {rounds} round(s))"
@@ -525,40 +626,47 @@ def print_table(results: list[Result], workers: int, rounds: int) -> None:
         "target",
         "associations",
         "instances",
-        "seconds",
-        "inst/s",
+        "acked s",
+        "acked inst/s",
+        "findable s",
+        "findable inst/s",
         "MB/s",
-        "vs Orthanc",
+        "vs Orthanc (findable)",
     ):
         table.add_column(column, justify="left" if column == "target" else "right")
     for r in sorted(results, key=lambda r: (r.associations, r.target != "orthanc")):
-        ratio = r.per_second / orthanc[r.associations] if r.associations in orthanc else None
+        ratio = (
+            r.findable_per_second / orthanc[r.associations] if r.associations in orthanc else None
+        )
         table.add_row(
             r.target,
             str(r.associations),
             str(r.instances),
             f"{r.seconds:.2f}",
             f"{r.per_second:.1f}",
+            f"{r.findable_seconds:.2f}",
+            f"{r.findable_per_second:.1f}",
             f"{r.mb_per_second:.1f}",
             "" if r.target == "orthanc" or ratio is None else f"{ratio:.2f}",
         )
     console.print(table)
 
 
-def print_cpu_table(results: list[Result]) -> None:
+def print_cpu_table(results: list[Result], floor_ms: float) -> None:
     """Where the time goes: CPU milliseconds per instance by process, the rate the cores allow,
     and the C-STORE round trip seen by one association.
 
     The ceiling is cores / (CPU time per instance): no number of associations goes faster when
     every process shares the same cores, which is what bounds the 8-association runs. One
     association waits for each response before sending the next instance, so its rate is
-    bounded by the round trip instead.
+    bounded by the round trip instead, printed beside its floor: one S3 PUT of an instance's
+    size plus one Kafka acknowledgement (acks=all), measured in the same run.
     """
     cores = os.cpu_count() or 1
     names = [CLIENT, "gateway", "storage", "indexer", "S3 server", "Kafka", "Orthanc"]
     present = [n for n in names if any(n in r.cpu_seconds for r in results)]
     table = Table(title=f"Where the time goes: CPU ms per instance by process ({cores} cores)")
-    headers = ["target", "assoc", *present, "total", "ceiling/s", "round trip ms"]
+    headers = ["target", "assoc", *present, "total", "ceiling/s", "round trip ms", "floor ms"]
     for column in headers:
         table.add_column(column, justify="left" if column == "target" else "right")
     for r in sorted(results, key=lambda r: (r.associations, r.target != "orthanc")):
@@ -571,6 +679,7 @@ def print_cpu_table(results: list[Result]) -> None:
             f"{total:.1f}",
             f"{cores * 1000 / total:.0f}" if total else "",
             f"{1000 * r.seconds * r.associations / r.instances:.1f}",
+            f"{floor_ms:.1f}" if r.target.startswith("cloudpacs") else "",
         )
     console.print(table)
 
@@ -585,6 +694,11 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--profile", type=Path, help="also profile a cloudpacs run into DIR")
     parser.add_argument("--skip-orthanc", action="store_true", help="measure cloudpacs only")
+    parser.add_argument(
+        "--write-paths",
+        default="grant,stream",
+        help="cloudpacs gateway write paths to compare (grant: straight to S3; stream: Put)",
+    )
     parser.add_argument("--show-profile", type=Path, help="only print a --profile DIR again")
     args = parser.parse_args()
     for key, value in load_infra_env().items():  # S3 and Kafka endpoints of infra/up.sh
@@ -606,11 +720,12 @@ def main() -> None:
             if not args.skip_orthanc:
                 results.append(run_orthanc(files, associations, size))
                 console.print(f"  round {round_number + 1}: {describe(results[-1])}")
-            results.append(run_cloudpacs(files, associations, args.workers, size))
-            console.print(f"  round {round_number + 1}: {describe(results[-1])}")
+            for write_path in args.write_paths.split(","):
+                results.append(run_cloudpacs(files, associations, args.workers, size, write_path))
+                console.print(f"  round {round_number + 1}: {describe(results[-1])}")
     summary = summarise(results)
     print_table(summary, args.workers, args.rounds)
-    print_cpu_table(summary)
+    print_cpu_table(summary, store_floor_ms(size // len(files)))
     if args.json:
         args.json.write_text(
             json.dumps(
@@ -629,7 +744,8 @@ def main() -> None:
 def describe(result: Result) -> str:
     return (
         f"{result.target} x {result.associations}: {result.seconds:.2f}s, "
-        f"{result.per_second:.1f} inst/s, {result.mb_per_second:.1f} MB/s"
+        f"{result.per_second:.1f} inst/s, {result.mb_per_second:.1f} MB/s, "
+        f"all findable after {result.findable_seconds:.2f}s"
     )
 
 

@@ -193,7 +193,8 @@ class Grants:
         keep = prefix_to_keep(cap)
         reader, prefix = await self._read_prefix(key, min(keep, _FIRST_READ) or 1)
         header = event_header(prefix, reader.total_size, cap)
-        if not header and len(prefix) < min(keep, reader.total_size):
+        part10 = prefix[128:132] == b"DICM"  # PS3.10 7.1: only Part 10 objects carry a header
+        if part10 and not header and len(prefix) < min(keep, reader.total_size):
             reader, prefix = await self._read_prefix(key, keep)
             header = event_header(prefix, reader.total_size, cap)
         return reader, header
