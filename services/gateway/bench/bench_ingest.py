@@ -163,6 +163,31 @@ def generate(count: int) -> list[Path]:
     return files
 
 
+def generate_small_studies(count: int) -> list[Path]:
+    """``count`` one-instance studies (pydicom's 39 KiB CT_small, new UIDs; cached)."""
+    folder = CACHE / f"small-studies-{count}-v{GENERATOR_VERSION}"
+    marker = folder / "complete"
+    files = [folder / f"{i:05d}.dcm" for i in range(count)]
+    if marker.exists():
+        return files
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    template = dcmread(get_testdata_file("CT_small.dcm"))
+    for path in files:
+        ds = template.copy()
+        sop = generate_uid()
+        ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID = (
+            generate_uid(),
+            generate_uid(),
+            sop,
+        )
+        ds.file_meta.MediaStorageSOPInstanceUID = sop
+        ds.save_as(path, enforce_file_format=True)
+    marker.write_text("ok\n")
+    console.print(f"generated {count} one-instance studies in {folder}")
+    return files
+
+
 # --------------------------------------------------------------------------------------------
 # Sending
 
@@ -197,7 +222,10 @@ def send(
                 )
         codes = [process.wait() for process in processes]
         elapsed = time.perf_counter() - started
-        wait_findable(files, port, called_ae, timeout_s=300)
+        if _one_series(files):
+            wait_findable(files, port, called_ae, timeout_s=300)
+        else:
+            wait_studies_findable(len(files), port, called_ae, timeout_s=300)
         findable = time.perf_counter() - started
         cpu = meter.stop()
         failed = [
@@ -209,6 +237,50 @@ def send(
         code, text = failed[0]
         raise RuntimeError(f"{len(failed)} storescu process(es) failed (exit {code}):\n{text}")
     return elapsed, findable, cpu
+
+
+def _one_series(files: list[Path]) -> bool:
+    first, last = (dcmread(path, stop_before_pixels=True) for path in (files[0], files[-1]))
+    return bool(first.SeriesInstanceUID == last.SeriesInstanceUID)
+
+
+def _find_association(port: int, called_ae: str) -> Any:
+    ae = AE(ae_title="BENCHFIND")
+    ae.add_requested_context(StudyRootQueryRetrieveInformationModelFind)
+    assoc = ae.associate("127.0.0.1", port, ae_title=called_ae)
+    if not assoc.is_established:
+        raise RuntimeError(f"C-FIND association to {called_ae} refused")
+    return assoc
+
+
+def wait_studies_findable(count: int, port: int, called_ae: str, timeout_s: float) -> None:
+    """Poll a study-level C-FIND for every study until it returns ``count`` of them (the
+    targets hold only this run's studies).
+
+    Raises:
+        RuntimeError: the count is not reached within ``timeout_s``.
+    """
+    query = Dataset()
+    query.QueryRetrieveLevel = "STUDY"
+    query.StudyInstanceUID = ""
+    assoc = _find_association(port, called_ae)
+    deadline = time.monotonic() + timeout_s
+    found = 0
+    try:
+        while time.monotonic() < deadline:
+            found = sum(
+                1
+                for status, identifier in assoc.send_c_find(
+                    query, StudyRootQueryRetrieveInformationModelFind
+                )
+                if status and status.Status in (0xFF00, 0xFF01) and identifier is not None
+            )
+            if found >= count:
+                return
+            time.sleep(0.05)
+    finally:
+        assoc.release()
+    raise RuntimeError(f"{called_ae}: C-FIND returns {found} of {count} studies")
 
 
 def wait_findable(files: list[Path], port: int, called_ae: str, timeout_s: float) -> None:
@@ -224,11 +296,7 @@ def wait_findable(files: list[Path], port: int, called_ae: str, timeout_s: float
     query.StudyInstanceUID = first.StudyInstanceUID
     query.SeriesInstanceUID = first.SeriesInstanceUID
     query.NumberOfSeriesRelatedInstances = ""
-    ae = AE(ae_title="BENCHFIND")
-    ae.add_requested_context(StudyRootQueryRetrieveInformationModelFind)
-    assoc = ae.associate("127.0.0.1", port, ae_title=called_ae)
-    if not assoc.is_established:
-        raise RuntimeError(f"C-FIND association to {called_ae} refused")
+    assoc = _find_association(port, called_ae)
     deadline = time.monotonic() + timeout_s
     count = 0
     try:
@@ -438,6 +506,7 @@ class OrthancTarget:
             "DicomPort": self.dicom_port,
             "HttpPort": self.http_port,
             "DicomAlwaysAllowStore": True,
+            "DicomAlwaysAllowFind": True,
             "RemoteAccessAllowed": False,
         }
         (self.folder / "orthanc.json").write_text(json.dumps(config))
@@ -616,11 +685,13 @@ def summarise(results: list[Result]) -> list[Result]:
     return summary
 
 
-def print_table(results: list[Result], workers: int, rounds: int) -> None:
+def print_table(
+    results: list[Result], workers: int, rounds: int, what: str = "one CT series"
+) -> None:
     orthanc = {r.associations: r.findable_per_second for r in results if r.target == "orthanc"}
     table = Table(
-        title=f"DICOM C-STORE ingest, storescu → target (cloudpacs gateway workers={workers},"
-        f" median of {rounds} round(s))"
+        title=f"DICOM C-STORE ingest of {what}, storescu → target until C-FIND finds all"
+        f" (cloudpacs gateway workers={workers}, median of {rounds} round(s))"
     )
     for column in (
         "target",
@@ -695,6 +766,12 @@ def main() -> None:
     parser.add_argument("--profile", type=Path, help="also profile a cloudpacs run into DIR")
     parser.add_argument("--skip-orthanc", action="store_true", help="measure cloudpacs only")
     parser.add_argument(
+        "--small-studies",
+        type=int,
+        default=2000,
+        help="also send this many one-instance studies over 8 associations (0: skip)",
+    )
+    parser.add_argument(
         "--write-paths",
         default="grant,stream",
         help="cloudpacs gateway write paths to compare (grant: straight to S3; stream: Put)",
@@ -714,6 +791,7 @@ def main() -> None:
         f"{len(files)} files, {size / 1e6:.0f} MB, {size / len(files) / 1024:.0f} KiB each"
     )
     results: list[Result] = []
+    small_results: list[Result] = []
     for round_number in range(args.rounds):
         for associations in ASSOCIATIONS:
             # Alternate targets so both see the same background load (a small shared VM).
@@ -723,8 +801,18 @@ def main() -> None:
             for write_path in args.write_paths.split(","):
                 results.append(run_cloudpacs(files, associations, args.workers, size, write_path))
                 console.print(f"  round {round_number + 1}: {describe(results[-1])}")
+    if args.small_studies:
+        studies = generate_small_studies(args.small_studies)
+        studies_size = sum(path.stat().st_size for path in studies)
+        if not args.skip_orthanc:
+            small_results.append(run_orthanc(studies, 8, studies_size))
+            console.print(f"  small studies: {describe(small_results[-1])}")
+        small_results.append(run_cloudpacs(studies, 8, args.workers, studies_size))
+        console.print(f"  small studies: {describe(small_results[-1])}")
     summary = summarise(results)
     print_table(summary, args.workers, args.rounds)
+    if small_results:
+        print_table(small_results, args.workers, 1, "many small studies until queryable")
     print_cpu_table(summary, store_floor_ms(size // len(files)))
     if args.json:
         args.json.write_text(
