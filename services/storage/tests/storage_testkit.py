@@ -9,6 +9,7 @@ import socket
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -29,6 +30,27 @@ def closed_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def stored_keys(raw_s3: Any, bucket: str) -> list[str]:
+    """The keys of the bucket's objects, without storage's intent records (``_intents/``:
+    bookkeeping the reconciler settles, tested in ``test_storage_reconciler.py``)."""
+    response = raw_s3.list_objects_v2(Bucket=bucket)
+    return [
+        item["Key"]
+        for item in response.get("Contents", [])
+        if not item["Key"].startswith("_intents/")
+    ]
+
+
+def intent_records(raw_s3: Any, bucket: str) -> list[str]:
+    """Storage's intent records still in the bucket (its sentinel aside)."""
+    response = raw_s3.list_objects_v2(Bucket=bucket, Prefix="_intents/")
+    return [
+        item["Key"]
+        for item in response.get("Contents", [])
+        if not item["Key"].endswith("~sentinel")
+    ]
 
 
 def sample_part10(name: str = "CT_small.dcm") -> bytes:

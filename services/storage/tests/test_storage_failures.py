@@ -22,12 +22,14 @@ from pacs_common.settings import KafkaSettings, S3Settings
 from pacs_storage.app import StorageApp
 from pacs_storage.settings import StorageSettings
 from pacs_testkit.channels import plain_aio_channel
-from storage_testkit import InstanceEvents, address_of, closed_port, for_tenant, sample_part10
-
-
-def stored_keys(raw_s3: Any, bucket: str) -> list[str]:
-    response = raw_s3.list_objects_v2(Bucket=bucket)
-    return [item["Key"] for item in response.get("Contents", [])]
+from storage_testkit import (
+    InstanceEvents,
+    address_of,
+    closed_port,
+    for_tenant,
+    sample_part10,
+    stored_keys,
+)
 
 
 @pytest.mark.parametrize(

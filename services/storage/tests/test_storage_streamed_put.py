@@ -24,12 +24,13 @@ from pacs_storage.keys import object_key
 from pacs_storage.settings import StorageSettings
 from pacs_storage.streamed_put import RequestBodyPipe
 from pacs_testkit.channels import plain_aio_channel
-from storage_testkit import address_of, modified_part10, sample_part10, synthetic_part10
-
-
-def stored_keys(raw_s3: Any, bucket: str) -> list[str]:
-    response = raw_s3.list_objects_v2(Bucket=bucket)
-    return [item["Key"] for item in response.get("Contents", [])]
+from storage_testkit import (
+    address_of,
+    modified_part10,
+    sample_part10,
+    stored_keys,
+    synthetic_part10,
+)
 
 
 def stored_bytes(raw_s3: Any, bucket: str, ref: instance_pb2.InstanceRef) -> bytes:

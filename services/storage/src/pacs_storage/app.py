@@ -23,6 +23,7 @@ from pacs_common.service_host import ServiceHost, StopStage, configure_process
 from pacs_storage.announcer import Announcer
 from pacs_storage.bucket import Bucket
 from pacs_storage.grants import Grants
+from pacs_storage.intents import IntentLog, Reconciler
 from pacs_storage.servicer import SERVICE_NAME, StorageServicer
 from pacs_storage.settings import StorageSettings
 from pacs_storage.store import InstanceStore
@@ -55,13 +56,24 @@ class StorageApp(HostedApp):
         self.announcer = Announcer(
             settings.kafka, settings.service_name, settings.kafka_retry_s, self._kafka_changed
         )
-        self.store = InstanceStore(self.bucket, self.announcer, settings)
-        servicer = StorageServicer(self.store, Grants(self.bucket, self.announcer, settings))
+        self.intents = IntentLog(self.bucket)
+        self.store = InstanceStore(self.bucket, self.announcer, settings, self.intents)
+        grants = Grants(self.bucket, self.announcer, self.intents, settings)
+        servicer = StorageServicer(self.store, grants)
+        self.reconciler = Reconciler(
+            self.bucket,
+            self.announcer,
+            after_s=settings.reconcile_after_s,
+            interval_s=settings.reconcile_interval_s,
+            header_cap=settings.event_header_cap_bytes,
+        )
         self.host = ServiceHost(
             settings,
             [SERVICE_NAME],
             lambda srv: pb_grpc.add_StorageServiceServicer_to_server(servicer, srv),
         )
+        self.host.on_stop("reconciler", self.reconciler.stop, StopStage.CONSUMERS)
+        self.host.on_stop("intent clearing", self.intents.drain, StopStage.PRODUCERS)
         self.host.on_stop("announcer", self.announcer.stop, StopStage.PRODUCERS)
         self.host.on_stop("resources", self._close, StopStage.RESOURCES)
         self._health_tasks: set[asyncio.Task[None]] = set()
@@ -92,6 +104,7 @@ class StorageApp(HostedApp):
         await self.announcer.start()
         await self.host.start()
         await self._update_health()
+        self.reconciler.start()
 
     async def _close(self) -> None:
         for task in list(self._health_tasks):

@@ -42,6 +42,7 @@ from pacs_common.errors import (
 from pacs_storage.announcer import Announcer
 from pacs_storage.bucket import Bucket, ObjectReader, WriteConflictError
 from pacs_storage.event_header import event_header, prefix_to_keep
+from pacs_storage.intents import Intent, IntentLog
 from pacs_storage.keys import check_descriptors, check_instance, object_key
 from pacs_storage.retrieve import locate
 from pacs_storage.settings import StorageSettings
@@ -76,9 +77,12 @@ class CommitResult:
 class Grants:
     """Issues write and read grants for one bucket and commits granted writes."""
 
-    def __init__(self, bucket: Bucket, announcer: Announcer, settings: StorageSettings) -> None:
+    def __init__(
+        self, bucket: Bucket, announcer: Announcer, intents: IntentLog, settings: StorageSettings
+    ) -> None:
         self.bucket = bucket
         self.announcer = announcer
+        self.intents = intents
         self.settings = settings
 
     # --- write ---------------------------------------------------------------------------
@@ -145,6 +149,11 @@ class Grants:
                         method="PUT", url=url, headers=headers, offset=offset, length=length
                     )
                 )
+        # Before any byte can move: a write whose commit never comes is then still found and
+        # announced by the reconciler (pacs_storage.intents).
+        token.intent_key = await self.intents.record(
+            Intent("write", key, sha, version_id, token.upload_id)
+        )
         return pb.GrantWriteResponse(
             requests=requests,
             grant_token=token.SerializeToString(),
@@ -179,6 +188,7 @@ class Grants:
         already_existed = stored.metadata.get(META_VERSION) != token.version_id
         info = object_info(ref, stored, size=reader.total_size)
         await self.announcer.instance_stored(info, False, header)
+        self.intents.clear_later(token.intent_key)
         return CommitResult(info, already_existed)
 
     async def _read_header(self, key: str) -> tuple[ObjectReader, bytes]:

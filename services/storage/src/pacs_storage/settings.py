@@ -95,6 +95,15 @@ class StorageSettings(ServiceSettings):
         description="S3 endpoint written into grants when writers and readers reach S3 under "
         "another address than this service does (default: the service's own endpoint)",
     )
+    reconcile_after_s: float = Field(
+        60.0,
+        gt=0,
+        description="a write or delete not announced this long after its intent is settled by "
+        "the reconciler (longer than any Put or granted write takes)",
+    )
+    reconcile_interval_s: float = Field(
+        30.0, gt=0, description="pause between reconciler passes over the intent records"
+    )
     list_page_size: int = Field(1000, ge=1, le=1000, description="List page size by default")
 
     @model_validator(mode="after")

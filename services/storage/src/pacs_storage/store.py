@@ -33,6 +33,7 @@ from pacs_common.errors import DataLossError, InvalidArgumentError, PacsError, U
 from pacs_storage.announcer import Announcer
 from pacs_storage.bucket import Bucket, StoredObject, WriteConflictError
 from pacs_storage.event_header import event_header, prefix_to_keep
+from pacs_storage.intents import Intent, IntentLog
 from pacs_storage.keys import (
     check_descriptors,
     check_instance,
@@ -78,10 +79,17 @@ class PutResult:
 class InstanceStore:
     """Stores, describes, deletes and lists instances; announces writes and deletes."""
 
-    def __init__(self, bucket: Bucket, announcer: Announcer, settings: StorageSettings) -> None:
+    def __init__(
+        self,
+        bucket: Bucket,
+        announcer: Announcer,
+        settings: StorageSettings,
+        intents: IntentLog | None = None,
+    ) -> None:
         self.bucket = bucket
         self.announcer = announcer
         self.settings = settings
+        self.intents = intents or IntentLog(bucket)
         self.policy = UploadPolicy(
             multipart_threshold=settings.multipart_threshold,
             part_size=settings.part_size,
@@ -125,8 +133,44 @@ class InstanceStore:
         self.announcer.check_ready()
         await self.ensure_bucket()
 
+        # Before any byte is written: a write that is never announced (this process dies, or
+        # Kafka fails and the sender gives up) is found and announced by the reconciler.
+        intent_key = await self.intents.record(Intent("write", object_key(ref), expected))
+        try:
+            result, received = await self._receive_and_commit(
+                ref, expected, header.size_hint, chunks
+            )
+        except InvalidArgumentError:
+            self.intents.clear_later(intent_key)  # refused: nothing of it was kept
+            raise
+        header_part10 = event_header(
+            received.prefix, received.size, self.settings.event_header_cap_bytes
+        )
+        await self.announcer.instance_stored(result.info, result.new_version, header_part10)
+        self.intents.clear_later(intent_key)
+        log.debug(
+            "instance stored",
+            extra={
+                "object_key": result.info.key,
+                "size": result.info.size,
+                "version_id": result.info.version_id,
+                "already_existed": result.already_existed,
+                "new_version": result.new_version,
+            },
+        )
+        return result
+
+    async def _receive_and_commit(
+        self,
+        ref: instance_pb2.InstanceRef,
+        expected: str,
+        size_hint: int,
+        chunks: AsyncIterator[bytes],
+    ) -> tuple[PutResult, ReceivedObject]:
+        """Take in the object and make it current (or find it already stored); undo what was
+        written if that fails."""
         now = datetime.now(UTC)
-        received = await self._receive(ref, expected, header.size_hint, chunks, now)
+        received = await self._receive(ref, expected, size_hint, chunks, now)
         try:
             if expected and received.sha256_hex != expected:
                 raise InvalidArgumentError("the bytes received do not match expected_sha256")
@@ -140,21 +184,7 @@ class InstanceStore:
         except BaseException:
             await asyncio.shield(self._discard(received))
             raise
-        header_part10 = event_header(
-            received.prefix, received.size, self.settings.event_header_cap_bytes
-        )
-        await self.announcer.instance_stored(result.info, result.new_version, header_part10)
-        log.debug(
-            "instance stored",
-            extra={
-                "object_key": result.info.key,
-                "size": result.info.size,
-                "version_id": result.info.version_id,
-                "already_existed": result.already_existed,
-                "new_version": result.new_version,
-            },
-        )
-        return result
+        return result, received
 
     async def _receive(
         self,
@@ -362,6 +392,8 @@ class InstanceStore:
         self.announcer.check_ready()
         await self.ensure_bucket()
         removed = 0
+        kind = "delete-all" if all_versions else "delete"
+        intent_key = await self.intents.record(Intent(kind, object_key(ref)))
         async with self._locks.hold(object_key(ref)):
             if await self.bucket.head(object_key(ref)) is not None:
                 await self.bucket.delete(object_key(ref))
@@ -369,6 +401,7 @@ class InstanceStore:
             if all_versions:
                 removed += await self._delete_prefix(versions_prefix(ref))
         await self.announcer.instance_deleted(ref, all_versions)
+        self.intents.clear_later(intent_key)
         log.info("instance deleted", extra={"versions": removed, "all_versions": all_versions})
         return removed
 

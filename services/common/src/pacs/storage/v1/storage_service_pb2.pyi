@@ -288,10 +288,13 @@ class WriteGrantToken(_message.Message):
     VERSION_ID_FIELD_NUMBER: _builtins.int
     UPLOAD_ID_FIELD_NUMBER: _builtins.int
     PART_SHA256_FIELD_NUMBER: _builtins.int
+    INTENT_KEY_FIELD_NUMBER: _builtins.int
     version_id: _builtins.str
     """The version id written into the object's metadata by this grant."""
     upload_id: _builtins.str
     """The multipart upload id; empty for a single PUT."""
+    intent_key: _builtins.str
+    """The intent record written before the grant (removed once the write is announced)."""
     @_builtins.property
     def part_sha256(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Per-part SHA-256 (hex) of a multipart write."""
@@ -302,10 +305,11 @@ class WriteGrantToken(_message.Message):
         version_id: _builtins.str = ...,
         upload_id: _builtins.str = ...,
         part_sha256: _abc.Iterable[_builtins.str] | None = ...,
+        intent_key: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["part_sha256", b"part_sha256", "upload_id", b"upload_id", "version_id", b"version_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["intent_key", b"intent_key", "part_sha256", b"part_sha256", "upload_id", b"upload_id", "version_id", b"version_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

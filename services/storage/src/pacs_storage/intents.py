@@ -1,0 +1,271 @@
+"""Write and delete intents: the record that lets storage repair a write it never announced.
+
+The gap this closes: an object is complete in S3 but its ``InstanceStored`` was never published
+(storage died between the two, a granted PUT was never committed because the writer died, or
+Kafka failed and the sender gave up). Nothing else would ever announce it.
+
+The mechanism is an **intent record written before the change**, in the same bucket:
+
+* before an object is written (``Put``, or ``GrantWrite`` before it signs anything) storage
+  writes ``_intents/<time>-<id>`` naming the key, the SHA-256 and the version id; before a
+  ``Delete``, one naming the key to remove;
+* once the change is announced, the intent is removed (off the request's critical path);
+* :class:`Reconciler` lists ``_intents/`` and takes every intent older than
+  ``reconcile_after_s``: a write whose object is present with the intent's SHA-256 is announced
+  (again, if it was: consumers are idempotent by SOP Instance UID); one whose object is absent
+  or other bytes is over (abandoned grant, or replaced since; the replacement has its own
+  intent); a delete whose object is gone is announced. Then the intent is removed.
+
+Why this and not a scan: the ``_intents/`` prefix holds only changes in flight and the few that
+failed, never the archive, so a pass costs one LIST page at any bucket size (100 million objects
+included), where comparing recent keys with the event log would need a time-ordered listing S3
+does not have. The price is one small PUT before and one DELETE after each change.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import re
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from pacs.type.v1 import instance_pb2
+from pacs_common.errors import PacsError
+from prometheus_client import Counter, Gauge
+
+from pacs_storage.announcer import Announcer
+from pacs_storage.bucket import Bucket
+from pacs_storage.event_header import event_header, prefix_to_keep
+from pacs_storage.keys import instance_of_key
+from pacs_storage.versions import META_SHA256, b64_digest, object_info
+
+log = logging.getLogger(__name__)
+
+INTENTS_PREFIX = "_intents/"
+# One flat folder, never empty: a POSIX-backed S3 server (versitygw) removes a folder emptied by
+# a delete, and a write into it at that moment fails; the sentinel keeps it.
+SENTINEL_KEY = f"{INTENTS_PREFIX}~sentinel"
+_TIME = "%Y%m%dT%H%M%S"
+_RECORD_KEY = re.compile(r"^_intents/[0-9]{8}T[0-9]{6}-[0-9a-f]{32}$")
+
+
+def is_record_key(value: str) -> bool:
+    """True for a key :meth:`IntentLog.record` makes (a grant token cannot name another)."""
+    return bool(_RECORD_KEY.match(value))
+
+
+UNANNOUNCED = Gauge(
+    "pacs_storage_unannounced_changes",
+    "Changes (writes or deletes) older than the reconcile delay and not yet announced, as of "
+    "the last reconciler pass",
+)
+OLDEST_UNANNOUNCED = Gauge(
+    "pacs_storage_oldest_unannounced_seconds",
+    "Age of the oldest change not yet announced at the last reconciler pass (0: none)",
+)
+REPAIRED = Counter(
+    "pacs_storage_reconciled_total",
+    "Changes the reconciler settled, by outcome",
+    ["outcome"],
+)
+
+
+@dataclass(frozen=True)
+class Intent:
+    """One change storage is about to make."""
+
+    kind: str  # "write", "delete" or "delete-all" (every version)
+    key: str
+    sha256: str = ""
+    version_id: str = ""
+    upload_id: str = ""
+
+    def encode(self) -> bytes:
+        return json.dumps(self.__dict__, separators=(",", ":")).encode()
+
+    @classmethod
+    def decode(cls, data: bytes) -> Intent:
+        fields = json.loads(data)
+        return cls(**{name: str(fields.get(name, "")) for name in cls.__dataclass_fields__})
+
+
+class IntentLog:
+    """Writes and clears intent records in the bucket."""
+
+    def __init__(self, bucket: Bucket) -> None:
+        self.bucket = bucket
+        self._clearing: set[asyncio.Task[None]] = set()
+        self._sentinel_written = False
+
+    async def record(self, intent: Intent) -> str:
+        """Write ``intent`` before the change; returns its record's key.
+
+        Raises:
+            UnavailableError: S3 is unreachable (then the change must not be made).
+        """
+        if not self._sentinel_written:
+            await self.bucket.put(SENTINEL_KEY, b"", _sha256_b64(b""), {}, None)
+            self._sentinel_written = True
+        moment = datetime.now(UTC).strftime(_TIME)
+        record_key = f"{INTENTS_PREFIX}{moment}-{uuid.uuid4().hex}"
+        body = intent.encode()
+        await self.bucket.put(record_key, body, _sha256_b64(body), {}, None)
+        return record_key
+
+    def clear_later(self, record_key: str) -> None:
+        """Remove an intent once its change was announced, without waiting (a failure only
+        leaves work for the reconciler, which then finds the change announced)."""
+        if not is_record_key(record_key):
+            return
+        task = asyncio.create_task(self._clear(record_key), name="intent-clear")
+        self._clearing.add(task)
+        task.add_done_callback(self._clearing.discard)
+
+    async def _clear(self, record_key: str) -> None:
+        with contextlib.suppress(PacsError):
+            await self.bucket.delete(record_key)
+
+    async def drain(self) -> None:
+        """Wait for the removals in flight (at stop)."""
+        for task in list(self._clearing):
+            with contextlib.suppress(BaseException):
+                await task
+
+
+class Reconciler:
+    """Settles intents older than ``after_s`` every ``interval_s`` (see the module docstring)."""
+
+    def __init__(
+        self,
+        bucket: Bucket,
+        announcer: Announcer,
+        *,
+        after_s: float,
+        interval_s: float,
+        header_cap: int,
+    ) -> None:
+        self.bucket = bucket
+        self.announcer = announcer
+        self.after_s = after_s
+        self.interval_s = interval_s
+        self.header_cap = header_cap
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="reconciler")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self.reconcile_once()
+            except PacsError as exc:
+                # S3 or Kafka down: the intents stay and the next pass takes them.
+                log.warning("reconciler pass incomplete: %s", exc.message)
+            except Exception:
+                log.exception("reconciler pass failed; retrying at the next interval")
+            await asyncio.sleep(self.interval_s)
+
+    async def reconcile_once(self) -> int:
+        """One pass; returns how many intents were settled."""
+        now = datetime.now(UTC)
+        threshold = now - timedelta(seconds=self.after_s)
+        settled = 0
+        pending = 0
+        oldest: datetime | None = None
+        token = ""
+        while True:
+            items, token = await self.bucket.list(INTENTS_PREFIX, 1000, token)
+            for item in items:
+                written = item.last_modified
+                if written > threshold or not is_record_key(item.key):
+                    continue
+                pending += 1
+                oldest = written if oldest is None else min(oldest, written)
+                if await self._settle(item.key):
+                    settled += 1
+                    pending -= 1
+            if not token:
+                break
+        UNANNOUNCED.set(pending)
+        OLDEST_UNANNOUNCED.set((now - oldest).total_seconds() if oldest and pending else 0)
+        return settled
+
+    async def _settle(self, record_key: str) -> bool:
+        """Announce what the intent names if it happened; remove the intent. False when it
+        could not be settled now (S3 or Kafka down)."""
+        started = time.monotonic()
+        try:
+            reader = await self.bucket.open(record_key)
+            try:
+                body = await reader.read(64 * 1024)
+            finally:
+                reader.close()
+            intent = Intent.decode(body)
+        except PacsError:
+            return False
+        except (ValueError, TypeError):
+            log.warning("unreadable intent record removed", extra={"object_key": record_key})
+            await self.bucket.delete(record_key)
+            return True
+        ref = instance_of_key(intent.key)
+        try:
+            if ref is None:
+                outcome = "foreign"
+            elif intent.kind.startswith("delete"):
+                outcome = await self._settle_delete(intent, ref)
+            else:
+                outcome = await self._settle_write(intent, ref)
+            await self.bucket.delete(record_key)
+        except PacsError as exc:
+            log.warning("intent not settled yet: %s", exc.message)
+            return False
+        REPAIRED.labels(outcome).inc()
+        log.info(
+            "intent settled",
+            extra={"outcome": outcome, "seconds": round(time.monotonic() - started, 3)},
+        )
+        return True
+
+    async def _settle_write(self, intent: Intent, ref: instance_pb2.InstanceRef) -> str:
+        stored = await self.bucket.head(intent.key)
+        # A Put without expected_sha256 records none: whatever is stored then is announced.
+        other_bytes = intent.sha256 and stored and stored.metadata.get(META_SHA256) != intent.sha256
+        if stored is None or other_bytes:
+            if intent.upload_id:
+                await self.bucket.abort_multipart(intent.key, intent.upload_id)
+            return "write-not-made"
+        keep = prefix_to_keep(self.header_cap)
+        prefix = b""
+        if keep:
+            reader = await self.bucket.open(intent.key, 0, keep - 1)
+            try:
+                prefix = await reader.read(keep)
+            finally:
+                reader.close()
+        header = event_header(prefix, stored.size, self.header_cap)
+        await self.announcer.instance_stored(object_info(ref, stored), False, header)
+        return "write-announced"
+
+    async def _settle_delete(self, intent: Intent, ref: instance_pb2.InstanceRef) -> str:
+        if await self.bucket.head(intent.key) is not None:
+            return "delete-not-made"
+        await self.announcer.instance_deleted(ref, all_versions=intent.kind == "delete-all")
+        return "delete-announced"
+
+
+def _sha256_b64(body: bytes) -> str:
+    return b64_digest(hashlib.sha256(body).digest())
