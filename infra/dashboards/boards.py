@@ -570,6 +570,45 @@ def storage() -> Dashboard:
                 ),
             )
         )
+        .with_row(row("Self-repair"))
+        .with_panel(
+            graph(
+                "Stored but not yet visible",
+                "Writes and deletes older than the reconcile delay that are not announced yet "
+                "(pacs_storage.intents); the reconciler announces them on its next pass.",
+                "short",
+                query(
+                    f"sum by (pod) (pacs_storage_unannounced_changes{{{NS}}})",
+                    "{{pod}}",
+                ),
+                width=8,
+            )
+        )
+        .with_panel(
+            graph(
+                "Oldest not yet visible",
+                "Age of the oldest unannounced change; the alert fires past 5 minutes.",
+                "s",
+                query(
+                    f"max by (pod) (pacs_storage_oldest_unannounced_seconds{{{NS}}})",
+                    "{{pod}}",
+                ),
+                width=8,
+            )
+        )
+        .with_panel(
+            graph(
+                "Changes repaired",
+                "Intents the reconciler settled per second, by outcome: write-announced is "
+                "a repair; write-not-made an abandoned grant.",
+                "ops",
+                query(
+                    f"sum by (outcome) (rate(pacs_storage_reconciled_total{{{NS}}}[{RATE}]))",
+                    "{{outcome}}",
+                ),
+                width=8,
+            )
+        )
         .with_row(row("S3"))
         .with_panel(
             graph(

@@ -16,9 +16,9 @@ from pacs.storage.v1 import storage_service_pb2 as pb
 from pacs_common.clients.storage import StorageClient
 from pacs_common.dicom import instance_ref_of
 from pacs_common.errors import UnavailableError
+from pacs_common.metrics import STORAGE_OLDEST_UNANNOUNCED, STORAGE_UNANNOUNCED
 from pacs_common.settings import S3Settings
 from pacs_storage.app import StorageApp
-from pacs_storage.intents import OLDEST_UNANNOUNCED, UNANNOUNCED
 from pacs_storage.settings import StorageSettings
 from storage_testkit import (
     InstanceEvents,
@@ -228,5 +228,5 @@ async def test_what_stays_unannounced_is_visible_as_a_metric(
     await asyncio.sleep(1.5)
     await app.reconciler.reconcile_once()
 
-    assert UNANNOUNCED._value.get() >= 1  # type: ignore[attr-defined]
-    assert OLDEST_UNANNOUNCED._value.get() >= 1.0  # type: ignore[attr-defined]
+    assert STORAGE_UNANNOUNCED._value.get() >= 1  # type: ignore[attr-defined]
+    assert STORAGE_OLDEST_UNANNOUNCED._value.get() >= 1.0  # type: ignore[attr-defined]

@@ -325,3 +325,20 @@ class GrpcMetricsInterceptor(RewrappingInterceptor):
         """``handler`` timed and counted under its service and method names."""
         service, method = _split_method(handler_call_details.method)
         return _instrument(handler, service, method)
+
+
+STORAGE_UNANNOUNCED = Gauge(
+    "pacs_storage_unannounced_changes",
+    "Writes or deletes older than the reconcile delay and not yet announced, as of the last "
+    "reconciler pass (stored but not yet visible)",
+)
+STORAGE_OLDEST_UNANNOUNCED = Gauge(
+    "pacs_storage_oldest_unannounced_seconds",
+    "Age of the oldest change not yet announced at the last reconciler pass (0: none)",
+)
+STORAGE_RECONCILED = Counter(
+    "pacs_storage_reconciled_total",
+    "Changes the reconciler settled, by outcome (write-announced, write-not-made, "
+    "delete-announced, delete-not-made, foreign)",
+    ["outcome"],
+)

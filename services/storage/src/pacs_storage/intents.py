@@ -37,7 +37,11 @@ from datetime import UTC, datetime, timedelta
 
 from pacs.type.v1 import instance_pb2
 from pacs_common.errors import PacsError
-from prometheus_client import Counter, Gauge
+from pacs_common.metrics import (
+    STORAGE_OLDEST_UNANNOUNCED,
+    STORAGE_RECONCILED,
+    STORAGE_UNANNOUNCED,
+)
 
 from pacs_storage.announcer import Announcer
 from pacs_storage.bucket import Bucket
@@ -58,22 +62,6 @@ _RECORD_KEY = re.compile(r"^_intents/[0-9]{8}T[0-9]{6}-[0-9a-f]{32}$")
 def is_record_key(value: str) -> bool:
     """True for a key :meth:`IntentLog.record` makes (a grant token cannot name another)."""
     return bool(_RECORD_KEY.match(value))
-
-
-UNANNOUNCED = Gauge(
-    "pacs_storage_unannounced_changes",
-    "Changes (writes or deletes) older than the reconcile delay and not yet announced, as of "
-    "the last reconciler pass",
-)
-OLDEST_UNANNOUNCED = Gauge(
-    "pacs_storage_oldest_unannounced_seconds",
-    "Age of the oldest change not yet announced at the last reconciler pass (0: none)",
-)
-REPAIRED = Counter(
-    "pacs_storage_reconciled_total",
-    "Changes the reconciler settled, by outcome",
-    ["outcome"],
-)
 
 
 @dataclass(frozen=True)
@@ -200,8 +188,9 @@ class Reconciler:
                     pending -= 1
             if not token:
                 break
-        UNANNOUNCED.set(pending)
-        OLDEST_UNANNOUNCED.set((now - oldest).total_seconds() if oldest and pending else 0)
+        STORAGE_UNANNOUNCED.set(pending)
+        age = (now - oldest).total_seconds() if oldest is not None and pending else 0.0
+        STORAGE_OLDEST_UNANNOUNCED.set(age)
         return settled
 
     async def _settle(self, record_key: str) -> bool:
@@ -233,7 +222,7 @@ class Reconciler:
         except PacsError as exc:
             log.warning("intent not settled yet: %s", exc.message)
             return False
-        REPAIRED.labels(outcome).inc()
+        STORAGE_RECONCILED.labels(outcome).inc()
         log.info(
             "intent settled",
             extra={"outcome": outcome, "seconds": round(time.monotonic() - started, 3)},
