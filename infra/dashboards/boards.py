@@ -575,7 +575,7 @@ def storage() -> Dashboard:
             graph(
                 "Stored but not yet visible",
                 "Writes and deletes older than the reconcile delay that are not announced yet "
-                "(pacs_storage.intents); the reconciler announces them on its next pass.",
+                "(storage's intent records); the reconciler announces them on its next pass.",
                 "short",
                 query(
                     f"sum by (pod) (pacs_storage_unannounced_changes{{{NS}}})",
