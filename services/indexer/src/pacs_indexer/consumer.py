@@ -31,6 +31,7 @@ from pacs.events.v1 import instance_events_pb2 as events_pb
 from pacs.type.v1 import instance_pb2
 from pacs_common.errors import InvalidArgumentError, NotFoundError
 from pacs_common.events import TOPIC_INDEXED, EventPublisher, event_type, header, now_rfc3339
+from pydicom.dataset import Dataset
 from sqlalchemy.orm import Session
 
 from pacs_indexer.database import Database
@@ -190,17 +191,23 @@ class IndexEventHandler:
         when the object is gone from storage already."""
         ref = info.instance
         if header_part10:
-            dataset = parse_event_header(header_part10)
-        else:
-            try:
-                dataset = await self.headers.read(ref, info.size)
-            except NotFoundError:
-                # Removed since it was announced: its InstanceDeleted follows on the same
-                # partition.
-                log.info(
-                    "stored object already gone", extra={"sop_instance_uid": ref.sop_instance_uid}
-                )
-                return None
+            # Parsing and the DICOM JSON are CPU work (milliseconds per header): off the event
+            # loop, so that a batch never starves the consumer's heartbeats into a rebalance.
+            return await asyncio.to_thread(self._upsert_from_header, info, header_part10)
+        try:
+            dataset = await self.headers.read(ref, info.size)
+        except NotFoundError:
+            # Removed since it was announced: its InstanceDeleted follows on the same
+            # partition.
+            log.info("stored object already gone", extra={"sop_instance_uid": ref.sop_instance_uid})
+            return None
+        return await asyncio.to_thread(self._upsert_from_dataset, info, dataset)
+
+    def _upsert_from_header(self, info: instance_pb2.ObjectInfo, header_part10: bytes) -> _Upsert:
+        return self._upsert_from_dataset(info, parse_event_header(header_part10))
+
+    def _upsert_from_dataset(self, info: instance_pb2.ObjectInfo, dataset: Dataset) -> _Upsert:
+        ref = info.instance
         stored = StoredObject(
             key=info.key,
             size=info.size,
