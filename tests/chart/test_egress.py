@@ -111,6 +111,9 @@ def configured_peers(values: dict[str, Any], name: str, c: dict[str, Any]) -> li
         auth = values["auth"]
         jwks = auth["jwksUrl"] or auth["issuer"].rstrip("/") + "/.well-known/jwks.json"
         peers.append(_url_peer("OpenID provider JWKS", jwks, None, _target(values, "oidc")))
+    otlp = (values.get("tracing") or {}).get("otlpEndpoint")
+    if otlp:
+        peers.append(_url_peer("trace collector", otlp, None, _target(values, "otlp")))
     for key, entry in (c.get("egress") or {}).items():
         if entry.get("host"):
             peers.append(

@@ -89,3 +89,24 @@ def test_association_limits_are_rendered_per_pod(name: str) -> None:
     key = "`componentDefaults.dicom.maxAssociations`"
     row = next(line for line in table.splitlines() if key in line)
     assert "per pod, all `workers` together" in row
+
+
+@pytest.mark.parametrize("name", CI_NAMES)
+def test_workers_report_their_metrics_together(name: str) -> None:
+    """Several workers in a pod: /metrics adds them up only with PROMETHEUS_MULTIPROC_DIR, a
+    writable directory of the pod's own (pacs_gateway.workers)."""
+    values = values_of([ci_values_file(name)])
+    docs = render([ci_values_file(name)])
+    configs = by_component(docs, "ConfigMap")
+    for component, deployment in by_component(docs, "Deployment").items():
+        c = components(values)[component]
+        workers = c["dicom"]["workers"] if c["dicom"]["enabled"] else 1
+        directory = configs[component]["data"].get("PROMETHEUS_MULTIPROC_DIR")
+        if workers == 1:
+            assert directory is None
+            continue
+        spec = deployment["spec"]["template"]["spec"]
+        mounts = {m["mountPath"]: m["name"] for m in spec["containers"][0]["volumeMounts"]}
+        volumes = {v["name"]: v for v in spec["volumes"]}
+        assert directory in mounts, f"ci/{name} {component}: {directory} is not mounted"
+        assert "emptyDir" in volumes[mounts[directory]]

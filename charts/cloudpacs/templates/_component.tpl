@@ -21,6 +21,9 @@ The resources of one component. Each template takes the context built in compone
 {{- $_ := set $data (print $p "SHUTDOWN_GRACE_S") (include "cloudpacs.envValue" $c.shutdownGraceSeconds) -}}
 {{- /* Mutual TLS of gRPC: the component's certificate Secret, mounted read-only. */ -}}
 {{- $_ := set $data "PACS_TLS_ENABLED" (toString $root.Values.tls.enabled) -}}
+{{- with $root.Values.tracing.otlpEndpoint -}}
+{{- $_ := set $data "OTEL_EXPORTER_OTLP_ENDPOINT" . -}}
+{{- end -}}
 {{- if $root.Values.tls.enabled -}}
 {{- $_ := set $data "PACS_TLS_CA_FILE" "/etc/cloudpacs/grpc-tls/ca.crt" -}}
 {{- $_ := set $data "PACS_TLS_CERT_FILE" "/etc/cloudpacs/grpc-tls/tls.crt" -}}
@@ -102,6 +105,11 @@ PACS_AUTH_REQUIRED=false is only for a stack without mutual TLS, never a deploym
 {{- $_ := set $data (print $p "AE_TITLE") $d.aeTitle -}}
 {{- $_ := set $data (print $p "MAX_ASSOCIATIONS") (include "cloudpacs.envValue" $d.maxAssociations) -}}
 {{- $_ := set $data (print $p "WORKERS") (include "cloudpacs.envValue" $d.workers) -}}
+{{- if gt (int64 $d.workers) 1 -}}
+{{- /* Every worker records its metrics there and the first serves their sum on /metrics
+(prometheus_client's multiprocess mode); without it /metrics counts one worker only. */ -}}
+{{- $_ := set $data "PROMETHEUS_MULTIPROC_DIR" "/var/run/cloudpacs/metrics" -}}
+{{- end -}}
 {{- with $d.allowedNetworks -}}
 {{- $_ := set $data (print $p "ALLOWED_NETWORKS") (toJson .) -}}
 {{- end -}}
@@ -370,6 +378,10 @@ spec:
           volumeMounts:
             - name: tmp
               mountPath: /tmp
+            {{- if and $d.enabled (gt (int64 $d.workers) 1) }}
+            - name: metrics-multiproc
+              mountPath: /var/run/cloudpacs/metrics
+            {{- end }}
             {{- if $c.uses.kafka }}
             {{- if or $root.Values.kafka.tls.ca.secretName $root.Values.kafka.tls.ca.configMapName }}
             - name: kafka-ca
@@ -408,6 +420,11 @@ spec:
         - name: tmp
           emptyDir:
             sizeLimit: {{ $c.tmpSizeLimit }}
+        {{- if and $d.enabled (gt (int64 $d.workers) 1) }}
+        - name: metrics-multiproc
+          emptyDir:
+            sizeLimit: 64Mi
+        {{- end }}
         {{- if $c.uses.kafka }}
         {{- with $root.Values.kafka.tls.ca }}
         {{- if .secretName }}

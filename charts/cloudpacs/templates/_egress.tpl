@@ -135,6 +135,11 @@ dependencies: the external systems its `uses` name, the site registry's DICOM de
 {{- $host := include "cloudpacs.egress.urlPeer" (dict "url" ($v.auth.jwksUrl | default $v.auth.issuer)) | fromJson }}
 {{ include "cloudpacs.egress.rule" (dict "comment" (printf "The OpenID provider's signing keys (%s)." $key) "hosts" (list $host) "ports" $e.ports "cidrs" $e.cidrs "peers" $e.peers "what" $key "cidrsKey" "networkPolicy.egress.oidc.cidrs" "peersKey" "networkPolicy.egress.oidc.peers" "portsKey" "networkPolicy.egress.oidc.ports") }}
 {{- end -}}
+{{- with $v.tracing.otlpEndpoint -}}
+{{- $e := $np.egress.otlp -}}
+{{- $host := include "cloudpacs.egress.urlPeer" (dict "url" .) | fromJson }}
+{{ include "cloudpacs.egress.rule" (dict "comment" "Traces: tracing.otlpEndpoint." "hosts" (list $host) "ports" $e.ports "cidrs" $e.cidrs "peers" $e.peers "what" "tracing.otlpEndpoint" "cidrsKey" "networkPolicy.egress.otlp.cidrs" "peersKey" "networkPolicy.egress.otlp.peers" "portsKey" "networkPolicy.egress.otlp.ports") }}
+{{- end -}}
 {{- if $c.dicom.enabled -}}
 {{- range $tenant, $t := ($c.dicom.siteRegistry.tenants | default dict) -}}
 {{- range $site, $s := ($t.sites | default dict) -}}
