@@ -100,6 +100,10 @@ def configured_peers(values: dict[str, Any], name: str, c: dict[str, Any]) -> li
             peers.append(Peer(f"Kafka broker {broker}", host, int(port), **_declared(target)))
     if c["uses"]["s3"]:
         peers.append(_url_peer("S3", values["s3"]["endpoint"], None, _target(values, "s3")))
+    if c["uses"].get("s3Grants"):
+        storage_settings = values["components"].get("storage", {}).get("settings", {})
+        grant = storage_settings.get("grant_s3_endpoint") or values["s3"]["endpoint"]
+        peers.append(_url_peer("S3 through grants", grant, None, _target(values, "s3")))
     if c["uses"]["database"]:
         target = _target(values, "database")
         db = values["database"]

@@ -113,10 +113,26 @@ dependencies: the external systems its `uses` name, the site registry's DICOM de
 {{- $hosts := (include "cloudpacs.egress.hostPorts" $v.kafka.bootstrap | fromJson).peers }}
 {{ include "cloudpacs.egress.rule" (dict "comment" "Kafka: the bootstrap brokers (kafka.bootstrap) and networkPolicy.egress.kafka." "hosts" $hosts "ports" $e.ports "cidrs" $e.cidrs "peers" $e.peers "what" (printf "kafka.bootstrap (used by %s)" .name) "cidrsKey" "networkPolicy.egress.kafka.cidrs" "peersKey" "networkPolicy.egress.kafka.peers" "portsKey" "networkPolicy.egress.kafka.ports") }}
 {{- end -}}
-{{- if $c.uses.s3 -}}
+{{- if or $c.uses.s3 $c.uses.s3Grants -}}
 {{- $e := $np.egress.s3 -}}
-{{- $host := include "cloudpacs.egress.urlPeer" (dict "url" $v.s3.endpoint) | fromJson }}
-{{ include "cloudpacs.egress.rule" (dict "comment" "S3: s3.endpoint." "hosts" (list $host) "ports" $e.ports "cidrs" $e.cidrs "peers" $e.peers "what" "s3.endpoint" "cidrsKey" "networkPolicy.egress.s3.cidrs" "peersKey" "networkPolicy.egress.s3.peers" "portsKey" "networkPolicy.egress.s3.ports") }}
+{{- $urls := list -}}
+{{- $keys := list -}}
+{{- if $c.uses.s3 -}}
+{{- $urls = append $urls $v.s3.endpoint -}}
+{{- $keys = append $keys "s3.endpoint" -}}
+{{- end -}}
+{{- if $c.uses.s3Grants -}}
+{{- /* Grants carry storage's grant endpoint, else the endpoint storage itself uses. */ -}}
+{{- $storage := index $.all "storage" | default dict -}}
+{{- $grant := (($storage.settings | default dict).grant_s3_endpoint) | default $v.s3.endpoint -}}
+{{- $urls = append $urls $grant -}}
+{{- $keys = append $keys (ternary "s3.endpoint (storage's grants)" "components.storage.settings.grant_s3_endpoint" (eq $grant $v.s3.endpoint)) -}}
+{{- end -}}
+{{- $hosts := list -}}
+{{- range uniq $urls -}}
+{{- $hosts = append $hosts (include "cloudpacs.egress.urlPeer" (dict "url" .) | fromJson) -}}
+{{- end }}
+{{ include "cloudpacs.egress.rule" (dict "comment" (printf "S3: %s." (join ", " (uniq $keys))) "hosts" $hosts "ports" $e.ports "cidrs" $e.cidrs "peers" $e.peers "what" (join " and " (uniq $keys)) "cidrsKey" "networkPolicy.egress.s3.cidrs" "peersKey" "networkPolicy.egress.s3.peers" "portsKey" "networkPolicy.egress.s3.ports") }}
 {{- end -}}
 {{- if $c.uses.database -}}
 {{- $e := $np.egress.database -}}
