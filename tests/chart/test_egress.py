@@ -350,3 +350,20 @@ def test_a_new_component_plugs_its_peers_in_with_egress_entries(tmp_path: Path) 
     assert [p.what for p in peers] == ["egress.oru", "egress.collector"]
     assert all(allows(rules, p) for p in peers)
     assert not allows(rules, Peer("elsewhere", "10.9.8.8", 2575))
+
+
+def test_the_gateway_reads_its_registry_without_the_chart_only_keys(tmp_path: Path) -> None:
+    """A destination's ``cidrs`` and ``peers`` are for the NetworkPolicy: the rendered registry
+    loads with the gateway's own strict loader, destinations and all."""
+    from pacs_gateway.registry import load_registry  # noqa: PLC0415
+
+    docs = render([ci_values_file("production")])
+    config = next(
+        d for d in of_kind(docs, "ConfigMap") if d["metadata"]["name"].endswith("-site-registry")
+    )
+    path = tmp_path / "sites.yaml"
+    path.write_text(config["data"]["sites.yaml"])
+    registry = load_registry(path)
+    destination = registry.destination("north", "NORTH_VIEW")
+    assert destination is not None
+    assert (destination.host, destination.port) == ("viewer.north-clinic.example", 11112)
