@@ -10,8 +10,10 @@ list must be
   ``pacs_<component>.settings``, introspected (``env_prefix`` + field name, or the field's
   validation alias; nested settings such as ``KafkaSettings`` with their own prefix). A variable
   nobody reads is an error: it is a setting the operator believes is applied and is not (a typo,
-  or a chart that drifted from the code). A component without a settings module is checked
-  against what any service reads.
+  or a chart that drifted from the code). A component without a settings module is an error
+  too: nothing would read its settings.
+* every other variable (``extraEnv``) must be one a library in the image reads (``OTHER_READERS``:
+  OpenTelemetry, botocore, gRPC core, ...), for the same reason.
 * accepted by that class: the values are loaded with it, as the service would at start-up
   (values from Secrets get a well-formed stand-in).
 
@@ -40,6 +42,19 @@ from pydantic_settings import BaseSettings
 
 SERVICES = Path(__file__).resolve().parents[1] / "services"
 SECRET_STANDINS = {"DATABASE_URL": "postgresql+psycopg://user:secret@db:5432/pacs"}
+# Variables outside PACS_* that something in the images reads, by prefix: who reads them.
+OTHER_READERS = {
+    "OTEL_": "the OpenTelemetry SDK (pacs_common.telemetry)",
+    "PROMETHEUS_MULTIPROC_DIR": "prometheus_client (the gateway's workers)",
+    "AWS_": "botocore (S3 credentials, endpoints)",
+    "GRPC_": "gRPC core (tracing, DNS resolver)",
+    "HTTP_PROXY": "httpx and botocore",
+    "HTTPS_PROXY": "httpx and botocore",
+    "NO_PROXY": "httpx and botocore",
+    "SSL_CERT_FILE": "OpenSSL (the default trust store)",
+    "SSL_CERT_DIR": "OpenSSL (the default trust store)",
+    "TZ": "the C library",
+}
 
 
 def env_names(cls: type[BaseSettings]) -> set[str]:
@@ -140,18 +155,26 @@ def check(renders: list[Path]) -> list[str]:
     """Problems found in the renders, one line each (empty: all good)."""
     classes = service_settings()
     read_by = {name: env_names(cls) for name, cls in classes.items()}
-    read_by_any = set().union(*read_by.values())
     problems: list[str] = []
     for render in renders:
         for component, env in deployments(render):
             where = f"{render.name} {component}"
-            known = read_by.get(component, read_by_any)
-            unread = sorted(v for v in env if v.startswith("PACS_") and v not in known)
-            reader = classes[component].__name__ if component in classes else "any service"
-            problems += [f"{where}: {var} is not a setting {reader} reads" for var in unread]
             if component not in classes:
-                print(f"  {where}: no pacs_{component}.settings; checked against every service")
+                problems.append(
+                    f"{where}: no pacs_{component.replace('-', '_')}.settings: "
+                    "nothing would read the settings the chart renders for it"
+                )
                 continue
+            known = read_by[component]
+            unread = sorted(v for v in env if v.startswith("PACS_") and v not in known)
+            reader = classes[component].__name__
+            problems += [f"{where}: {var} is not a setting {reader} reads" for var in unread]
+            problems += [
+                f"{where}: {var} is read by nothing in the image (known: "
+                f"{', '.join(sorted(OTHER_READERS))})"
+                for var in sorted(env)
+                if not var.startswith("PACS_") and not var.startswith(tuple(OTHER_READERS))
+            ]
             try:
                 settings = load_with(classes[component], env)
             except ValidationError as exc:

@@ -17,9 +17,13 @@ The resources of one component. Each template takes the context built in compone
 {{- $_ := set $data (print $p "METRICS_PORT") (include "cloudpacs.envValue" $c.metrics.port) -}}
 {{- $_ := set $data (print $p "LOG_LEVEL") ($c.logLevel | default $root.Values.logLevel) -}}
 {{- $_ := set $data (print $p "LOG_PATIENT_DATA") (toString $root.Values.logPatientData) -}}
-{{- $_ := set $data (print $p "SHUTDOWN_GRACE_S") (include "cloudpacs.envValue" (max 1 (sub (int64 $c.terminationGracePeriodSeconds) (add (int64 $c.preStopSleepSeconds) 5)))) -}}
+{{- /* The one stop deadline the service shares between all its parts (see cloudpacs.component.terminationGrace). */ -}}
+{{- $_ := set $data (print $p "SHUTDOWN_GRACE_S") (include "cloudpacs.envValue" $c.shutdownGraceSeconds) -}}
 {{- /* Mutual TLS of gRPC: the component's certificate Secret, mounted read-only. */ -}}
 {{- $_ := set $data "PACS_TLS_ENABLED" (toString $root.Values.tls.enabled) -}}
+{{- with $root.Values.tracing.otlpEndpoint -}}
+{{- $_ := set $data "OTEL_EXPORTER_OTLP_ENDPOINT" . -}}
+{{- end -}}
 {{- if $root.Values.tls.enabled -}}
 {{- $_ := set $data "PACS_TLS_CA_FILE" "/etc/cloudpacs/grpc-tls/ca.crt" -}}
 {{- $_ := set $data "PACS_TLS_CERT_FILE" "/etc/cloudpacs/grpc-tls/tls.crt" -}}
@@ -101,6 +105,11 @@ PACS_AUTH_REQUIRED=false is only for a stack without mutual TLS, never a deploym
 {{- $_ := set $data (print $p "AE_TITLE") $d.aeTitle -}}
 {{- $_ := set $data (print $p "MAX_ASSOCIATIONS") (include "cloudpacs.envValue" $d.maxAssociations) -}}
 {{- $_ := set $data (print $p "WORKERS") (include "cloudpacs.envValue" $d.workers) -}}
+{{- if gt (int64 $d.workers) 1 -}}
+{{- /* Every worker records its metrics there and the first serves their sum on /metrics
+(prometheus_client's multiprocess mode); without it /metrics counts one worker only. */ -}}
+{{- $_ := set $data "PROMETHEUS_MULTIPROC_DIR" "/var/run/cloudpacs/metrics" -}}
+{{- end -}}
 {{- with $d.allowedNetworks -}}
 {{- $_ := set $data (print $p "ALLOWED_NETWORKS") (toJson .) -}}
 {{- end -}}
@@ -117,6 +126,7 @@ PACS_AUTH_REQUIRED=false is only for a stack without mutual TLS, never a deploym
 {{- $_ := set $data (print $p "TLS_REQUIRE_CLIENT_CERT") (toString $d.tls.requireClientCert) -}}
 {{- end -}}
 {{- end -}}
+{{- include "cloudpacs.egress.settings" (merge (dict "data" $data) .) -}}
 {{- range $key, $value := $c.settings -}}
 {{- $_ := set $data (printf "%s%s" $p ($key | upper | replace "-" "_")) (include "cloudpacs.envValue" $value) -}}
 {{- end -}}
@@ -145,7 +155,7 @@ metadata:
     {{- include "cloudpacs.component.labels" . | nindent 4 }}
 data:
   sites.yaml: |
-    {{- toYaml .c.dicom.siteRegistry | nindent 4 }}
+    {{- include "cloudpacs.egress.registryForGateway" .c.dicom.siteRegistry | nindent 4 }}
 {{- end -}}
 
 {{/* ---- identity ------------------------------------------------------------------------- */}}
@@ -166,6 +176,23 @@ automountServiceAccountToken: false
 {{- end -}}
 
 {{/* ---- workload ------------------------------------------------------------------------- */}}
+{{/*
+Seconds a process may take after its stop deadline: closing its channels, the last log lines,
+the interpreter's exit. Fixed here rather than a value, so no setting can make it contradict
+the deadline.
+*/}}
+{{- define "cloudpacs.shutdownExitSeconds" -}}10{{- end -}}
+
+{{/*
+terminationGracePeriodSeconds, derived and never set: Kubernetes counts it from the start of
+termination, so it covers the preStop sleep, then the one shutdown deadline the service shares
+between all its parts (gRPC drain, consumers, DICOM associations, Storage Commitment, workers;
+PACS_<NAME>_SHUTDOWN_GRACE_S, rendered from the same value), then the exit.
+*/}}
+{{- define "cloudpacs.component.terminationGrace" -}}
+{{- add (int64 .c.preStopSleepSeconds) (int64 (ceil .c.shutdownGraceSeconds)) (int64 (include "cloudpacs.shutdownExitSeconds" .)) -}}
+{{- end -}}
+
 {{- define "cloudpacs.component.env" -}}
 {{- $root := .root -}}
 {{- $c := .c -}}
@@ -237,6 +264,8 @@ spec:
       annotations:
         # Roll the pods when their configuration or the chart-made credentials change.
         checksum/config: {{ include "cloudpacs.component.configmap" . | sha256sum }}
+        # How terminationGracePeriodSeconds is made up, for whoever reads the pod.
+        cloudpacs.io/shutdown-budget: {{ printf "preStop %ds + deadline %ss (PACS_%s_SHUTDOWN_GRACE_S) + exit %ds" (int64 $c.preStopSleepSeconds) (include "cloudpacs.envValue" $c.shutdownGraceSeconds) (.name | upper | replace "-" "_") (int64 (include "cloudpacs.shutdownExitSeconds" .)) | quote }}
         checksum/secrets: {{ include (print $root.Template.BasePath "/secrets.yaml") $root | sha256sum }}
         {{- if and $d.enabled $d.siteRegistry }}
         checksum/site-registry: {{ include "cloudpacs.component.siteRegistry" . | sha256sum }}
@@ -257,7 +286,8 @@ spec:
       {{- end }}
       securityContext:
         {{- toYaml $root.Values.podSecurityContext | nindent 8 }}
-      terminationGracePeriodSeconds: {{ int64 $c.terminationGracePeriodSeconds }}
+      # preStop sleep + the shutdown deadline (PACS_*_SHUTDOWN_GRACE_S) + time to exit after it.
+      terminationGracePeriodSeconds: {{ include "cloudpacs.component.terminationGrace" . }}
       containers:
         - name: {{ .name }}
           image: {{ include "cloudpacs.component.image" . }}
@@ -348,6 +378,10 @@ spec:
           volumeMounts:
             - name: tmp
               mountPath: /tmp
+            {{- if and $d.enabled (gt (int64 $d.workers) 1) }}
+            - name: metrics-multiproc
+              mountPath: /var/run/cloudpacs/metrics
+            {{- end }}
             {{- if $c.uses.kafka }}
             {{- if or $root.Values.kafka.tls.ca.secretName $root.Values.kafka.tls.ca.configMapName }}
             - name: kafka-ca
@@ -386,6 +420,11 @@ spec:
         - name: tmp
           emptyDir:
             sizeLimit: {{ $c.tmpSizeLimit }}
+        {{- if and $d.enabled (gt (int64 $d.workers) 1) }}
+        - name: metrics-multiproc
+          emptyDir:
+            sizeLimit: 64Mi
+        {{- end }}
         {{- if $c.uses.kafka }}
         {{- with $root.Values.kafka.tls.ca }}
         {{- if .secretName }}
@@ -720,7 +759,9 @@ spec:
       {{- include "cloudpacs.component.selectorLabels" . | nindent 6 }}
   policyTypes:
     - Ingress
+    {{- if $np.egress.enabled }}
     - Egress
+    {{- end }}
   ingress:
     {{- if $callers }}
     # gRPC from the components that call this one.
@@ -734,18 +775,16 @@ spec:
         - port: grpc
           protocol: TCP
     {{- end }}
-    # Prometheus scrapes.
+    # Prometheus scrapes (networkPolicy.metrics).
     - from:
         {{- if $np.metrics.peers }}
         {{- toYaml $np.metrics.peers | nindent 8 }}
-        {{- else }}
+        {{- else if $np.metrics.namespaceSelector }}
         - namespaceSelector:
-            {{- if $np.metrics.namespaceSelector }}
             matchLabels:
               {{- toYaml $np.metrics.namespaceSelector | nindent 14 }}
-            {{- else }}
-            {}
-            {{- end }}
+        {{- else }}
+        {{- fail "networkPolicy.metrics needs namespaceSelector (the labels of your monitoring namespace) or peers: metrics are not open to every namespace; to allow any namespace on purpose, set peers to [{namespaceSelector: {}}]" }}
         {{- end }}
       ports:
         - port: metrics
@@ -770,6 +809,7 @@ spec:
     {{- with $c.networkPolicy.extraIngress }}
     {{- toYaml . | nindent 4 }}
     {{- end }}
+  {{- if $np.egress.enabled }}
   egress:
     # Cluster DNS.
     - to:
@@ -794,31 +834,12 @@ spec:
         - port: {{ int64 (index $.all $dep).grpc.port }}
           protocol: TCP
     {{- end }}
-    {{- /* (what the component uses, the egress entry that allows it) */}}
-    {{- range $pair := list (list "kafka" "kafka") (list "s3" "s3") (list "database" "database") (list "auth" "oidc") }}
-    {{- $kind := index $pair 1 }}
-    {{- if index $c.uses (index $pair 0) }}
-    {{- $e := index $np.egress $kind }}
-    {{- /* No destination at all would mean "anywhere": leave the rule out instead. */}}
-    {{- if or $e.cidrs $e.peers }}
-    # {{ $kind }}.
-    - to:
-        {{- range $e.cidrs }}
-        - ipBlock:
-            cidr: {{ . }}
-        {{- end }}
-        {{- with $e.peers }}
-        {{- toYaml . | nindent 8 }}
-        {{- end }}
-      ports:
-        {{- range $e.ports }}
-        - port: {{ int64 . }}
-          protocol: TCP
-        {{- end }}
-    {{- end }}
-    {{- end }}
+    {{- with trim (include "cloudpacs.egress.rules" .) }}
+    {{- . | nindent 4 }}
     {{- end }}
     {{- with $c.networkPolicy.extraEgress }}
+    # components.{{ $self }}.networkPolicy.extraEgress.
     {{- toYaml . | nindent 4 }}
     {{- end }}
+  {{- end }}
 {{- end -}}
