@@ -9,7 +9,8 @@ shapes: ``small-studies`` (one 39 KiB CT_small instance per study) or ``ct-serie
 
 * **indexed lag**, for every instance: from its C-STORE Success to the indexer's
   ``InstanceIndexed`` event, which the indexer publishes only after the database commit that
-  makes the instance visible to C-FIND (the bench consumes ``pacs.indexed.v1``);
+  makes the instance visible to C-FIND (the bench consumes ``pacs.indexed.v1`` and takes the
+  event's ``indexed_time``, the indexer's clock on the same machine);
 * **C-FIND lag**, for a sample: a prober takes the most recently acknowledged instance, sends
   IMAGE-level C-FINDs for it over its own association until it is returned, and records when.
   Each probe's resolution is one C-FIND round trip.
@@ -33,6 +34,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 
 import numpy as np
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -66,9 +68,10 @@ class Run:
     shape: str
     seconds: float = 0.0
     acked: dict[str, float] = field(default_factory=dict)
-    """SOP Instance UID -> monotonic time of its C-STORE Success."""
+    """SOP Instance UID -> wall-clock time (epoch seconds) of its C-STORE Success."""
     indexed: dict[str, float] = field(default_factory=dict)
-    """SOP Instance UID -> monotonic time its InstanceIndexed event arrived."""
+    """SOP Instance UID -> wall-clock time the indexer committed it (the event's
+    ``indexed_time``, so a slow reader of the topic does not count as lag)."""
     cfind_lags: list[float] = field(default_factory=list)
     studies: set[str] = field(default_factory=set)
     failures: int = 0
@@ -113,7 +116,7 @@ def sender(
             if stop.is_set():
                 return
             status = assoc.send_c_store(ds)
-            now = time.monotonic()
+            now = time.time()
             with run.lock:
                 if status and status.Status == SUCCESS:
                     run.acked[ds.SOPInstanceUID] = now
@@ -162,7 +165,7 @@ def prober(run: Run, port: int, stop: threading.Event) -> None:
             while not stop.is_set() and matches(assoc, query) == 0:
                 pass
             if not stop.is_set():
-                run.cfind_lags.append(time.monotonic() - acked_at)
+                run.cfind_lags.append(time.time() - acked_at)
             time.sleep(0.2)
     finally:
         assoc.release()  # type: ignore[attr-defined]
@@ -201,16 +204,23 @@ class IndexedWatcher:
             self.ready.set()
             while not self.stop.is_set():
                 batches = await consumer.getmany(timeout_ms=200)
-                now = time.monotonic()
                 with self.run.lock:
                     for records in batches.values():
                         for record in records:
                             event = instance_events_pb2.InstanceIndexed.FromString(
                                 record.value or b""
                             )
-                            self.run.indexed.setdefault(event.instance.sop_instance_uid, now)
+                            # Other stacks' events on the shared topic are kept too (the
+                            # indexer may commit before the sender has seen its Success).
+                            self.run.indexed.setdefault(
+                                event.instance.sop_instance_uid, _epoch(event.indexed_time)
+                            )
         finally:
             await consumer.stop()
+
+
+def _epoch(rfc3339: str) -> float:
+    return datetime.fromisoformat(rfc3339.replace("Z", "+00:00")).timestamp()
 
 
 # --------------------------------------------------------------------------------------------
@@ -243,7 +253,8 @@ def measure(shape: str, minutes: float, associations: int, workers: int, series_
         while time.monotonic() < deadline:
             time.sleep(min(10.0, max(deadline - time.monotonic(), 0)))
             with run.lock:
-                acked, indexed = len(run.acked), len(run.indexed)
+                acked = len(run.acked)
+                indexed = sum(1 for sop in run.acked if sop in run.indexed)
             console.print(
                 f"  {shape}: {time.monotonic() - started:5.0f} s, {acked} acknowledged, "
                 f"{indexed} indexed"
