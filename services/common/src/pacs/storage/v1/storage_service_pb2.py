@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from pacs.type.v1 import instance_pb2 as pacs_dot_type_dot_v1_dot_instance__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%pacs/storage/v1/storage_service.proto\x12\x0fpacs.storage.v1\x1a\x1bpacs/type/v1/instance.proto\"\xba\x01\n\rSignedRequest\x12\x0e\n\x06method\x18\x01 \x01(\t\x12\x0b\n\x03url\x18\x02 \x01(\t\x12<\n\x07headers\x18\x03 \x03(\x0b\x32+.pacs.storage.v1.SignedRequest.HeadersEntry\x12\x0e\n\x06offset\x18\x04 \x01(\x03\x12\x0e\n\x06length\x18\x05 \x01(\x03\x1a.\n\x0cHeadersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x86\x01\n\x11GrantWriteRequest\x12+\n\x08instance\x18\x01 \x01(\x0b\x32\x19.pacs.type.v1.InstanceRef\x12\x0c\n\x04size\x18\x02 \x01(\x03\x12\x0e\n\x06sha256\x18\x03 \x01(\t\x12\x11\n\tpart_size\x18\x04 \x01(\x03\x12\x13\n\x0bpart_sha256\x18\x05 \x03(\t\"p\n\x12GrantWriteResponse\x12\x30\n\x08requests\x18\x01 \x03(\x0b\x32\x1e.pacs.storage.v1.SignedRequest\x12\x13\n\x0bgrant_token\x18\x02 \x01(\x0c\x12\x13\n\x0b\x65xpire_time\x18\x03 \x01(\t\"t\n\x12\x43ommitWriteRequest\x12+\n\x08instance\x18\x01 \x01(\x0b\x32\x19.pacs.type.v1.InstanceRef\x12\x0c\n\x04size\x18\x02 \x01(\x03\x12\x0e\n\x06sha256\x18\x03 \x01(\t\x12\x13\n\x0bgrant_token\x18\x04 \x01(\x0c\"X\n\x13\x43ommitWriteResponse\x12(\n\x06object\x18\x01 \x01(\x0b\x32\x18.pacs.type.v1.ObjectInfo\x12\x17\n\x0f\x61lready_existed\x18\x02 \x01(\x08\"S\n\x10GrantReadRequest\x12+\n\x08instance\x18\x01 \x01(\x0b\x32\x19.pacs.type.v1.InstanceRef\x12\x12\n\nversion_id\x18\x02 \x01(\t\"\x83\x01\n\x11GrantReadResponse\x12(\n\x06object\x18\x01 \x01(\x0b\x32\x18.pacs.type.v1.ObjectInfo\x12/\n\x07request\x18\x02 \x01(\x0b\x32\x1e.pacs.storage.v1.SignedRequest\x12\x13\n\x0b\x65xpire_time\x18\x03 \x01(\t\"a\n\x0fWriteGrantToken\x12\x12\n\nversion_id\x18\x01 \x01(\t\x12\x11\n\tupload_id\x18\x02 \x01(\t\x12\x13\n\x0bpart_sha256\x18\x03 \x03(\t\x12\x12\n\nintent_key\x18\x04 \x01(\t\"d\n\tPutHeader\x12+\n\x08instance\x18\x01 \x01(\x0b\x32\x19.pacs.type.v1.InstanceRef\x12\x11\n\tsize_hint\x18\x02 \x01(\x03\x12\x17\n\x0f\x65xpected_sha256\x18\x03 \x01(\t\"S\n\nPutRequest\x12,\n\x06header\x18\x01 \x01(\x0b\x32\x1a.pacs.storage.v1.PutHeaderH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part\"P\n\x0bPutResponse\x12(\n\x06object\x18\x01 \x01(\x0b\x32\x18.pacs.type.v1.ObjectInfo\x12\x17\n\x0f\x61lready_existed\x18\x02 \x01(\x08\"m\n\nGetRequest\x12+\n\x08instance\x18\x01 \x01(\x0b\x32\x19.pacs.type.v1.InstanceRef\x12\x0e\n\x06offset\x18\x02 \x01(\x03\x12\x0e\n\x06length\x18\x03 \x01(\x03\x12\x12\n\nversion_id\x18\x04 \x01(\t\"F\n\x0bGetResponse\x12(\n\x06object\x18\x01 \x01(\x0b\x32\x18.pacs.type.v1.ObjectInfo\x12\r\n\x05\x63hunk\x18\x02 \x01(\x0c\"N\n\x0bHeadRequest\x12+\n\x08instance\x18\x01 \x01(\x0b\x32\x19.pacs.type.v1.InstanceRef\x12\x12\n\nversion_id\x18\x02 \x01(\t\"8\n\x0cHeadResponse\x12(\n\x06object\x18\x01 \x01(\x0b\x32\x18.pacs.type.v1.ObjectInfo\"R\n\rDeleteRequest\x12+\n\x08instance\x18\x01 \x01(\x0b\x32\x19.pacs.type.v1.InstanceRef\x12\x14\n\x0c\x61ll_versions\x18\x02 \x01(\x08\"*\n\x0e\x44\x65leteResponse\x12\x18\n\x10\x64\x65leted_versions\x18\x01 \x01(\x05\"}\n\x0bListRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x1a\n\x12study_instance_uid\x18\x02 \x01(\t\x12\x1b\n\x13series_instance_uid\x18\x03 \x01(\t\x12\x11\n\tpage_size\x18\x04 \x01(\x05\x12\x12\n\npage_token\x18\x05 \x01(\t\"R\n\x0cListResponse\x12)\n\x07objects\x18\x01 \x03(\x0b\x32\x18.pacs.type.v1.ObjectInfo\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t2\xf2\x04\n\x0eStorageService\x12\x42\n\x03Put\x12\x1b.pacs.storage.v1.PutRequest\x1a\x1c.pacs.storage.v1.PutResponse(\x01\x12\x42\n\x03Get\x12\x1b.pacs.storage.v1.GetRequest\x1a\x1c.pacs.storage.v1.GetResponse0\x01\x12\x43\n\x04Head\x12\x1c.pacs.storage.v1.HeadRequest\x1a\x1d.pacs.storage.v1.HeadResponse\x12I\n\x06\x44\x65lete\x12\x1e.pacs.storage.v1.DeleteRequest\x1a\x1f.pacs.storage.v1.DeleteResponse\x12\x43\n\x04List\x12\x1c.pacs.storage.v1.ListRequest\x1a\x1d.pacs.storage.v1.ListResponse\x12U\n\nGrantWrite\x12\".pacs.storage.v1.GrantWriteRequest\x1a#.pacs.storage.v1.GrantWriteResponse\x12X\n\x0b\x43ommitWrite\x12#.pacs.storage.v1.CommitWriteRequest\x1a$.pacs.storage.v1.CommitWriteResponse\x12R\n\tGrantRead\x12!.pacs.storage.v1.GrantReadRequest\x1a\".pacs.storage.v1.GrantReadResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%pacs/storage/v1/storage_service.proto\x12\x0fpacs.storage.v1\x1a\x1bpacs/type/v1/instance.proto\"\xba\x01\n\rSignedRequest\x12\x0e\n\x06method\x18\x01 \x01(\t\x12\x0b\n\x03url\x18\x02 \x01(\t\x12<\n\x07headers\x18\x03 \x03(\x0b\x32+.pacs.storage.v1.SignedRequest.HeadersEntry\x12\x0e\n\x06offset\x18\x04 \x01(\x03\x12\x0e\n\x06length\x18\x05 \x01(\x03\x1a.\n\x0cHeadersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x86\x01\n\x11GrantWriteRequest\x12+\n\x08instance\x18\x01 \x01(\x0b\x32\x19.pacs.type.v1.InstanceRef\x12\x0c\n\x04size\x18\x02 \x01(\x03\x12\x0e\n\x06sha256\x18\x03 \x01(\t\x12\x11\n\tpart_size\x18\x04 \x01(\x03\x12\x13\n\x0bpart_sha256\x18\x05 \x03(\t\"p\n\x12GrantWriteResponse\x12\x30\n\x08requests\x18\x01 \x03(\x0b\x32\x1e.pacs.storage.v1.SignedRequest\x12\x13\n\x0bgrant_token\x18\x02 \x01(\x0c\x12\x13\n\x0b\x65xpire_time\x18\x03 \x01(\t\"t\n\x12\x43ommitWriteRequest\x12+\n\x08instance\x18\x01 \x01(\x0b\x32\x19.pacs.type.v1.InstanceRef\x12\x0c\n\x04size\x18\x02 \x01(\x03\x12\x0e\n\x06sha256\x18\x03 \x01(\t\x12\x13\n\x0bgrant_token\x18\x04 \x01(\x0c\"m\n\x13\x43ommitWriteResponse\x12(\n\x06object\x18\x01 \x01(\x0b\x32\x18.pacs.type.v1.ObjectInfo\x12\x17\n\x0f\x61lready_existed\x18\x02 \x01(\x08\x12\x13\n\x0bnew_version\x18\x03 \x01(\x08\"S\n\x10GrantReadRequest\x12+\n\x08instance\x18\x01 \x01(\x0b\x32\x19.pacs.type.v1.InstanceRef\x12\x12\n\nversion_id\x18\x02 \x01(\t\"\x83\x01\n\x11GrantReadResponse\x12(\n\x06object\x18\x01 \x01(\x0b\x32\x18.pacs.type.v1.ObjectInfo\x12/\n\x07request\x18\x02 \x01(\x0b\x32\x1e.pacs.storage.v1.SignedRequest\x12\x13\n\x0b\x65xpire_time\x18\x03 \x01(\t\"a\n\x0fWriteGrantToken\x12\x12\n\nversion_id\x18\x01 \x01(\t\x12\x11\n\tupload_id\x18\x02 \x01(\t\x12\x13\n\x0bpart_sha256\x18\x03 \x03(\t\x12\x12\n\nintent_key\x18\x04 \x01(\t\"d\n\tPutHeader\x12+\n\x08instance\x18\x01 \x01(\x0b\x32\x19.pacs.type.v1.InstanceRef\x12\x11\n\tsize_hint\x18\x02 \x01(\x03\x12\x17\n\x0f\x65xpected_sha256\x18\x03 \x01(\t\"S\n\nPutRequest\x12,\n\x06header\x18\x01 \x01(\x0b\x32\x1a.pacs.storage.v1.PutHeaderH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part\"P\n\x0bPutResponse\x12(\n\x06object\x18\x01 \x01(\x0b\x32\x18.pacs.type.v1.ObjectInfo\x12\x17\n\x0f\x61lready_existed\x18\x02 \x01(\x08\"m\n\nGetRequest\x12+\n\x08instance\x18\x01 \x01(\x0b\x32\x19.pacs.type.v1.InstanceRef\x12\x0e\n\x06offset\x18\x02 \x01(\x03\x12\x0e\n\x06length\x18\x03 \x01(\x03\x12\x12\n\nversion_id\x18\x04 \x01(\t\"F\n\x0bGetResponse\x12(\n\x06object\x18\x01 \x01(\x0b\x32\x18.pacs.type.v1.ObjectInfo\x12\r\n\x05\x63hunk\x18\x02 \x01(\x0c\"N\n\x0bHeadRequest\x12+\n\x08instance\x18\x01 \x01(\x0b\x32\x19.pacs.type.v1.InstanceRef\x12\x12\n\nversion_id\x18\x02 \x01(\t\"8\n\x0cHeadResponse\x12(\n\x06object\x18\x01 \x01(\x0b\x32\x18.pacs.type.v1.ObjectInfo\"R\n\rDeleteRequest\x12+\n\x08instance\x18\x01 \x01(\x0b\x32\x19.pacs.type.v1.InstanceRef\x12\x14\n\x0c\x61ll_versions\x18\x02 \x01(\x08\"*\n\x0e\x44\x65leteResponse\x12\x18\n\x10\x64\x65leted_versions\x18\x01 \x01(\x05\"}\n\x0bListRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x1a\n\x12study_instance_uid\x18\x02 \x01(\t\x12\x1b\n\x13series_instance_uid\x18\x03 \x01(\t\x12\x11\n\tpage_size\x18\x04 \x01(\x05\x12\x12\n\npage_token\x18\x05 \x01(\t\"R\n\x0cListResponse\x12)\n\x07objects\x18\x01 \x03(\x0b\x32\x18.pacs.type.v1.ObjectInfo\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t2\xf2\x04\n\x0eStorageService\x12\x42\n\x03Put\x12\x1b.pacs.storage.v1.PutRequest\x1a\x1c.pacs.storage.v1.PutResponse(\x01\x12\x42\n\x03Get\x12\x1b.pacs.storage.v1.GetRequest\x1a\x1c.pacs.storage.v1.GetResponse0\x01\x12\x43\n\x04Head\x12\x1c.pacs.storage.v1.HeadRequest\x1a\x1d.pacs.storage.v1.HeadResponse\x12I\n\x06\x44\x65lete\x12\x1e.pacs.storage.v1.DeleteRequest\x1a\x1f.pacs.storage.v1.DeleteResponse\x12\x43\n\x04List\x12\x1c.pacs.storage.v1.ListRequest\x1a\x1d.pacs.storage.v1.ListResponse\x12U\n\nGrantWrite\x12\".pacs.storage.v1.GrantWriteRequest\x1a#.pacs.storage.v1.GrantWriteResponse\x12X\n\x0b\x43ommitWrite\x12#.pacs.storage.v1.CommitWriteRequest\x1a$.pacs.storage.v1.CommitWriteResponse\x12R\n\tGrantRead\x12!.pacs.storage.v1.GrantReadRequest\x1a\".pacs.storage.v1.GrantReadResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -45,35 +45,35 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_COMMITWRITEREQUEST']._serialized_start=527
   _globals['_COMMITWRITEREQUEST']._serialized_end=643
   _globals['_COMMITWRITERESPONSE']._serialized_start=645
-  _globals['_COMMITWRITERESPONSE']._serialized_end=733
-  _globals['_GRANTREADREQUEST']._serialized_start=735
-  _globals['_GRANTREADREQUEST']._serialized_end=818
-  _globals['_GRANTREADRESPONSE']._serialized_start=821
-  _globals['_GRANTREADRESPONSE']._serialized_end=952
-  _globals['_WRITEGRANTTOKEN']._serialized_start=954
-  _globals['_WRITEGRANTTOKEN']._serialized_end=1051
-  _globals['_PUTHEADER']._serialized_start=1053
-  _globals['_PUTHEADER']._serialized_end=1153
-  _globals['_PUTREQUEST']._serialized_start=1155
-  _globals['_PUTREQUEST']._serialized_end=1238
-  _globals['_PUTRESPONSE']._serialized_start=1240
-  _globals['_PUTRESPONSE']._serialized_end=1320
-  _globals['_GETREQUEST']._serialized_start=1322
-  _globals['_GETREQUEST']._serialized_end=1431
-  _globals['_GETRESPONSE']._serialized_start=1433
-  _globals['_GETRESPONSE']._serialized_end=1503
-  _globals['_HEADREQUEST']._serialized_start=1505
-  _globals['_HEADREQUEST']._serialized_end=1583
-  _globals['_HEADRESPONSE']._serialized_start=1585
-  _globals['_HEADRESPONSE']._serialized_end=1641
-  _globals['_DELETEREQUEST']._serialized_start=1643
-  _globals['_DELETEREQUEST']._serialized_end=1725
-  _globals['_DELETERESPONSE']._serialized_start=1727
-  _globals['_DELETERESPONSE']._serialized_end=1769
-  _globals['_LISTREQUEST']._serialized_start=1771
-  _globals['_LISTREQUEST']._serialized_end=1896
-  _globals['_LISTRESPONSE']._serialized_start=1898
-  _globals['_LISTRESPONSE']._serialized_end=1980
-  _globals['_STORAGESERVICE']._serialized_start=1983
-  _globals['_STORAGESERVICE']._serialized_end=2609
+  _globals['_COMMITWRITERESPONSE']._serialized_end=754
+  _globals['_GRANTREADREQUEST']._serialized_start=756
+  _globals['_GRANTREADREQUEST']._serialized_end=839
+  _globals['_GRANTREADRESPONSE']._serialized_start=842
+  _globals['_GRANTREADRESPONSE']._serialized_end=973
+  _globals['_WRITEGRANTTOKEN']._serialized_start=975
+  _globals['_WRITEGRANTTOKEN']._serialized_end=1072
+  _globals['_PUTHEADER']._serialized_start=1074
+  _globals['_PUTHEADER']._serialized_end=1174
+  _globals['_PUTREQUEST']._serialized_start=1176
+  _globals['_PUTREQUEST']._serialized_end=1259
+  _globals['_PUTRESPONSE']._serialized_start=1261
+  _globals['_PUTRESPONSE']._serialized_end=1341
+  _globals['_GETREQUEST']._serialized_start=1343
+  _globals['_GETREQUEST']._serialized_end=1452
+  _globals['_GETRESPONSE']._serialized_start=1454
+  _globals['_GETRESPONSE']._serialized_end=1524
+  _globals['_HEADREQUEST']._serialized_start=1526
+  _globals['_HEADREQUEST']._serialized_end=1604
+  _globals['_HEADRESPONSE']._serialized_start=1606
+  _globals['_HEADRESPONSE']._serialized_end=1662
+  _globals['_DELETEREQUEST']._serialized_start=1664
+  _globals['_DELETEREQUEST']._serialized_end=1746
+  _globals['_DELETERESPONSE']._serialized_start=1748
+  _globals['_DELETERESPONSE']._serialized_end=1790
+  _globals['_LISTREQUEST']._serialized_start=1792
+  _globals['_LISTREQUEST']._serialized_end=1917
+  _globals['_LISTRESPONSE']._serialized_start=1919
+  _globals['_LISTRESPONSE']._serialized_end=2001
+  _globals['_STORAGESERVICE']._serialized_start=2004
+  _globals['_STORAGESERVICE']._serialized_end=2630
 # @@protoc_insertion_point(module_scope)
