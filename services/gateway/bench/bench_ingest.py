@@ -44,11 +44,13 @@ import tempfile
 import time
 import urllib.request
 import uuid
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import sqlalchemy as sa
 from aiokafka import AIOKafkaProducer
 from cpu_meter import CLIENT, CpuMeter, infra_pids
 from pacs_cli.stack import Stack, StackConfig
@@ -72,6 +74,7 @@ REPO = Path(__file__).resolve().parents[3]
 CACHE = REPO / ".cache" / "bench" / "ingest"
 STORESCU = "/usr/bin/storescu"  # DCMTK; the venv's pynetdicom ``storescu`` comes first on PATH
 ORTHANC = shutil.which("Orthanc") or "/usr/sbin/Orthanc"
+ORTHANC_PG_PLUGIN = "/usr/share/orthanc/plugins/libOrthancPostgreSQLIndex.so"  # orthanc-postgresql
 GENERATOR_VERSION = 1  # bump when the generated files change
 SIDE = 512
 ASSOCIATIONS = (1, 8)
@@ -491,12 +494,16 @@ def http_json(url: str) -> Any:
 
 
 class OrthancTarget:
-    """Orthanc with defaults, a fresh storage folder and loopback-only traffic."""
+    """Orthanc with defaults, a fresh storage folder and loopback-only traffic; with
+    ``postgres_url`` its index goes to a fresh database there through Debian's
+    ``orthanc-postgresql`` plugin (the files stay on disk)."""
 
-    def __init__(self) -> None:
+    def __init__(self, postgres_url: str | None = None) -> None:
         self.folder = Path(tempfile.mkdtemp(prefix="bench-orthanc-"))
         self.dicom_port, self.http_port = free_port(), free_port()
         self.process: subprocess.Popen[bytes] | None = None
+        self.postgres_url = postgres_url
+        self._database: str | None = None
 
     def __enter__(self) -> OrthancTarget:
         config = {
@@ -509,6 +516,8 @@ class OrthancTarget:
             "DicomAlwaysAllowFind": True,
             "RemoteAccessAllowed": False,
         }
+        if self.postgres_url:
+            config |= self._postgres_index()
         (self.folder / "orthanc.json").write_text(json.dumps(config))
         with (self.folder / "orthanc.log").open("wb") as log:
             self.process = subprocess.Popen(  # noqa: S603  (the installed Orthanc)
@@ -531,6 +540,37 @@ class OrthancTarget:
         wait_port(self.dicom_port)
         return self
 
+    def _postgres_index(self) -> dict[str, Any]:
+        url = sa.engine.make_url(self.postgres_url or "")
+        self._database = f"bench_orthanc_{uuid.uuid4().hex[:12]}"
+        admin = sa.create_engine(url, isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'CREATE DATABASE "{self._database}"'))
+        admin.dispose()
+        return {
+            "Plugins": [ORTHANC_PG_PLUGIN],
+            "PostgreSQL": {
+                "EnableIndex": True,
+                "EnableStorage": False,
+                "Host": url.host or "127.0.0.1",
+                "Port": url.port or 5432,
+                "Database": self._database,
+                "Username": url.username or "postgres",
+                "Password": url.password or "",
+                "Lock": False,
+            },
+        }
+
+    def _drop_database(self) -> None:
+        if not self._database:
+            return
+        admin = sa.create_engine(
+            sa.engine.make_url(self.postgres_url or ""), isolation_level="AUTOCOMMIT"
+        )
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{self._database}" WITH (FORCE)'))
+        admin.dispose()
+
     def __exit__(self, *exc: object) -> None:
         if self.process is not None and self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
@@ -540,6 +580,7 @@ class OrthancTarget:
                 self.process.kill()
                 self.process.wait()
         shutil.rmtree(self.folder, ignore_errors=True)
+        self._drop_database()
 
     def verify(self, expected: int) -> None:
         stored = http_json(f"http://127.0.0.1:{self.http_port}/statistics")["CountInstances"]
@@ -547,8 +588,10 @@ class OrthancTarget:
             raise SystemExit(f"FAIL: Orthanc holds {stored} instances after sending {expected}")
 
 
-def run_orthanc(files: list[Path], associations: int, size: int) -> Result:
-    with OrthancTarget() as target:
+def run_orthanc(
+    files: list[Path], associations: int, size: int, postgres_url: str | None = None
+) -> Result:
+    with OrthancTarget(postgres_url) as target:
         assert target.process is not None
         seconds, findable, cpu = send(
             files,
@@ -558,7 +601,8 @@ def run_orthanc(files: list[Path], associations: int, size: int) -> Result:
             CpuMeter({"Orthanc": target.process.pid}),
         )
         target.verify(len(files))
-    return Result("orthanc", associations, len(files), size, seconds, cpu, findable)
+    name = "orthanc (postgresql)" if postgres_url else "orthanc"
+    return Result(name, associations, len(files), size, seconds, cpu, findable)
 
 
 # --------------------------------------------------------------------------------------------
@@ -689,6 +733,9 @@ def print_table(
     results: list[Result], workers: int, rounds: int, what: str = "one CT series"
 ) -> None:
     orthanc = {r.associations: r.findable_per_second for r in results if r.target == "orthanc"}
+    orthanc_pg = {
+        r.associations: r.findable_per_second for r in results if r.target == "orthanc (postgresql)"
+    }
     table = Table(
         title=f"DICOM C-STORE ingest of {what}, storescu → target until C-FIND finds all"
         f" (cloudpacs gateway workers={workers}, median of {rounds} round(s))"
@@ -703,6 +750,7 @@ def print_table(
         "findable inst/s",
         "MB/s",
         "vs Orthanc (findable)",
+        "vs Orthanc PostgreSQL",
     ):
         table.add_column(column, justify="left" if column == "target" else "right")
     for r in sorted(results, key=lambda r: (r.associations, r.target != "orthanc")):
@@ -718,7 +766,10 @@ def print_table(
             f"{r.findable_seconds:.2f}",
             f"{r.findable_per_second:.1f}",
             f"{r.mb_per_second:.1f}",
-            "" if r.target == "orthanc" or ratio is None else f"{ratio:.2f}",
+            "" if r.target.startswith("orthanc") or ratio is None else f"{ratio:.2f}",
+            f"{r.findable_per_second / orthanc_pg[r.associations]:.2f}"
+            if r.target.startswith("cloudpacs") and r.associations in orthanc_pg
+            else "",
         )
     console.print(table)
 
@@ -753,6 +804,42 @@ def print_cpu_table(results: list[Result], floor_ms: float) -> None:
             f"{floor_ms:.1f}" if r.target.startswith("cloudpacs") else "",
         )
     console.print(table)
+
+
+def measure_series(
+    files: list[Path], size: int, args: argparse.Namespace, postgres_url: str | None
+) -> list[Result]:
+    """Every target at 1 and 8 associations, ``args.rounds`` times, alternating targets so all
+    see the same background load (a small shared VM)."""
+    results: list[Result] = []
+    for round_number in range(args.rounds):
+        for associations in ASSOCIATIONS:
+            runs: list[Callable[[], Result]] = []
+            if not args.skip_orthanc:
+                runs.append(lambda a=associations: run_orthanc(files, a, size))
+                if postgres_url:
+                    runs.append(lambda a=associations: run_orthanc(files, a, size, postgres_url))
+            runs += [
+                lambda a=associations, w=write_path: run_cloudpacs(files, a, args.workers, size, w)
+                for write_path in args.write_paths.split(",")
+            ]
+            for run in runs:
+                results.append(run())
+                console.print(f"  round {round_number + 1}: {describe(results[-1])}")
+    return results
+
+
+def measure_small_studies(args: argparse.Namespace) -> list[Result]:
+    """Many one-instance studies over 8 associations until a C-FIND lists them all."""
+    studies = generate_small_studies(args.small_studies)
+    studies_size = sum(path.stat().st_size for path in studies)
+    results = []
+    if not args.skip_orthanc:
+        results.append(run_orthanc(studies, 8, studies_size))
+        console.print(f"  small studies: {describe(results[-1])}")
+    results.append(run_cloudpacs(studies, 8, args.workers, studies_size))
+    console.print(f"  small studies: {describe(results[-1])}")
+    return results
 
 
 def main() -> None:
@@ -790,25 +877,11 @@ def main() -> None:
     console.print(
         f"{len(files)} files, {size / 1e6:.0f} MB, {size / len(files) / 1024:.0f} KiB each"
     )
-    results: list[Result] = []
-    small_results: list[Result] = []
-    for round_number in range(args.rounds):
-        for associations in ASSOCIATIONS:
-            # Alternate targets so both see the same background load (a small shared VM).
-            if not args.skip_orthanc:
-                results.append(run_orthanc(files, associations, size))
-                console.print(f"  round {round_number + 1}: {describe(results[-1])}")
-            for write_path in args.write_paths.split(","):
-                results.append(run_cloudpacs(files, associations, args.workers, size, write_path))
-                console.print(f"  round {round_number + 1}: {describe(results[-1])}")
-    if args.small_studies:
-        studies = generate_small_studies(args.small_studies)
-        studies_size = sum(path.stat().st_size for path in studies)
-        if not args.skip_orthanc:
-            small_results.append(run_orthanc(studies, 8, studies_size))
-            console.print(f"  small studies: {describe(small_results[-1])}")
-        small_results.append(run_cloudpacs(studies, 8, args.workers, studies_size))
-        console.print(f"  small studies: {describe(small_results[-1])}")
+    postgres_url = (
+        os.environ.get("PACS_TEST_POSTGRES_URL") if Path(ORTHANC_PG_PLUGIN).exists() else None
+    )
+    results = measure_series(files, size, args, postgres_url)
+    small_results = measure_small_studies(args) if args.small_studies else []
     summary = summarise(results)
     print_table(summary, args.workers, args.rounds)
     if small_results:
