@@ -18,8 +18,6 @@ def make_s3_client(settings: S3Settings) -> S3Client:
     timeouts, path-style addressing (S3-compatible servers) and TLS verification as configured."""
     config = Config(
         region_name=settings.region,
-        # SigV4 also for pre-signed URLs (storage's grants); botocore would presign SigV2.
-        signature_version="s3v4",
         retries={"max_attempts": settings.max_attempts, "mode": "standard"},
         connect_timeout=settings.connect_timeout_s,
         read_timeout=settings.read_timeout_s,

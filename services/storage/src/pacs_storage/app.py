@@ -47,12 +47,9 @@ class StorageApp(HostedApp):
     def __init__(self, settings: StorageSettings) -> None:
         self.settings = settings
         self.s3 = make_s3_client(settings.s3)
-        presigner = None
-        if settings.grant_s3_endpoint:
-            presigner = make_s3_client(
-                settings.s3.model_copy(update={"endpoint": settings.grant_s3_endpoint})
-            )
-        self.bucket = Bucket(self.s3, settings.s3, sse_arguments(settings), presigner)
+        self.bucket = Bucket(
+            self.s3, settings.s3, sse_arguments(settings), settings.grant_s3_endpoint
+        )
         self.announcer = Announcer(
             settings.kafka, settings.service_name, settings.kafka_retry_s, self._kafka_changed
         )

@@ -111,18 +111,15 @@ class Grants:
         expires_s = self.settings.grant_ttl_s
         token = pb.WriteGrantToken(version_id=version_id)
         if not request.part_sha256:
-            url, headers = self.bucket.presign(
-                "PutObject",
-                {
-                    "Key": key,
-                    "ContentLength": request.size,
-                    "ChecksumSHA256": b64_digest(bytes.fromhex(sha)),
-                    "Metadata": metadata,
-                    "ContentType": "application/dicom",
-                    "IfNoneMatch": "*",
-                },
-                expires_s,
-            )
+            headers = {
+                "Content-Length": str(request.size),
+                "Content-Type": "application/dicom",
+                "x-amz-checksum-sha256": b64_digest(bytes.fromhex(sha)),
+                "If-None-Match": "*",
+                **{f"x-amz-meta-{name}": value for name, value in metadata.items()},
+                **self.bucket.sse_headers,
+            }
+            url, headers = self.bucket.presign("PUT", key, headers, expires_s)
             requests = [pb.SignedRequest(method="PUT", url=url, headers=headers)]
         else:
             part_shas = _checked_parts(request)
@@ -134,15 +131,14 @@ class Grants:
                 offset = (number - 1) * request.part_size
                 length = min(request.part_size, request.size - offset)
                 url, headers = self.bucket.presign(
-                    "UploadPart",
+                    "PUT",
+                    key,
                     {
-                        "Key": key,
-                        "UploadId": upload_id,
-                        "PartNumber": number,
-                        "ContentLength": length,
-                        "ChecksumSHA256": b64_digest(bytes.fromhex(part_sha)),
+                        "Content-Length": str(length),
+                        "x-amz-checksum-sha256": b64_digest(bytes.fromhex(part_sha)),
                     },
                     expires_s,
+                    {"partNumber": str(number), "uploadId": upload_id},
                 )
                 requests.append(
                     pb.SignedRequest(
@@ -262,7 +258,7 @@ class Grants:
         check_instance(ref)
         key, stored = await locate(self.bucket, ref, request.version_id)
         expires_s = self.settings.grant_ttl_s
-        url, headers = self.bucket.presign("GetObject", {"Key": key}, expires_s)
+        url, headers = self.bucket.presign("GET", key, {}, expires_s)
         now = datetime.now(UTC)
         return pb.GrantReadResponse(
             object=object_info(ref, stored),
