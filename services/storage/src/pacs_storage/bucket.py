@@ -416,6 +416,15 @@ class Bucket:
                 return parts
             marker = int(response.get("NextPartNumberMarker", 0))
 
+    async def delete_many(self, keys: list[str]) -> None:
+        """Remove up to 1000 objects in one request (missing ones are no error)."""
+        await self._call(
+            "delete_objects",
+            self.client.delete_objects,
+            Bucket=self.name,
+            Delete={"Objects": [{"Key": key} for key in keys], "Quiet": True},
+        )
+
     async def delete(self, key: str) -> None:
         """Remove one object (no error if it is already gone)."""
         await self._call("delete_object", self.client.delete_object, Bucket=self.name, Key=key)

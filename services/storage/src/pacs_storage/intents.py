@@ -9,7 +9,8 @@ The mechanism is an **intent record written before the change**, in the same buc
 * before an object is written (``Put``, or ``GrantWrite`` before it signs anything) storage
   writes ``_intents/<time>-<id>`` naming the key, the SHA-256 and the version id; before a
   ``Delete``, one naming the key to remove;
-* once the change is announced, the intent is removed (off the request's critical path);
+* once the change is announced, the intent is removed (off the request's critical path, many
+  at a time: one DeleteObjects request per half second);
 * :class:`Reconciler` lists ``_intents/`` and takes every intent older than
   ``reconcile_after_s``: a write whose object is present with the intent's SHA-256 is announced
   (again, if it was: consumers are idempotent by SOP Instance UID); one whose object is absent
@@ -19,7 +20,8 @@ The mechanism is an **intent record written before the change**, in the same buc
 Why this and not a scan: the ``_intents/`` prefix holds only changes in flight and the few that
 failed, never the archive, so a pass costs one LIST page at any bucket size (100 million objects
 included), where comparing recent keys with the event log would need a time-ordered listing S3
-does not have. The price is one small PUT before and one DELETE after each change.
+does not have. The price is one small PUT before each change, and a share of one batched
+DeleteObjects after it.
 """
 
 from __future__ import annotations
@@ -56,6 +58,8 @@ INTENTS_PREFIX = "_intents/"
 # a delete, and a write into it at that moment fails; the sentinel keeps it.
 SENTINEL_KEY = f"{INTENTS_PREFIX}~sentinel"
 _TIME = "%Y%m%dT%H%M%S"
+# Removals of settled intents are gathered this long and sent as one request.
+_CLEAR_BATCH_S = 0.5
 _RECORD_KEY = re.compile(r"^_intents/[0-9]{8}T[0-9]{6}-[0-9a-f]{32}$")
 
 
@@ -88,7 +92,8 @@ class IntentLog:
 
     def __init__(self, bucket: Bucket) -> None:
         self.bucket = bucket
-        self._clearing: set[asyncio.Task[None]] = set()
+        self._to_clear: list[str] = []
+        self._flusher: asyncio.Task[None] | None = None
         self._sentinel_written = False
 
     async def record(self, intent: Intent) -> str:
@@ -107,23 +112,32 @@ class IntentLog:
         return record_key
 
     def clear_later(self, record_key: str) -> None:
-        """Remove an intent once its change was announced, without waiting (a failure only
+        """Remove an intent once its change was announced, without waiting: removals are
+        gathered and sent as one DeleteObjects request per ``_CLEAR_BATCH_S`` (a failure only
         leaves work for the reconciler, which then finds the change announced)."""
         if not is_record_key(record_key):
             return
-        task = asyncio.create_task(self._clear(record_key), name="intent-clear")
-        self._clearing.add(task)
-        task.add_done_callback(self._clearing.discard)
+        self._to_clear.append(record_key)
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush_soon(), name="intent-clear")
 
-    async def _clear(self, record_key: str) -> None:
-        with contextlib.suppress(PacsError):
-            await self.bucket.delete(record_key)
+    async def _flush_soon(self) -> None:
+        await asyncio.sleep(_CLEAR_BATCH_S)
+        await self._flush()
+
+    async def _flush(self) -> None:
+        while self._to_clear:
+            batch, self._to_clear = self._to_clear[:1000], self._to_clear[1000:]
+            with contextlib.suppress(PacsError):
+                await self.bucket.delete_many(batch)
 
     async def drain(self) -> None:
-        """Wait for the removals in flight (at stop)."""
-        for task in list(self._clearing):
-            with contextlib.suppress(BaseException):
-                await task
+        """Send the removals still gathered (at stop)."""
+        if self._flusher is not None and not self._flusher.done():
+            self._flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._flusher
+        await self._flush()
 
 
 class Reconciler:
