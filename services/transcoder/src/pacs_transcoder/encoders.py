@@ -33,8 +33,8 @@ class LossyOptions:
     """libjpeg quality 1-100 for JPEG Baseline/Extended."""
     jpegls_near: int = 2
     """JPEG-LS NEAR: the largest error per sample (PS3.5 8.2.3)."""
-    j2k_ratio: int = 10
-    """Target compression ratio of lossy JPEG 2000."""
+    j2k_psnr: int = 50
+    """Target peak signal-to-noise ratio (dB) of lossy JPEG 2000 (OpenJPEG's quality layer)."""
     htj2k_quantization: float = 0.002
     """OpenJPH base quantization step of lossy HTJ2K (smaller: better quality, bigger)."""
 
@@ -113,6 +113,7 @@ def _jpeg_lossless(frame: np.ndarray, d: PixelDescription, predictor: int) -> tu
         raise NotEncodableError("JPEG lossless carries at most 16 bits per sample")
     samples = _unsigned_bits(frame, d)
     precision = max(2, d.bits_stored)
+    # Samples are coded as they are (no colour conversion in lossless JPEG), YBR ones too.
     encoded = imagecodecs.jpeg8_encode(
         samples, lossless=True, predictor=predictor, bitspersample=precision
     )
@@ -136,7 +137,7 @@ def _j2k(frame: np.ndarray, d: PixelDescription, lossy: bool, options: LossyOpti
     color = d.samples_per_pixel == 3 and d.photometric_interpretation == "RGB"
     encoded = imagecodecs.jpeg2k_encode(
         np.ascontiguousarray(frame),
-        level=options.j2k_ratio if lossy else None,
+        level=options.j2k_psnr if lossy else None,
         codecformat="J2K",
         bitspersample=d.bits_stored,
         resolutions=_decompositions(d.rows, d.columns) + 1,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
-from typing import BinaryIO
+from typing import IO, BinaryIO, cast
 
 import numpy as np
 from pydicom import dcmread, uid
@@ -51,7 +51,7 @@ class PixelDescription:
         return replace(self, photometric_interpretation=value)
 
 
-def read_header(source: BinaryIO) -> Dataset:
+def read_header(source: IO[bytes]) -> Dataset:
     """The dataset up to (not including) Pixel Data, with its file meta.
 
     Raises:
@@ -117,14 +117,14 @@ def decoded_photometric(stored_syntax: str, stored: PixelDescription) -> tuple[s
     return photometric, True
 
 
-def iter_frames(source: BinaryIO, raw: bool) -> Iterator[np.ndarray]:
+def iter_frames(source: IO[bytes], raw: bool) -> Iterator[np.ndarray]:
     """Decoded frames, one at a time, each (rows, columns[, samples]) with interleaved samples.
 
     Raises:
         UnsupportedImageError: a frame cannot be decoded.
     """
     source.seek(0)
-    frames = iter_pixels(source, raw=raw)
+    frames = iter_pixels(cast(BinaryIO, source), raw=raw)
     index = 0
     while True:
         try:
@@ -134,4 +134,6 @@ def iter_frames(source: BinaryIO, raw: bool) -> Iterator[np.ndarray]:
         except Exception as exc:
             raise UnsupportedImageError(f"frame {index} cannot be decoded: {exc}") from exc
         index += 1
+        if not frame.dtype.isnative:  # big endian sources: the encoders want native order
+            frame = frame.astype(frame.dtype.newbyteorder("="))
         yield frame

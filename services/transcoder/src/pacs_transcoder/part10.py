@@ -14,7 +14,7 @@ import shutil
 import struct
 import tempfile
 import zlib
-from typing import BinaryIO
+from typing import IO
 
 from pydicom import uid
 from pydicom.dataset import Dataset, FileMetaDataset
@@ -67,7 +67,7 @@ def add_extended_offsets(header: Dataset, spool: FrameSpool) -> None:
 class _DeflatingWriter:
     """A write-only stream that deflates into another (PS3.5 A.5: raw deflate, no header)."""
 
-    def __init__(self, target: BinaryIO) -> None:
+    def __init__(self, target: IO[bytes]) -> None:
         self.target = target
         self.compressor = zlib.compressobj(6, zlib.DEFLATED, -zlib.MAX_WBITS)
         self.written = 0
@@ -100,7 +100,7 @@ def _header_bytes(header: Dataset, implicit: bool) -> bytes:
     return buffer.getvalue()
 
 
-def write_preamble_and_meta(out: BinaryIO, file_meta: FileMetaDataset) -> None:
+def write_preamble_and_meta(out: IO[bytes], file_meta: FileMetaDataset) -> None:
     """128-byte preamble, ``DICM`` and the File Meta Information group (PS3.10 7.1)."""
     out.write(b"\x00" * 128 + b"DICM")
     buffer = DicomBytesIO()
@@ -108,7 +108,7 @@ def write_preamble_and_meta(out: BinaryIO, file_meta: FileMetaDataset) -> None:
     out.write(buffer.getvalue())
 
 
-def write_encapsulated(out: BinaryIO, header: Dataset, spool: FrameSpool) -> None:
+def write_encapsulated(out: IO[bytes], header: Dataset, spool: FrameSpool) -> None:
     """The dataset with encapsulated Pixel Data: offset table item, then one item per frame."""
     out.write(_header_bytes(header, implicit=False))
     out.write(_element_header(False, b"OB", _UNDEFINED))
@@ -125,12 +125,12 @@ def write_encapsulated(out: BinaryIO, header: Dataset, spool: FrameSpool) -> Non
 class NativeWriter:
     """Writes the dataset with native Pixel Data, frame by frame (deflated for PS3.5 A.5)."""
 
-    def __init__(self, out: BinaryIO, header: Dataset, transfer_syntax: str, length: int) -> None:
+    def __init__(self, out: IO[bytes], header: Dataset, transfer_syntax: str, length: int) -> None:
         implicit = transfer_syntax == uid.ImplicitVRLittleEndian
         self._deflating = (
             _DeflatingWriter(out) if transfer_syntax == uid.DeflatedExplicitVRLittleEndian else None
         )
-        self._out: _DeflatingWriter | BinaryIO = self._deflating or out
+        self._out: _DeflatingWriter | IO[bytes] = self._deflating or out
         self._pad = length % 2
         vr = b"OW" if int(header.BitsAllocated) > 8 else b"OB"
         self._out.write(_header_bytes(header, implicit))

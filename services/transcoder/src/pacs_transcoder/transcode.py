@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import IO
 
 from pydicom import uid
 from pydicom.dataset import Dataset, FileMetaDataset
@@ -108,8 +108,8 @@ def _mark_lossy(header: Dataset, syntax: Syntax, ratio: float, uid_root: str | N
 
 
 def transcode(
-    source: BinaryIO,
-    out: BinaryIO,
+    source: IO[bytes],
+    out: IO[bytes],
     transfer_syntax: str,
     *,
     allow_lossy: bool = False,
@@ -185,8 +185,8 @@ def transcode(
 
 
 def _write_native(  # noqa: PLR0917  (one call site; the arguments are the transcoding's state)
-    source: BinaryIO,
-    out: BinaryIO,
+    source: IO[bytes],
+    out: IO[bytes],
     header: Dataset,
     syntax: Syntax,
     decoded: frames.PixelDescription,
