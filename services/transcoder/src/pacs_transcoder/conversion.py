@@ -114,6 +114,7 @@ class Converter:
             while chunk := source.read(1024 * 1024):
                 copy.write(chunk)
             result = _unchanged(source, stored)
+            copy.seek(0)
             return Converted(result, copy, size, unchanged=True)
         output = self.new_spool()
         try:
@@ -166,6 +167,7 @@ def _stored_syntax(source: Spool) -> str:
 
 
 def _unchanged(source: Spool, stored: str) -> TranscodeResult:
+    source.seek(0)
     header = dcmread(source, stop_before_pixels=True)
     source.seek(0)
     lossy = header.get("LossyImageCompression") == "01"
