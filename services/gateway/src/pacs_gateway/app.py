@@ -18,6 +18,7 @@ from pacs.ingest.v1 import ingest_service_pb2, ingest_service_pb2_grpc
 from pacs.query.v1 import query_service_pb2_grpc
 from pacs.storage.v1 import storage_service_pb2
 from pacs_common.clients.storage import StorageClient
+from pacs_common.clients.transcode import TranscodeClient
 from pacs_common.grpc_client import open_channel
 from pacs_common.metrics import MetricsServer
 from pacs_common.service_host import ServiceHost
@@ -53,6 +54,8 @@ def quiet_pynetdicom() -> None:
     pynetdicom_config.LOG_HANDLER_LEVEL = "none"
     pynetdicom_config.LOG_REQUEST_IDENTIFIERS = False
     pynetdicom_config.LOG_RESPONSE_IDENTIFIERS = False
+    # Retrieve yields files, sent in PDU-sized chunks rather than decoded (dimse.retrieve).
+    pynetdicom_config.STORE_SEND_CHUNKED_DATASET = True
 
 
 class _Clients:
@@ -62,6 +65,16 @@ class _Clients:
         self.storage_channel = open_channel(settings.storage_target, settings.grpc_tls)
         self.indexer_channel = open_channel(settings.indexer_target, settings.grpc_tls)
         self.storage = StorageClient(self.storage_channel)
+        self.transcoder_channel = (
+            open_channel(settings.transcoder_target, settings.grpc_tls)
+            if settings.transcoder_target
+            else None
+        )
+        self.transcoder = (
+            TranscodeClient(self.transcoder_channel, timeout=settings.transcode_timeout)
+            if self.transcoder_channel is not None
+            else None
+        )
         self.finder = Finder(
             query_service_pb2_grpc.QueryServiceStub(self.indexer_channel), settings.query_timeout
         )
@@ -80,6 +93,8 @@ class _Clients:
     async def close(self) -> None:
         await self.storage_channel.close(None)
         await self.indexer_channel.close(None)
+        if self.transcoder_channel is not None:
+            await self.transcoder_channel.close(None)
 
 
 class GatewayApp:
@@ -216,11 +231,18 @@ class GatewayApp:
             timeout_s=settings.query_timeout,
         )
         retrieve = RetrieveScp(
-            Retriever(clients.finder, clients.storage, settings.find_page_size),
+            Retriever(
+                clients.finder,
+                clients.storage,
+                settings.find_page_size,
+                clients.transcoder,
+                settings.retrieve_spool_dir,
+            ),
             self._io,
             self.callers.get,
             self.destination,
-            max(settings.query_timeout, settings.storage_timeout),
+            max(settings.query_timeout, settings.storage_timeout, settings.transcode_timeout),
+            lossy_fallback=settings.retrieve_lossy_fallback,
         )
         self._commitment = StorageCommitmentScp(
             Committer(clients.finder, clients.storage, self._recent, settings.commitment_wait_s),
