@@ -64,7 +64,11 @@ def generated(
     pixels = values.astype(dtype)
 
     ds = Dataset()
-    ds.SOPClassUID = SecondaryCaptureImageStorage
+    # Multi-frame Secondary Capture: true colour, grayscale byte, grayscale word (PS3.4 B.5).
+    multiframe = "1.2.840.10008.5.1.4.1.1.7." + (
+        "4" if samples > 1 else "2" if allocated == 8 else "3"
+    )
+    ds.SOPClassUID = multiframe if frames > 1 else SecondaryCaptureImageStorage
     ds.SOPInstanceUID = generate_uid()
     ds.StudyInstanceUID = generate_uid()
     ds.SeriesInstanceUID = generate_uid()

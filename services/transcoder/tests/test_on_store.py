@@ -16,6 +16,7 @@ from pacs_common.dicom import instance_ref_of
 from pacs_common.events import header
 from pacs_transcoder.app import TranscoderApp
 from pacs_transcoder.policy import PolicyRule
+from pacs_transcoder.settings import TranscoderSettings
 from pixels import dataset_of, pixels_of
 from pydicom import uid
 from samples import sample_bytes
@@ -108,8 +109,6 @@ async def test_modalities_without_a_rule_and_lossy_sources_are_kept(
 
 
 def test_a_lossy_rule_must_say_so() -> None:
-    from pacs_transcoder.settings import TranscoderSettings
-
     with pytest.raises(ValueError, match="lossy"):
         TranscoderSettings(policy=[PolicyRule(modality="US", transfer_syntax=uid.JPEGBaseline8Bit)])
     TranscoderSettings(
