@@ -154,9 +154,12 @@ def _htj2k(frame: np.ndarray, d: PixelDescription, syntax: Syntax, options: Loss
         if syntax.rpcl
         else _decompositions(d.rows, d.columns)
     )
+    # OpenJPH codes every sample at the array's bit width: a step relative to that width would
+    # be coarser for 12 bits in 16 than for 16 in 16; scale it to Bits Stored instead.
+    step = options.htj2k_quantization * 2.0 ** (d.bits_stored - 8 * frame.dtype.itemsize)
     encoded = imagecodecs.htj2k_encode(
         np.ascontiguousarray(frame),
-        level=options.htj2k_quantization if syntax.lossy else None,
+        level=step if syntax.lossy else None,
         rgb=color,
         resolutions=levels,
         reversible=not syntax.lossy,
