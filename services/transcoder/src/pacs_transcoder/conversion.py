@@ -18,12 +18,12 @@ from dataclasses import dataclass
 from typing import IO
 
 from pacs_common.errors import ResourceExhaustedError
+from pacs_common.metrics import TRANSCODE_BYTES, TRANSCODE_DURATION
 from pydicom import dcmread
 from pydicom.errors import InvalidDicomError
 
 from pacs_transcoder.encoders import LossyOptions
 from pacs_transcoder.errors import UnsupportedImageError
-from pacs_transcoder.metrics import TRANSCODE_BYTES, TRANSCODE_DURATION
 from pacs_transcoder.transcode import TranscodeResult, transcode
 
 Spool = IO[bytes]

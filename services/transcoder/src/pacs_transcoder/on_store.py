@@ -29,11 +29,11 @@ from pacs_common.clients.storage import StorageClient
 from pacs_common.dicom import UnreadableDicomError, read_header
 from pacs_common.errors import InvalidArgumentError, NotFoundError
 from pacs_common.events import TOPIC_INSTANCES, EventPublisher, event_type, header, now_rfc3339
+from pacs_common.metrics import TRANSCODE_POLICY_OUTCOMES
 from pydicom import dcmread
 from pydicom.tag import Tag
 
 from pacs_transcoder.conversion import Converted, Converter, Spool
-from pacs_transcoder.metrics import POLICY_OUTCOMES
 from pacs_transcoder.policy import PolicyRule, rule_for
 
 log = logging.getLogger(__name__)
@@ -93,13 +93,13 @@ class OnStoreHandler:
         syntax = ref.transfer_syntax_uid
         candidates = [r for r in self.rules if r.tenant in ("*", ref.tenant)]
         if not any(r.applies_to(syntax) for r in candidates):
-            POLICY_OUTCOMES.labels("kept").inc()
+            TRANSCODE_POLICY_OUTCOMES.labels("kept").inc()
             return
         modality = _modality_of(stored.header_part10)
         if modality is not None:
             rule = rule_for(self.rules, ref.tenant, modality)
             if rule is None or not rule.applies_to(syntax):
-                POLICY_OUTCOMES.labels("kept").inc()
+                TRANSCODE_POLICY_OUTCOMES.labels("kept").inc()
                 return
         await self._apply(info, modality)
 
@@ -108,7 +108,7 @@ class OnStoreHandler:
         try:
             current = await self.storage.head(ref)
         except NotFoundError:
-            POLICY_OUTCOMES.labels("gone").inc()
+            TRANSCODE_POLICY_OUTCOMES.labels("gone").inc()
             return  # deleted since: nothing to do
         if current.version_id != info.version_id:
             await self._reannounce(info, current, modality)
@@ -120,7 +120,7 @@ class OnStoreHandler:
                 modality = await asyncio.to_thread(_modality_in, source)
             rule = rule_for(self.rules, ref.tenant, modality)
             if rule is None or not rule.applies_to(ref.transfer_syntax_uid):
-                POLICY_OUTCOMES.labels("kept").inc()
+                TRANSCODE_POLICY_OUTCOMES.labels("kept").inc()
                 return
             converted = await self.converter.convert(source, rule.transfer_syntax, rule.lossy)
         finally:
@@ -146,7 +146,7 @@ class OnStoreHandler:
             expected_sha256=digest,
         )
         await self._announce(response.object, info, rule)
-        POLICY_OUTCOMES.labels("transcoded").inc()
+        TRANSCODE_POLICY_OUTCOMES.labels("transcoded").inc()
         log.info(
             "instance transcoded on store",
             extra={
@@ -167,7 +167,7 @@ class OnStoreHandler:
         rule = rule_for(self.rules, info.instance.tenant, modality) if modality else None
         if rule is not None and current.instance.transfer_syntax_uid == rule.transfer_syntax:
             await self._announce(current, info, rule)
-        POLICY_OUTCOMES.labels("superseded").inc()
+        TRANSCODE_POLICY_OUTCOMES.labels("superseded").inc()
 
     async def _announce(
         self, written: instance_pb2.ObjectInfo, source: instance_pb2.ObjectInfo, rule: PolicyRule

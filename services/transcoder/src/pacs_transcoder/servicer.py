@@ -17,9 +17,9 @@ from pacs.transcode.v1 import transcode_service_pb2_grpc as pb_grpc
 from pacs_common.auth import AuthorizationInterceptor, AuthSettings, Role, caller_of
 from pacs_common.clients.storage import StorageClient
 from pacs_common.errors import InvalidArgumentError, PacsError
+from pacs_common.metrics import TRANSCODE_FAILURES
 
 from pacs_transcoder.conversion import Converted, Converter
-from pacs_transcoder.metrics import TRANSCODE_FAILURES
 
 _Context = grpc.aio.ServicerContext[Any, Any]
 
