@@ -705,6 +705,7 @@ def transcoder() -> Dashboard:
         .build()
     )
 
+
 DASHBOARDS = {
     "ingest-overview": ingest_overview,
     "service-health": service_health,
