@@ -115,7 +115,7 @@ async def test_cli_needs_a_token_and_reads_only_its_tenant(
         instance=ref, options=pb.TranscodeOptions(transfer_syntax_uid=uid.RLELossless)
     )
 
-    async def first_message(tenant_of_token: str) -> pb.TranscodeResponse:
+    async def first_message(tenant_of_token: str) -> pb.TranscodeStoredResponse:
         metadata = hydra.metadata(tenant_of_token, ["retrieve"])
         async for message in cli.stub.TranscodeStored(request, metadata=metadata):
             return message

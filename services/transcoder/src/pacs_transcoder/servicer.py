@@ -39,19 +39,17 @@ def _check_options(options: pb.TranscodeOptions) -> str:
     return syntax
 
 
-def _result_message(converted: Converted) -> pb.TranscodeResponse:
+def _result(converted: Converted) -> pb.TranscodeResult:
     result = converted.result
-    return pb.TranscodeResponse(
-        result=pb.TranscodeResult(
-            source_transfer_syntax_uid=result.source_transfer_syntax,
-            transfer_syntax_uid=result.transfer_syntax,
-            sop_instance_uid=result.sop_instance_uid,
-            lossy=result.lossy,
-            new_instance=result.new_instance,
-            frames=result.frames,
-            size=converted.size,
-            unchanged=converted.unchanged,
-        )
+    return pb.TranscodeResult(
+        source_transfer_syntax_uid=result.source_transfer_syntax,
+        transfer_syntax_uid=result.transfer_syntax,
+        sop_instance_uid=result.sop_instance_uid,
+        lossy=result.lossy,
+        new_instance=result.new_instance,
+        frames=result.frames,
+        size=converted.size,
+        unchanged=converted.unchanged,
     )
 
 
@@ -84,12 +82,15 @@ class TranscodeServicer(pb_grpc.TranscodeServiceServicer):
             raise InvalidArgumentError("the first Transcode message must carry the header")
         options = first.header.options
         syntax = _check_options(options)
-        async for message in self._run(_chunks_after_header(requests), syntax, options):
-            yield message
+        async for result, chunk in self._run(_chunks_after_header(requests), syntax, options):
+            if result is not None:
+                yield pb.TranscodeResponse(result=result)
+            else:
+                yield pb.TranscodeResponse(chunk=chunk)
 
     async def TranscodeStored(  # noqa: N802
         self, request: pb.TranscodeStoredRequest, context: _Context
-    ) -> AsyncIterator[pb.TranscodeResponse]:
+    ) -> AsyncIterator[pb.TranscodeStoredResponse]:
         syntax = _check_options(request.options)
         instance = request.instance
         tenant = caller_of(context).tenant_for(instance.tenant)
@@ -97,17 +98,21 @@ class TranscodeServicer(pb_grpc.TranscodeServiceServicer):
         ref.CopyFrom(instance)
         ref.tenant = tenant
         _, chunks = await self.storage.open(ref, version_id=request.version_id)
-        async for message in self._run(chunks, syntax, request.options):
-            yield message
+        async for result, chunk in self._run(chunks, syntax, request.options):
+            if result is not None:
+                yield pb.TranscodeStoredResponse(result=result)
+            else:
+                yield pb.TranscodeStoredResponse(chunk=chunk)
 
     async def _run(
         self, chunks: AsyncIterator[bytes], syntax: str, options: pb.TranscodeOptions
-    ) -> AsyncIterator[pb.TranscodeResponse]:
+    ) -> AsyncIterator[tuple[pb.TranscodeResult | None, bytes]]:
+        """The result first, then the output's chunks."""
         try:
             async with self.converter.converted(chunks, syntax, options.allow_lossy) as done:
-                yield _result_message(done)
+                yield _result(done), b""
                 async for chunk in done.chunks(self.chunk_size):
-                    yield pb.TranscodeResponse(chunk=chunk)
+                    yield None, chunk
         except PacsError as exc:
             TRANSCODE_FAILURES.labels(type(exc).__name__).inc()
             raise

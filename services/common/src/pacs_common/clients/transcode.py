@@ -122,12 +122,16 @@ class TranscodeClient:
         return result, b"".join([chunk async for chunk in chunks])
 
 
+Answer = pb.TranscodeResponse | pb.TranscodeStoredResponse
+"""The two RPCs' answers have the same shape (buf wants one response message per RPC)."""
+
+
 async def _result_and_chunks(
-    call: AsyncIterable[pb.TranscodeResponse],
+    call: AsyncIterable[Answer],
 ) -> tuple[pb.TranscodeResult, AsyncIterator[bytes]]:
-    stream = aiter(call)
+    stream: AsyncIterator[Answer] = aiter(call)
     with translated(SERVICE):
-        first: pb.TranscodeResponse = await anext(stream)
+        first: pb.TranscodeResponse | pb.TranscodeStoredResponse = await anext(stream)
 
     async def chunks() -> AsyncIterator[bytes]:
         with translated(SERVICE):

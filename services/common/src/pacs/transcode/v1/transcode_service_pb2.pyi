@@ -214,3 +214,33 @@ class TranscodeResponse(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType_part) -> _WhichOneofReturnType_part | None: ...
 
 Global___TranscodeResponse: _TypeAlias = TranscodeResponse  # noqa: Y015
+
+@_typing.final
+class TranscodeStoredResponse(_message.Message):
+    """TranscodeStoredResponse is one message of the answer to TranscodeStored."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESULT_FIELD_NUMBER: _builtins.int
+    CHUNK_FIELD_NUMBER: _builtins.int
+    chunk: _builtins.bytes
+    """The next bytes of the output Part 10 object."""
+    @_builtins.property
+    def result(self) -> Global___TranscodeResult:
+        """The result; the first message."""
+
+    def __init__(
+        self,
+        *,
+        result: Global___TranscodeResult | None = ...,
+        chunk: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["chunk", b"chunk", "part", b"part", "result", b"result"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunk", b"chunk", "part", b"part", "result", b"result"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_part: _TypeAlias = _typing.Literal["result", "chunk"]  # noqa: Y015
+    _WhichOneofArgType_part: _TypeAlias = _typing.Literal["part", b"part"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_part) -> _WhichOneofReturnType_part | None: ...
+
+Global___TranscodeStoredResponse: _TypeAlias = TranscodeStoredResponse  # noqa: Y015

@@ -46,7 +46,7 @@ class TranscodeServiceStub:
         self.TranscodeStored = channel.unary_stream(
                 '/pacs.transcode.v1.TranscodeService/TranscodeStored',
                 request_serializer=pacs_dot_transcode_dot_v1_dot_transcode__service__pb2.TranscodeStoredRequest.SerializeToString,
-                response_deserializer=pacs_dot_transcode_dot_v1_dot_transcode__service__pb2.TranscodeResponse.FromString,
+                response_deserializer=pacs_dot_transcode_dot_v1_dot_transcode__service__pb2.TranscodeStoredResponse.FromString,
                 _registered_method=True)
 
 
@@ -83,7 +83,7 @@ def add_TranscodeServiceServicer_to_server(servicer, server):
             'TranscodeStored': grpc.unary_stream_rpc_method_handler(
                     servicer.TranscodeStored,
                     request_deserializer=pacs_dot_transcode_dot_v1_dot_transcode__service__pb2.TranscodeStoredRequest.FromString,
-                    response_serializer=pacs_dot_transcode_dot_v1_dot_transcode__service__pb2.TranscodeResponse.SerializeToString,
+                    response_serializer=pacs_dot_transcode_dot_v1_dot_transcode__service__pb2.TranscodeStoredResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -143,7 +143,7 @@ class TranscodeService:
             target,
             '/pacs.transcode.v1.TranscodeService/TranscodeStored',
             pacs_dot_transcode_dot_v1_dot_transcode__service__pb2.TranscodeStoredRequest.SerializeToString,
-            pacs_dot_transcode_dot_v1_dot_transcode__service__pb2.TranscodeResponse.FromString,
+            pacs_dot_transcode_dot_v1_dot_transcode__service__pb2.TranscodeStoredResponse.FromString,
             options,
             channel_credentials,
             insecure,

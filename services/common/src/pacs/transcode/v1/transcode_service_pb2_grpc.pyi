@@ -41,7 +41,7 @@ class TranscodeServiceStub:
     """Transcode converts an uploaded object: the first message carries the header, the next
     ones its bytes. The answer starts with the result, then the new object's bytes.
     """
-    TranscodeStored: _grpc.UnaryStreamMultiCallable[_transcode_service_pb2.TranscodeStoredRequest, _transcode_service_pb2.TranscodeResponse]
+    TranscodeStored: _grpc.UnaryStreamMultiCallable[_transcode_service_pb2.TranscodeStoredRequest, _transcode_service_pb2.TranscodeStoredResponse]
     """TranscodeStored converts a stored instance, read through storage in the caller's tenant."""
 
 @_typing.type_check_only
@@ -57,7 +57,7 @@ class TranscodeServiceAsyncStub(TranscodeServiceStub):
     """Transcode converts an uploaded object: the first message carries the header, the next
     ones its bytes. The answer starts with the result, then the new object's bytes.
     """
-    TranscodeStored: _aio.UnaryStreamMultiCallable[_transcode_service_pb2.TranscodeStoredRequest, _transcode_service_pb2.TranscodeResponse]  # type: ignore[assignment]
+    TranscodeStored: _aio.UnaryStreamMultiCallable[_transcode_service_pb2.TranscodeStoredRequest, _transcode_service_pb2.TranscodeStoredResponse]  # type: ignore[assignment]
     """TranscodeStored converts a stored instance, read through storage in the caller's tenant."""
 
 class TranscodeServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -82,7 +82,7 @@ class TranscodeServiceServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _transcode_service_pb2.TranscodeStoredRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_abc.Iterator[_transcode_service_pb2.TranscodeResponse], _abc.AsyncIterator[_transcode_service_pb2.TranscodeResponse]]:
+    ) -> _typing.Union[_abc.Iterator[_transcode_service_pb2.TranscodeStoredResponse], _abc.AsyncIterator[_transcode_service_pb2.TranscodeStoredResponse]]:
         """TranscodeStored converts a stored instance, read through storage in the caller's tenant."""
 
 def add_TranscodeServiceServicer_to_server(servicer: TranscodeServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
