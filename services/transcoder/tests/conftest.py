@@ -5,26 +5,21 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-# The tests' helper modules (samples, pixels) sit beside them.
+# The tests' helper modules (transcoder_samples, transcoder_pixels, transcoder_events) sit
+# beside them; their names are unique so that suites of several services can run together.
 sys.path.insert(0, str(Path(__file__).parent))
 
 
-import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import grpc
 import pytest
-from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
 from pacs_common.clients.storage import StorageClient
 from pacs_common.clients.transcode import TranscodeClient
-from pacs_common.events import TOPIC_INSTANCES
 from pacs_common.grpc_client import open_channel
-from pacs_common.kafka_client import kafka_client_options
 from pacs_common.local import client_tls
 from pacs_common.s3 import make_s3_client
 from pacs_common.settings import KafkaSettings, S3Settings
@@ -33,6 +28,7 @@ from pacs_testkit.kafka import group_at_end_of_topic
 from pacs_testkit.storage import start_storage
 from pacs_transcoder.app import TranscoderApp, create_app
 from pacs_transcoder.settings import TranscoderSettings
+from transcoder_events import InstanceEvents, TranscoderFactory
 
 
 @pytest.fixture
@@ -48,9 +44,6 @@ async def storage(infra_env: dict[str, str], bucket_name: str) -> AsyncIterator[
                 client.delete_object(Bucket=bucket_name, Key=item["Key"])
         client.delete_bucket(Bucket=bucket_name)
     client.close()
-
-
-TranscoderFactory = Callable[..., Awaitable[TranscoderApp]]
 
 
 @pytest.fixture
@@ -114,59 +107,6 @@ def client(
 ) -> TranscodeClient:
     """The transcoder's client, as the gateway (a trusted service)."""
     return TranscodeClient(channel_as(transcoder, "gateway"), timeout=120)
-
-
-class InstanceEvents:
-    """Reads pacs.instances.v1 from its end (positioned before the test acts)."""
-
-    def __init__(self) -> None:
-        self.kafka = KafkaSettings()
-        self.consumer = AIOKafkaConsumer(
-            **kafka_client_options(self.kafka),
-            group_id=f"test-transcoder-read-{uuid.uuid4().hex[:8]}",
-            enable_auto_commit=False,
-            auto_offset_reset="latest",
-        )
-
-    async def start(self) -> None:
-        admin = AIOKafkaAdminClient(**kafka_client_options(self.kafka))
-        await admin.start()
-        try:
-            await admin.create_topics([NewTopic(TOPIC_INSTANCES, 3, 1)])
-        except TopicAlreadyExistsError:
-            pass
-        finally:
-            await admin.close()
-        await self.consumer.start()
-        partitions = None
-        for _ in range(100):
-            await self.consumer._client.force_metadata_update()
-            partitions = self.consumer.partitions_for_topic(TOPIC_INSTANCES)
-            if partitions:
-                break
-            await asyncio.sleep(0.1)
-        assert partitions
-        assigned = [TopicPartition(TOPIC_INSTANCES, p) for p in partitions]
-        self.consumer.assign(assigned)
-        await self.consumer.seek_to_end(*assigned)
-        for tp in assigned:
-            await self.consumer.position(tp)
-
-    async def next(
-        self, accept: Callable[[ConsumerRecord[bytes, bytes]], bool], within: float = 60.0
-    ) -> ConsumerRecord[bytes, bytes]:
-        """The next record ``accept`` approves."""
-
-        async def wait() -> ConsumerRecord[bytes, bytes]:
-            while True:
-                record = await self.consumer.getone()
-                if accept(record):
-                    return record
-
-        return await asyncio.wait_for(wait(), within)
-
-    async def stop(self) -> None:
-        await self.consumer.stop()
 
 
 @pytest.fixture

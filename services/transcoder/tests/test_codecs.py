@@ -13,9 +13,9 @@ from pacs_transcoder import part10
 from pacs_transcoder.errors import LossyRefusedError, NotEncodableError, UnsupportedImageError
 from pacs_transcoder.syntaxes import SYNTAXES
 from pacs_transcoder.transcode import transcode
-from pixels import dataset_of, pixels_of
 from pydicom import uid
-from samples import ALL_SAMPLES, generated, sample_bytes
+from transcoder_pixels import dataset_of, pixels_of
+from transcoder_samples import ALL_SAMPLES, generated, sample_bytes
 
 LOSSLESS = [s for s, syntax in SYNTAXES.items() if not syntax.lossy]
 # JPEG lossless carries at most 16 bits, JPEG-LS/J2K/HTJ2K too; the 32-bit samples are not here.

@@ -18,10 +18,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from pacs_transcoder.transcode import transcode
-from pixels import dataset_of, pixels_of
 from pydicom import dcmread, uid
 from pydicom.encaps import generate_frames
-from samples import ALL_SAMPLES, sample_bytes
+from transcoder_pixels import dataset_of, pixels_of
+from transcoder_samples import ALL_SAMPLES, sample_bytes
 
 TOOLS = ["dcmdrle", "dcmdjpeg", "dcmdjpls", "gdcmconv", "opj_decompress", "dciodvfy"]
 MISSING = [tool for tool in TOOLS if shutil.which(tool) is None]

@@ -17,11 +17,10 @@ from pacs_common.events import header
 from pacs_transcoder.app import TranscoderApp
 from pacs_transcoder.policy import PolicyRule
 from pacs_transcoder.settings import TranscoderSettings
-from pixels import dataset_of, pixels_of
 from pydicom import uid
-from samples import sample_bytes
-
-from conftest import InstanceEvents, TranscoderFactory
+from transcoder_events import InstanceEvents, TranscoderFactory
+from transcoder_pixels import dataset_of, pixels_of
+from transcoder_samples import sample_bytes
 
 _TRANSCODED = "pacs.events.v1.InstanceTranscoded"
 _STORED = "pacs.events.v1.InstanceStored"

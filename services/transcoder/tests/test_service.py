@@ -20,9 +20,9 @@ from pacs_common.errors import (
 )
 from pacs_testkit.hydra import Hydra
 from pacs_transcoder.app import TranscoderApp
-from pixels import dataset_of, pixels_of
 from pydicom import uid
-from samples import sample_bytes
+from transcoder_pixels import dataset_of, pixels_of
+from transcoder_samples import sample_bytes
 
 
 async def test_transcode_uploaded_bytes_bit_exact(client: TranscodeClient) -> None:
