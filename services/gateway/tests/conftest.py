@@ -64,12 +64,13 @@ def start_connected_gateway(
     querying its indexer and transcoding on retrieve through its transcoder."""
 
     async def start(**overrides: Any) -> GatewayApp:
-        return await start_gateway(
-            storage_target=f"127.0.0.1:{storage_app.grpc_port}",
-            indexer_target=f"127.0.0.1:{indexer_app.grpc_port}",
-            transcoder_target=f"127.0.0.1:{transcoder_app.grpc_port}",
+        settings = {
+            "storage_target": f"127.0.0.1:{storage_app.grpc_port}",
+            "indexer_target": f"127.0.0.1:{indexer_app.grpc_port}",
+            "transcoder_target": f"127.0.0.1:{transcoder_app.grpc_port}",
             **overrides,
-        )
+        }
+        return await start_gateway(**settings)
 
     return start
 

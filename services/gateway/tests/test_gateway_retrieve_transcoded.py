@@ -21,6 +21,7 @@ from pydicom.filewriter import write_file_meta_info
 from pydicom.pixels.utils import pixel_array
 from pydicom.uid import (
     HTJ2KLossless,
+    ImplicitVRLittleEndian,
     JPEG2000Lossless,
     JPEGLosslessSV1,
     JPEGLSLossless,
@@ -120,3 +121,27 @@ async def test_single_compressed_syntax_receiver_gets_it_bit_exact(
         original = originals.pop(str(copy.SOPInstanceUID))  # same instance, another encoding
         assert np.array_equal(pixel_array(copy), pixel_array(original))
     assert originals == {}
+
+
+async def test_without_a_transcoder_uncompressed_still_goes_to_implicit_only_receivers(
+    start_connected_gateway: Any, tmp_path: Path, tenant: str
+) -> None:
+    """Explicit to Implicit VR Little Endian needs no transcoder: pynetdicom re-encodes."""
+    registry = write_registry(
+        tmp_path / "registry.yaml",
+        {tenant: {"callers": [{"ae_title": "MODALITY", "networks": ["127.0.0.1/32"]}]}},
+    )
+    gateway = await start_connected_gateway(site_registry=registry, transcoder_target="")
+    paths = _study(tmp_path)[:1]  # CT_small, stored Explicit VR Little Endian
+    await stored_and_indexed(gateway.dicom_port, paths)
+    original = dcmread(paths[0])
+
+    responses, received = await asyncio.to_thread(
+        _c_get, gateway.dicom_port, str(original.StudyInstanceUID),
+        {str(original.SOPClassUID)}, ImplicitVRLittleEndian,
+    )  # fmt: skip
+
+    assert int(responses[-1].Status) == codes.SUCCESS
+    [(syntax, part10)] = received
+    assert syntax == ImplicitVRLittleEndian
+    assert np.array_equal(pixel_array(dcmread(io.BytesIO(part10))), pixel_array(original))

@@ -23,7 +23,8 @@ from typing import Any
 
 from pacs.type.v1 import instance_pb2
 from pacs_common.errors import PacsError
-from pacs_common.transfer_syntaxes import choose
+from pacs_common.transfer_syntaxes import Choice, choose
+from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pynetdicom.presentation import build_context
 
@@ -31,6 +32,7 @@ from pacs_gateway.admission import CallerOf
 from pacs_gateway.dimse import codes
 from pacs_gateway.dimse.handler_base import DimseHandler
 from pacs_gateway.dimse.retrieve_request import (
+    UNCOMPRESSED_OUT,
     Retriever,
     StoredFile,
     accepted_syntaxes,
@@ -161,8 +163,22 @@ class RetrieveScp(DimseHandler):
                 extra={"sop_instance_uid": ref.sop_instance_uid},
             )
             return unsendable(ref)
+        # Between the uncompressed little endian syntaxes pynetdicom re-encodes a dataset itself:
+        # without a transcoder that is still possible, at the price of the object in memory.
+        in_memory = (
+            choice.transcode
+            and not self._retriever.can_transcode
+            and {ref.transfer_syntax_uid, choice.transfer_syntax_uid} <= set(UNCOMPRESSED_OUT)
+        )
+        if in_memory:
+            choice = Choice(ref.transfer_syntax_uid, transcode=False)
         try:
             path = self.run(self._retriever.fetch_to_file(ref, choice))
+            if in_memory:
+                try:
+                    return dcmread(path)
+                finally:
+                    path.unlink(missing_ok=True)
         except (PacsError, TimeoutError) as exc:
             log.warning(
                 "instance not sent",

@@ -153,6 +153,11 @@ class Retriever:
 
         return list(await asyncio.gather(*(head(ref) for ref in refs)))
 
+    @property
+    def can_transcode(self) -> bool:
+        """True when a transcoder is configured."""
+        return self._transcoder is not None
+
     async def fetch_to_file(self, ref: instance_pb2.InstanceRef, choice: Choice) -> Path:
         """One instance in the chosen syntax, in a temporary file (the caller removes it): the
         stored bytes (SHA-256 verified by storage) or the transcoder's output, written as they
