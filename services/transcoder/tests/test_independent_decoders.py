@@ -23,6 +23,8 @@ from pydicom.encaps import generate_frames
 from transcoder_pixels import dataset_of, pixels_of
 from transcoder_samples import ALL_SAMPLES, sample_bytes
 
+pytestmark = pytest.mark.integration  # needs the Debian tools of infra/bootstrap.sh (make test)
+
 TOOLS = ["dcmdrle", "dcmdjpeg", "dcmdjpls", "gdcmconv", "opj_decompress", "dciodvfy"]
 MISSING = [tool for tool in TOOLS if shutil.which(tool) is None]
 if MISSING:  # infra/bootstrap.sh installs them; without them this proof cannot be made

@@ -65,6 +65,10 @@ class _Clients:
         self.storage_channel = open_channel(settings.storage_target, settings.grpc_tls)
         self.indexer_channel = open_channel(settings.indexer_target, settings.grpc_tls)
         self.storage = StorageClient(self.storage_channel)
+        self.finder = Finder(
+            query_service_pb2_grpc.QueryServiceStub(self.indexer_channel), settings.query_timeout
+        )
+        # Retrieve asks the transcoder when a receiver does not accept the stored syntax.
         self.transcoder_channel = (
             open_channel(settings.transcoder_target, settings.grpc_tls)
             if settings.transcoder_target
@@ -74,9 +78,6 @@ class _Clients:
             TranscodeClient(self.transcoder_channel, timeout=settings.transcode_timeout)
             if self.transcoder_channel is not None
             else None
-        )
-        self.finder = Finder(
-            query_service_pb2_grpc.QueryServiceStub(self.indexer_channel), settings.query_timeout
         )
 
     async def storage_ready(self) -> bool:
