@@ -14,6 +14,7 @@ from pacs.events.v1 import instance_events_pb2 as events_pb
 from pacs_common.clients.storage import StorageClient
 from pacs_common.dicom import instance_ref_of
 from pacs_common.events import header
+from pacs_common.settings import KafkaSettings
 from pacs_transcoder.app import TranscoderApp
 from pacs_transcoder.policy import PolicyRule
 from pacs_transcoder.settings import TranscoderSettings
@@ -108,10 +109,14 @@ async def test_modalities_without_a_rule_and_lossy_sources_are_kept(
 
 
 def test_a_lossy_rule_must_say_so() -> None:
+    kafka = KafkaSettings(security_protocol="PLAINTEXT")  # only the policy is checked here
     with pytest.raises(ValueError, match="lossy"):
-        TranscoderSettings(policy=[PolicyRule(modality="US", transfer_syntax=uid.JPEGBaseline8Bit)])
+        TranscoderSettings(
+            kafka=kafka, policy=[PolicyRule(modality="US", transfer_syntax=uid.JPEGBaseline8Bit)]
+        )
     TranscoderSettings(
-        policy=[PolicyRule(modality="US", transfer_syntax=uid.JPEGBaseline8Bit, lossy=True)]
+        kafka=kafka,
+        policy=[PolicyRule(modality="US", transfer_syntax=uid.JPEGBaseline8Bit, lossy=True)],
     )
 
 
