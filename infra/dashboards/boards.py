@@ -693,7 +693,7 @@ def transcoder() -> Dashboard:
         .with_panel(
             graph(
                 "On-store policy outcomes",
-                "transcoded, kept, superseded (a newer version exists), gone (deleted).",
+                "transcoded, kept, superseded (a newer version exists), gone, not-encodable.",
                 "ops",
                 query(
                     f"sum by (outcome) "

@@ -21,7 +21,7 @@ from pacs_transcoder.settings import TranscoderSettings
 from pydicom import uid
 from transcoder_events import InstanceEvents, TranscoderFactory
 from transcoder_pixels import dataset_of, pixels_of
-from transcoder_samples import sample_bytes
+from transcoder_samples import PYDICOM_DATA, sample_bytes
 
 _TRANSCODED = "pacs.events.v1.InstanceTranscoded"
 _STORED = "pacs.events.v1.InstanceStored"
@@ -128,3 +128,22 @@ def test_a_rule_never_applies_to_its_own_output() -> None:
         assert rule.applies_to(uid.ExplicitVRLittleEndian)
         assert not rule.applies_to(rule.transfer_syntax)
         assert not rule.applies_to(uid.JPEGBaseline8Bit)  # lossy sources are never re-encoded
+
+
+async def test_an_instance_the_target_cannot_carry_is_kept_not_dead_lettered(
+    start_transcoder: TranscoderFactory,
+    storage_client: StorageClient,
+    instance_events: InstanceEvents,
+    tenant: str,
+) -> None:
+    app = await start_transcoder(
+        consume_events=True,
+        policy=[PolicyRule(tenant=tenant, modality="OT", transfer_syntax=uid.JPEGLSLossless)],
+    )
+    rgb32 = (PYDICOM_DATA / "SC_rgb_32bit.dcm").read_bytes()  # JPEG-LS carries 16 bits at most
+    ref = instance_ref_of(rgb32, tenant)
+    first = await storage_client.put(ref, rgb32)
+    record = await instance_events.next(_of(_STORED, ref.sop_instance_uid), within=60)
+    await _consumed(app, record)
+    assert (await storage_client.head(ref)).version_id == first.object.version_id
+    assert app.consumer is not None and app.consumer.stats.dead_lettered == 0

@@ -194,12 +194,12 @@ TRANSCODE_FAILURES = Counter(
     "Transcodings refused or failed, by reason (the error class).",
     ["reason"],
 )
-POLICY_OUTCOMES = ("transcoded", "kept", "superseded", "gone")
+POLICY_OUTCOMES = ("transcoded", "kept", "superseded", "gone", "not-encodable")
 """Values of ``outcome`` on :data:`TRANSCODE_POLICY_OUTCOMES`."""
 TRANSCODE_POLICY_OUTCOMES = Counter(
     "pacs_transcode_policy_outcomes",
     "On-store policy decisions: transcoded, kept (no rule, or already right), superseded (a "
-    "newer version exists), gone (deleted).",
+    "newer version exists), gone (deleted), not-encodable (the target cannot carry it).",
     ["outcome"],
 )
 

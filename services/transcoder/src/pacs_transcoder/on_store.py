@@ -11,7 +11,9 @@ docstring of :mod:`pacs_transcoder.policy`).
 Idempotent and restartable: an event whose version is no longer current is only re-announced
 (if the current version is in the rule's syntax, a crash may have come between the write and
 the announcement) — never transcoded again. A lossy rule writes a new instance (new SOP
-Instance UID, PS3.3 C.7.6.1.1.5) beside the original, which stays as it is.
+Instance UID, PS3.3 C.7.6.1.1.5) beside the original, which stays as it is. An instance the
+target syntax cannot carry stays as stored (outcome ``not-encodable``), rather than filling the
+dead-letter topic; events that cannot be read are dead-lettered.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from pydicom import dcmread
 from pydicom.tag import Tag
 
 from pacs_transcoder.conversion import Converted, Converter, Spool
+from pacs_transcoder.errors import NotEncodableError, UnsupportedImageError
 from pacs_transcoder.policy import PolicyRule, rule_for
 
 log = logging.getLogger(__name__)
@@ -122,7 +125,14 @@ class OnStoreHandler:
             if rule is None or not rule.applies_to(ref.transfer_syntax_uid):
                 TRANSCODE_POLICY_OUTCOMES.labels("kept").inc()
                 return
-            converted = await self.converter.convert(source, rule.transfer_syntax, rule.lossy)
+            try:
+                converted = await self.converter.convert(source, rule.transfer_syntax, rule.lossy)
+            except (UnsupportedImageError, NotEncodableError) as exc:
+                # The instance stays as stored: a policy cannot apply to what the target syntax
+                # cannot carry (say 32-bit samples); that is an outcome, not a failed event.
+                TRANSCODE_POLICY_OUTCOMES.labels("not-encodable").inc()
+                log.warning("instance kept: %s", exc.message, extra={"rule": rule.name})
+                return
         finally:
             source.close()
         try:
