@@ -19,6 +19,8 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 APT_PACKAGES=(dcmtk postgresql orthanc orthanc-postgresql prometheus)
+# Independent decoders the transcoder is checked against (GDCM, OpenJPEG, OpenJPH, dicom3tools).
+APT_PACKAGES+=(libgdcm-tools libopenjp2-tools openjph-tools dicom3tools)
 UV_VERSION="0.13.8"
 POM="$INFRA_DIR/kafka/pom.xml"
 t0="$(now)"

@@ -1,8 +1,8 @@
 """The cloudpacs Grafana dashboards, on the metric names of ``pacs_common.metrics``.
 
-Four boards: ingest overview (what the sites see), per-service health (gRPC), Kafka lag
-(the event pipeline) and storage (S3). ``component`` is the label the chart's ServiceMonitor
-sets (storage, indexer, gateway).
+Five boards: ingest overview (what the sites see), per-service health (gRPC), Kafka lag
+(the event pipeline), storage (S3) and the transcoder (conversions, on-store policy).
+``component`` is the label the chart's ServiceMonitor sets (storage, indexer, gateway, ...).
 """
 
 from __future__ import annotations
@@ -648,10 +648,108 @@ def storage() -> Dashboard:
     )
 
 
+def transcoder() -> Dashboard:
+    """The transcoder: conversions by syntax, their latency and bytes, refusals, the policy."""
+    return (
+        new_dashboard(
+            "cloudpacs-transcoder",
+            "cloudpacs / Transcoder",
+            "TranscodeService conversions (retrieve, DICOMweb, de-identification) and the "
+            "on-store compression policy: rate, latency, bytes in and out, refusals.",
+        )
+        .with_row(row("Now"))
+        .with_panel(
+            single(
+                "Transcodings / s",
+                "Objects converted, every output syntax.",
+                "ops",
+                f"sum(rate(pacs_transcode_duration_seconds_count{{{NS}}}[5m]))",
+                width=6,
+            )
+        )
+        .with_panel(
+            single(
+                "Compression ratio",
+                "Pixel bytes decoded over object bytes written, last hour.",
+                "none",
+                f'sum(rate(pacs_transcode_bytes_total{{{NS},direction="in"}}[1h])) '
+                f'/ sum(rate(pacs_transcode_bytes_total{{{NS},direction="out"}}[1h]))',
+                width=6,
+            )
+        )
+        .with_panel(
+            single(
+                "Refused or failed / s",
+                "Requests the transcoder refused (unreadable, not representable, lossy not "
+                "allowed) or could not serve.",
+                "ops",
+                f"sum(rate(pacs_transcode_failures_total{{{NS}}}[5m]))",
+                thresholds=[(None, "green"), (0.01, "orange"), (1, "red")],
+                width=6,
+            )
+        )
+        .with_panel(
+            single(
+                "Transcoded on store / s",
+                "New versions written by the on-store policy.",
+                "ops",
+                f'sum(rate(pacs_transcode_policy_outcomes_total{{{NS},outcome="transcoded"}}[5m]))',
+                width=6,
+            )
+        )
+        .with_row(row("Conversions"))
+        .with_panel(
+            graph(
+                "Latency by output syntax",
+                "Time to convert one object (p50, p95, p99).",
+                "s",
+                *quantiles("pacs_transcode_duration_seconds", "transfer_syntax"),
+            )
+        )
+        .with_panel(
+            graph(
+                "Bytes by syntax and direction",
+                "Decoded pixel bytes in, written object bytes out, per second.",
+                "Bps",
+                query(
+                    f"sum by (transfer_syntax, direction) "
+                    f"(rate(pacs_transcode_bytes_total{{{NS}}}[{RATE}]))",
+                    "{{transfer_syntax}} {{direction}}",
+                ),
+            )
+        )
+        .with_panel(
+            graph(
+                "Refusals by reason",
+                "Per error class: UnsupportedImageError, NotEncodableError, LossyRefusedError...",
+                "ops",
+                query(
+                    f"sum by (reason) (rate(pacs_transcode_failures_total{{{NS}}}[{RATE}]))",
+                    "{{reason}}",
+                ),
+            )
+        )
+        .with_panel(
+            graph(
+                "On-store policy outcomes",
+                "transcoded, kept, superseded (a newer version exists), gone, not-encodable.",
+                "ops",
+                query(
+                    f"sum by (outcome) "
+                    f"(rate(pacs_transcode_policy_outcomes_total{{{NS}}}[{RATE}]))",
+                    "{{outcome}}",
+                ),
+            )
+        )
+        .build()
+    )
+
+
 DASHBOARDS = {
     "ingest-overview": ingest_overview,
     "service-health": service_health,
     "kafka-lag": kafka_lag,
     "storage": storage,
+    "transcoder": transcoder,
 }
 """File name (without .json) -> builder."""

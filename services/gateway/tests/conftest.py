@@ -21,6 +21,7 @@ from pacs_gateway.app import GatewayApp, create_app
 from pacs_gateway.settings import GatewaySettings
 from pacs_testkit.indexer import start_indexer
 from pacs_testkit.storage import start_storage
+from pacs_testkit.transcoder import start_transcoder
 
 GatewayFactory = Callable[..., Awaitable[GatewayApp]]
 
@@ -57,17 +58,19 @@ def start_gateway() -> Iterator[GatewayFactory]:
 
 @pytest.fixture
 def start_connected_gateway(
-    start_gateway: GatewayFactory, storage_app: Any, indexer_app: Any
+    start_gateway: GatewayFactory, storage_app: Any, indexer_app: Any, transcoder_app: Any
 ) -> GatewayFactory:
-    """Start gateways like ``start_gateway``, storing through the session's storage service and
-    querying its indexer."""
+    """Start gateways like ``start_gateway``, storing through the session's storage service,
+    querying its indexer and transcoding on retrieve through its transcoder."""
 
     async def start(**overrides: Any) -> GatewayApp:
-        return await start_gateway(
-            storage_target=f"127.0.0.1:{storage_app.grpc_port}",
-            indexer_target=f"127.0.0.1:{indexer_app.grpc_port}",
+        settings = {
+            "storage_target": f"127.0.0.1:{storage_app.grpc_port}",
+            "indexer_target": f"127.0.0.1:{indexer_app.grpc_port}",
+            "transcoder_target": f"127.0.0.1:{transcoder_app.grpc_port}",
             **overrides,
-        )
+        }
+        return await start_gateway(**settings)
 
     return start
 
@@ -76,6 +79,14 @@ def start_connected_gateway(
 async def storage_app(infra_env: dict[str, str]) -> AsyncIterator[Any]:
     """The real storage service on a fresh bucket (one per test session)."""
     app = await start_storage(f"test-gw-{uuid.uuid4().hex[:16]}")
+    yield app
+    await app.stop()
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def transcoder_app(storage_app: Any) -> AsyncIterator[Any]:
+    """The real transcoder reading through the session's storage (no on-store consumer)."""
+    app = await start_transcoder(storage_app.grpc_port)
     yield app
     await app.stop()
 

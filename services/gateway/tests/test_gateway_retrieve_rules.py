@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from gateway_helpers import sample_path
 from pacs.type.v1 import instance_pb2
+from pacs_common.transfer_syntaxes import Choice, choose
 from pacs_gateway.dimse import codes
 from pacs_gateway.dimse.codes import PATIENT_ROOT_MOVE, STUDY_ROOT_GET, STUDY_ROOT_MOVE
-from pacs_gateway.dimse.convert import convert_for_receiver
 from pacs_gateway.dimse.find_identifier import InvalidIdentifierError
 from pacs_gateway.dimse.retrieve_request import (
     MAX_CONTEXTS,
@@ -15,9 +14,16 @@ from pacs_gateway.dimse.retrieve_request import (
     proposed_contexts,
     retrieve_request_of,
 )
-from pydicom import dcmread
 from pydicom.dataset import Dataset
-from pydicom.uid import JPEG2000, ExplicitVRLittleEndian, ImplicitVRLittleEndian, RLELossless
+from pydicom.uid import (
+    JPEG2000,
+    ExplicitVRLittleEndian,
+    HTJ2KLossless,
+    ImplicitVRLittleEndian,
+    JPEGBaseline8Bit,
+    JPEGLSLossless,
+    RLELossless,
+)
 from pynetdicom.presentation import PresentationContext, build_context
 
 CT = "1.2.840.10008.5.1.4.1.1.2"
@@ -96,24 +102,28 @@ def _accepted(sop_class: str, syntax: str) -> PresentationContext:
 
 
 def test_stored_syntax_is_kept_when_accepted() -> None:
-    part10 = sample_path("JPEG2000.dcm").read_bytes()
     accepted = accepted_syntaxes(
         [_accepted("1.2.840.10008.5.1.4.1.1.7", JPEG2000)], "1.2.840.10008.5.1.4.1.1.7"
     )
-    dataset = convert_for_receiver(part10, accepted)
-    assert dataset.file_meta.TransferSyntaxUID == JPEG2000
+    assert choose(JPEG2000, accepted) == Choice(JPEG2000, transcode=False)
 
 
-def test_compressed_instance_is_decompressed_for_an_uncompressed_receiver() -> None:
-    path = sample_path("SC_rgb_rle.dcm")
-    original = dcmread(path)
-    dataset = convert_for_receiver(path.read_bytes(), {ImplicitVRLittleEndian})
-    assert not dataset.file_meta.TransferSyntaxUID.is_compressed
-    assert dataset.SOPInstanceUID == original.SOPInstanceUID
-    original.decompress(generate_instance_uid=False)
-    assert dataset.PixelData == original.PixelData
+def test_lossless_instance_goes_to_an_accepted_lossless_syntax() -> None:
+    assert choose(RLELossless, {ImplicitVRLittleEndian}) == Choice(ImplicitVRLittleEndian, True)
+    assert choose(ExplicitVRLittleEndian, {HTJ2KLossless}) == Choice(HTJ2KLossless, True)
+    # uncompressed is preferred over another compression (only decoding, read everywhere)
+    assert choose(RLELossless, {JPEGLSLossless, ExplicitVRLittleEndian}).transfer_syntax_uid == (
+        ExplicitVRLittleEndian
+    )
 
 
-def test_receiver_taking_only_another_compression_cannot_get_it() -> None:
-    with pytest.raises(ValueError, match="neither"):
-        convert_for_receiver(sample_path("SC_rgb_rle.dcm").read_bytes(), {JPEG2000})
+def test_lossy_only_for_lossy_instances_or_with_the_setting() -> None:
+    assert choose(RLELossless, {JPEG2000}) is None  # a lossless instance is never made lossy
+    assert choose(RLELossless, {JPEG2000}, lossy_fallback=True) == Choice(
+        JPEG2000, transcode=True, allow_lossy=True
+    )
+    assert choose(JPEGBaseline8Bit, {JPEG2000}) == Choice(JPEG2000, True, allow_lossy=True)
+    # a lossy instance decoded to a lossless syntax loses nothing more: no lossy permission
+    assert choose(JPEGBaseline8Bit, {ExplicitVRLittleEndian}) == Choice(
+        ExplicitVRLittleEndian, True
+    )

@@ -20,7 +20,7 @@ console = Console()
 
 
 def _default_stack() -> Stack:
-    return Stack(StackConfig(run_dir=REPO / ".cache" / "run" / "services"))
+    return Stack(StackConfig(run_dir=REPO / ".cache" / "run" / "services", transcoder_port=50054))
 
 
 def _run_infra(script: str, *args: str) -> None:

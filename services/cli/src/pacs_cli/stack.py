@@ -48,13 +48,22 @@ class StackConfig:
     indexer_port: int = 50052
     gateway_port: int = 50053
     dicom_port: int = 11112
+    transcoder_port: int | None = None
+    """The transcoder's port; None: no transcoder in this stack (the gateway then fails the
+    retrieve sub-operations that would need one)."""
     env: dict[str, str] = field(default_factory=dict)
 
     def services(self) -> list[ServiceSpec]:
         """The services in start order (each depends only on the ones before it)."""
+        transcoder = (
+            [ServiceSpec("transcoder", "pacs_transcoder", self.transcoder_port)]
+            if self.transcoder_port is not None
+            else []
+        )
         return [
             ServiceSpec("storage", "pacs_storage", self.storage_port),
             ServiceSpec("indexer", "pacs_indexer", self.indexer_port, env=_INDEXER_TRUSTS_GATEWAY),
+            *transcoder,
             ServiceSpec("gateway", "pacs_gateway", self.gateway_port, {"dicom": self.dicom_port}),
         ]
 
@@ -72,6 +81,11 @@ class StackConfig:
                 "PACS_GATEWAY_STORAGE_TARGET": f"127.0.0.1:{self.storage_port}",
                 "PACS_GATEWAY_INDEXER_TARGET": f"127.0.0.1:{self.indexer_port}",
                 "PACS_INDEXER_DATABASE_URL": f"sqlite:///{self.run_dir / 'index.sqlite'}",
+                "PACS_TRANSCODER_GRPC_PORT": str(self.transcoder_port or 0),
+                "PACS_TRANSCODER_STORAGE_TARGET": f"127.0.0.1:{self.storage_port}",
+                "PACS_GATEWAY_TRANSCODER_TARGET": (
+                    f"127.0.0.1:{self.transcoder_port}" if self.transcoder_port else ""
+                ),
                 "PACS_TLS_DIR": str(tls_dir()),
                 "PYTHONUNBUFFERED": "1",
             }

@@ -176,6 +176,33 @@ INDEX_QUERY_DURATION = Histogram(
 )
 
 
+# --- Transcoding (transcoder) ---------------------------------------------------------------
+
+TRANSCODE_DURATION = Histogram(
+    "pacs_transcode_duration_seconds",
+    "Time to transcode one object, by output transfer syntax.",
+    ["transfer_syntax"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
+)
+TRANSCODE_BYTES = Counter(
+    "pacs_transcode_bytes",
+    "Pixel bytes decoded (in) and object bytes written (out), by output transfer syntax.",
+    ["transfer_syntax", "direction"],
+)
+TRANSCODE_FAILURES = Counter(
+    "pacs_transcode_failures",
+    "Transcodings refused or failed, by reason (the error class).",
+    ["reason"],
+)
+POLICY_OUTCOMES = ("transcoded", "kept", "superseded", "gone", "not-encodable")
+"""Values of ``outcome`` on :data:`TRANSCODE_POLICY_OUTCOMES`."""
+TRANSCODE_POLICY_OUTCOMES = Counter(
+    "pacs_transcode_policy_outcomes",
+    "On-store policy decisions: transcoded, kept (no rule, or already right), superseded (a "
+    "newer version exists), gone (deleted), not-encodable (the target cannot carry it).",
+    ["outcome"],
+)
+
 # --- Known label combinations at 0 (see the module docstring) -------------------------------
 # Counters, and the one histogram whose label set is small: an idle histogram adds a whole
 # set of bucket series, so S3 latency per operation appears when the operation is first used.
@@ -189,6 +216,8 @@ for _operation in S3_OPERATIONS:
     S3_ERRORS.labels(_operation)
 for _level in QUERY_RETRIEVE_LEVELS:
     INDEX_QUERY_DURATION.labels(_level)
+for _outcome in POLICY_OUTCOMES:
+    TRANSCODE_POLICY_OUTCOMES.labels(_outcome)
 
 
 def init_consumer_metrics(group: str, topics: Iterable[str]) -> None:

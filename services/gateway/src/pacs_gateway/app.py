@@ -19,6 +19,7 @@ from pacs.query.v1 import query_service_pb2_grpc
 from pacs.storage.v1 import storage_service_pb2
 from pacs_common.clients.direct import DirectStorage
 from pacs_common.clients.storage import StorageClient
+from pacs_common.clients.transcode import TranscodeClient
 from pacs_common.grpc_client import open_channel
 from pacs_common.metrics import MetricsServer
 from pacs_common.service_host import ServiceHost
@@ -54,6 +55,8 @@ def quiet_pynetdicom() -> None:
     pynetdicom_config.LOG_HANDLER_LEVEL = "none"
     pynetdicom_config.LOG_REQUEST_IDENTIFIERS = False
     pynetdicom_config.LOG_RESPONSE_IDENTIFIERS = False
+    # Retrieve yields files, sent in PDU-sized chunks rather than decoded (dimse.retrieve).
+    pynetdicom_config.STORE_SEND_CHUNKED_DATASET = True
 
 
 class _Clients:
@@ -67,6 +70,17 @@ class _Clients:
         self.writer = self.direct if settings.write_path == "grant" else self.storage
         self.finder = Finder(
             query_service_pb2_grpc.QueryServiceStub(self.indexer_channel), settings.query_timeout
+        )
+        # Retrieve asks the transcoder when a receiver does not accept the stored syntax.
+        self.transcoder_channel = (
+            open_channel(settings.transcoder_target, settings.grpc_tls)
+            if settings.transcoder_target
+            else None
+        )
+        self.transcoder = (
+            TranscodeClient(self.transcoder_channel, timeout=settings.transcode_timeout)
+            if self.transcoder_channel is not None
+            else None
         )
 
     async def storage_ready(self) -> bool:
@@ -84,6 +98,8 @@ class _Clients:
         self.direct.close()
         await self.storage_channel.close(None)
         await self.indexer_channel.close(None)
+        if self.transcoder_channel is not None:
+            await self.transcoder_channel.close(None)
 
 
 class GatewayApp:
@@ -220,11 +236,18 @@ class GatewayApp:
             timeout_s=settings.query_timeout,
         )
         retrieve = RetrieveScp(
-            Retriever(clients.finder, clients.storage, settings.find_page_size),
+            Retriever(
+                clients.finder,
+                clients.storage,
+                settings.find_page_size,
+                clients.transcoder,
+                settings.retrieve_spool_dir,
+            ),
             self._io,
             self.callers.get,
             self.destination,
-            max(settings.query_timeout, settings.storage_timeout),
+            max(settings.query_timeout, settings.storage_timeout, settings.transcode_timeout),
+            lossy_fallback=settings.retrieve_lossy_fallback,
         )
         self._commitment = StorageCommitmentScp(
             Committer(clients.finder, clients.storage, self._recent, settings.commitment_wait_s),

@@ -59,6 +59,22 @@ class GatewaySettings(ServiceSettings):
 
     storage_target: str = Field("127.0.0.1:50051", description="host:port of StorageService")
     indexer_target: str = Field("127.0.0.1:50052", description="host:port of QueryService")
+    transcoder_target: str | None = Field(
+        "127.0.0.1:50054",
+        description="host:port of TranscodeService, asked when a retrieve receiver does not "
+        "accept the stored syntax; None: such instances fail their sub-operation",
+    )
+    transcode_timeout: float = Field(
+        300.0, gt=0, description="deadline of one transcoding on retrieve, seconds"
+    )
+    retrieve_lossy_fallback: bool = Field(
+        False,
+        description="send a lossless instance in a lossy syntax when the receiver accepted "
+        "nothing lossless (C-MOVE/C-GET); off: such sub-operations fail",
+    )
+    retrieve_spool_dir: Path | None = Field(
+        None, description="where retrieved instances wait to be sent (default: the system's)"
+    )
     default_tenant: str = Field("default", min_length=1, description="tenant of callers")
 
     allowed_networks: list[str] = Field(

@@ -5,5 +5,6 @@ that no service's tests import another service's tests or the ``pacs`` CLI).
 - :mod:`pacs_testkit.kafka`: a consumer group positioned at the end of the instances topic.
 - :mod:`pacs_testkit.postgres`: scratch databases on the project's PostgreSQL cluster.
 - :mod:`pacs_testkit.indexer`: a real indexer in-process, on a group of its own.
+- :mod:`pacs_testkit.transcoder`: a real transcoder in-process.
 - :mod:`pacs_testkit.hydra`: bearer tokens for a tenant and roles from the local hydra.
 """

@@ -6,6 +6,6 @@
   :mod:`.retrieve` (Q/R C-MOVE and C-GET, PS3.4 C.4.2-C.4.3), :mod:`.commitment` (Storage
   Commitment Push Model, PS3.4 J);
 - :mod:`.find_identifier`, :mod:`.retrieve_request`: identifiers to index queries;
-- :mod:`.convert`: pixel conversion on retrieve (to be replaced by the transcoder service);
+- retrieve sends each instance as stored or as the transcoder service converted it;
 - :mod:`.contexts`: the presentation contexts accepted; :mod:`.metrics`: DICOM metrics.
 """

@@ -6,28 +6,39 @@ time; pynetdicom sends each with C-STORE, sends the pending responses with the r
 completed / failed / warning counts, and builds the final status with the Failed SOP Instance
 UID List. C-MOVE opens an association to the destination; C-GET sends back over the caller's
 own association on the storage contexts where it accepted the SCP role (PS3.7 D.3.3.4).
+
+Each instance goes as stored when the receiver accepted its syntax; otherwise the transcoder
+converts it into an accepted one (:func:`pacs_common.transfer_syntaxes.choose`): lossless always,
+lossy only for an already lossy instance or, with ``retrieve_lossy_fallback``, when the receiver
+accepted nothing lossless. The gateway never decodes pixels itself. Instances travel through a
+temporary file each, sent chunk by chunk (:class:`~pacs_gateway.dimse.retrieve_request.StoredFile`).
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from pacs.type.v1 import instance_pb2
 from pacs_common.errors import PacsError
+from pacs_common.transfer_syntaxes import Choice, choose
+from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pynetdicom.presentation import build_context
 
 from pacs_gateway.admission import CallerOf
 from pacs_gateway.dimse import codes
-from pacs_gateway.dimse.convert import ConversionError, convert_for_receiver
 from pacs_gateway.dimse.handler_base import DimseHandler
 from pacs_gateway.dimse.retrieve_request import (
+    UNCOMPRESSED_OUT,
     Retriever,
+    StoredFile,
     accepted_syntaxes,
     proposed_contexts,
     retrieve_request_of,
+    send_files_chunked,
     unsendable,
 )
 from pacs_gateway.io_loop import IoLoop
@@ -54,10 +65,13 @@ class RetrieveScp(DimseHandler):
         caller_of: CallerOf,
         destination_of: DestinationOf,
         timeout_s: float,
+        *,
+        lossy_fallback: bool = False,
     ) -> None:
         super().__init__(io, caller_of, timeout_s)
         self._retriever = retriever
         self._destination_of = destination_of
+        self._lossy_fallback = lossy_fallback
 
     def handle_move(self, event: Any) -> Iterator[Any]:
         """EVT_C_MOVE: destination, number of sub-operations, then one dataset per instance."""
@@ -73,6 +87,7 @@ class RetrieveScp(DimseHandler):
 
         def accepted(accept_event: Any) -> None:
             sub_association["assoc"] = accept_event.assoc
+            send_files_chunked(accept_event.assoc)
 
         contexts = proposed_contexts(refs) if refs else [build_context(codes.VERIFICATION)]
         yield (
@@ -100,6 +115,7 @@ class RetrieveScp(DimseHandler):
         yield len(refs)
         # Our SCU-role storage contexts: those where the requestor accepted to be the SCP.
         offered = [cx for cx in event.assoc.accepted_contexts if cx.as_scu]
+        send_files_chunked(event.assoc)
         yield from self._send_all(event, refs, offered)
 
     def _locate(self, event: Any) -> Located:
@@ -115,25 +131,61 @@ class RetrieveScp(DimseHandler):
     def _send_all(
         self, event: Any, refs: list[instance_pb2.InstanceRef], offered: list[Any]
     ) -> Iterator[tuple[int, Dataset | None]]:
-        for ref in refs:
-            if event.is_cancelled:
-                yield codes.CANCEL, None
-                return
-            yield codes.PENDING, self._dataset_for(ref, offered)
+        """One dataset per instance; each file is removed once pynetdicom asked for the next
+        (it was sent by then) or when the operation ends."""
+        files: list[Path] = []
+        try:
+            for ref in refs:
+                for sent in files:
+                    sent.unlink(missing_ok=True)
+                files.clear()
+                if event.is_cancelled:
+                    yield codes.CANCEL, None
+                    return
+                dataset = self._dataset_for(ref, offered)
+                if isinstance(dataset, StoredFile):
+                    files.append(dataset.part10_path)
+                yield codes.PENDING, dataset
+        finally:
+            for sent in files:
+                sent.unlink(missing_ok=True)
 
     def _dataset_for(self, ref: instance_pb2.InstanceRef, offered: list[Any]) -> Dataset:
-        """The dataset to send for ``ref``, or an unsendable one (the sub-operation fails)."""
+        """The instance as a file in a syntax the receiver accepted, or an unsendable dataset
+        (the sub-operation fails and is listed)."""
         accepted = accepted_syntaxes(offered, ref.sop_class_uid)
         if not ref.transfer_syntax_uid or not accepted:
             return unsendable(ref)
+        choice = choose(ref.transfer_syntax_uid, accepted, lossy_fallback=self._lossy_fallback)
+        if choice is None:
+            log.warning(
+                "no accepted transfer syntax can carry the instance",
+                extra={"sop_instance_uid": ref.sop_instance_uid},
+            )
+            return unsendable(ref)
+        # Between the uncompressed little endian syntaxes pynetdicom re-encodes a dataset itself:
+        # without a transcoder that is still possible, at the price of the object in memory.
+        in_memory = (
+            choice.transcode
+            and not self._retriever.can_transcode
+            and {ref.transfer_syntax_uid, choice.transfer_syntax_uid} <= set(UNCOMPRESSED_OUT)
+        )
+        if in_memory:
+            choice = Choice(ref.transfer_syntax_uid, transcode=False)
         try:
-            part10 = self.run(self._retriever.fetch(ref))
-            return convert_for_receiver(part10, accepted)
-        except (PacsError, TimeoutError, ConversionError) as exc:
+            path = self.run(self._retriever.fetch_to_file(ref, choice))
+            if in_memory:
+                try:
+                    return dcmread(path)
+                finally:
+                    path.unlink(missing_ok=True)
+        except (PacsError, TimeoutError) as exc:
             log.warning(
                 "instance not sent",
                 extra={"sop_instance_uid": ref.sop_instance_uid, "error": str(exc)},
             )
+            return unsendable(ref)
         except Exception:
             log.exception("unexpected error preparing an instance")
-        return unsendable(ref)
+            return unsendable(ref)
+        return StoredFile(path, ref)

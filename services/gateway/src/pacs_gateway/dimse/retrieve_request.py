@@ -6,30 +6,38 @@ the index (inside the caller's tenant only), their stored transfer syntax is rea
 (Head), and each one is fetched from storage when it is its turn to be sent.
 
 The contexts proposed to a C-MOVE destination offer each stored syntax and an uncompressed
-fallback; :mod:`pacs_gateway.dimse.convert` turns an instance into a syntax the receiver
-accepted. An instance that cannot be sent in any accepted syntax fails its sub-operation and is
-listed in the Failed SOP Instance UID List (PS3.4 C.4.2.1.5); nothing is ever sent in a syntax
-not negotiated.
+fallback. Each instance is sent as stored when the receiver accepted its syntax, otherwise in
+one the transcoder writes (the rule: :func:`pacs_common.transfer_syntaxes.choose`). It is
+written to a temporary file as it arrives, from storage or from the transcoder, and pynetdicom
+sends that file chunk by chunk (``STORE_SEND_CHUNKED_DATASET``): a retrieve holds no whole
+object in memory. An instance that cannot be sent in any accepted syntax fails its
+sub-operation and is listed in the Failed SOP Instance UID List (PS3.4 C.4.2.1.5); nothing is
+ever sent in a syntax not negotiated.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable
+import os
+import tempfile
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 from pacs.type.v1 import instance_pb2
 from pacs_common.clients.errors import from_exception
 from pacs_common.clients.storage import StorageClient
-from pacs_common.errors import NotFoundError
+from pacs_common.clients.transcode import TranscodeClient
+from pacs_common.errors import NotFoundError, UnavailableError
+from pacs_common.transfer_syntaxes import Choice
 from pydicom.dataset import Dataset
-from pydicom.uid import UID
+from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom.presentation import PresentationContext, build_context
 
 from pacs_gateway.dimse import codes
 from pacs_gateway.dimse.c_find import Finder
-from pacs_gateway.dimse.convert import UNCOMPRESSED_OUT
 from pacs_gateway.dimse.find_identifier import (
     UNIQUE_KEY,
     FindRequest,
@@ -45,6 +53,8 @@ log = logging.getLogger(__name__)
 MAX_CONTEXTS = 128
 """A requestor may propose at most 128 presentation contexts (odd IDs 1-255, PS3.8 9.3.2.2)."""
 HEAD_CONCURRENCY = 16
+UNCOMPRESSED_OUT = [ExplicitVRLittleEndian, ImplicitVRLittleEndian]
+"""What every storage SCP must accept (Implicit VR Little Endian is the default, PS3.5 10.1)."""
 
 
 @dataclass(frozen=True)
@@ -83,10 +93,19 @@ def retrieve_request_of(identifier: Dataset, model_uid: str) -> RetrieveRequest:
 class Retriever:
     """Locates and fetches the instances of a retrieve request."""
 
-    def __init__(self, finder: Finder, storage: StorageClient, page_size: int) -> None:
+    def __init__(
+        self,
+        finder: Finder,
+        storage: StorageClient,
+        page_size: int,
+        transcoder: TranscodeClient | None = None,
+        spool_dir: Path | None = None,
+    ) -> None:
         self._finder = finder
         self._storage = storage
         self._page_size = page_size
+        self._transcoder = transcoder
+        self._spool_dir = spool_dir
 
     async def locate(self, tenant: str, request: RetrieveRequest) -> list[instance_pb2.InstanceRef]:
         """Every stored instance the request names, with SOP class and stored syntax.
@@ -134,16 +153,47 @@ class Retriever:
 
         return list(await asyncio.gather(*(head(ref) for ref in refs)))
 
-    async def fetch(self, ref: instance_pb2.InstanceRef) -> bytes:
-        """The stored Part 10 bytes of one instance (SHA-256 verified by storage).
+    @property
+    def can_transcode(self) -> bool:
+        """True when a transcoder is configured."""
+        return self._transcoder is not None
+
+    async def fetch_to_file(self, ref: instance_pb2.InstanceRef, choice: Choice) -> Path:
+        """One instance in the chosen syntax, in a temporary file (the caller removes it): the
+        stored bytes (SHA-256 verified by storage) or the transcoder's output, written as they
+        arrive.
 
         Raises:
-            PacsError: storage failed or the object is gone.
+            PacsError: storage or the transcoder failed, or the object is gone.
         """
+        descriptor, name = tempfile.mkstemp(suffix=".dcm", dir=self._spool_dir)
+        path = Path(name)
         try:
-            return await self._storage.get(ref)
-        except Exception as exc:
-            raise from_exception(exc, "storage") from exc
+            with os.fdopen(descriptor, "wb") as out:
+                async for chunk in self._chunks(ref, choice):
+                    out.write(chunk)
+        except BaseException as exc:
+            os.unlink(path)  # a local temporary file: not worth a thread hop
+            if isinstance(exc, Exception):
+                raise from_exception(exc, self._source(choice)) from exc
+            raise
+        return path
+
+    def _source(self, choice: Choice) -> str:
+        return "transcoder" if choice.transcode else "storage"
+
+    async def _chunks(self, ref: instance_pb2.InstanceRef, choice: Choice) -> AsyncIterator[bytes]:
+        if not choice.transcode:
+            async for chunk in self._storage.get_stream(ref):
+                yield chunk
+            return
+        if self._transcoder is None:
+            raise UnavailableError("no transcoder is configured (PACS_GATEWAY_TRANSCODER_TARGET)")
+        _, chunks = await self._transcoder.open_stored(
+            ref, choice.transfer_syntax_uid, allow_lossy=choice.allow_lossy
+        )
+        async for chunk in chunks:
+            yield chunk
 
 
 def proposed_contexts(refs: Iterable[instance_pb2.InstanceRef]) -> list[PresentationContext]:
@@ -174,6 +224,35 @@ def accepted_syntaxes(contexts: Iterable[PresentationContext], sop_class: str) -
         for cx in contexts
         if str(cx.abstract_syntax) == sop_class and cx.transfer_syntax
     }
+
+
+class StoredFile(Dataset):
+    """Stands for a Part 10 file to send (pynetdicom's C-GET/C-MOVE handlers must yield a
+    Dataset): :func:`send_files_chunked` makes the association send the file at ``path`` chunk
+    by chunk instead of encoding a dataset in memory."""
+
+    def __init__(self, path: Path, ref: instance_pb2.InstanceRef) -> None:
+        super().__init__()
+        self.SOPClassUID = ref.sop_class_uid
+        self.SOPInstanceUID = ref.sop_instance_uid
+        self.part10_path = path
+
+
+def send_files_chunked(assoc: Any) -> None:
+    """Make ``assoc.send_c_store`` send a :class:`StoredFile` from its file: pynetdicom then
+    reads it in PDU-sized chunks (``STORE_SEND_CHUNKED_DATASET``, which needs the file's own
+    syntax to be an accepted one: the retrieve handler only yields such files)."""
+    original = assoc.send_c_store
+    if getattr(original, "sends_files", False):
+        return
+
+    def send_c_store(dataset: Any, *args: Any, **kwargs: Any) -> Any:
+        if isinstance(dataset, StoredFile):
+            return original(dataset.part10_path, *args, **kwargs)
+        return original(dataset, *args, **kwargs)
+
+    send_c_store.sends_files = True  # type: ignore[attr-defined]
+    assoc.send_c_store = send_c_store
 
 
 def unsendable(ref: instance_pb2.InstanceRef) -> Dataset:

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from pacs.type.v1 import instance_pb2 as pacs_dot_type_dot_v1_dot_instance__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$pacs/events/v1/instance_events.proto\x12\x0epacs.events.v1\x1a\x1bpacs/type/v1/instance.proto\"f\n\x0eInstanceStored\x12(\n\x06object\x18\x01 \x01(\x0b\x32\x18.pacs.type.v1.ObjectInfo\x12\x13\n\x0bnew_version\x18\x02 \x01(\x08\x12\x15\n\rheader_part10\x18\x03 \x01(\x0c\"j\n\x0fInstanceDeleted\x12+\n\x08instance\x18\x01 \x01(\x0b\x32\x19.pacs.type.v1.InstanceRef\x12\x14\n\x0c\x61ll_versions\x18\x02 \x01(\x08\x12\x14\n\x0c\x64\x65leted_time\x18\x03 \x01(\t\"T\n\x0fInstanceIndexed\x12+\n\x08instance\x18\x01 \x01(\x0b\x32\x19.pacs.type.v1.InstanceRef\x12\x14\n\x0cindexed_time\x18\x02 \x01(\tb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$pacs/events/v1/instance_events.proto\x12\x0epacs.events.v1\x1a\x1bpacs/type/v1/instance.proto\"f\n\x0eInstanceStored\x12(\n\x06object\x18\x01 \x01(\x0b\x32\x18.pacs.type.v1.ObjectInfo\x12\x13\n\x0bnew_version\x18\x02 \x01(\x08\x12\x15\n\rheader_part10\x18\x03 \x01(\x0c\"j\n\x0fInstanceDeleted\x12+\n\x08instance\x18\x01 \x01(\x0b\x32\x19.pacs.type.v1.InstanceRef\x12\x14\n\x0c\x61ll_versions\x18\x02 \x01(\x08\x12\x14\n\x0c\x64\x65leted_time\x18\x03 \x01(\t\"T\n\x0fInstanceIndexed\x12+\n\x08instance\x18\x01 \x01(\x0b\x32\x19.pacs.type.v1.InstanceRef\x12\x14\n\x0cindexed_time\x18\x02 \x01(\t\"\xb9\x01\n\x12InstanceTranscoded\x12(\n\x06object\x18\x01 \x01(\x0b\x32\x18.pacs.type.v1.ObjectInfo\x12\x19\n\x11source_version_id\x18\x02 \x01(\t\x12\"\n\x1asource_transfer_syntax_uid\x18\x03 \x01(\t\x12\x0c\n\x04rule\x18\x04 \x01(\t\x12\x13\n\x0bsource_size\x18\x05 \x01(\x03\x12\x17\n\x0ftranscoded_time\x18\x06 \x01(\tb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,4 +38,6 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_INSTANCEDELETED']._serialized_end=295
   _globals['_INSTANCEINDEXED']._serialized_start=297
   _globals['_INSTANCEINDEXED']._serialized_end=381
+  _globals['_INSTANCETRANSCODED']._serialized_start=384
+  _globals['_INSTANCETRANSCODED']._serialized_end=569
 # @@protoc_insertion_point(module_scope)

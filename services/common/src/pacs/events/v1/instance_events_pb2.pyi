@@ -119,3 +119,50 @@ class InstanceIndexed(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___InstanceIndexed: _TypeAlias = InstanceIndexed  # noqa: Y015
+
+@_typing.final
+class InstanceTranscoded(_message.Message):
+    """InstanceTranscoded is published by the transcoder after its on-store policy wrote a new
+    representation of an instance through storage (topic pacs.instances.v1, key =
+    StudyInstanceUID); storage's own InstanceStored for that write precedes it.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OBJECT_FIELD_NUMBER: _builtins.int
+    SOURCE_VERSION_ID_FIELD_NUMBER: _builtins.int
+    SOURCE_TRANSFER_SYNTAX_UID_FIELD_NUMBER: _builtins.int
+    RULE_FIELD_NUMBER: _builtins.int
+    SOURCE_SIZE_FIELD_NUMBER: _builtins.int
+    TRANSCODED_TIME_FIELD_NUMBER: _builtins.int
+    source_version_id: _builtins.str
+    """The version it replaced, kept by storage as an earlier version."""
+    source_transfer_syntax_uid: _builtins.str
+    """Transfer syntax of the replaced version."""
+    rule: _builtins.str
+    """The policy rule that asked for it, for example "CT->1.2.840.10008.1.2.4.201"."""
+    source_size: _builtins.int
+    """Size of the replaced version in bytes (object.size is the new one)."""
+    transcoded_time: _builtins.str
+    """When it was written, RFC 3339 UTC."""
+    @_builtins.property
+    def object(self) -> _instance_pb2.ObjectInfo:
+        """The object written (the new current version)."""
+
+    def __init__(
+        self,
+        *,
+        object: _instance_pb2.ObjectInfo | None = ...,
+        source_version_id: _builtins.str = ...,
+        source_transfer_syntax_uid: _builtins.str = ...,
+        rule: _builtins.str = ...,
+        source_size: _builtins.int = ...,
+        transcoded_time: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["object", b"object"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["object", b"object", "rule", b"rule", "source_size", b"source_size", "source_transfer_syntax_uid", b"source_transfer_syntax_uid", "source_version_id", b"source_version_id", "transcoded_time", b"transcoded_time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___InstanceTranscoded: _TypeAlias = InstanceTranscoded  # noqa: Y015

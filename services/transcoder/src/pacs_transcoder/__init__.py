@@ -1,0 +1,1 @@
+"""cloudpacs transcoder: transfer-syntax conversion and the compress-on-store policy."""
