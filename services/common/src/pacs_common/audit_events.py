@@ -621,6 +621,18 @@ def caller_query(
     return rpc_query(service, rpc, subject=caller.subject, tenant=tenant, request=request, ok=True)
 
 
+def audit_log_used(service: str, subject: str, tenant: str, request: bytes) -> audit_pb.AuditEvent:
+    """The audit trail was read: Audit Log Used (PS3.15 A.5.3.2)."""
+    return audit_pb.AuditEvent(
+        event_type=audit_pb.AUDIT_EVENT_TYPE_AUDIT_LOG_USED,
+        action="R",
+        tenant=tenant,
+        actors=[token_actor(subject), service_actor(service)],
+        query=request,
+        query_model="AuditService/Query",
+    )
+
+
 def application_activity(service: str, started: bool) -> audit_pb.AuditEvent:
     """A service started or stopped: Application Activity (PS3.15 A.5.3.1)."""
     return audit_pb.AuditEvent(

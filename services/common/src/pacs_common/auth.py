@@ -62,6 +62,8 @@ class Role(StrEnum):
     QUERY = "query"
     RETRIEVE = "retrieve"
     ADMIN = "admin"
+    AUDIT_READ = "audit-read"
+    """Read the audit trail (who touched which patient's images)."""
 
 
 def _split_names(value: object) -> object:
