@@ -85,7 +85,7 @@ class AuditApp(HostedApp):
         self._signer = asyncio.create_task(self._sign_periodically(), name="audit-checkpoints")
         if self.exporter is not None:
             self.exporter.start()
-        await self.host.start_audit(self.settings.kafka)
+        await self.host.start_audit(self.settings.kafka, self.settings.audit)
         await self.host.start()
         log.info("audit service started", extra={"grpc_port": self.grpc_port})
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pacs_common.audit_events import TOPIC_AUDIT
+from pacs_common.audit_events import TOPIC_AUDIT, AuditSettings
 from pacs_common.auth import AuthSettings
 from pacs_common.settings import KafkaSettings, ServiceSettings
 from pydantic import Field, SecretStr
@@ -52,3 +52,6 @@ class AuditServiceSettings(ServiceSettings):
     )
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
+    audit: AuditSettings = Field(
+        default_factory=AuditSettings, description="this service's own audit events (PACS_AUDIT_*)"
+    )

@@ -32,6 +32,7 @@ async def start_audit(directory: Path, topic: str, **settings: Any) -> AuditApp:
         "topic": topic,
         "consumer_group": f"test-audit-{uuid.uuid4().hex[:12]}",
         "shutdown_grace_s": 2,
+        "audit": emitter_settings(topic),
     }
     values.update(settings)
     app = create_app(AuditServiceSettings(**values))
