@@ -33,21 +33,27 @@ def load_key(pem: str | None, path: Path | None) -> Ed25519PrivateKey:
     """
     if pem is None and path is not None:
         if not path.is_file():
-            path.parent.mkdir(parents=True, exist_ok=True)
             key = Ed25519PrivateKey.generate()
-            path.write_bytes(
-                key.private_bytes(
-                    serialization.Encoding.PEM,
-                    serialization.PrivateFormat.PKCS8,
-                    serialization.NoEncryption(),
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_bytes(
+                    key.private_bytes(
+                        serialization.Encoding.PEM,
+                        serialization.PrivateFormat.PKCS8,
+                        serialization.NoEncryption(),
+                    )
                 )
-            )
-            path.chmod(0o600)
+                path.chmod(0o600)
+            except OSError as exc:
+                raise SystemExit(
+                    f"no audit signing key: set PACS_AUDIT_SIGNING_KEY (an Ed25519 PEM, from a "
+                    f"Secret) or make {path} writable ({exc.strerror})"
+                ) from exc
             log.warning("created a new audit signing key", extra={"path": str(path)})
             return key
         pem = path.read_text()
     if pem is None:
-        raise SystemExit("PACS_AUDIT_SERVICE_SIGNING_KEY or _SIGNING_KEY_FILE must be set")
+        raise SystemExit("PACS_AUDIT_SIGNING_KEY or _SIGNING_KEY_FILE must be set")
     try:
         loaded = serialization.load_pem_private_key(pem.encode(), password=None)
     except ValueError as exc:

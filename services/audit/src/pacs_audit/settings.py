@@ -1,4 +1,4 @@
-"""Settings of the audit service (``PACS_AUDIT_SERVICE_*``, Kafka under ``PACS_KAFKA_*``)."""
+"""Settings of the audit service (``PACS_AUDIT_*``, Kafka under ``PACS_KAFKA_*``)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from pydantic_settings import SettingsConfigDict
 class AuditServiceSettings(ServiceSettings):
     """Everything the audit service reads from its environment, once, at start-up."""
 
-    model_config = SettingsConfigDict(env_prefix="PACS_AUDIT_SERVICE_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="PACS_AUDIT_", extra="ignore")
 
     service_name: str = "audit"
     allowed_peers: list[str] = Field(
@@ -53,5 +53,5 @@ class AuditServiceSettings(ServiceSettings):
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
     audit: AuditSettings = Field(
-        default_factory=AuditSettings, description="this service's own audit events (PACS_AUDIT_*)"
+        default_factory=AuditSettings, description="this service's own audit events (PACS_AUDIT_EVENTS_*)"
     )

@@ -109,9 +109,9 @@ AUDIT_QUEUE_DEPTH = Gauge("pacs_audit_queue_depth", "Audit events waiting to be 
 
 
 class AuditSettings(BaseSettings):
-    """How a service emits audit events (``PACS_AUDIT_*``)."""
+    """How a service emits audit events (``PACS_AUDIT_EVENTS_*``)."""
 
-    model_config = SettingsConfigDict(env_prefix="PACS_AUDIT_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="PACS_AUDIT_EVENTS_", extra="ignore")
 
     enabled: bool = Field(True, description="emit audit events (off only for benchmarks)")
     topic: str = Field(TOPIC_AUDIT, description="Kafka topic of audit events")
