@@ -53,5 +53,6 @@ class AuditServiceSettings(ServiceSettings):
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
     audit: AuditSettings = Field(
-        default_factory=AuditSettings, description="this service's own audit events (PACS_AUDIT_EVENTS_*)"
+        default_factory=AuditSettings,
+        description="this service's own audit events (PACS_AUDIT_EVENTS_*)",
     )

@@ -48,6 +48,7 @@ class StackConfig:
     indexer_port: int = 50052
     gateway_port: int = 50053
     dicom_port: int = 11112
+    audit_port: int = 50056
     env: dict[str, str] = field(default_factory=dict)
 
     def services(self) -> list[ServiceSpec]:
@@ -56,6 +57,7 @@ class StackConfig:
             ServiceSpec("storage", "pacs_storage", self.storage_port),
             ServiceSpec("indexer", "pacs_indexer", self.indexer_port, env=_INDEXER_TRUSTS_GATEWAY),
             ServiceSpec("gateway", "pacs_gateway", self.gateway_port, {"dicom": self.dicom_port}),
+            ServiceSpec("audit", "pacs_audit", self.audit_port),
         ]
 
     def service_env(self) -> dict[str, str]:
@@ -73,6 +75,9 @@ class StackConfig:
                 "PACS_GATEWAY_INDEXER_TARGET": f"127.0.0.1:{self.indexer_port}",
                 "PACS_INDEXER_DATABASE_URL": f"sqlite:///{self.run_dir / 'index.sqlite'}",
                 "PACS_TLS_DIR": str(tls_dir()),
+                "PACS_AUDIT_GRPC_PORT": str(self.audit_port),
+                "PACS_AUDIT_DATABASE_URL": f"sqlite:///{self.run_dir / 'audit.sqlite'}",
+                "PACS_AUDIT_SIGNING_KEY_FILE": str(self.run_dir / "audit-signing.pem"),
                 "PYTHONUNBUFFERED": "1",
             }
         )

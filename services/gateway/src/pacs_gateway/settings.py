@@ -135,7 +135,9 @@ class GatewaySettings(ServiceSettings):
             try:
                 self.kafka = KafkaSettings()
             except ValueError as exc:
-                raise SystemExit(f"auditing needs Kafka (PACS_AUDIT_EVENTS_ENABLED=true): {exc}") from exc
+                raise SystemExit(
+                    f"auditing needs Kafka (PACS_AUDIT_EVENTS_ENABLED=true): {exc}"
+                ) from exc
         return self.kafka
 
     @field_validator("ae_title")
