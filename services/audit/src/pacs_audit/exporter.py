@@ -14,7 +14,7 @@ import contextlib
 import logging
 
 from pacs.events.v1 import audit_events_pb2 as audit_pb
-from prometheus_client import Counter, Gauge
+from pacs_common.metrics import AUDIT_EXPORT_BACKLOG, AUDIT_EXPORT_FAILURES, AUDIT_EXPORTED
 from sqlalchemy import delete, func, select
 
 from pacs_audit.syslog import SyslogSender, message
@@ -23,11 +23,6 @@ from pacs_audit.xml_message import render
 
 log = logging.getLogger(__name__)
 
-EXPORTED = Counter("pacs_audit_exported", "Audit records sent to the syslog collector")
-EXPORT_FAILURES = Counter(
-    "pacs_audit_export_failures", "Attempts to reach the syslog collector that failed"
-)
-BACKLOG = Gauge("pacs_audit_export_backlog", "Audit records waiting for the syslog collector")
 
 
 class Exporter:
@@ -94,7 +89,7 @@ class Exporter:
         await self.sender.send(messages)
         await asyncio.to_thread(self._done, [seq for seq, _ in pending])
         self.sent += len(pending)
-        EXPORTED.inc(len(pending))
+        AUDIT_EXPORTED.inc(len(pending))
         return len(pending)
 
     async def _run(self) -> None:
@@ -103,15 +98,15 @@ class Exporter:
             try:
                 while await self.export_once():
                     delay = self.poll_s
-                BACKLOG.set(0)
+                AUDIT_EXPORT_BACKLOG.set(0)
             except (OSError, TimeoutError) as exc:
-                EXPORT_FAILURES.inc()
+                AUDIT_EXPORT_FAILURES.inc()
                 log.warning(
                     "syslog collector unreachable; records stay queued", extra={"error": repr(exc)}
                 )
                 delay = min(max(delay * 2, 1.0), 30.0)
                 try:
-                    BACKLOG.set(await asyncio.to_thread(self.backlog))
+                    AUDIT_EXPORT_BACKLOG.set(await asyncio.to_thread(self.backlog))
                 except Exception as metric_exc:  # a metric must not stop the export
                     log.debug("export backlog not counted", extra={"error": repr(metric_exc)})
             except Exception:

@@ -33,7 +33,6 @@ from collections.abc import Iterable, Iterator
 from typing import Any, Protocol
 
 from pacs.events.v1 import audit_events_pb2 as audit_pb
-from prometheus_client import Counter, Gauge
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from pydicom.tag import Tag
@@ -41,6 +40,12 @@ from pydicom.tag import Tag
 from pacs_common.dicom import UnreadableDicomError, read_header
 from pacs_common.errors import UnavailableError
 from pacs_common.events import EventPublisher, now_rfc3339
+from pacs_common.metrics import (
+    AUDIT_EVENTS_DROPPED,
+    AUDIT_EVENTS_EMITTED,
+    AUDIT_EVENTS_PUBLISHED,
+    AUDIT_QUEUE_DEPTH,
+)
 from pacs_common.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
@@ -92,20 +97,6 @@ APPLICATION_START, APPLICATION_STOP = "110120", "110121"
 LOGIN = "110122"
 NODE_AUTHENTICATION, RESTRICTED_FUNCTION = "110126", "110132"
 APPLICATION, SOURCE_ROLE, DESTINATION_ROLE = "110150", "110153", "110152"
-
-AUDIT_EVENTS_EMITTED = Counter(
-    "pacs_audit_events_emitted", "Audit events queued for publishing", ["source"]
-)
-AUDIT_EVENTS_PUBLISHED = Counter(
-    "pacs_audit_events_published", "Audit events the brokers acknowledged", ["source"]
-)
-AUDIT_EVENTS_DROPPED = Counter(
-    "pacs_audit_events_dropped",
-    "Audit events lost because the in-memory queue was full (Kafka down for long) or the "
-    "service stopped before they were published",
-    ["source", "reason"],
-)
-AUDIT_QUEUE_DEPTH = Gauge("pacs_audit_queue_depth", "Audit events waiting to be published")
 
 
 class AuditSettings(BaseSettings):
