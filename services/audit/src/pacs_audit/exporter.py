@@ -24,7 +24,6 @@ from pacs_audit.xml_message import render
 log = logging.getLogger(__name__)
 
 
-
 class Exporter:
     """Drains the outbox to the collector in the background."""
 

@@ -223,17 +223,21 @@ class AuditEmitter:
         if self._queue is not None:
             await self._queue.join()
 
-    async def stop(self) -> None:
+    async def stop(self, drain_s: float | None = None) -> None:
         """Refuse new events, publish what is queued, disconnect; safe to call twice.
 
-        Bounded by the caller (the host's stop deadline): what is still queued when it is
-        cancelled is counted as dropped."""
+        Args:
+            drain_s: how long to wait for the queue to drain (None: until done, or until the
+                caller cancels, as the host's stop deadline does). What is still queued then
+                is counted as dropped.
+        """
         self._stopping = True
         if _current is self:
             install(None)
         try:
             if self._task is not None and not self._task.done():
-                await self.flush()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.flush(), drain_s)
         finally:
             if self._task is not None:
                 self._task.cancel()

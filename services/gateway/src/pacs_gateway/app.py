@@ -289,7 +289,7 @@ class GatewayApp:
         if grpc_stopped is not None:
             grpc_stopped.result(_remaining(deadline) + 10)
         if self._audit is not None:  # after the DICOM side: its last events are queued
-            self._io.run(self._audit.stop(), timeout=_remaining(deadline) + 5)
+            self._io.run(self._audit.stop(_remaining(deadline)), timeout=_remaining(deadline) + 15)
         if self._clients is not None:
             self._io.run(self._clients.close(), timeout=10)
         self._io.stop()
