@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -10,12 +11,17 @@ from pacs_audit.checkpoints import Checkpointer
 from pacs_audit.trail import Trail
 
 
-@pytest.fixture
-def trail(tmp_path: Path) -> Trail:
-    """An empty trail in a SQLite file."""
-    store = Trail(f"sqlite:///{tmp_path / 'audit.sqlite'}")
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.integration)])
+def trail(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Trail]:
+    """An empty trail in a SQLite file, or in a scratch PostgreSQL database."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'audit.sqlite'}"
+    else:
+        url = request.getfixturevalue("postgres_url")
+    store = Trail(url)
     store.create_schema()
-    return store
+    yield store
+    store.dispose()
 
 
 @pytest.fixture
