@@ -35,9 +35,7 @@ from typing import Any, Protocol
 from pacs.events.v1 import audit_events_pb2 as audit_pb
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
-from pydicom.tag import Tag
 
-from pacs_common.dicom import UnreadableDicomError, read_header
 from pacs_common.errors import UnavailableError
 from pacs_common.events import EventPublisher, now_rfc3339
 from pacs_common.metrics import (
@@ -46,6 +44,7 @@ from pacs_common.metrics import (
     AUDIT_EVENTS_PUBLISHED,
     AUDIT_QUEUE_DEPTH,
 )
+from pacs_common.patient_id import patient_id_of
 from pacs_common.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
@@ -110,6 +109,12 @@ class AuditSettings(BaseSettings):
         100_000, ge=1, description="events held in memory while Kafka is slow or down"
     )
     batch_size: int = Field(500, ge=1, description="most events published in one round trip")
+    linger_s: float = Field(
+        0.2,
+        ge=0,
+        description="how long the first queued event waits for others to share its round trip "
+        "(one produce request per C-STORE would cost the brokers more than the C-STORE)",
+    )
 
 
 class AuditEmitter:
@@ -195,6 +200,8 @@ class AuditEmitter:
         await self._connect()
         while True:
             batch = [await queue.get()]
+            if self.settings.linger_s and not self._stopping:
+                await asyncio.sleep(self.settings.linger_s)
             while len(batch) < self.settings.batch_size and not queue.empty():
                 batch.append(queue.get_nowait())
             await self._publish(batch)
@@ -348,16 +355,6 @@ def _outcome(ok: bool) -> Outcome.ValueType:
 
 
 # --- builders, one per hook ----------------------------------------------------------------
-
-_PATIENT_ID = Tag("PatientID")
-
-
-def patient_id_of(part10: bytes) -> str:
-    """The Patient ID of a Part 10 object ('' when it has none or cannot be read)."""
-    try:
-        return str(read_header(part10, [_PATIENT_ID]).get("PatientID", "") or "")
-    except UnreadableDicomError:
-        return ""
 
 
 def dicom_instances_stored(
