@@ -73,8 +73,15 @@ async def test_dicom_users_are_audited(
             "-k", "QueryRetrieveLevel=STUDY", "-k", f"PatientID={patient}",
             "-k", "StudyInstanceUID",
         )  # fmt: skip
-        queries = await _eventually_records(audit, QUERY, actor="MODALITY")
-        assert any(patient.encode() in e.query for e in queries)
+        queries: list[audit_pb.AuditEvent] = []
+
+        async def query_recorded() -> bool:
+            nonlocal queries
+            found = await _records(audit, QUERY, actor="MODALITY")
+            queries = [e for e in found if patient.encode() in e.query]
+            return bool(queries)
+
+        assert await eventually(query_recorded, within_s=60)
         assert queries[0].query_model == "1.2.840.10008.5.1.4.1.2.2.1"  # Study Root FIND
 
         # DCMTK getscu: Begin Transferring, then Instances Transferred (Read) for the patient.
