@@ -200,7 +200,8 @@ class AuditEmitter:
         await self._connect()
         while True:
             batch = [await queue.get()]
-            if self.settings.linger_s and not self._stopping:
+            full = queue.qsize() >= self.settings.batch_size - 1
+            if self.settings.linger_s and not full and not self._stopping:
                 await asyncio.sleep(self.settings.linger_s)
             while len(batch) < self.settings.batch_size and not queue.empty():
                 batch.append(queue.get_nowait())
