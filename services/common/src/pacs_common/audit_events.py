@@ -27,7 +27,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import threading
 import uuid
 from collections.abc import Iterable, Iterator
 from typing import Any, Protocol
@@ -129,7 +128,6 @@ class AuditEmitter:
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self._dropped_full = 0
-        self._lock = threading.Lock()
         self.published = 0
 
     async def start(self) -> None:
