@@ -118,7 +118,7 @@ async def test_grpc_refusals_and_queries_are_audited(
     assert verdict.records_checked >= 3
 
 
-async def test_a_redelivered_event_is_stored_once(stack: tuple[Any, Any]) -> None:
+async def test_redelivery_is_stored_once_and_garbage_dead_lettered(stack: tuple[Any, Any]) -> None:
     audit, _ = stack
     event = application_activity("redelivery-test", started=True)
     event.id = "redelivered-1"
@@ -136,12 +136,14 @@ async def test_a_redelivered_event_is_stored_once(stack: tuple[Any, Any]) -> Non
         return [r for r in audit.trail.query(tenants=None) if r.event.id == "redelivered-1"]
 
     await _until(stored)
-    await asyncio.sleep(0)  # what the consumer handled next is in the trail
+    # Then a record that is no AuditEvent (dead-lettered, never stored) and a good one after it.
     marker = application_activity("after", started=True)
     marker.id = "after-1"
     publisher = EventPublisher(KafkaSettings(), source="test")
     await publisher.start()
     try:
+        assert publisher._producer is not None
+        await publisher._producer.send_and_wait(audit.settings.topic, b"\xff\xff not protobuf")
         await publisher.publish(audit.settings.topic, "", marker)
     finally:
         await publisher.stop()
@@ -151,3 +153,4 @@ async def test_a_redelivered_event_is_stored_once(stack: tuple[Any, Any]) -> Non
 
     assert await _until(after)
     assert len(await stored()) == 1
+    assert audit.consumer.stats.dead_lettered == 1

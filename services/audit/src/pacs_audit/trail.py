@@ -174,6 +174,9 @@ class Trail:
         """Create the tables (idempotent)."""
         with self._begin() as conn:
             metadata.create_all(conn)
+            # The head row exists before the first append, which then only has to lock it.
+            if conn.execute(select(head.c.id).where(head.c.id == 1)).first() is None:
+                conn.execute(insert(head).values(id=1, seq=0, hash=GENESIS))
 
     def dispose(self) -> None:
         """Close the connection pool."""

@@ -311,10 +311,13 @@ class AuthorizationInterceptor(RewrappingInterceptor):
 
         def stream(inner: Callable[[Any, Any], Any]) -> Any:
             async def behaviour(request: Any, context: Any) -> Any:
-                _CALLERS[id(context)] = await authorize(context)
+                _CALLERS[id(context)] = caller = await authorize(context)
                 try:
                     async for item in iterate_response(inner, request, context):
                         yield item
+                except PermissionDeniedError as exc:  # another tenant named (tenant_for)
+                    _audit_refusal(name, caller, context, exc)
+                    raise
                 finally:
                     _CALLERS.pop(id(context), None)
 
