@@ -101,6 +101,7 @@ async def test_grpc_refusals_and_queries_are_audited(
 
     query = (await _until(queries))[0].event
     assert b"AUD-1" in query.query
+    assert query.patient_id == "AUD-1"
     assert query.tenant == tenant
 
     # Another tenant's auditor sees none of it; a caller without audit-read is refused.

@@ -83,6 +83,7 @@ async def test_dicom_users_are_audited(
 
         assert await eventually(query_recorded, within_s=60)
         assert queries[0].query_model == "1.2.840.10008.5.1.4.1.2.2.1"  # Study Root FIND
+        assert queries[0].patient_id == patient  # the query named exactly this patient
 
         # DCMTK getscu: Begin Transferring, then Instances Transferred (Read) for the patient.
         code, out = await run_dcmtk(

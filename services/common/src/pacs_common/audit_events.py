@@ -385,10 +385,24 @@ def dicom_instances_stored(
     )
 
 
+def exact_patient(value: object) -> str:
+    """A Patient ID matching key naming one patient ('' for none, or wildcards; PS3.4
+    C.2.2.2.4), so that "who looked for patient X" finds the queries naming X."""
+    text = str(value or "").strip()
+    return "" if any(c in text for c in "*?\\") else text
+
+
 def dicom_query(
-    caller: AssociationCaller | None, ae_title: str, model: str, identifier: bytes, ok: bool
+    caller: AssociationCaller | None,
+    ae_title: str,
+    model: str,
+    identifier: bytes,
+    ok: bool,
+    *,
+    patient_id: object = "",
 ) -> audit_pb.AuditEvent | None:
-    """C-FIND: Query (PS3.15 A.5.3.10), the identifier as the query participant."""
+    """C-FIND: Query (PS3.15 A.5.3.10), the identifier as the query participant, and the
+    patient when the query names exactly one."""
     if caller is None:
         return None
     return audit_pb.AuditEvent(
@@ -400,6 +414,7 @@ def dicom_query(
             service_actor(ae_title, role_code=DESTINATION_ROLE),
         ],
         tenant=caller.tenant,
+        patient_id=exact_patient(patient_id),
         query=identifier,
         query_model=model,
     )
@@ -603,13 +618,21 @@ class TokenCaller(Protocol):
 
 
 def caller_query(
-    caller: TokenCaller, service: str, rpc: str, tenant: str, request: bytes
+    caller: TokenCaller,
+    service: str,
+    rpc: str,
+    tenant: str,
+    request: bytes,
+    *,
+    patient_id: object = "",
 ) -> audit_pb.AuditEvent | None:
     """A query by an application (token); None for a trusted service, which audits the query
     of its own caller (the gateway's C-FIND) itself."""
     if caller.trusted_service:
         return None
-    return rpc_query(service, rpc, subject=caller.subject, tenant=tenant, request=request, ok=True)
+    event = rpc_query(service, rpc, subject=caller.subject, tenant=tenant, request=request, ok=True)
+    event.patient_id = exact_patient(patient_id)
+    return event
 
 
 def audit_log_used(service: str, subject: str, tenant: str, request: bytes) -> audit_pb.AuditEvent:

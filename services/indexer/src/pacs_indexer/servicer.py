@@ -167,7 +167,12 @@ class QueryServicer(pb_grpc.QueryServiceServicer):
         tenant = caller.tenant_for(query.tenant)
         audit_events.emit(
             audit_events.caller_query(
-                caller, SERVICE, level.name, tenant, query.SerializeToString()
+                caller,
+                SERVICE,
+                level.name,
+                tenant,
+                query.SerializeToString(),
+                patient_id=query.match.get("PatientID", ""),
             )
         )
         spec = FindQuery(

@@ -137,7 +137,12 @@ class FindScp(DimseHandler):
         request = find_request_of(identifier, model)
         audit_events.emit(
             audit_events.dicom_query(
-                caller, self._ae_title, model, event.request.Identifier.getvalue(), True
+                caller,
+                self._ae_title,
+                model,
+                event.request.Identifier.getvalue(),
+                True,
+                patient_id=identifier.get("PatientID", ""),
             )
         )
         levels = levels_of(model)
