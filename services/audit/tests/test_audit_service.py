@@ -112,6 +112,10 @@ async def test_grpc_refusals_and_queries_are_audited(
         await _audit_query(audit.grpc_port, hydra, tenant, [Role.QUERY])
     assert denied.value.code() == grpc.StatusCode.PERMISSION_DENIED
 
+    with pytest.raises(grpc.aio.AioRpcError) as malformed:
+        await _audit_query(audit.grpc_port, hydra, tenant, AUDITOR, since="yesterday")
+    assert malformed.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
     interceptors = bearer_interceptors(hydra.client(tenant, AUDITOR))
     async with plain_aio_channel(f"127.0.0.1:{audit.grpc_port}", interceptors=interceptors) as ch:
         verdict = await pb_grpc.AuditServiceStub(ch).Verify(pb.VerifyRequest())

@@ -9,6 +9,7 @@ hold ``admin``. Reading the trail is itself audited (Audit Log Used, PS3.15 A.5.
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
 from typing import Any
 
 from pacs.audit.v1 import audit_service_pb2 as pb
@@ -34,8 +35,6 @@ def _time(value: str, name: str) -> str:
     """An RFC 3339 filter normalised to the stored form (UTC, ``Z``), or ''."""
     if not value:
         return ""
-    from datetime import UTC, datetime  # noqa: PLC0415  (only here)
-
     try:
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError as exc:
@@ -92,7 +91,7 @@ class AuditServicer(pb_grpc.AuditServiceServicer):
     async def Verify(  # noqa: N802  (gRPC method names are the proto's)
         self, request: pb.VerifyRequest, context: Any
     ) -> pb.VerifyResponse:
-        caller_of(context)
+        caller_of(context)  # authenticated with audit-read (the interceptor checked the role)
         verdict = await asyncio.to_thread(verify, self.trail, self.checkpointer.key.public_key())
         return pb.VerifyResponse(
             intact=verdict.intact,
