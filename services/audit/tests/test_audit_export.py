@@ -3,6 +3,7 @@ syslog over TLS (RFC 5425) to Debian's rsyslog, queued durably while the collect
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ from pacs_audit.syslog import CollectorSettings, SyslogSender
 from pacs_audit.trail import Trail
 from pacs_audit.xml_message import render
 from pacs_common import audit_events
+from pacs_testkit.audit import audit_topic, start_audit
 
 
 class _Caller:
@@ -140,3 +142,24 @@ async def test_records_wait_for_a_collector_that_is_down(trail: Trail, tmp_path:
     finally:
         await exporter.stop()
         collector.stop()
+
+
+@pytest.mark.integration
+async def test_the_running_service_exports_what_it_consumes(
+    infra_env: dict[str, str], collector: Collector, tmp_path: Path
+) -> None:
+    # The service's own Application Start record travels emitter -> Kafka -> trail -> syslog.
+    app = await start_audit(
+        tmp_path / "service",
+        audit_topic(),
+        syslog_host="127.0.0.1",
+        syslog_port=collector.port,
+        syslog_ca_file=collector.ca_file,
+    )
+    try:
+        received = await asyncio.to_thread(collector.wait_for, 1)
+    finally:
+        await app.stop()
+    assert b'csd-code="110100"' in received[0][3]  # Application Activity
+    assert b'csd-code="110120"' in received[0][3]  # Application Start
+    assert schema_errors(received[0][3], tmp_path) == ""
