@@ -164,6 +164,8 @@ def list_records(  # noqa: PLR0917  (typer maps each option to a parameter)
         for record in records:
             typer.echo(json.dumps(record_json(record), separators=(",", ":")))
         return
+    if limit and len(records) == limit:
+        console.print(f"[yellow]the first {limit} records: narrow the filters for more[/yellow]")
     table = Table("time", "event", "action", "outcome", "actor", "patient", "studies")
     for record in records:
         row = record_json(record)
