@@ -79,3 +79,4 @@ bench: infra ## Benchmarks, each printed as a table: storage vs boto3, index loa
 	$(UV) run python services/gateway/bench/bench_ingest.py
 	$(UV) run python services/transcoder/bench/bench_codecs.py
 	$(UV) run python services/transcoder/bench/bench_memory.py
+	$(UV) run python services/audit/bench/bench_audit.py

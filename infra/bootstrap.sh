@@ -2,8 +2,9 @@
 # infra/bootstrap.sh — idempotent install of every prerequisite of the local
 # cloudpacs infrastructure on a Debian 12 machine (run as root for apt).
 #
-#   * apt packages: dcmtk postgresql orthanc orthanc-postgresql prometheus (apt-get update only if
-#     something is missing)
+#   * apt packages: dcmtk postgresql orthanc orthanc-postgresql prometheus, the transcoder's
+#     independent decoders, and rsyslog rsyslog-gnutls libxml2-utils for the audit export tests
+#     (apt-get update only if something is missing)
 #   * uv 0.13.8 via pip, if `uv` is not on PATH
 #   * Apache Kafka broker jars -> .cache/kafka-libs (Maven, from infra/kafka/pom.xml;
 #     skipped while .cache/kafka-libs/.pom.sha256 matches the pom)
@@ -21,6 +22,8 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 APT_PACKAGES=(dcmtk postgresql orthanc orthanc-postgresql prometheus)
 # Independent decoders the transcoder is checked against (GDCM, OpenJPEG, OpenJPH, dicom3tools).
 APT_PACKAGES+=(libgdcm-tools libopenjp2-tools openjph-tools dicom3tools)
+# The audit export's syslog collector and schema check in tests.
+APT_PACKAGES+=(rsyslog rsyslog-gnutls libxml2-utils)
 UV_VERSION="0.13.8"
 POM="$INFRA_DIR/kafka/pom.xml"
 t0="$(now)"

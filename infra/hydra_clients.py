@@ -29,10 +29,11 @@ from pathlib import Path
 from typing import Any
 
 # env-file prefix -> (client name, tenant, roles). PACS_CLI_* is what the `pacs` CLI uses
-# (reindex and index checks need `admin`); PACS_APP_* is an application of tenant `default`
-# without admin rights. Tests create clients of their own tenants through the admin API.
+# (reindex and index checks need `admin`; `pacs audit` needs `audit-read`); PACS_APP_* is an
+# application of tenant `default` without admin rights. Tests create clients of their own
+# tenants through the admin API.
 CLIENTS: dict[str, tuple[str, str, tuple[str, ...]]] = {
-    "PACS_CLI": ("pacs-cli", "default", ("admin", "query", "retrieve", "ingest")),
+    "PACS_CLI": ("pacs-cli", "default", ("admin", "query", "retrieve", "ingest", "audit-read")),
     "PACS_APP": ("pacs-app", "default", ("ingest", "query", "retrieve")),
 }
 TENANT_SCOPE = "pacs:tenant:"

@@ -487,6 +487,43 @@ def kafka_lag() -> Dashboard:
                 width=24,
             )
         )
+        .with_row(row("Audit events"))
+        .with_panel(
+            graph(
+                "Audit events",
+                "Queued, acknowledged by Kafka, and dropped (queue full while Kafka was down, "
+                "or unpublished at stop): any drop is a gap in the audit trail.",
+                "ops",
+                query(
+                    f"sum by (source) (rate(pacs_audit_events_emitted_total{{{NS}}}[{RATE}]))",
+                    "queued {{source}}",
+                ),
+                query(
+                    f"sum by (source) (rate(pacs_audit_events_published_total{{{NS}}}[{RATE}]))",
+                    "published {{source}}",
+                ),
+                query(
+                    f"sum by (source, reason) "
+                    f"(rate(pacs_audit_events_dropped_total{{{NS}}}[{RATE}]))",
+                    "DROPPED {{source}} {{reason}}",
+                ),
+            )
+        )
+        .with_panel(
+            graph(
+                "Audit queue and syslog export",
+                "Events in the services' memory queues; records waiting for the syslog "
+                "collector; exported and failed attempts per second.",
+                "short",
+                query(f"sum(pacs_audit_queue_depth{{{NS}}})", "in memory"),
+                query(f"max(pacs_audit_export_backlog{{{NS}}})", "export backlog"),
+                query(f"sum(rate(pacs_audit_exported_total{{{NS}}}[{RATE}]))", "exported/s"),
+                query(
+                    f"sum(rate(pacs_audit_export_failures_total{{{NS}}}[{RATE}]))",
+                    "collector failures/s",
+                ),
+            )
+        )
         .build()
     )
 

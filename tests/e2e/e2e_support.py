@@ -108,6 +108,7 @@ def running_stack(
         indexer_port=free_port(),
         gateway_port=free_port(),
         dicom_port=free_port(),
+        audit_port=free_port(),
         env={
             "PACS_S3_BUCKET": bucket,
             "PACS_INDEXER_CONSUMER_GROUP": f"e2e-indexer-{uuid.uuid4().hex[:8]}",

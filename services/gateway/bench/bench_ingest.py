@@ -365,6 +365,7 @@ class CloudpacsTarget:
                 indexer_port=free_port(),
                 gateway_port=free_port(),
                 dicom_port=self.dicom_port,
+                audit_port=free_port(),
                 env={
                     "PACS_S3_BUCKET": self.bucket,
                     "PACS_INDEXER_CONSUMER_GROUP": self.consumer_group,

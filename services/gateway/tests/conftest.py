@@ -44,6 +44,7 @@ def start_gateway() -> Iterator[GatewayFactory]:
             "query_timeout": 10,
             "shutdown_grace_s": 1,
             "workers": 1,
+            "audit": {"enabled": False},  # tests of auditing turn it on
         }
         values.update(overrides)
         app = create_app(GatewaySettings(**values))

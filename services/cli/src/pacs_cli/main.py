@@ -10,12 +10,14 @@ from pacs_common.local import REPO, ensure_local_pki, load_infra_env
 from rich.console import Console
 from rich.table import Table
 
+from pacs_cli.audit_commands import audit_app
 from pacs_cli.index_commands import index_app, reindex
 from pacs_cli.stack import Stack, StackConfig, grpc_serving, port_open
 
 app = typer.Typer(help="Run a local cloudpacs stack.", no_args_is_help=True)
 app.command()(reindex)
 app.add_typer(index_app, name="index")
+app.add_typer(audit_app, name="audit")
 console = Console()
 
 

@@ -51,6 +51,7 @@ class StackConfig:
     transcoder_port: int | None = None
     """The transcoder's port; None: no transcoder in this stack (the gateway then fails the
     retrieve sub-operations that would need one)."""
+    audit_port: int = 50056
     env: dict[str, str] = field(default_factory=dict)
 
     def services(self) -> list[ServiceSpec]:
@@ -65,6 +66,7 @@ class StackConfig:
             ServiceSpec("indexer", "pacs_indexer", self.indexer_port, env=_INDEXER_TRUSTS_GATEWAY),
             *transcoder,
             ServiceSpec("gateway", "pacs_gateway", self.gateway_port, {"dicom": self.dicom_port}),
+            ServiceSpec("audit", "pacs_audit", self.audit_port),
         ]
 
     def service_env(self) -> dict[str, str]:
@@ -87,6 +89,9 @@ class StackConfig:
                     f"127.0.0.1:{self.transcoder_port}" if self.transcoder_port else ""
                 ),
                 "PACS_TLS_DIR": str(tls_dir()),
+                "PACS_AUDIT_GRPC_PORT": str(self.audit_port),
+                "PACS_AUDIT_DATABASE_URL": f"sqlite:///{self.run_dir / 'audit.sqlite'}",
+                "PACS_AUDIT_SIGNING_KEY_FILE": str(self.run_dir / "audit-signing.pem"),
                 "PYTHONUNBUFFERED": "1",
             }
         )

@@ -37,6 +37,7 @@ import grpc
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from pacs_common import audit_events
 from pacs_common.errors import (
     InvalidArgumentError,
     PacsError,
@@ -61,6 +62,8 @@ class Role(StrEnum):
     QUERY = "query"
     RETRIEVE = "retrieve"
     ADMIN = "admin"
+    AUDIT_READ = "audit-read"
+    """Read the audit trail (who touched which patient's images)."""
 
 
 def _split_names(value: object) -> object:
@@ -290,13 +293,17 @@ class AuthorizationInterceptor(RewrappingInterceptor):
             return handler
         role = self.roles[service].get(method, Role.ADMIN)
         metadata = handler_call_details.invocation_metadata
-        authorize = self._authorizer(role, metadata, f"{service}/{method}")
+        name = f"{service}/{method}"
+        authorize = self._authorizer(role, metadata, name)
 
         def unary(inner: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
             async def behaviour(request: Any, context: Any) -> Any:
-                _CALLERS[id(context)] = await authorize(context)
+                _CALLERS[id(context)] = caller = await authorize(context)
                 try:
                     return await inner(request, context)
+                except PermissionDeniedError as exc:  # another tenant named (tenant_for)
+                    _audit_refusal(name, caller, context, exc)
+                    raise
                 finally:
                     _CALLERS.pop(id(context), None)
 
@@ -304,10 +311,13 @@ class AuthorizationInterceptor(RewrappingInterceptor):
 
         def stream(inner: Callable[[Any, Any], Any]) -> Any:
             async def behaviour(request: Any, context: Any) -> Any:
-                _CALLERS[id(context)] = await authorize(context)
+                _CALLERS[id(context)] = caller = await authorize(context)
                 try:
                     async for item in iterate_response(inner, request, context):
                         yield item
+                except PermissionDeniedError as exc:  # another tenant named (tenant_for)
+                    _audit_refusal(name, caller, context, exc)
+                    raise
                 finally:
                     _CALLERS.pop(id(context), None)
 
@@ -317,6 +327,7 @@ class AuthorizationInterceptor(RewrappingInterceptor):
 
     def _authorizer(self, role: Role, metadata: Any, name: str) -> Callable[[Any], Any]:
         async def authorize(context: Any) -> Caller:
+            caller: Caller | None = None
             try:
                 caller = await resolve_caller(
                     bearer_token(metadata), peer_common_name(context), self.verifier, self.settings
@@ -325,7 +336,27 @@ class AuthorizationInterceptor(RewrappingInterceptor):
             except PacsError as exc:
                 # The reason only: never the token, its claims, or the request.
                 log.info("call refused", extra={"rpc": name, "reason": exc.message})
+                _audit_refusal(name, caller, context, exc)
                 raise
             return caller
 
         return authorize
+
+
+def _audit_refusal(rpc: str, caller: Caller | None, context: Any, exc: PacsError) -> None:
+    """A refused call is a Security Alert (PS3.15 A.5.3.11): bad token, missing role, or a
+    request naming another tenant."""
+    try:
+        address = str(context.peer())
+    except (AttributeError, RuntimeError):
+        address = ""
+    audit_events.emit(
+        audit_events.rpc_refused(
+            rpc.partition("/")[0],
+            rpc,
+            subject=caller.subject if caller else "",
+            address=address,
+            reason=exc.message,
+            tenant=(caller.tenant or "") if caller else "",
+        )
+    )

@@ -135,6 +135,37 @@ KAFKA_EVENTS_CONSUMED = Counter(
     ["group", "topic", "outcome"],
 )
 
+# --- Audit (every service emits; the audit service stores and exports) ---------------------
+
+AUDIT_EVENTS_EMITTED = Counter(
+    "pacs_audit_events_emitted", "Audit events queued for publishing.", ["source"]
+)
+AUDIT_EVENTS_PUBLISHED = Counter(
+    "pacs_audit_events_published", "Audit events the brokers acknowledged.", ["source"]
+)
+AUDIT_DROP_REASONS = ("queue_full", "stopped")
+"""Values of ``reason`` on :data:`AUDIT_EVENTS_DROPPED`."""
+AUDIT_EVENTS_DROPPED = Counter(
+    "pacs_audit_events_dropped",
+    "Audit events lost: the in-memory queue was full (Kafka down for long) or the service "
+    "stopped before they were published.",
+    ["source", "reason"],
+)
+AUDIT_QUEUE_DEPTH = Gauge(
+    "pacs_audit_queue_depth",
+    "Audit events waiting in memory to be published.",
+    multiprocess_mode="livesum",
+)
+AUDIT_EXPORTED = Counter("pacs_audit_exported", "Audit records sent to the syslog collector.")
+AUDIT_EXPORT_FAILURES = Counter(
+    "pacs_audit_export_failures", "Attempts to reach the syslog collector that failed."
+)
+AUDIT_EXPORT_BACKLOG = Gauge(
+    "pacs_audit_export_backlog",
+    "Audit records waiting for the syslog collector.",
+    multiprocess_mode="livemax",
+)
+
 # --- S3 (storage) ---------------------------------------------------------------------------
 
 S3_REQUEST_DURATION = Histogram(

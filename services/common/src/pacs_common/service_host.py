@@ -34,11 +34,12 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2
 
+from pacs_common import audit_events
 from pacs_common.grpc_server import build_server
 from pacs_common.logging import configure_logging
 from pacs_common.metrics import GrpcMetricsInterceptor, MetricsServer, start_metrics_server
 from pacs_common.peers import PeerAuthorizationInterceptor
-from pacs_common.settings import ServiceSettings
+from pacs_common.settings import KafkaSettings, ServiceSettings
 from pacs_common.telemetry import configure_tracing
 
 log = logging.getLogger(__name__)
@@ -124,6 +125,15 @@ class ServiceHost:
         """Run ``stop`` during :meth:`stop`, in ``stage`` (in registration order within it)."""
         self._hooks.append(_Hook(name, stage, stop))
 
+    async def start_audit(
+        self, kafka: KafkaSettings, settings: audit_events.AuditSettings | None = None
+    ) -> None:
+        """Start this process's audit emitter (:mod:`pacs_common.audit_events`), flushed in
+        the PRODUCERS stage of the stop; call before :meth:`start`."""
+        emitter = await audit_events.start_emitter(kafka, self.settings.service_name, settings)
+        if emitter is not None:
+            self.on_stop("audit", emitter.stop, StopStage.PRODUCERS)
+
     def _bind(self) -> int:
         address = f"{self.settings.grpc_host}:{self.settings.grpc_port}"
         if self.tls.enabled:
@@ -153,6 +163,7 @@ class ServiceHost:
             self.metrics = start_metrics_server(self.settings.metrics_port, self.settings.grpc_host)
         for name in ("", *self.service_names):
             await self.health.set(name, _SERVING)
+        audit_events.emit(audit_events.application_activity(self.settings.service_name, True))
 
     async def set_serving(self, service_name: str, serving: bool) -> None:
         """Report one service SERVING or NOT_SERVING (for example while a dependency is down);
@@ -191,6 +202,7 @@ class ServiceHost:
         for name in ("", *self.service_names):
             await self.health.set(name, _NOT_SERVING)
         if self._started:
+            audit_events.emit(audit_events.application_activity(self.settings.service_name, False))
             # New calls are refused at once; calls in flight get what remains of the deadline.
             await self.server.stop(remaining())
         for hook in sorted(self._hooks, key=lambda h: h.stage):

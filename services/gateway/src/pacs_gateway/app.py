@@ -17,6 +17,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from pacs.ingest.v1 import ingest_service_pb2, ingest_service_pb2_grpc
 from pacs.query.v1 import query_service_pb2_grpc
 from pacs.storage.v1 import storage_service_pb2
+from pacs_common import audit_events
 from pacs_common.clients.direct import DirectStorage
 from pacs_common.clients.storage import StorageClient
 from pacs_common.clients.transcode import TranscodeClient
@@ -127,6 +128,7 @@ class GatewayApp:
         self._clients: _Clients | None = None
         self._dimse: DimseServer | None = None
         self._commitment: StorageCommitmentScp | None = None
+        self._audit: audit_events.AuditEmitter | None = None
         self._started = False
         self._stopped = False
 
@@ -198,6 +200,8 @@ class GatewayApp:
     async def _start_io(self) -> None:
         settings = self.settings
         self._clients = clients = _Clients(settings)
+        if (kafka := settings.audit_kafka()) is not None:
+            self._audit = await audit_events.start_emitter(kafka, "gateway", settings.audit)
         if not settings.serve_grpc:
             return
         servicer = IngestServicer(
@@ -311,6 +315,8 @@ class GatewayApp:
             self._commitment.join(_remaining(deadline))
         if grpc_stopped is not None:
             grpc_stopped.result(_remaining(deadline) + 10)
+        if self._audit is not None:  # after the DICOM side: its last events are queued
+            self._io.run(self._audit.stop(_remaining(deadline)), timeout=_remaining(deadline) + 15)
         if self._clients is not None:
             self._io.run(self._clients.close(), timeout=10)
         self._io.stop()

@@ -19,6 +19,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from pacs_common import audit_events
 from pynetdicom import AE, evt
 from pynetdicom.presentation import PresentationContext
 from pynetdicom.transport import ThreadedAssociationServer
@@ -210,6 +211,9 @@ class DimseServer:
             },
         )
         self._metrics.rejected(decision.kind)
+        audit_events.emit(
+            audit_events.association_refused(self.ae.ae_title, request, decision.explanation)
+        )
         assoc.acse.send_reject(RESULT_REJECTED_PERMANENT, SOURCE_SERVICE_USER, decision.reason)
         assoc.kill()
 

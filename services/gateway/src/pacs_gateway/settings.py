@@ -11,9 +11,10 @@ import os
 from pathlib import Path
 from typing import Literal, Self
 
+from pacs_common.audit_events import AuditSettings
 from pacs_common.auth import AuthSettings
 from pacs_common.errors import InvalidArgumentError
-from pacs_common.settings import ServiceSettings
+from pacs_common.settings import KafkaSettings, ServiceSettings
 from pacs_common.tenants import check_tenant
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
@@ -140,6 +141,28 @@ class GatewaySettings(ServiceSettings):
         "identity (PS3.7 D.3.3.7) of the site's tenant; off: the site registry alone admits, "
         "and a JWT, when sent, is still verified and bounds the association's roles",
     )
+
+    audit: AuditSettings = Field(default_factory=AuditSettings)
+    kafka: KafkaSettings | None = Field(
+        None, description="where audit events go; default: PACS_KAFKA_*, read at start"
+    )
+
+    def audit_kafka(self) -> KafkaSettings | None:
+        """The brokers audit events go to; None when auditing is off.
+
+        Raises:
+            SystemExit: auditing is on and PACS_KAFKA_* is incomplete (naming the key).
+        """
+        if not self.audit.enabled:
+            return None
+        if self.kafka is None:
+            try:
+                self.kafka = KafkaSettings()
+            except ValueError as exc:
+                raise SystemExit(
+                    f"auditing needs Kafka (PACS_AUDIT_EVENTS_ENABLED=true): {exc}"
+                ) from exc
+        return self.kafka
 
     @field_validator("ae_title")
     @classmethod

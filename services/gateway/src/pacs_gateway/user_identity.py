@@ -25,6 +25,7 @@ import dataclasses
 import logging
 from typing import Any
 
+from pacs_common import audit_events
 from pacs_common.auth import AuthSettings, caller_from_claims
 from pacs_common.errors import PacsError
 
@@ -65,12 +66,23 @@ class UserIdentityCheck:
             identity = caller_from_claims(claims, self._auth)
         except (PacsError, UnicodeDecodeError) as exc:
             log.info("association refused: user identity not verified", extra={"error": str(exc)})
+            audit_events.emit(
+                audit_events.dicom_login(event.assoc, caller, False, "user identity not verified")
+            )
             return False, None
         if identity.tenant != caller.tenant:
             log.info("association refused: the user identity belongs to another tenant")
+            audit_events.emit(
+                audit_events.dicom_login(
+                    event.assoc, caller, False, "user identity of another tenant"
+                )
+            )
             return False, None
         self._callers.set(
             event.assoc,
             dataclasses.replace(caller, user=identity.subject, roles=identity.roles),
+        )
+        audit_events.emit(
+            audit_events.dicom_login(event.assoc, self._callers.get(event.assoc), True)
         )
         return True, None

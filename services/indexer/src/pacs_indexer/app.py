@@ -87,6 +87,7 @@ class IndexerApp(HostedApp):
                 batch_max_records=self.settings.batch_max_events,
             )
             await self.consumer.start()
+        await self.host.start_audit(self.settings.kafka, self.settings.audit)
         await self.host.start()
         log.info("indexer started", extra={"grpc_port": self.grpc_port})
 

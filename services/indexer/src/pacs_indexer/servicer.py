@@ -16,6 +16,7 @@ from typing import Any
 import grpc
 from pacs.query.v1 import query_service_pb2 as pb
 from pacs.query.v1 import query_service_pb2_grpc as pb_grpc
+from pacs_common import audit_events
 from pacs_common.auth import AuthorizationInterceptor, AuthSettings, Role, caller_of
 from pacs_common.errors import FailedPreconditionError
 from pacs_common.metrics import INDEX_QUERY_DURATION
@@ -162,8 +163,20 @@ class QueryServicer(pb_grpc.QueryServiceServicer):
             )
 
     async def _find(self, query: pb.Query, level: Level, context: _Context) -> FindResult:
+        caller = caller_of(context)
+        tenant = caller.tenant_for(query.tenant)
+        audit_events.emit(
+            audit_events.caller_query(
+                caller,
+                SERVICE,
+                level.name,
+                tenant,
+                query.SerializeToString(),
+                patient_id=query.match.get("PatientID", ""),
+            )
+        )
         spec = FindQuery(
-            tenant=caller_of(context).tenant_for(query.tenant),
+            tenant=tenant,
             level=level,
             match=dict(query.match),
             return_keys=list(query.return_keys),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pacs_common.audit_events import AuditSettings
 from pacs_common.auth import AuthSettings
 from pacs_common.settings import KafkaSettings, ServiceSettings
 from pydantic import Field
@@ -55,3 +56,4 @@ class IndexerSettings(ServiceSettings):
     )
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
+    audit: AuditSettings = Field(default_factory=AuditSettings)

@@ -16,6 +16,7 @@ from typing import Any
 import grpc
 from pacs.query.v1 import query_service_pb2 as query_pb
 from pacs.query.v1 import query_service_pb2_grpc as query_grpc
+from pacs_common import audit_events
 from pacs_common.clients.errors import from_exception
 from pydicom.dataset import Dataset
 
@@ -134,6 +135,16 @@ class FindScp(DimseHandler):
         except Exception as exc:
             raise InvalidIdentifierError("identifier cannot be decoded") from exc
         request = find_request_of(identifier, model)
+        audit_events.emit(
+            audit_events.dicom_query(
+                caller,
+                self._ae_title,
+                model,
+                event.request.Identifier.getvalue(),
+                True,
+                patient_id=identifier.get("PatientID", ""),
+            )
+        )
         levels = levels_of(model)
         cancelled = Cancellation(event)
         if request.level == "PATIENT":

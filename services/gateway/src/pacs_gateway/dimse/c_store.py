@@ -15,6 +15,7 @@ import logging
 from typing import Any, ClassVar
 
 from pacs.type.v1 import instance_pb2
+from pacs_common import audit_events
 from pacs_common.dicom import UnreadableDicomError, instance_ref_of
 from pacs_common.errors import InvalidArgumentError, PacsError
 from pacs_common.metrics import DICOM_CSTORE_BYTES, DICOM_CSTORE_DURATION
@@ -64,6 +65,9 @@ class StoreScp(DimseHandler):
             )
             raise
         DICOM_CSTORE_BYTES.inc(len(part10))
+        audit_events.emit(
+            audit_events.dicom_stored(self._caller_of(event.assoc), event, instance, part10)
+        )
         log.debug(
             "instance stored",
             extra={

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from pacs.type.v1 import instance_pb2
+from pacs_common import audit_events
 from pacs_common.errors import PacsError
 from pacs_common.transfer_syntaxes import Choice, choose
 from pydicom import dcmread
@@ -103,7 +104,9 @@ class RetrieveScp(DimseHandler):
         yield len(refs)
         assoc = sub_association.get("assoc")
         offered = list(assoc.accepted_contexts) if assoc is not None else []
-        yield from self._send_all(event, refs, offered)
+        yield from audit_events.audited_retrieve(
+            self._send_all(event, refs, offered), caller, event, refs, move=True
+        )
 
     def handle_get(self, event: Any) -> Iterator[Any]:
         """EVT_C_GET: number of sub-operations, then one dataset per instance."""
@@ -116,7 +119,9 @@ class RetrieveScp(DimseHandler):
         # Our SCU-role storage contexts: those where the requestor accepted to be the SCP.
         offered = [cx for cx in event.assoc.accepted_contexts if cx.as_scu]
         send_files_chunked(event.assoc)
-        yield from self._send_all(event, refs, offered)
+        yield from audit_events.audited_retrieve(
+            self._send_all(event, refs, offered), self._caller_of(event.assoc), event, refs
+        )
 
     def _locate(self, event: Any) -> Located:
         """The instances to send, or the failure status to answer with (also when the caller
