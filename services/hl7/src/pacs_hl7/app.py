@@ -87,7 +87,9 @@ class Hl7App(HostedApp):
             except (ValueError, InvalidBlockError) as exc:
                 # Too large, or not framed: answer so that the sender does not wait forever.
                 text = "message too large" if isinstance(exc, ValueError) else "not MLLP framed"
-                writer.writeblock(bare_reject(text, settings.application, settings.facility).encode())
+                writer.writeblock(
+                    bare_reject(text, settings.application, settings.facility).encode()
+                )
                 await writer.drain()
                 continue
             ack, encoding = await self.receiver.handle(bytes(block))

@@ -82,5 +82,5 @@ def patient_of(pid: SegmentView) -> pb.Patient:
 def split_datetime(value: str) -> tuple[str, str]:
     """An HL7 DTM/TS (YYYYMMDDHHMMSS.SSSS+ZZZZ) as DICOM DA and TM (the offset dropped: the
     worklist matches on the modality's local schedule)."""
-    value = value.split("+")[0].split("-")[0]
+    value = value.split("+", maxsplit=1)[0].split("-", maxsplit=1)[0]
     return value[:8], value[8:]

@@ -56,9 +56,7 @@ def message_type(msh: SegmentView) -> tuple[str, str]:
     return msh.get(9, 1).upper(), msh.get(9, 2).upper()
 
 
-def translate(
-    message: hl7.Message, tenant: str, received_time: str
-) -> Translated:
+def translate(message: hl7.Message, tenant: str, received_time: str) -> Translated:
     """The events one message stands for.
 
     Raises:

@@ -59,7 +59,9 @@ def build_oru(report: pb.ReportIndexed, settings: Hl7Settings) -> str:
     sequence = 0
     for line in report.text.splitlines() or [""]:
         sequence += 1
-        segments.append(f"OBX|{sequence}|TX|18782-3^Radiology Study observation^LN||{_escape(line)}||||||F")
+        segments.append(
+            f"OBX|{sequence}|TX|18782-3^Radiology Study observation^LN||{_escape(line)}||||||F"
+        )
     for measurement in report.measurements:
         sequence += 1
         concept = (

@@ -19,10 +19,15 @@ from pacs_common.events import TOPIC_WORKFLOW, EventPublisher, now_rfc3339
 from prometheus_client import Counter, Histogram
 
 from pacs_hl7.ack import ack_of, bare_reject
-from pacs_hl7.errors import APPLICATION_INTERNAL_ERROR, UNKNOWN_KEY_IDENTIFIER, Hl7Rejection
-from pacs_hl7.errors import Location, rejection
-from pacs_hl7.messages import message_type, translate
+from pacs_hl7.errors import (
+    APPLICATION_INTERNAL_ERROR,
+    UNKNOWN_KEY_IDENTIFIER,
+    Hl7Rejection,
+    Location,
+    rejection,
+)
 from pacs_hl7.fields import segments
+from pacs_hl7.messages import message_type, translate
 from pacs_hl7.settings import Hl7Settings
 
 log = logging.getLogger(__name__)
@@ -91,7 +96,9 @@ class Receiver:
             msh = segments(message)[0]
         except Exception:
             MESSAGES.labels("unparseable", "AR").inc()
-            return bare_reject("not an HL7 v2 message", settings.application, settings.facility), encoding
+            return bare_reject(
+                "not an HL7 v2 message", settings.application, settings.facility
+            ), encoding
         code, trigger = message_type(msh)
         error: Hl7Rejection | None = None
         try:
@@ -101,7 +108,9 @@ class Receiver:
             error = exc
         except UnavailableError as exc:
             log.warning("events not acknowledged by Kafka", extra={"error": str(exc)})
-            error = rejection(APPLICATION_INTERNAL_ERROR, "events could not be made durable; resend")
+            error = rejection(
+                APPLICATION_INTERNAL_ERROR, "events could not be made durable; resend"
+            )
         except Exception:
             log.exception("unexpected error handling an HL7 message")
             error = rejection(APPLICATION_INTERNAL_ERROR, "internal error")
