@@ -44,6 +44,14 @@ def _pn_to_xpn(name: str) -> str:
     return "^".join((family, given, middle, suffix, prefix)).rstrip("^")
 
 
+def _segment(name: str, fields: dict[int, str]) -> str:
+    """A segment with ``fields`` (HL7 1-based positions) set, the others empty."""
+    values = [""] * max(fields)
+    for position, value in fields.items():
+        values[position - 1] = value
+    return name + "|" + "|".join(values)
+
+
 def build_oru(report: pb.ReportIndexed, settings: Hl7Settings) -> str:
     """The ORU^R01 (v2.5.1) of one indexed report, segments ended by CR."""
     now = datetime.now(UTC).strftime("%Y%m%d%H%M%S")
@@ -53,8 +61,16 @@ def build_oru(report: pb.ReportIndexed, settings: Hl7Settings) -> str:
         f"{settings.oru_facility}|{now}||ORU^R01^ORU_R01|{control_id()}|P|2.5.1|||AL|NE||UNICODE UTF-8",
         f"PID|1||{_escape(patient.patient_id)}^^^{_escape(patient.issuer_of_patient_id)}||"
         f"{_pn_to_xpn(patient.patient_name)}||{patient.patient_birth_date}|{patient.patient_sex}",
-        f"OBR|1||{_escape(report.accession_number)}|18748-4^Diagnostic imaging study^LN||||||||||||||"
-        f"{_escape(report.accession_number)}|||||||||F",
+        _segment(
+            "OBR",
+            {
+                1: "1",
+                3: _escape(report.accession_number),  # filler order number
+                4: "18748-4^Diagnostic imaging study^LN",
+                18: _escape(report.accession_number),  # placer field 1: the accession (IHE)
+                25: "F",  # result status: final
+            },
+        ),
     ]
     sequence = 0
     for line in report.text.splitlines() or [""]:
