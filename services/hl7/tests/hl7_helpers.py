@@ -20,7 +20,9 @@ def segment(name: str, fields: dict[int, str]) -> str:
     return name + "|" + "|".join(values)
 
 
-def msh(message_type: str, control_id: str, version: str = "2.3.1", facility: str = "RADIOLOGY") -> str:
+def msh(
+    message_type: str, control_id: str, version: str = "2.3.1", facility: str = "RADIOLOGY"
+) -> str:
     """An MSH segment from the RIS."""
     return segment(
         "MSH",
@@ -86,7 +88,9 @@ def orm(
     return "\r".join(segments) + "\r"
 
 
-def adt(trigger: str, patient_id: str, name: str, control_id: str | None = None, mrg: str = "") -> str:
+def adt(
+    trigger: str, patient_id: str, name: str, control_id: str | None = None, mrg: str = ""
+) -> str:
     """An ADT message (A01/A04/A08/A31; A40 with ``mrg``: the prior patient ID)."""
     segments = [
         msh(f"ADT^{trigger}", control_id or uuid.uuid4().hex[:20], version="2.5"),
@@ -107,8 +111,14 @@ async def mllp_send(port: int, message: str, tmp: Path) -> str:
     tool = shutil.which("mllp_send")
     assert tool is not None, "python-hl7's mllp_send is not installed"
     proc = await asyncio.create_subprocess_exec(
-        tool, "-p", str(port), "-f", str(path), "127.0.0.1",
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        tool,
+        "-p",
+        str(port),
+        "-f",
+        str(path),
+        "127.0.0.1",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
     )
     out, _ = await asyncio.wait_for(proc.communicate(), 60)
     assert proc.returncode == 0, out.decode(errors="replace")

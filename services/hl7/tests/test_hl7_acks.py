@@ -13,7 +13,6 @@ from pacs.events.v1 import workflow_events_pb2 as pb
 from pacs_hl7.oru import build_oru
 from pacs_hl7.settings import Hl7Settings
 
-
 FETCH = Path(__file__).parent / "hapi" / "fetch_hapi.sh"
 
 
@@ -34,7 +33,10 @@ def hapi(classpath: str, messages: list[str], tmp: Path) -> list[str]:
         paths.append(str(path))
     done = subprocess.run(
         ["java", "-cp", classpath, "HapiCheck", *paths],
-        capture_output=True, text=True, timeout=120, check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     return done.stdout.strip().splitlines()
 
@@ -108,9 +110,7 @@ async def test_unregistered_facility_is_rejected(start_hl7, tmp_path: Path) -> N
     assert "204^Unknown key identifier" in ack
 
 
-def test_oru_parses_in_hapi(
-    hapi_classpath: str, tmp_path: Path, infra_env: dict[str, str]
-) -> None:
+def test_oru_parses_in_hapi(hapi_classpath: str, tmp_path: Path, infra_env: dict[str, str]) -> None:
     report = pb.ReportIndexed(
         patient=pb.Patient(patient_id="P|1", patient_name="DOE^JANE", patient_sex="F"),
         accession_number="ACC1",

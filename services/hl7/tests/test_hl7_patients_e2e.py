@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from pathlib import Path
 
 import pydicom
 import pytest
 from hl7_helpers import ack_code, adt, mllp_send
-from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 from pynetdicom import AE
 from test_hl7_worklist_e2e import _dcmtk, _run
@@ -43,17 +41,36 @@ def _store(port: int, patient_id: str, name: str) -> str:
     return str(dataset.StudyInstanceUID)
 
 
+def _responses(out: Path) -> list[pydicom.Dataset]:
+    return [pydicom.dcmread(p) for p in sorted(out.glob("rsp*.dcm"))]
+
+
 async def _studies_of(port: int, patient_id: str, out: Path) -> dict[str, str]:
     """Study Instance UID -> Patient's Name of ``patient_id``'s studies, by DCMTK findscu."""
-    out.mkdir(parents=True)
+    await asyncio.to_thread(out.mkdir, parents=True)
     code, text = await _run(
-        _dcmtk("findscu"), "-S", "-aet", "MODALITY", "-aec", "CLOUDPACS",
-        "-k", "QueryRetrieveLevel=STUDY", "-k", f"PatientID={patient_id}",
-        "-k", "StudyInstanceUID", "-k", "PatientName", "-X", "-od", out,
-        "127.0.0.1", str(port),
+        _dcmtk("findscu"),
+        "-S",
+        "-aet",
+        "MODALITY",
+        "-aec",
+        "CLOUDPACS",
+        "-k",
+        "QueryRetrieveLevel=STUDY",
+        "-k",
+        f"PatientID={patient_id}",
+        "-k",
+        "StudyInstanceUID",
+        "-k",
+        "PatientName",
+        "-X",
+        "-od",
+        out,
+        "127.0.0.1",
+        str(port),
     )
     assert code == 0, text
-    found = [pydicom.dcmread(p) for p in sorted(out.glob("rsp*.dcm"))]
+    found = await asyncio.to_thread(_responses, out)
     return {str(d.StudyInstanceUID): str(d.PatientName) for d in found}
 
 

@@ -92,7 +92,9 @@ async def test_tid1500_measurements_queryable_and_oru_reaches_peer(
         # DCMTK reads the report highdicom wrote (an independent SR parser)
         code, dump = await _run(_dcmtk("dsrdump"), report_path)
         assert code == 0 and '"Length")="12.5" (mm,UCUM' in dump, dump
-        await asyncio.to_thread(_store_all, gateway.dicom_port, [image, pydicom.dcmread(report_path)])
+        await asyncio.to_thread(
+            _store_all, gateway.dicom_port, [image, pydicom.dcmread(report_path)]
+        )
 
         channel = plain_aio_channel(f"127.0.0.1:{indexer_app.grpc_port}")
         stub = query_grpc.QueryServiceStub(channel)
@@ -107,7 +109,9 @@ async def test_tid1500_measurements_queryable_and_oru_reaches_peer(
         assert len(found) == 1
         m = found[0].measurement
         assert (m.concept_code_value, m.concept_code_scheme, m.concept_code_meaning) == (
-            "410668003", "SCT", "Length",
+            "410668003",
+            "SCT",
+            "Length",
         )
         assert (m.value, m.units_code_value) == ("12.5", "mm")
         assert m.finding_site == "Lung"
@@ -129,7 +133,8 @@ async def test_tid1500_measurements_queryable_and_oru_reaches_peer(
         await channel.close()
 
         deadline = time.monotonic() + 90
-        while time.monotonic() < deadline and len(peer.received) < 2:
+        # polling the peer's list: there is no event to wait on
+        while time.monotonic() < deadline and len(peer.received) < 2:  # noqa: ASYNC110
             await asyncio.sleep(0.1)
         assert len(peer.received) >= 2, "the ORU was not resent after AR"
         oru = peer.received[-1]

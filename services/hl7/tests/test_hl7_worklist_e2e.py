@@ -42,12 +42,10 @@ async def _run(*args: str | Path) -> tuple[int, str]:
     return int(proc.returncode or 0), out.decode(errors="replace")
 
 
-async def findscu_worklist(
-    port: int, query_dump: Path, out_dir: Path, *keys: str
-) -> list[Dataset]:
+async def findscu_worklist(port: int, query_dump: Path, out_dir: Path, *keys: str) -> list[Dataset]:
     """``findscu -W`` with a DCMTK example query (converted by dump2dcm), extra ``-k`` keys;
     the response identifiers."""
-    out_dir.mkdir(parents=True, exist_ok=True)
+    await asyncio.to_thread(out_dir.mkdir, parents=True, exist_ok=True)
     query = out_dir / "query.dcm"
     code, out = await _run(_dcmtk("dump2dcm"), query_dump, query)
     assert code == 0, out
@@ -55,10 +53,25 @@ async def findscu_worklist(
     for key in keys:
         args += ["-k", key]
     code, out = await _run(
-        _dcmtk("findscu"), "-W", "-aet", "MODALITY", "-aec", "CLOUDPACS", *args, "-X",
-        "-od", out_dir, "127.0.0.1", str(port), query,
+        _dcmtk("findscu"),
+        "-W",
+        "-aet",
+        "MODALITY",
+        "-aec",
+        "CLOUDPACS",
+        *args,
+        "-X",
+        "-od",
+        out_dir,
+        "127.0.0.1",
+        str(port),
+        query,
     )
     assert code == 0, out
+    return await asyncio.to_thread(_responses, out_dir)
+
+
+def _responses(out_dir: Path) -> list[Dataset]:
     return [dcmread(p) for p in sorted(out_dir.glob("rsp*.dcm"))]
 
 
@@ -101,7 +114,9 @@ async def test_orm_from_mllp_send_is_in_findscu_worklist(
 
     # wlistqry1 asks for the requested procedure and patient keys (and the whole step item)
     broad = await findscu_worklist(
-        gateway.dicom_port, WLISTQRY / "wlistqry1.dump", tmp_path / "broad",
+        gateway.dicom_port,
+        WLISTQRY / "wlistqry1.dump",
+        tmp_path / "broad",
         f"AccessionNumber={accession}",
     )
     assert len(broad) == 1
@@ -116,12 +131,16 @@ async def test_orm_from_mllp_send_is_in_findscu_worklist(
 
     # date range and another station: no match
     none = await findscu_worklist(
-        gateway.dicom_port, WLISTQRY / "wlistqry6.dump", tmp_path / "none",
+        gateway.dicom_port,
+        WLISTQRY / "wlistqry6.dump",
+        tmp_path / "none",
         "(0040,0100)[0].(0040,0001)=OTHERAE",
     )
     assert none == []
     ranged = await findscu_worklist(
-        gateway.dicom_port, WLISTQRY / "wlistqry6.dump", tmp_path / "range",
+        gateway.dicom_port,
+        WLISTQRY / "wlistqry6.dump",
+        tmp_path / "range",
         "(0040,0100)[0].(0040,0002)=20261129-20261201",
         "(0040,0100)[0].(0040,0003)=0900-1000",
     )
@@ -144,9 +163,12 @@ async def test_other_tenant_sees_no_worklist(
         )
     )
     assert len(ours_found) == 1
-    assert await findscu_worklist(
-        theirs.dicom_port, WLISTQRY / "wlistqry1.dump", tmp_path / "theirs", *keys
-    ) == []
+    assert (
+        await findscu_worklist(
+            theirs.dicom_port, WLISTQRY / "wlistqry1.dump", tmp_path / "theirs", *keys
+        )
+        == []
+    )
 
 
 def _mpps_scu(port: int, uid: str, create: Dataset | None, changes: Dataset | None) -> int:
@@ -192,10 +214,17 @@ async def test_mpps_from_pynetdicom_completes_the_step(
     gateway = await gateway_factory(default_tenant=tenant)
     accession = uuid.uuid4().hex[:10].upper()
     study_uid = generate_uid()
-    assert ack_code(await mllp_send(hl7.mllp_port, orm("PAT-M1", accession, study_uid=study_uid), tmp_path)) == "AA"
+    assert (
+        ack_code(
+            await mllp_send(hl7.mllp_port, orm("PAT-M1", accession, study_uid=study_uid), tmp_path)
+        )
+        == "AA"
+    )
     listed = await _eventually(
         lambda: findscu_worklist(
-            gateway.dicom_port, WLISTQRY / "wlistqry1.dump", tmp_path / uuid.uuid4().hex,
+            gateway.dicom_port,
+            WLISTQRY / "wlistqry1.dump",
+            tmp_path / uuid.uuid4().hex,
             f"AccessionNumber={accession}",
         )
     )
@@ -220,10 +249,15 @@ async def test_mpps_from_pynetdicom_completes_the_step(
     # the same UID again: Duplicate SOP Instance (PS3.4 F.7.2.1.2)
     assert await asyncio.to_thread(_mpps_scu, gateway.dicom_port, mpps_uid, create, None) == 0x0111
     # a started step leaves the scheduled worklist
-    assert await findscu_worklist(
-        gateway.dicom_port, WLISTQRY / "wlistqry1.dump", tmp_path / "started",
-        f"AccessionNumber={accession}",
-    ) == []
+    assert (
+        await findscu_worklist(
+            gateway.dicom_port,
+            WLISTQRY / "wlistqry1.dump",
+            tmp_path / "started",
+            f"AccessionNumber={accession}",
+        )
+        == []
+    )
 
     done = Dataset()
     done.PerformedProcedureStepStatus = "COMPLETED"
@@ -242,6 +276,5 @@ async def test_mpps_from_pynetdicom_completes_the_step(
     assert await asyncio.to_thread(_mpps_scu, gateway.dicom_port, mpps_uid, None, done) == 0x0110
     # N-SET of an unknown instance
     assert (
-        await asyncio.to_thread(_mpps_scu, gateway.dicom_port, generate_uid(), None, done)
-        == 0x0112
+        await asyncio.to_thread(_mpps_scu, gateway.dicom_port, generate_uid(), None, done) == 0x0112
     )

@@ -58,7 +58,8 @@ def build_oru(report: pb.ReportIndexed, settings: Hl7Settings) -> str:
     patient = report.patient
     segments = [
         f"MSH|^~\\&|{settings.application}|{settings.facility}|{settings.oru_application}|"
-        f"{settings.oru_facility}|{now}||ORU^R01^ORU_R01|{control_id()}|P|2.5.1|||AL|NE||UNICODE UTF-8",
+        f"{settings.oru_facility}|{now}||ORU^R01^ORU_R01|{control_id()}|P|2.5.1|||AL|NE||"
+        "UNICODE UTF-8",
         f"PID|1||{_escape(patient.patient_id)}^^^{_escape(patient.issuer_of_patient_id)}||"
         f"{_pn_to_xpn(patient.patient_name)}||{patient.patient_birth_date}|{patient.patient_sex}",
         _segment(
@@ -84,7 +85,10 @@ def build_oru(report: pb.ReportIndexed, settings: Hl7Settings) -> str:
             f"{_escape(measurement.concept_code_value)}^{_escape(measurement.concept_code_meaning)}"
             f"^{_escape(measurement.concept_code_scheme)}"
         )
-        units = f"{_escape(measurement.units_code_value)}^{_escape(measurement.units_code_meaning)}^UCUM"
+        units = (
+            f"{_escape(measurement.units_code_value)}^"
+            f"{_escape(measurement.units_code_meaning)}^UCUM"
+        )
         sub_id = _escape(measurement.tracking_identifier or measurement.finding_site)
         segments.append(
             f"OBX|{sequence}|NM|{concept}|{sub_id}|{_escape(measurement.value)}|{units}|||||F"

@@ -36,7 +36,6 @@ public class HapiCheck {
         } else {
           msa = nz(terser.get("/PATIENT_RESULT/PATIENT/PID-3-1"));
           err = nz(terser.get("/PATIENT_RESULT/ORDER_OBSERVATION/OBSERVATION(1)/OBX-5"));  // the second OBX (0-based)
-          err = nz(terser.get("/PATIENT_RESULT/ORDER_OBSERVATION/OBSERVATION(1)/OBX-5"));
         }
         System.out.println("OK " + structure + " " + nz(msa) + " " + err);
       } catch (Exception e) {

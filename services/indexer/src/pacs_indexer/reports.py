@@ -176,19 +176,31 @@ def _line(item: Dataset) -> str:
     return f"{prefix}{kind}: {name}" + (f" = {value}" if value else "")
 
 
+_TEXT_VALUES = {
+    "TEXT": "TextValue",
+    "PNAME": "PersonName",
+    "DATE": "Date",
+    "TIME": "Time",
+    "DATETIME": "DateTime",
+    "UIDREF": "UID",
+}
+
+
+def _numeric(item: Dataset) -> str:
+    measured = item.get("MeasuredValueSequence")
+    if not measured:
+        return "(no value)"
+    units = _code(measured[0], "MeasurementUnitsCodeSequence")
+    return f"{measured[0].get('NumericValue', '')} {units[0]}".strip()
+
+
 def _value(item: Dataset, kind: str) -> str:
-    if kind in ("TEXT", "PNAME", "DATE", "TIME", "DATETIME", "UIDREF"):
-        for keyword in ("TextValue", "PersonName", "Date", "Time", "DateTime", "UID"):
-            if keyword in item:
-                return str(item.get(keyword))
+    if kind in _TEXT_VALUES:
+        return str(item.get(_TEXT_VALUES[kind], ""))
     if kind == "CODE":
         return _code(item, "ConceptCodeSequence")[2]
     if kind == "NUM":
-        measured = item.get("MeasuredValueSequence")
-        if not measured:
-            return "(no value)"
-        units = _code(measured[0], "MeasurementUnitsCodeSequence")
-        return f"{measured[0].get('NumericValue', '')} {units[0]}".strip()
+        return _numeric(item)
     if kind in ("IMAGE", "COMPOSITE"):
         return ", ".join(_images(item))
     if kind in ("SCOORD", "SCOORD3D"):

@@ -19,6 +19,7 @@ itself publishes on the topic) are skipped.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 from contextlib import nullcontext
@@ -147,7 +148,8 @@ def _update_demographics(session: Session, tenant: str, patient: events.Patient)
     """The registry's demographics on the indexed patient, when it has images here."""
     if not (patient.patient_name or patient.patient_birth_date or patient.patient_sex):
         return
-    try:
+    # NotFoundError: no images of this patient yet, the worklist items are all there is.
+    with contextlib.suppress(NotFoundError):
         update_patient(
             session,
             tenant,
@@ -157,5 +159,3 @@ def _update_demographics(session: Session, tenant: str, patient: events.Patient)
             birth_date=patient.patient_birth_date or None,
             sex=patient.patient_sex or None,
         )
-    except NotFoundError:
-        pass  # no images of this patient yet: the worklist items are all there is

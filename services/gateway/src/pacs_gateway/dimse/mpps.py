@@ -54,7 +54,11 @@ class PerformedStepRecorder:
         self._timeout_s = timeout_s
 
     async def record(
-        self, tenant: str, uid: str, operation: int, dataset: Dataset
+        self,
+        tenant: str,
+        uid: str,
+        operation: query_pb.PerformedStepOperation.ValueType,
+        dataset: Dataset,
     ) -> query_pb.RecordPerformedProcedureStepResponse:
         """Record one operation.
 
@@ -124,7 +128,7 @@ class MppsScp(DimseHandler):
         if not uid:
             # The SCU must name the instance here: the gateway does not create MPPS UIDs.
             raise DimseFailure(MISSING_ATTRIBUTE_VALUE, "Affected SOP Instance UID is required")
-        attributes = event.attribute_list
+        attributes: Dataset = event.attribute_list
         status = str(attributes.get("PerformedProcedureStepStatus", ""))
         if status != "IN PROGRESS":
             raise DimseFailure(INVALID_ATTRIBUTE_VALUE, "status must be IN PROGRESS on N-CREATE")
@@ -138,11 +142,13 @@ class MppsScp(DimseHandler):
     def _set(self, event: Any) -> Dataset:
         caller = self.caller(event)
         uid = str(event.request.RequestedSOPInstanceUID or "")
-        changes = event.modification_list
+        changes: Dataset = event.modification_list
         status = str(changes.get("PerformedProcedureStepStatus", "") or "")
         if status and status not in ("IN PROGRESS", *_FINAL):
             raise DimseFailure(INVALID_ATTRIBUTE_VALUE, f"status {status!r} is not valid")
         self.run(
-            self._recorder.record(caller.tenant, uid, query_pb.PERFORMED_STEP_OPERATION_SET, changes)
+            self._recorder.record(
+                caller.tenant, uid, query_pb.PERFORMED_STEP_OPERATION_SET, changes
+            )
         )
         return changes

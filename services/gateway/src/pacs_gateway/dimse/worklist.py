@@ -100,9 +100,7 @@ def trimmed(result: Dataset, identifier: Dataset) -> Dataset:
                 out.add(DataElement(element.tag, "SQ", Sequence(list(items))))
             else:
                 out.add(
-                    DataElement(
-                        element.tag, "SQ", Sequence([trimmed(i, requested) for i in items])
-                    )
+                    DataElement(element.tag, "SQ", Sequence([trimmed(i, requested) for i in items]))
                 )
         elif found is not None:
             out.add(found)
