@@ -278,3 +278,39 @@ async def test_mpps_from_pynetdicom_completes_the_step(
     assert (
         await asyncio.to_thread(_mpps_scu, gateway.dicom_port, generate_uid(), None, done) == 0x0112
     )
+
+
+async def test_cancel_and_a_resent_order_keep_their_order(
+    start_hl7, gateway_factory, tenant: str, tmp_path: Path
+) -> None:
+    """NW, then CA, then the NW again with its control ID (the RIS resent it after a lost
+    ACK): the resent message is recognised and changes nothing, the step stays cancelled."""
+    hl7 = await start_hl7(default_tenant=tenant)
+    gateway = await gateway_factory(default_tenant=tenant)
+    accession = uuid.uuid4().hex[:10].upper()
+    placed = orm("PAT-D1", accession, control_id=f"NW{accession}")
+    for message in (placed, orm("PAT-D1", accession, control="CA"), placed):
+        assert ack_code(await mllp_send(hl7.mllp_port, message, tmp_path)) == "AA"
+    # a marker order sent after them: once it is listed, the three before were applied
+    marker = uuid.uuid4().hex[:10].upper()
+    assert ack_code(await mllp_send(hl7.mllp_port, orm("PAT-D1", marker), tmp_path)) == "AA"
+    calls = iter(range(1000))
+
+    async def marker_listed() -> list[Dataset]:
+        return await findscu_worklist(
+            gateway.dicom_port,
+            WLISTQRY / "wlistqry1.dump",
+            tmp_path / f"m{next(calls)}",
+            f"AccessionNumber={marker}",
+        )
+
+    assert len(await _eventually(marker_listed)) == 1
+    assert (
+        await findscu_worklist(
+            gateway.dicom_port,
+            WLISTQRY / "wlistqry1.dump",
+            tmp_path / "cancelled",
+            f"AccessionNumber={accession}",
+        )
+        == []
+    )
