@@ -1,0 +1,292 @@
+"""Benchmark of the hl7 service and the worklist, end to end on this machine.
+
+1. **HL7 messages/s, ACK after durable**: the hl7 service runs as its own process
+   (``python -m pacs_hl7``) on the Kafka of ``make up``; ``--connections`` MLLP clients
+   (python-hl7's asyncio client) each send ``--messages`` ORM^O01 one after the other, waiting
+   for each ACK (original mode) — every ACK is sent only after Kafka acknowledged the events
+   with ``acks=all``. Side by side, the same load against a python-hl7 MLLP server that parses
+   and answers AA without publishing anything: the bound of MLLP + parsing in Python, i.e. what
+   the durable publish costs on top. CPU per message is the server process's user+system time.
+2. **Worklist C-FIND p50 at ``--steps`` scheduled steps**: steps spread over 100 stations and
+   10 days are written into a SQLite index, an indexer (no consumers) and a gateway run
+   in-process, and pynetdicom's SCU asks (one association) for one station's day — the query a
+   modality makes — ``--queries`` times.
+
+    uv run python services/hl7/bench/bench_hl7.py [--messages 500] [--connections 8] [--steps 10000]
+
+The machine is shared (2 cores for many agents when this was written): figures are lower
+bounds of what the code can do, and vary run to run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import psutil
+from hl7.mllp import open_hl7_connection
+from pacs.events.v1 import workflow_events_pb2 as pb
+from pacs_common.local import ensure_local_pki, free_port, infra_environment
+from pydicom.dataset import Dataset
+from pynetdicom import AE
+from rich.console import Console
+from rich.table import Table
+
+REPO = Path(__file__).resolve().parents[3]
+sys.path.insert(0, str(REPO / "services" / "hl7" / "tests"))
+from hl7_helpers import orm  # noqa: E402  (the tests' message builder)
+
+PEER_SERVER = """
+import asyncio, sys
+import hl7
+from hl7.mllp import start_hl7_server
+
+async def client(reader, writer):
+    try:
+        while True:
+            message = await reader.readmessage()
+            writer.writemessage(message.create_ack("AA"))
+            await writer.drain()
+    except asyncio.IncompleteReadError:
+        writer.close()
+
+async def main():
+    server = await start_hl7_server(client, host="127.0.0.1", port=int(sys.argv[1]))
+    print("ready", flush=True)
+    await server.serve_forever()
+
+asyncio.run(main())
+"""
+
+
+async def _wait_port(port: int, within_s: float = 60) -> None:
+    deadline = time.monotonic() + within_s
+    while True:
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.1)
+
+
+async def _client(port: int, count: int, acks: list[str]) -> None:
+    reader, writer = await open_hl7_connection("127.0.0.1", port, encoding="utf-8")
+    try:
+        for _ in range(count):
+            writer.writemessage(orm(f"P{uuid.uuid4().hex[:6]}", uuid.uuid4().hex[:10]))
+            await writer.drain()
+            ack = await reader.readmessage()
+            acks.append(str(ack.segment("MSA")(1)))
+    finally:
+        writer.close()
+
+
+async def _load(port: int, connections: int, messages: int) -> tuple[float, list[str]]:
+    acks: list[str] = []
+    started = time.perf_counter()
+    await asyncio.gather(
+        *(_client(port, messages // connections, acks) for _ in range(connections))
+    )
+    return time.perf_counter() - started, acks
+
+
+def _cpu(process: psutil.Process) -> float:
+    times = process.cpu_times()
+    return float(times.user + times.system)
+
+
+async def bench_messages(messages: int, connections: int) -> list[tuple[str, str, str, str, str]]:
+    """(server, messages, msg/s, CPU ms/msg, bound) rows."""
+    env = {**os.environ, **infra_environment(), "PACS_TLS_DIR": str(ensure_local_pki())}
+    rows = []
+    for name, command, bound in (
+        (
+            "hl7 service (ACK after Kafka acks=all)",
+            [sys.executable, "-m", "pacs_hl7"],
+            "Kafka round trip per message; one message in flight per connection",
+        ),
+        (
+            "python-hl7 MLLP server, AA only (peer)",
+            [sys.executable, "-c", PEER_SERVER],
+            "MLLP framing + hl7.parse in Python, nothing durable",
+        ),
+    ):
+        port = free_port()
+        env_run = {
+            **env,
+            "PACS_HL7_MLLP_PORT": str(port),
+            "PACS_HL7_GRPC_PORT": str(free_port()),
+            "PACS_HL7_DEFAULT_TENANT": f"bench{uuid.uuid4().hex[:8]}",
+            "PACS_HL7_LOG_LEVEL": "WARNING",
+        }
+        # the bench starts its own interpreter with fixed arguments; Popen (not asyncio) so that
+        # psutil can read the server process CPU while the load runs
+        server = subprocess.Popen(  # noqa: ASYNC220, S603
+            [*command, str(port)], env=env_run, stdout=subprocess.DEVNULL
+        )
+        try:
+            await _wait_port(port)
+            await _load(port, connections, connections * 5)  # warm-up
+            process = psutil.Process(server.pid)
+            before = _cpu(process)
+            elapsed, acks = await _load(port, connections, messages)
+            cpu = _cpu(process) - before
+            assert set(acks) == {"AA"}, set(acks)
+            rows.append(
+                (
+                    name,
+                    str(len(acks)),
+                    f"{len(acks) / elapsed:.0f}",
+                    f"{cpu / len(acks) * 1000:.2f}",
+                    bound,
+                )
+            )
+        finally:
+            server.terminate()
+            server.wait(30)
+    return rows
+
+
+def _fill(database_url: str, tenant: str, steps: int) -> None:
+    from pacs_indexer.database import Database  # noqa: PLC0415
+    from pacs_indexer.worklist import schedule  # noqa: PLC0415
+
+    database = Database(database_url)
+    database.create_schema()
+    with database.session() as session:
+        for n in range(steps):
+            schedule(
+                session,
+                tenant,
+                pb.Patient(patient_id=f"P{n}", patient_name=f"DOE^N{n}"),
+                pb.ScheduledStep(
+                    order_number=f"O{n}",
+                    step_id=f"S{n}",
+                    accession_number=f"A{n}",
+                    modality="CT",
+                    station_ae_title=f"ST{n % 100:03d}",
+                    start_date=f"202612{1 + (n // 100) % 10:02d}",
+                    start_time=f"{8 + n % 10:02d}0000",
+                ),
+            )
+    database.refresh_statistics()
+    database.dispose()
+
+
+def _c_find(port: int, queries: int) -> list[float]:
+    ae = AE(ae_title="ST007")
+    ae.add_requested_context("1.2.840.10008.5.1.4.31")
+    assoc = ae.associate("127.0.0.1", port, ae_title="CLOUDPACS")
+    assert assoc.is_established
+    times = []
+    try:
+        for n in range(queries):
+            query = Dataset()
+            query.PatientName = ""
+            query.PatientID = ""
+            query.AccessionNumber = ""
+            step = Dataset()
+            step.ScheduledStationAETitle = "ST007"
+            step.ScheduledProcedureStepStartDate = f"202612{1 + n % 10:02d}"
+            step.ScheduledProcedureStepStartTime = ""
+            step.Modality = "CT"
+            query.ScheduledProcedureStepSequence = [step]
+            started = time.perf_counter()
+            matches = [
+                s
+                for s, _ in assoc.send_c_find(query, "1.2.840.10008.5.1.4.31")
+                if s and s.Status == 0xFF00
+            ]
+            times.append(time.perf_counter() - started)
+            assert matches, "no worklist item found"
+    finally:
+        assoc.release()
+    return times
+
+
+async def bench_worklist(steps: int, queries: int) -> tuple[str, ...]:
+    from pacs_common.auth import AuthSettings  # noqa: PLC0415
+    from pacs_gateway.app import create_app as create_gateway  # noqa: PLC0415
+    from pacs_gateway.settings import GatewaySettings  # noqa: PLC0415
+    from pacs_indexer.app import create_app as create_indexer  # noqa: PLC0415
+    from pacs_indexer.settings import IndexerSettings  # noqa: PLC0415
+
+    tenant = f"bench{uuid.uuid4().hex[:8]}"
+    with tempfile.TemporaryDirectory() as tmp:
+        url = f"sqlite:///{tmp}/index.sqlite"
+        started = time.perf_counter()
+        await asyncio.to_thread(_fill, url, tenant, steps)
+        fill_s = time.perf_counter() - started
+        indexer = create_indexer(
+            IndexerSettings(
+                grpc_port=0,
+                database_url=url,
+                consume_events=False,
+                auth=AuthSettings(trusted_services={"gateway"}),
+            )
+        )
+        await indexer.start()
+        gateway = create_gateway(
+            GatewaySettings(
+                dicom_port=0,
+                grpc_port=0,
+                indexer_target=f"127.0.0.1:{indexer.grpc_port}",
+                default_tenant=tenant,
+                workers=1,
+            )
+        )
+        await gateway.start()
+        try:
+            await asyncio.to_thread(_c_find, gateway.dicom_port, 5)
+            times = await asyncio.to_thread(_c_find, gateway.dicom_port, queries)
+        finally:
+            await gateway.stop()
+            await indexer.stop()
+    times.sort()
+    p95 = times[int(len(times) * 0.95) - 1]
+    return (
+        f"{steps}",
+        f"{fill_s:.1f}",
+        f"{statistics.median(times) * 1000:.1f}",
+        f"{p95 * 1000:.1f}",
+        "indexer SQL (indexed station+date) + gRPC + DIMSE, one association",
+    )
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--messages", type=int, default=2000)
+    parser.add_argument("--connections", type=int, default=8)
+    parser.add_argument("--steps", type=int, default=10_000)
+    parser.add_argument("--queries", type=int, default=100)
+    args = parser.parse_args()
+    os.environ.update(infra_environment())
+    os.environ.setdefault("PACS_TLS_DIR", str(ensure_local_pki()))
+    console = Console()
+    table = Table(title=f"HL7 end to end, {args.connections} MLLP connections (goal >= 500 msg/s)")
+    for column in ("server", "messages", "msg/s", "server CPU ms/msg", "bounded by"):
+        table.add_column(column)
+    for row in await bench_messages(args.messages, args.connections):
+        table.add_row(*row)
+    console.print(table)
+    worklist = Table(title="Modality Worklist C-FIND (pynetdicom SCU: one station, one day)")
+    for column in ("scheduled steps", "fill s", "p50 ms", "p95 ms", "bounded by"):
+        worklist.add_column(column)
+    worklist.add_row(*await bench_worklist(args.steps, args.queries))
+    console.print(worklist)
+    console.print(f"CPU cores: {psutil.cpu_count()}; load average {os.getloadavg()}")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
