@@ -240,6 +240,8 @@ class CloudpacsTarget:
                 storage_port=free_port(),
                 indexer_port=free_port(),
                 gateway_port=free_port(),
+                hl7_port=free_port(),
+                mllp_port=free_port(),
                 dicom_port=self.dicom_port,
                 env={
                     "PACS_S3_BUCKET": self.bucket,

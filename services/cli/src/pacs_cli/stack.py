@@ -48,6 +48,8 @@ class StackConfig:
     indexer_port: int = 50052
     gateway_port: int = 50053
     dicom_port: int = 11112
+    hl7_port: int = 50058
+    mllp_port: int = 2575
     env: dict[str, str] = field(default_factory=dict)
 
     def services(self) -> list[ServiceSpec]:
@@ -56,6 +58,7 @@ class StackConfig:
             ServiceSpec("storage", "pacs_storage", self.storage_port),
             ServiceSpec("indexer", "pacs_indexer", self.indexer_port, env=_INDEXER_TRUSTS_GATEWAY),
             ServiceSpec("gateway", "pacs_gateway", self.gateway_port, {"dicom": self.dicom_port}),
+            ServiceSpec("hl7", "pacs_hl7", self.hl7_port, {"mllp": self.mllp_port}),
         ]
 
     def service_env(self) -> dict[str, str]:
@@ -72,6 +75,8 @@ class StackConfig:
                 "PACS_GATEWAY_STORAGE_TARGET": f"127.0.0.1:{self.storage_port}",
                 "PACS_GATEWAY_INDEXER_TARGET": f"127.0.0.1:{self.indexer_port}",
                 "PACS_INDEXER_DATABASE_URL": f"sqlite:///{self.run_dir / 'index.sqlite'}",
+                "PACS_HL7_GRPC_PORT": str(self.hl7_port),
+                "PACS_HL7_MLLP_PORT": str(self.mllp_port),
                 "PACS_TLS_DIR": str(tls_dir()),
                 "PYTHONUNBUFFERED": "1",
             }

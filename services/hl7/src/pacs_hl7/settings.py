@@ -14,7 +14,7 @@ class Hl7Settings(ServiceSettings):
 
     service_name: str = "hl7"
     grpc_port: int = Field(
-        50056, ge=0, le=65535, description="health and reflection only (0: a free port)"
+        50058, ge=0, le=65535, description="health and reflection only (0: a free port)"
     )
     mllp_host: str = Field("127.0.0.1", description="address the MLLP listener binds")
     mllp_port: int = Field(2575, ge=0, le=65535, description="MLLP port (0: a free port)")
