@@ -184,7 +184,7 @@ def _fill(database_url: str, tenant: str, steps: int) -> None:
     database.dispose()
 
 
-def _c_find(port: int, queries: int) -> list[float]:
+def _c_find(port: int, queries: int, days: int) -> list[float]:
     ae = AE(ae_title="ST007")
     ae.add_requested_context("1.2.840.10008.5.1.4.31")
     assoc = ae.associate("127.0.0.1", port, ae_title="CLOUDPACS")
@@ -198,7 +198,7 @@ def _c_find(port: int, queries: int) -> list[float]:
             query.AccessionNumber = ""
             step = Dataset()
             step.ScheduledStationAETitle = "ST007"
-            step.ScheduledProcedureStepStartDate = f"202612{1 + n % 10:02d}"
+            step.ScheduledProcedureStepStartDate = f"202612{1 + n % days:02d}"
             step.ScheduledProcedureStepStartTime = ""
             step.Modality = "CT"
             query.ScheduledProcedureStepSequence = [step]
@@ -248,8 +248,9 @@ async def bench_worklist(steps: int, queries: int) -> tuple[str, ...]:
         )
         await gateway.start()
         try:
-            await asyncio.to_thread(_c_find, gateway.dicom_port, 5)
-            times = await asyncio.to_thread(_c_find, gateway.dicom_port, queries)
+            days = max(1, min(10, steps // 100))  # days that have a step of ST007
+            await asyncio.to_thread(_c_find, gateway.dicom_port, 5, days)
+            times = await asyncio.to_thread(_c_find, gateway.dicom_port, queries, days)
         finally:
             await gateway.stop()
             await indexer.stop()
@@ -264,12 +265,103 @@ async def bench_worklist(steps: int, queries: int) -> tuple[str, ...]:
     )
 
 
+def _mwl_has(port: int, accession: str) -> bool:
+    ae = AE(ae_title="AA2")
+    ae.add_requested_context("1.2.840.10008.5.1.4.31")
+    assoc = ae.associate("127.0.0.1", port, ae_title="CLOUDPACS")
+    assert assoc.is_established
+    try:
+        query = Dataset()
+        query.AccessionNumber = accession
+        query.ScheduledProcedureStepSequence = [Dataset()]
+        found = [
+            s
+            for s, _ in assoc.send_c_find(query, "1.2.840.10008.5.1.4.31")
+            if s and s.Status == 0xFF00
+        ]
+        return bool(found)
+    finally:
+        assoc.release()
+
+
+async def bench_orm_to_worklist(orders: int) -> tuple[str, ...]:
+    """Time from an ORM's AA to its item in a C-FIND MWL answer (polled every 20 ms)."""
+    from pacs_common.auth import AuthSettings  # noqa: PLC0415
+    from pacs_common.events import TOPIC_WORKFLOW  # noqa: PLC0415
+    from pacs_common.settings import KafkaSettings  # noqa: PLC0415
+    from pacs_gateway.app import create_app as create_gateway  # noqa: PLC0415
+    from pacs_gateway.settings import GatewaySettings  # noqa: PLC0415
+    from pacs_hl7.app import create_app as create_hl7  # noqa: PLC0415
+    from pacs_hl7.settings import Hl7Settings  # noqa: PLC0415
+    from pacs_indexer.app import create_app as create_indexer  # noqa: PLC0415
+    from pacs_indexer.settings import IndexerSettings  # noqa: PLC0415
+    from pacs_testkit.kafka import group_at_end_of_topic  # noqa: PLC0415
+
+    tenant = f"bench{uuid.uuid4().hex[:8]}"
+    group = f"bench-indexer-{uuid.uuid4().hex[:8]}"
+    await group_at_end_of_topic(group, KafkaSettings())
+    await group_at_end_of_topic(f"{group}-wf", KafkaSettings(), TOPIC_WORKFLOW)
+    latencies = []
+    with tempfile.TemporaryDirectory() as tmp:
+        indexer = create_indexer(
+            IndexerSettings(
+                grpc_port=0,
+                database_url=f"sqlite:///{tmp}/index.sqlite",
+                storage_target=f"127.0.0.1:{free_port()}",
+                consumer_group=group,
+                workflow_consumer_group=f"{group}-wf",
+                auth=AuthSettings(trusted_services={"gateway"}),
+            )
+        )
+        await indexer.start()
+        gateway = create_gateway(
+            GatewaySettings(
+                dicom_port=0,
+                grpc_port=0,
+                indexer_target=f"127.0.0.1:{indexer.grpc_port}",
+                default_tenant=tenant,
+                workers=1,
+            )
+        )
+        await gateway.start()
+        hl7 = create_hl7(Hl7Settings(grpc_port=0, mllp_port=0, default_tenant=tenant))
+        await hl7.start()
+        try:
+            reader, writer = await open_hl7_connection("127.0.0.1", hl7.mllp_port)
+            for _ in range(orders):
+                accession = uuid.uuid4().hex[:10]
+                writer.writemessage(orm("PLAT", accession))
+                await writer.drain()
+                ack = await reader.readmessage()
+                assert str(ack.segment("MSA")(1)) == "AA"
+                acked = time.perf_counter()
+                # polling as a modality does: there is no event to wait on
+                while not await asyncio.to_thread(  # noqa: ASYNC110
+                    _mwl_has, gateway.dicom_port, accession
+                ):
+                    await asyncio.sleep(0.02)
+                latencies.append(time.perf_counter() - acked)
+            writer.close()
+        finally:
+            await hl7.stop()
+            await gateway.stop()
+            await indexer.stop()
+    latencies.sort()
+    return (
+        str(orders),
+        f"{statistics.median(latencies) * 1000:.0f}",
+        f"{latencies[-1] * 1000:.0f}",
+        "indexer consumer fetch + one transaction; C-FIND polling every 20 ms",
+    )
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--messages", type=int, default=2000)
     parser.add_argument("--connections", type=int, default=8)
     parser.add_argument("--steps", type=int, default=10_000)
     parser.add_argument("--queries", type=int, default=100)
+    parser.add_argument("--orders", type=int, default=20, help="ORMs timed to the worklist")
     args = parser.parse_args()
     os.environ.update(infra_environment())
     os.environ.setdefault("PACS_TLS_DIR", str(ensure_local_pki()))
@@ -285,6 +377,11 @@ async def main() -> None:
         worklist.add_column(column)
     worklist.add_row(*await bench_worklist(args.steps, args.queries))
     console.print(worklist)
+    latency = Table(title="ORM^O01 ACK (AA) to its item in a modality's C-FIND MWL answer")
+    for column in ("orders", "p50 ms", "max ms", "bounded by"):
+        latency.add_column(column)
+    latency.add_row(*await bench_orm_to_worklist(args.orders))
+    console.print(latency)
     console.print(f"CPU cores: {psutil.cpu_count()}; load average {os.getloadavg()}")
 
 
