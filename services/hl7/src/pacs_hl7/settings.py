@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from pacs_common.settings import KafkaSettings, ServiceSettings
-from pydantic import Field
+from typing import Self
+
+from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
 
@@ -37,8 +39,20 @@ class Hl7Settings(ServiceSettings):
         None, description="host of the ORU^R01 destination (None: reports are not sent)"
     )
     oru_port: int = Field(2576, ge=1, le=65535, description="MLLP port of the ORU destination")
+    oru_target: str | None = Field(
+        None, description="host:port of the ORU destination; when set, replaces oru_host/port"
+    )
     oru_application: str = Field("RIS", description="MSH-5 of ORU messages")
     oru_facility: str = Field("HOSPITAL", description="MSH-6 of ORU messages")
     oru_timeout_s: float = Field(10.0, gt=0, description="wait for the destination's ACK")
     consumer_group: str = Field("pacs-hl7-oru", description="group consuming ReportIndexed")
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+
+    @model_validator(mode="after")
+    def _split_oru_target(self) -> Self:
+        if self.oru_target:
+            host, _, port = self.oru_target.rpartition(":")
+            if not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError("oru_target must be host:port")
+            self.oru_host, self.oru_port = host, int(port)
+        return self
