@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from pacs_common.settings import KafkaSettings, ServiceSettings
 from typing import Self
 
+from pacs_common.settings import KafkaSettings, ServiceSettings
 from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
