@@ -19,6 +19,8 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 APT_PACKAGES=(dcmtk postgresql orthanc prometheus)
+# PixelMed: the DICOM SR template validator (DicomSRValidator) the hl7 tests run on TID 1500 reports.
+APT_PACKAGES+=(libpixelmed-java)
 UV_VERSION="0.13.8"
 POM="$INFRA_DIR/kafka/pom.xml"
 t0="$(now)"

@@ -92,6 +92,19 @@ async def test_tid1500_measurements_queryable_and_oru_reaches_peer(
         # DCMTK reads the report highdicom wrote (an independent SR parser)
         code, dump = await _run(_dcmtk("dsrdump"), report_path)
         assert code == 0 and '"Length")="12.5" (mm,UCUM' in dump, dump
+        # PixelMed's template validator (another implementation) finds TID 1500 complete
+        code, verdict = await _run(
+            "java",
+            "-Djdk.xml.xpathExprOpLimit=0",  # its XSLT exceeds the JDK's default XPath limits
+            "-Djdk.xml.xpathExprGrpLimit=0",
+            "-Djdk.xml.xpathTotalOpLimit=0",
+            "-cp",
+            "/usr/share/java/pixelmed.jar:/usr/share/java/commons-codec.jar",
+            "com.pixelmed.validate.DicomSRValidator",
+            report_path,
+        )
+        assert "Found Root Template TID_1500" in verdict, verdict
+        assert "Error" not in verdict, verdict
         code, html = await _run(_dcmtk("dsr2html"), report_path)
         assert code == 0 and "12.5 mm" in html, html[:2000]
         await asyncio.to_thread(
