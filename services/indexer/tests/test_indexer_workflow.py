@@ -90,10 +90,31 @@ def test_mpps_moves_the_step(database: Database) -> None:
     with pytest.raises(AlreadyExistsError), database.session() as session:
         mpps.create(session, tenant, uid, create.to_json())
     assert _find(database, tenant, ScheduledProcedureStepStatus="STARTED") == ["M1"]
+    stored = make_instance(PatientID="P1")
+    Catalog(database).add(tenant, stored)
     done = Dataset()
     done.PerformedProcedureStepStatus = "COMPLETED"
+    series = Dataset()
+    series.SeriesInstanceUID = stored.SeriesInstanceUID
+    image = Dataset()
+    image.ReferencedSOPClassUID = stored.SOPClassUID
+    image.ReferencedSOPInstanceUID = stored.SOPInstanceUID
+    series.ReferencedImageSequence = [image]
+    done.PerformedSeriesSequence = [series]
     with database.session() as session:
-        assert mpps.update(session, tenant, uid, done.to_json()).status == "COMPLETED"
+        recorded = mpps.update(session, tenant, uid, done.to_json())
+    assert recorded.status == "COMPLETED"
+    assert recorded.all_instances_stored  # the one reported image is indexed
+    second = "1.2.3.5"
+    with database.session() as session:
+        mpps.create(session, tenant, second, create.to_json())
+    missing = Dataset()
+    missing.ReferencedSOPClassUID = stored.SOPClassUID
+    missing.ReferencedSOPInstanceUID = "1.2.3.999"
+    series.ReferencedImageSequence = [image, missing]
+    done.PerformedSeriesSequence = [series]
+    with database.session() as session:
+        assert not mpps.update(session, tenant, second, done.to_json()).all_instances_stored
     assert _find(database, tenant, ScheduledProcedureStepStatus="COMPLETED") == ["M1"]
     with pytest.raises(FailedPreconditionError), database.session() as session:
         mpps.update(session, tenant, uid, done.to_json())

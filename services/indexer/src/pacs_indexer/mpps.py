@@ -21,11 +21,11 @@ from pacs_common.errors import (
     NotFoundError,
 )
 from pydicom.dataset import Dataset
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from pacs_indexer.records import now_rfc3339
-from pacs_indexer.schema import PerformedStep, ScheduledStep
+from pacs_indexer.schema import Instance, PerformedStep, ScheduledStep
 
 IN_PROGRESS = "IN PROGRESS"
 FINAL = {"COMPLETED": "COMPLETED", "DISCONTINUED": "DISCONTINUED"}
@@ -42,6 +42,7 @@ class Recorded:
     step_id: str = ""
     study_instance_uid: str = ""
     instances: list[instance_pb2.InstanceRef] = field(default_factory=list)
+    all_instances_stored: bool = False
 
 
 def _dataset(text: str) -> Dataset:
@@ -112,7 +113,20 @@ def update(session: Session, tenant: str, uid: str, text: str) -> Recorded:
         return Recorded(status, 0)
     recorded = _progress(session, tenant, dataset, scheduled, status)
     recorded.instances = _instances(tenant, dataset, recorded.study_instance_uid)
+    if status == "COMPLETED" and recorded.instances:
+        recorded.all_instances_stored = _all_indexed(session, tenant, recorded.instances)
     return recorded
+
+
+def _all_indexed(session: Session, tenant: str, refs: list[instance_pb2.InstanceRef]) -> bool:
+    """Whether every reported instance is in the index (stored and announced)."""
+    uids = sorted({ref.sop_instance_uid for ref in refs})
+    found = session.execute(
+        select(func.count())
+        .select_from(Instance)
+        .where(Instance.tenant == tenant, Instance.sop_instance_uid.in_(uids))
+    ).scalar_one()
+    return int(found) == len(uids)
 
 
 def _progress(session: Session, tenant: str, dataset: Dataset, to: str, status: str) -> Recorded:

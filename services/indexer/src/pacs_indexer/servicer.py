@@ -250,6 +250,7 @@ class QueryServicer(pb_grpc.QueryServiceServicer):
                 study_instance_uid=recorded.study_instance_uid,
                 instances=recorded.instances,
                 recorded_time=now_rfc3339(),
+                all_instances_stored=recorded.all_instances_stored,
             )
             await self.publisher.publish(TOPIC_WORKFLOW, f"{tenant}/mpps", event)
         return pb.RecordPerformedProcedureStepResponse(

@@ -406,6 +406,7 @@ class ProcedureStepUpdated(_message.Message):
     STUDY_INSTANCE_UID_FIELD_NUMBER: _builtins.int
     INSTANCES_FIELD_NUMBER: _builtins.int
     RECORDED_TIME_FIELD_NUMBER: _builtins.int
+    ALL_INSTANCES_STORED_FIELD_NUMBER: _builtins.int
     tenant: _builtins.str
     """Tenant of the step."""
     performed_procedure_step_uid: _builtins.str
@@ -420,6 +421,10 @@ class ProcedureStepUpdated(_message.Message):
     """Study Instance UID of the step."""
     recorded_time: _builtins.str
     """When it was recorded, RFC 3339 UTC."""
+    all_instances_stored: _builtins.bool
+    """True when the step is COMPLETED and every instance it reports is already stored and
+    indexed: the study is available (the trigger for availability notices and commitment).
+    """
     @_builtins.property
     def instances(self) -> _containers.RepeatedCompositeFieldContainer[_instance_pb2.InstanceRef]:
         """The instances the step reports as created (Performed Series Sequence), when completed."""
@@ -435,10 +440,11 @@ class ProcedureStepUpdated(_message.Message):
         study_instance_uid: _builtins.str = ...,
         instances: _abc.Iterable[_instance_pb2.InstanceRef] | None = ...,
         recorded_time: _builtins.str = ...,
+        all_instances_stored: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accession_number", b"accession_number", "instances", b"instances", "performed_procedure_step_uid", b"performed_procedure_step_uid", "recorded_time", b"recorded_time", "status", b"status", "step_id", b"step_id", "study_instance_uid", b"study_instance_uid", "tenant", b"tenant"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accession_number", b"accession_number", "all_instances_stored", b"all_instances_stored", "instances", b"instances", "performed_procedure_step_uid", b"performed_procedure_step_uid", "recorded_time", b"recorded_time", "status", b"status", "step_id", b"step_id", "study_instance_uid", b"study_instance_uid", "tenant", b"tenant"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
