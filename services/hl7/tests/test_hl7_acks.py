@@ -131,3 +131,13 @@ def test_oru_parses_in_hapi(hapi_classpath: str, tmp_path: Path, infra_env: dict
     (verdict,) = hapi(hapi_classpath, [oru], tmp_path)
     assert verdict.startswith("OK ORU_R01 P|1 "), verdict  # escaped \F\ read back as "|"
     assert verdict.endswith("NUM: Length = 12.5 mm"), verdict  # OBX-5 of the second OBX
+
+
+@pytest.mark.asyncio(loop_scope="session")
+async def test_oversized_message_is_rejected_and_the_listener_goes_on(
+    start_hl7, tenant: str, tmp_path: Path
+) -> None:
+    hl7 = await start_hl7(default_tenant=tenant, max_message_bytes=1024)
+    big = adt("A08", "P1", "A^" + "B" * 2000)
+    assert ack_code(_ack_text(await mllp_send(hl7.mllp_port, big, tmp_path))) == "AR"
+    assert ack_code(await mllp_send(hl7.mllp_port, adt("A08", "P1", "A^B"), tmp_path)) == "AA"

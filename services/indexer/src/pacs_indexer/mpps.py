@@ -10,7 +10,6 @@ dcm4chee-arc-light #257). A completed or discontinued step can no longer be chan
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 
 from pacs.type.v1 import instance_pb2
@@ -167,8 +166,3 @@ def _instances(tenant: str, dataset: Dataset, study: str) -> list[instance_pb2.I
                 )
             )
     return refs
-
-
-def as_json(recorded: Recorded) -> str:
-    """For logs and tests."""
-    return json.dumps(recorded.__dict__, default=str)

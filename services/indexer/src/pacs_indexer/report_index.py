@@ -12,7 +12,7 @@ from pydicom.dataset import Dataset
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from pacs_indexer.reports import MeasurementRow, measurements, render_text, title
+from pacs_indexer.reports import MeasurementRow, render_text, title
 from pacs_indexer.schema import Instance, SrMeasurement
 
 
@@ -146,6 +146,3 @@ def report_text(session: Session, tenant: str, sop_instance_uid: str) -> str:
     if "ContentSequence" not in dataset and "ValueType" not in dataset:
         raise InvalidArgumentError("the instance is not a structured report")
     return render_text(dataset)
-
-
-__all__ = ["measurements", "replace_measurements", "report_event"]

@@ -26,6 +26,8 @@ from sqlalchemy.orm import Session
 
 from pacs_indexer.attributes import IndexedAttribute, Key, Level
 from pacs_indexer.dicom_time import normalize_datetime, normalize_time
+
+# _between: the inclusive range that treats an empty value as no match (C.2.2.2.5), shared.
 from pacs_indexer.matching import _between, condition, date_bounds, time_bounds
 from pacs_indexer.records import fold_person_name, now_rfc3339
 from pacs_indexer.schema import ScheduledStep
