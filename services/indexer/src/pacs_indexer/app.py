@@ -91,14 +91,17 @@ class IndexerApp(HostedApp):
             )
             await self.consumer.start()
             self.servicer.publisher = self._publisher
-            # HL7 patient and order events: their own group, one record at a time, so that
-            # one patient's events apply in order (pacs_indexer.workflow).
+            # HL7 patient and order events: their own group, each partition's records in
+            # order, so that one patient's events apply in order (pacs_indexer.workflow).
+            workflow = WorkflowHandler(self.database, handler.write_lock)
             self.workflow_consumer = EventConsumer(
                 self.settings.kafka,
                 self.settings.workflow_consumer_group,
                 [TOPIC_WORKFLOW],
-                WorkflowHandler(self.database, handler.write_lock),
+                workflow,
                 self._publisher,
+                batch_handler=workflow.handle_batch,
+                batch_max_records=self.settings.batch_max_events,
             )
             await self.workflow_consumer.start()
         await self.host.start()

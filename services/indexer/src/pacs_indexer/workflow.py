@@ -8,11 +8,12 @@
   studies to the target (history kept), and the worklist items follow;
 - ``OrderPlaced`` / ``OrderChanged`` / ``OrderCancelled``: :mod:`pacs_indexer.worklist`.
 
-The consumer hands records one at a time, in partition order, and each patient's events share a
-partition (key ``tenant/PatientID``), so a patient's messages apply in the order the hospital
-sent them. Each event is applied once per (tenant, sender, control ID, subject) in the same
-transaction as its effect (``applied_messages``), so a redelivered event or a message the sender
-resent after a lost ACK changes nothing. Events this consumer does not handle (those the indexer
+The consumer hands each partition's records in offset order (a batch of them in one transaction,
+partitions side by side), and each patient's events share a partition (key
+``tenant/PatientID``), so a patient's messages apply in the order the hospital sent them. Each
+event is applied once per (tenant, sender, control ID, subject) in the same transaction as its
+effect (``applied_messages``), so a redelivered event or a message the sender resent after a
+lost ACK changes nothing. Events this consumer does not handle (those the indexer
 itself publishes on the topic) are skipped.
 """
 
@@ -22,6 +23,7 @@ import asyncio
 import contextlib
 import logging
 import threading
+from collections.abc import Sequence
 from contextlib import nullcontext
 
 from aiokafka import ConsumerRecord
@@ -65,25 +67,50 @@ class WorkflowHandler:
         Raises:
             InvalidArgumentError: the payload cannot be decoded (dead-lettered).
         """
-        kind = header(record, "ce_type") or ""
-        message_class = _TYPES.get(kind)
-        if message_class is None:
-            return
-        try:
-            event = message_class.FromString(record.value or b"")
-        except DecodeError as exc:
-            raise InvalidArgumentError(f"undecodable {kind} payload: {exc}") from exc
-        await asyncio.to_thread(self.apply, event)
+        event = _decode(record)
+        if event is not None:
+            await asyncio.to_thread(self.apply, event)
+
+    async def handle_batch(self, records: Sequence[ConsumerRecord[bytes, bytes]]) -> None:
+        """Apply consecutive records of one partition in offset order in one transaction (a
+        patient's events share a partition, so their order holds).
+
+        Raises:
+            InvalidArgumentError: some record is invalid (the consumer then handles the batch
+                one record at a time, so that only that one is dead-lettered).
+        """
+        events = [e for e in (_decode(r) for r in records) if e is not None]
+        if events:
+            await asyncio.to_thread(self.apply_all, events)
 
     def apply(self, event: object) -> bool:
         """Apply one decoded event in one transaction; False if it was applied before."""
+        return self.apply_all([event]) == 1
+
+    def apply_all(self, events: Sequence[object]) -> int:
+        """Apply decoded events in order in one transaction; how many were new."""
+        applied = 0
         with self._write_lock or nullcontext(), self.database.session() as session:
-            origin = event.origin  # type: ignore[attr-defined]
-            subject = _subject(event)
-            if _seen(session, origin, subject):
-                return False
-            _apply(session, origin.tenant, event)
-            return True
+            for event in events:
+                origin = event.origin  # type: ignore[attr-defined]
+                if _seen(session, origin, _subject(event)):
+                    continue
+                _apply(session, origin.tenant, event)
+                session.flush()
+                applied += 1
+        return applied
+
+
+def _decode(record: ConsumerRecord[bytes, bytes]) -> object | None:
+    """The event of a record; None for types this consumer does not handle."""
+    kind = header(record, "ce_type") or ""
+    message_class = _TYPES.get(kind)
+    if message_class is None:
+        return None
+    try:
+        return message_class.FromString(record.value or b"")
+    except DecodeError as exc:
+        raise InvalidArgumentError(f"undecodable {kind} payload: {exc}") from exc
 
 
 def _subject(event: object) -> str:
