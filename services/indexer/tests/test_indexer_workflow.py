@@ -133,7 +133,7 @@ def test_merge_event_moves_studies_and_is_applied_once(database: Database) -> No
         source=pb.Patient(patient_id="OLD", issuer_of_patient_id="H"),
     )
     handler = WorkflowHandler(database)
-    assert handler.apply(merge) is True
+    assert handler.apply_all([merge, merge]) == 1  # the same message twice in one batch
     assert handler.apply(merge) is False  # redelivered: recognised, nothing changes
     found = catalog.find(
         FindQuery(tenant=tenant, level=Level.STUDY, match={"PatientID": "NEW", "PatientName": ""})
