@@ -46,32 +46,41 @@ def _responses(out: Path) -> list[pydicom.Dataset]:
 
 
 async def _studies_of(port: int, patient_id: str, out: Path) -> dict[str, str]:
-    """Study Instance UID -> Patient's Name of ``patient_id``'s studies, by DCMTK findscu."""
-    await asyncio.to_thread(out.mkdir, parents=True)
-    code, text = await _run(
-        _dcmtk("findscu"),
-        "-S",
-        "-aet",
-        "MODALITY",
-        "-aec",
-        "CLOUDPACS",
-        "-k",
-        "QueryRetrieveLevel=STUDY",
-        "-k",
-        f"PatientID={patient_id}",
-        "-k",
-        "StudyInstanceUID",
-        "-k",
-        "PatientName",
-        "-X",
-        "-od",
-        out,
-        "127.0.0.1",
-        str(port),
-    )
-    assert code == 0, text
-    found = await asyncio.to_thread(_responses, out)
-    return {str(d.StudyInstanceUID): str(d.PatientName) for d in found}
+    """Study Instance UID -> Patient's Name of ``patient_id``'s studies, by DCMTK findscu
+    (a C-FIND not ending in Success is retried for a minute, as a workstation would)."""
+    deadline = time.monotonic() + 60
+    for attempt in range(1000):
+        answers = out / f"try{attempt}"
+        await asyncio.to_thread(answers.mkdir, parents=True)
+        code, text = await _run(
+            _dcmtk("findscu"),
+            "-v",
+            "-S",
+            "-aet",
+            "MODALITY",
+            "-aec",
+            "CLOUDPACS",
+            "-k",
+            "QueryRetrieveLevel=STUDY",
+            "-k",
+            f"PatientID={patient_id}",
+            "-k",
+            "StudyInstanceUID",
+            "-k",
+            "PatientName",
+            "-X",
+            "-od",
+            answers,
+            "127.0.0.1",
+            str(port),
+        )
+        assert code == 0, text
+        if "Received Final Find Response (Success)" in text:
+            found = await asyncio.to_thread(_responses, answers)
+            return {str(d.StudyInstanceUID): str(d.PatientName) for d in found}
+        assert time.monotonic() < deadline, text
+        await asyncio.sleep(0.5)
+    raise AssertionError("unreachable")
 
 
 async def _until(check, within_s: float = 90):  # type: ignore[no-untyped-def]

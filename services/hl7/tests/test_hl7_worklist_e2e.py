@@ -42,9 +42,13 @@ async def _run(*args: str | Path) -> tuple[int, str]:
     return int(proc.returncode or 0), out.decode(errors="replace")
 
 
-async def findscu_worklist(port: int, query_dump: Path, out_dir: Path, *keys: str) -> list[Dataset]:
+async def findscu_worklist(
+    port: int, query_dump: Path, out_dir: Path, *keys: str, within_s: float = 60
+) -> list[Dataset]:
     """``findscu -W`` with a DCMTK example query (converted by dump2dcm), extra ``-k`` keys;
-    the response identifiers."""
+    the response identifiers. A C-FIND that does not end in Success (for example 0xA700 while
+    the loaded machine starves the index) is retried as a modality would, for ``within_s``;
+    the test fails with findscu's output if it never succeeds."""
     await asyncio.to_thread(out_dir.mkdir, parents=True, exist_ok=True)
     query = out_dir / "query.dcm"
     code, out = await _run(_dcmtk("dump2dcm"), query_dump, query)
@@ -52,23 +56,32 @@ async def findscu_worklist(port: int, query_dump: Path, out_dir: Path, *keys: st
     args: list[str] = []
     for key in keys:
         args += ["-k", key]
-    code, out = await _run(
-        _dcmtk("findscu"),
-        "-W",
-        "-aet",
-        "MODALITY",
-        "-aec",
-        "CLOUDPACS",
-        *args,
-        "-X",
-        "-od",
-        out_dir,
-        "127.0.0.1",
-        str(port),
-        query,
-    )
-    assert code == 0, out
-    return await asyncio.to_thread(_responses, out_dir)
+    deadline = time.monotonic() + within_s
+    for attempt in range(1000):
+        answers = out_dir / f"try{attempt}"
+        await asyncio.to_thread(answers.mkdir)
+        code, out = await _run(
+            _dcmtk("findscu"),
+            "-v",
+            "-W",
+            "-aet",
+            "MODALITY",
+            "-aec",
+            "CLOUDPACS",
+            *args,
+            "-X",
+            "-od",
+            answers,
+            "127.0.0.1",
+            str(port),
+            query,
+        )
+        assert code == 0, out
+        if "Received Final Find Response (Success)" in out:
+            return await asyncio.to_thread(_responses, answers)
+        assert time.monotonic() < deadline, out
+        await asyncio.sleep(0.5)
+    raise AssertionError("unreachable")
 
 
 def _responses(out_dir: Path) -> list[Dataset]:
