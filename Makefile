@@ -70,6 +70,7 @@ dashboards: ## Regenerate the Grafana dashboards into charts/cloudpacs/dashboard
 	infra/dashboards/generate.sh
 
 BENCH_STUDIES ?= 10000
+BENCH_WORKLIST_STEPS ?= 10000
 .PHONY: bench
 bench: infra ## Benchmarks, each printed as a table: storage vs boto3, index load and queries, DICOM ingest vs Orthanc
 	$(UV) run python services/storage/bench/bench_storage.py
@@ -80,3 +81,4 @@ bench: infra ## Benchmarks, each printed as a table: storage vs boto3, index loa
 	$(UV) run python services/transcoder/bench/bench_codecs.py
 	$(UV) run python services/transcoder/bench/bench_memory.py
 	$(UV) run python services/audit/bench/bench_audit.py
+	$(UV) run python services/hl7/bench/bench_hl7.py --steps $(BENCH_WORKLIST_STEPS)

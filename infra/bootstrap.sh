@@ -24,6 +24,8 @@ APT_PACKAGES=(dcmtk postgresql orthanc orthanc-postgresql prometheus)
 APT_PACKAGES+=(libgdcm-tools libopenjp2-tools openjph-tools dicom3tools)
 # The audit export's syslog collector and schema check in tests.
 APT_PACKAGES+=(rsyslog rsyslog-gnutls libxml2-utils)
+# PixelMed: the DICOM SR template validator (DicomSRValidator) the hl7 tests run on TID 1500 reports.
+APT_PACKAGES+=(libpixelmed-java)
 UV_VERSION="0.13.8"
 POM="$INFRA_DIR/kafka/pom.xml"
 t0="$(now)"

@@ -107,6 +107,8 @@ def running_stack(
         storage_port=free_port(),
         indexer_port=free_port(),
         gateway_port=free_port(),
+        hl7_port=free_port(),
+        mllp_port=free_port(),
         dicom_port=free_port(),
         audit_port=free_port(),
         env={

@@ -301,6 +301,11 @@ spec:
             - name: metrics
               containerPort: {{ int64 $c.metrics.port }}
               protocol: TCP
+            {{- range $c.tcpPorts }}
+            - name: {{ .name }}
+              containerPort: {{ int64 .port }}
+              protocol: TCP
+            {{- end }}
             {{- if $d.enabled }}
             {{- if not $d.tlsOnly }}
             - name: dicom
@@ -623,6 +628,12 @@ spec:
       port: {{ int64 .c.metrics.port }}
       targetPort: metrics
       protocol: TCP
+    {{- range .c.tcpPorts }}
+    - name: {{ .name }}
+      port: {{ int64 .port }}
+      targetPort: {{ .name }}
+      protocol: TCP
+    {{- end }}
 {{- end -}}
 
 {{- define "cloudpacs.component.dicomService" -}}

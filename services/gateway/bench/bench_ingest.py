@@ -364,6 +364,8 @@ class CloudpacsTarget:
                 storage_port=free_port(),
                 indexer_port=free_port(),
                 gateway_port=free_port(),
+                hl7_port=free_port(),
+                mllp_port=free_port(),
                 dicom_port=self.dicom_port,
                 audit_port=free_port(),
                 env={

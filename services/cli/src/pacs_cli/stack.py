@@ -52,6 +52,8 @@ class StackConfig:
     """The transcoder's port; None: no transcoder in this stack (the gateway then fails the
     retrieve sub-operations that would need one)."""
     audit_port: int = 50056
+    hl7_port: int = 50058
+    mllp_port: int = 2575
     env: dict[str, str] = field(default_factory=dict)
 
     def services(self) -> list[ServiceSpec]:
@@ -67,6 +69,7 @@ class StackConfig:
             *transcoder,
             ServiceSpec("gateway", "pacs_gateway", self.gateway_port, {"dicom": self.dicom_port}),
             ServiceSpec("audit", "pacs_audit", self.audit_port),
+            ServiceSpec("hl7", "pacs_hl7", self.hl7_port, {"mllp": self.mllp_port}),
         ]
 
     def service_env(self) -> dict[str, str]:
@@ -88,6 +91,8 @@ class StackConfig:
                 "PACS_GATEWAY_TRANSCODER_TARGET": (
                     f"127.0.0.1:{self.transcoder_port}" if self.transcoder_port else ""
                 ),
+                "PACS_HL7_GRPC_PORT": str(self.hl7_port),
+                "PACS_HL7_MLLP_PORT": str(self.mllp_port),
                 "PACS_TLS_DIR": str(tls_dir()),
                 "PACS_AUDIT_GRPC_PORT": str(self.audit_port),
                 "PACS_AUDIT_DATABASE_URL": f"sqlite:///{self.run_dir / 'audit.sqlite'}",

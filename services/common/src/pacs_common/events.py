@@ -48,6 +48,9 @@ TOPIC_INSTANCES = "pacs.instances.v1"
 """InstanceStored and InstanceDeleted, keyed by StudyInstanceUID."""
 TOPIC_INDEXED = "pacs.indexed.v1"
 """InstanceIndexed."""
+TOPIC_WORKFLOW = "pacs.workflow.v1"
+"""Patient, order, procedure step and report events (pacs.events.v1 workflow_events.proto),
+keyed by tenant + "/" + PatientID."""
 CONTENT_TYPE = "application/protobuf"
 BATCH_MAX_RECORDS = 200
 """Most records of one partition handed to a batch handler at once."""

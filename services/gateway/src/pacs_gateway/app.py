@@ -34,8 +34,10 @@ from pacs_gateway.dimse.c_store import StoreScp
 from pacs_gateway.dimse.commitment import Committer, StorageCommitmentScp
 from pacs_gateway.dimse.contexts import scp_contexts
 from pacs_gateway.dimse.metrics import DicomMetrics
+from pacs_gateway.dimse.mpps import MppsScp, PerformedStepRecorder
 from pacs_gateway.dimse.retrieve import RetrieveScp
 from pacs_gateway.dimse.retrieve_request import Retriever
+from pacs_gateway.dimse.worklist import WorklistFinder, WorklistScp, route_find
 from pacs_gateway.dimse_server import DimseServer
 from pacs_gateway.ingest import Ingest, RecentInstances
 from pacs_gateway.io_loop import IoLoop
@@ -239,6 +241,20 @@ class GatewayApp:
             page_size=settings.find_page_size,
             timeout_s=settings.query_timeout,
         )
+        query_stub = query_service_pb2_grpc.QueryServiceStub(clients.indexer_channel)
+        worklist = WorklistScp(
+            WorklistFinder(query_stub, settings.query_timeout),
+            io=self._io,
+            caller_of=self.callers.get,
+            page_size=settings.find_page_size,
+            timeout_s=settings.query_timeout,
+        )
+        mpps = MppsScp(
+            PerformedStepRecorder(query_stub, settings.query_timeout),
+            io=self._io,
+            caller_of=self.callers.get,
+            timeout_s=settings.query_timeout,
+        )
         retrieve = RetrieveScp(
             Retriever(
                 clients.finder,
@@ -264,10 +280,12 @@ class GatewayApp:
         handlers: list[tuple[Any, Any]] = [
             (evt.EVT_C_ECHO, _handle_echo),
             (evt.EVT_C_STORE, store.handle),
-            (evt.EVT_C_FIND, find.handle),
+            (evt.EVT_C_FIND, route_find(worklist.handle, find.handle)),
             (evt.EVT_C_MOVE, retrieve.handle_move),
             (evt.EVT_C_GET, retrieve.handle_get),
             (evt.EVT_N_ACTION, self._commitment.handle_action),
+            (evt.EVT_N_CREATE, mpps.handle_create),
+            (evt.EVT_N_SET, mpps.handle_set),
         ]
         return DimseServer(
             settings.ae_title,

@@ -11,7 +11,7 @@ from pacs.query.v1 import query_service_pb2 as query_pb
 from pacs.query.v1 import query_service_pb2_grpc as query_grpc
 from pacs_common.clients.storage import StorageClient
 from pacs_common.errors import PacsError
-from pacs_common.events import TOPIC_INSTANCES, EventConsumer, EventPublisher
+from pacs_common.events import TOPIC_INSTANCES, TOPIC_WORKFLOW, EventConsumer, EventPublisher
 from pacs_common.grpc_client import open_channel
 from pacs_common.hosted_app import HostedApp
 from pacs_common.service_host import ServiceHost, StopStage, configure_process
@@ -23,6 +23,7 @@ from pacs_indexer.header import HeaderReader
 from pacs_indexer.reconcile import Reconciler
 from pacs_indexer.servicer import QueryServicer, authorization
 from pacs_indexer.settings import IndexerSettings
+from pacs_indexer.workflow import WorkflowHandler
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +43,7 @@ class IndexerApp(HostedApp):
         self._storage: grpc.aio.Channel | None = None
         self._publisher: EventPublisher | None = None
         self.consumer: EventConsumer | None = None
+        self.workflow_consumer: EventConsumer | None = None
         self.servicer = QueryServicer(
             self.database, settings.max_results, settings.fuzzy_matching_default, self.extras
         )
@@ -55,6 +57,7 @@ class IndexerApp(HostedApp):
         host = self.host
         host.on_stop("statistics", self._stop_statistics, StopStage.CONSUMERS)
         host.on_stop("consumer", self._stop_consumer, StopStage.CONSUMERS)
+        host.on_stop("workflow", self._stop_workflow, StopStage.CONSUMERS)
         host.on_stop("publisher", self._stop_publisher, StopStage.PRODUCERS)
         host.on_stop("resources", self._close, StopStage.RESOURCES)
 
@@ -87,6 +90,20 @@ class IndexerApp(HostedApp):
                 batch_max_records=self.settings.batch_max_events,
             )
             await self.consumer.start()
+            self.servicer.publisher = self._publisher
+            # HL7 patient and order events: their own group, each partition's records in
+            # order, so that one patient's events apply in order (pacs_indexer.workflow).
+            workflow = WorkflowHandler(self.database, handler.write_lock)
+            self.workflow_consumer = EventConsumer(
+                self.settings.kafka,
+                self.settings.workflow_consumer_group,
+                [TOPIC_WORKFLOW],
+                workflow,
+                self._publisher,
+                batch_handler=workflow.handle_batch,
+                batch_max_records=self.settings.batch_max_events,
+            )
+            await self.workflow_consumer.start()
         await self.host.start_audit(self.settings.kafka, self.settings.audit)
         await self.host.start()
         log.info("indexer started", extra={"grpc_port": self.grpc_port})
@@ -100,6 +117,10 @@ class IndexerApp(HostedApp):
     async def _stop_consumer(self) -> None:
         if self.consumer is not None:
             await self.consumer.stop()
+
+    async def _stop_workflow(self) -> None:
+        if self.workflow_consumer is not None:
+            await self.workflow_consumer.stop()
 
     async def _stop_publisher(self) -> None:
         if self._publisher is not None:

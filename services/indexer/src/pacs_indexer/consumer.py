@@ -30,7 +30,14 @@ from google.protobuf.message import DecodeError
 from pacs.events.v1 import instance_events_pb2 as events_pb
 from pacs.type.v1 import instance_pb2
 from pacs_common.errors import InvalidArgumentError, NotFoundError
-from pacs_common.events import TOPIC_INDEXED, EventPublisher, event_type, header, now_rfc3339
+from pacs_common.events import (
+    TOPIC_INDEXED,
+    TOPIC_WORKFLOW,
+    EventPublisher,
+    event_type,
+    header,
+    now_rfc3339,
+)
 from pydicom.dataset import Dataset
 from sqlalchemy.orm import Session
 
@@ -39,6 +46,8 @@ from pacs_indexer.extra_attributes import ExtraAttributes
 from pacs_indexer.header import HeaderReader, parse_event_header
 from pacs_indexer.indexing import delete_instance, upsert_instances
 from pacs_indexer.records import InstanceRecord, StoredObject, record_from_dataset
+from pacs_indexer.report_index import replace_measurements, report_event
+from pacs_indexer.reports import MeasurementRow, is_structured_report, measurements
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +59,8 @@ _DELETED = event_type(events_pb.InstanceDeleted())
 class _Upsert:
     record: InstanceRecord
     ref: instance_pb2.InstanceRef
+    # An SR's header and measurements, indexed beyond the header (pacs_indexer.reports).
+    report: tuple[Dataset, list[MeasurementRow]] | None = None
 
 
 @dataclass(frozen=True)
@@ -80,6 +91,11 @@ class IndexEventHandler:
         # "database is locked" retries.
         self._write_lock = threading.Lock() if database.dialect == "sqlite" else None
 
+    @property
+    def write_lock(self) -> threading.Lock | None:
+        """The SQLite writer lock, shared with the workflow consumer's writes."""
+        return self._write_lock
+
     async def handle_batch(self, records: Sequence[ConsumerRecord[bytes, bytes]]) -> None:
         """Handle consecutive records of one partition in one database transaction.
 
@@ -93,6 +109,7 @@ class IndexEventHandler:
         if not steps:
             return
         written = await asyncio.to_thread(self._apply, steps)
+        await self._announce_reports([s for s in steps if isinstance(s, _Upsert)])
         await self.publisher.publish_many(
             TOPIC_INDEXED,
             [
@@ -137,6 +154,7 @@ class IndexEventHandler:
                     run.append(step)
                     continue
                 if run:
+                    self._write_reports(session, run)
                     refs = {
                         (u.record.tenant, u.record.sop_instance_uid, u.record.stored): u.ref
                         for u in run
@@ -180,7 +198,8 @@ class IndexEventHandler:
         upsert = await self._upsert_of(info, header_part10)
         if upsert is None:
             return
-        written = await asyncio.to_thread(self._upsert, upsert.record)
+        written = await asyncio.to_thread(self._upsert, upsert)
+        await self._announce_reports([upsert])
         if written:
             await self._announce(upsert.ref)
 
@@ -220,7 +239,8 @@ class IndexEventHandler:
         record = record_from_dataset(
             ref.tenant, dataset, stored, self.extras.values_of(dataset) if self.extras else ()
         )
-        return _Upsert(record, ref)
+        report = (dataset, measurements(dataset)) if is_structured_report(dataset) else None
+        return _Upsert(record, ref, report)
 
     async def _current(self, ref: instance_pb2.InstanceRef) -> instance_pb2.ObjectInfo | None:
         try:
@@ -228,9 +248,27 @@ class IndexEventHandler:
         except NotFoundError:
             return None
 
-    def _upsert(self, record: InstanceRecord) -> bool:
+    def _upsert(self, upsert: _Upsert) -> bool:
         with self._writing() as session:
-            return bool(upsert_instances(session, [record], self.extras))
+            self._write_reports(session, [upsert])
+            return bool(upsert_instances(session, [upsert.record], self.extras))
+
+    @staticmethod
+    def _write_reports(session: Session, upserts: Sequence[_Upsert]) -> None:
+        """Index the measurements of the structured reports among ``upserts``."""
+        for upsert in upserts:
+            if upsert.report is not None:
+                replace_measurements(session, upsert.record.tenant, *upsert.report)
+
+    async def _announce_reports(self, upserts: Sequence[_Upsert]) -> None:
+        """``ReportIndexed`` for each report, keyed by patient like the workflow events (the
+        hl7 service sends it on as ORU^R01)."""
+        reports = [
+            (f"{u.record.tenant}/{u.record.patient_id}", report_event(u.record.tenant, *u.report))
+            for u in upserts
+            if u.report is not None
+        ]
+        await self.publisher.publish_many(TOPIC_WORKFLOW, reports)
 
     async def instance_deleted(
         self, ref: instance_pb2.InstanceRef, all_versions: bool, deleted_time: str = ""

@@ -235,3 +235,105 @@ class PatientMerge(Base):
     studies_moved: Mapped[int] = mapped_column(Integer, default=0)
     # The demographics before the operation, as JSON, so that it can be audited and undone.
     previous: Mapped[str] = mapped_column(Text, default="{}")
+
+
+class ScheduledStep(Base):
+    """One scheduled procedure step of a tenant: a Modality Worklist item (PS3.4 K.6), placed
+    by an HL7 order (ORM^O01 / OMI^O23) and progressed by MPPS (PS3.4 F.7)."""
+
+    __tablename__ = "scheduled_steps"
+    __table_args__ = (
+        UniqueConstraint("tenant", "order_number", "step_id", name="uq_scheduled_steps_order"),
+        Index("ix_scheduled_steps_station", "tenant", "station_ae_title", "start_datetime_norm"),
+        Index("ix_scheduled_steps_modality", "tenant", "modality", "start_datetime_norm"),
+        Index("ix_scheduled_steps_start", "tenant", "start_datetime_norm"),
+        Index("ix_scheduled_steps_accession", "tenant", "accession_number"),
+        Index("ix_scheduled_steps_patient", "tenant", "patient_id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    tenant: Mapped[str] = mapped_column(BYTEWISE)
+    order_number: Mapped[str] = mapped_column(BYTEWISE)
+    step_id: Mapped[str] = mapped_column(BYTEWISE)
+    accession_number: Mapped[str] = mapped_column(BYTEWISE, default="")
+    requested_procedure_id: Mapped[str] = mapped_column(BYTEWISE, default="")
+    study_instance_uid: Mapped[str] = mapped_column(BYTEWISE, default="")
+    modality: Mapped[str] = mapped_column(BYTEWISE, default="")
+    station_ae_title: Mapped[str] = mapped_column(BYTEWISE, default="")
+    start_date: Mapped[str] = mapped_column(BYTEWISE, default="")
+    start_time: Mapped[str] = mapped_column(BYTEWISE, default="")
+    start_time_norm: Mapped[str] = mapped_column(BYTEWISE, default="")
+    start_datetime_norm: Mapped[str] = mapped_column(BYTEWISE, default="")
+    performing_physician: Mapped[str] = mapped_column(BYTEWISE, default="")
+    performing_physician_folded: Mapped[str] = mapped_column(BYTEWISE, default="")
+    patient_id: Mapped[str] = mapped_column(BYTEWISE, default="")
+    issuer_of_patient_id: Mapped[str] = mapped_column(BYTEWISE, default="")
+    patient_name: Mapped[str] = mapped_column(BYTEWISE, default="")
+    patient_name_folded: Mapped[str] = mapped_column(BYTEWISE, default="")
+    patient_birth_date: Mapped[str] = mapped_column(BYTEWISE, default="")
+    patient_sex: Mapped[str] = mapped_column(BYTEWISE, default="")
+    # SCHEDULED, STARTED (MPPS IN PROGRESS), COMPLETED, DISCONTINUED, CANCELLED
+    status: Mapped[str] = mapped_column(BYTEWISE, default="SCHEDULED")
+    updated_time: Mapped[str] = mapped_column(BYTEWISE, default="")
+    # The other K.6 attributes (procedure codes, physicians) as DICOM JSON.
+    details: Mapped[str] = mapped_column(Text, default="{}")
+
+
+class PerformedStep(Base):
+    """One Modality Performed Procedure Step (PS3.4 F.7) as the modality last set it."""
+
+    __tablename__ = "performed_steps"
+    __table_args__ = (
+        UniqueConstraint("tenant", "sop_instance_uid", name="uq_performed_steps_uid"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    tenant: Mapped[str] = mapped_column(BYTEWISE)
+    sop_instance_uid: Mapped[str] = mapped_column(BYTEWISE)
+    status: Mapped[str] = mapped_column(BYTEWISE, default="IN PROGRESS")
+    updated_time: Mapped[str] = mapped_column(BYTEWISE, default="")
+    # The attributes of the N-CREATE with every N-SET applied, as DICOM JSON.
+    dataset: Mapped[str] = mapped_column(Text, default="{}")
+
+
+class AppliedMessage(Base):
+    """An HL7 message's effect on one subject (patient or order step) already applied, so
+    that a resent or redelivered message (same sender and control ID) changes nothing."""
+
+    __tablename__ = "applied_messages"
+
+    tenant: Mapped[str] = mapped_column(BYTEWISE, primary_key=True)
+    sender: Mapped[str] = mapped_column(BYTEWISE, primary_key=True)
+    control_id: Mapped[str] = mapped_column(BYTEWISE, primary_key=True)
+    subject: Mapped[str] = mapped_column(BYTEWISE, primary_key=True)
+    applied_time: Mapped[str] = mapped_column(BYTEWISE, default="")
+
+
+class SrMeasurement(Base):
+    """One numeric measurement of an indexed structured report (TID 1500 and any NUM item)."""
+
+    __tablename__ = "sr_measurements"
+    __table_args__ = (
+        Index("ix_sr_measurements_report", "tenant", "sop_instance_uid"),
+        Index("ix_sr_measurements_study", "tenant", "study_instance_uid"),
+        Index("ix_sr_measurements_patient", "tenant", "patient_id"),
+        Index("ix_sr_measurements_concept", "tenant", "concept_code_value"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    tenant: Mapped[str] = mapped_column(BYTEWISE)
+    sop_instance_uid: Mapped[str] = mapped_column(BYTEWISE)
+    series_instance_uid: Mapped[str] = mapped_column(BYTEWISE, default="")
+    study_instance_uid: Mapped[str] = mapped_column(BYTEWISE, default="")
+    sop_class_uid: Mapped[str] = mapped_column(BYTEWISE, default="")
+    patient_id: Mapped[str] = mapped_column(BYTEWISE, default="")
+    ordinal: Mapped[int] = mapped_column(Integer, default=0)
+    concept_code_value: Mapped[str] = mapped_column(BYTEWISE, default="")
+    concept_code_scheme: Mapped[str] = mapped_column(BYTEWISE, default="")
+    concept_code_meaning: Mapped[str] = mapped_column(BYTEWISE, default="")
+    value: Mapped[str] = mapped_column(BYTEWISE, default="")
+    units_code_value: Mapped[str] = mapped_column(BYTEWISE, default="")
+    units_code_meaning: Mapped[str] = mapped_column(BYTEWISE, default="")
+    finding_site: Mapped[str] = mapped_column(BYTEWISE, default="")
+    tracking_identifier: Mapped[str] = mapped_column(BYTEWISE, default="")
+    referenced_sop_instance_uids: Mapped[str] = mapped_column(Text, default="")

@@ -14,13 +14,16 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
+from pacs.events.v1 import workflow_events_pb2 as workflow_pb
 from pacs.query.v1 import query_service_pb2 as pb
 from pacs.query.v1 import query_service_pb2_grpc as pb_grpc
 from pacs_common import audit_events
 from pacs_common.auth import AuthorizationInterceptor, AuthSettings, Role, caller_of
-from pacs_common.errors import FailedPreconditionError
+from pacs_common.errors import FailedPreconditionError, InvalidArgumentError
+from pacs_common.events import TOPIC_WORKFLOW, EventPublisher
 from pacs_common.metrics import INDEX_QUERY_DURATION
 
+from pacs_indexer import mpps
 from pacs_indexer.attributes import Level
 from pacs_indexer.database import Database
 from pacs_indexer.extra_attributes import ExtraAttributes
@@ -32,6 +35,9 @@ from pacs_indexer.query import (
     study_metadata_page,
 )
 from pacs_indexer.reconcile import Reconciler, check, reindex
+from pacs_indexer.records import now_rfc3339
+from pacs_indexer.report_index import find_measurements, report_text
+from pacs_indexer.worklist import find_worklist
 
 _Context = grpc.aio.ServicerContext[Any, Any]
 
@@ -44,6 +50,10 @@ ROLES = {
     "GetStudyMetadata": Role.QUERY,
     "Reindex": Role.ADMIN,
     "CheckIndex": Role.ADMIN,
+    "FindWorklist": Role.QUERY,
+    "FindMeasurements": Role.QUERY,
+    "GetReportText": Role.QUERY,
+    "RecordPerformedProcedureStep": Role.INGEST,
 }
 """The role each QueryService method needs (a method missing here needs ``admin``)."""
 
@@ -73,6 +83,8 @@ class QueryServicer(pb_grpc.QueryServiceServicer):
         self.fuzzy_default = fuzzy_default
         # Set by the app once storage and the event path exist (only when consuming events).
         self.reconciler: Reconciler | None = None
+        # Set by the app when it publishes events (ProcedureStepUpdated after an MPPS).
+        self.publisher: EventPublisher | None = None
 
     async def Reindex(  # noqa: N802  (gRPC method names are the proto's)
         self, request: pb.ReindexRequest, context: _Context
@@ -196,6 +208,90 @@ class QueryServicer(pb_grpc.QueryServiceServicer):
     def _metadata(self, tenant: str, study: str, series: str, sop: str) -> str:
         with self.database.session() as session:
             return instance_metadata(session, tenant, study, series, sop)
+
+    async def FindWorklist(  # noqa: N802  (gRPC method names are the proto's)
+        self, request: pb.FindWorklistRequest, context: _Context
+    ) -> pb.FindWorklistResponse:
+        query = request.query
+        tenant = caller_of(context).tenant_for(query.tenant)
+        limit = min(query.limit or self.max_results, self.max_results)
+
+        def run() -> pb.FindWorklistResponse:
+            with self.database.session() as session:
+                result = find_worklist(
+                    session,
+                    tenant,
+                    dict(query.match),
+                    limit=limit,
+                    offset=max(0, query.offset),
+                    fuzzy=query.fuzzy_matching or self.fuzzy_default,
+                    include_inactive=request.include_inactive,
+                )
+            return pb.FindWorklistResponse(
+                datasets=[json.dumps(d, separators=(",", ":")) for d in result.datasets],
+                total_count=result.total_count,
+            )
+
+        with INDEX_QUERY_DURATION.labels(level="WORKLIST").time():
+            return await asyncio.to_thread(run)
+
+    async def RecordPerformedProcedureStep(  # noqa: N802  (gRPC method names are the proto's)
+        self, request: pb.RecordPerformedProcedureStepRequest, context: _Context
+    ) -> pb.RecordPerformedProcedureStepResponse:
+        tenant = caller_of(context).tenant_for(request.tenant)
+        if not request.sop_instance_uid:
+            raise InvalidArgumentError("the MPPS SOP Instance UID is required")
+        operation = {
+            pb.PERFORMED_STEP_OPERATION_CREATE: mpps.create,
+            pb.PERFORMED_STEP_OPERATION_SET: mpps.update,
+        }.get(request.operation)
+        if operation is None:
+            raise InvalidArgumentError("operation must be CREATE or SET")
+
+        def run() -> mpps.Recorded:
+            with self.database.session() as session:
+                return operation(session, tenant, request.sop_instance_uid, request.dataset)
+
+        recorded = await asyncio.to_thread(run)
+        if self.publisher is not None:
+            event = workflow_pb.ProcedureStepUpdated(
+                tenant=tenant,
+                performed_procedure_step_uid=request.sop_instance_uid,
+                status=recorded.status,
+                accession_number=recorded.accession_number,
+                step_id=recorded.step_id,
+                study_instance_uid=recorded.study_instance_uid,
+                instances=recorded.instances,
+                recorded_time=now_rfc3339(),
+                all_instances_stored=recorded.all_instances_stored,
+            )
+            await self.publisher.publish(TOPIC_WORKFLOW, f"{tenant}/mpps", event)
+        return pb.RecordPerformedProcedureStepResponse(
+            status=recorded.status, scheduled_steps_updated=recorded.steps_updated
+        )
+
+    async def FindMeasurements(  # noqa: N802  (gRPC method names are the proto's)
+        self, request: pb.FindMeasurementsRequest, context: _Context
+    ) -> pb.FindMeasurementsResponse:
+        tenant = caller_of(context).tenant_for(request.tenant)
+        limit = min(request.limit or self.max_results, self.max_results)
+
+        def run() -> list[pb.MeasurementRecord]:
+            with self.database.session() as session:
+                return find_measurements(session, tenant, request, limit)
+
+        return pb.FindMeasurementsResponse(measurements=await asyncio.to_thread(run))
+
+    async def GetReportText(  # noqa: N802  (gRPC method names are the proto's)
+        self, request: pb.GetReportTextRequest, context: _Context
+    ) -> pb.GetReportTextResponse:
+        tenant = caller_of(context).tenant_for(request.tenant)
+
+        def run() -> str:
+            with self.database.session() as session:
+                return report_text(session, tenant, request.sop_instance_uid)
+
+        return pb.GetReportTextResponse(text=await asyncio.to_thread(run))
 
 
 def _texts(result: FindResult) -> list[str]:

@@ -29,6 +29,9 @@ class IndexerSettings(ServiceSettings):
     )
     storage_target: str = Field("127.0.0.1:50051", description="host:port of StorageService")
     consumer_group: str = "pacs-indexer"
+    workflow_consumer_group: str = Field(
+        "pacs-indexer-workflow", description="group consuming HL7 patient and order events"
+    )
     batch_max_events: int = Field(
         200,
         ge=1,

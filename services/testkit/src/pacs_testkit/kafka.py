@@ -9,8 +9,10 @@ from pacs_common.kafka_client import kafka_client_options
 from pacs_common.settings import KafkaSettings
 
 
-async def group_at_end_of_topic(group_id: str, kafka: KafkaSettings) -> None:
-    """Commit the end of the shared instances topic as ``group_id``'s position.
+async def group_at_end_of_topic(
+    group_id: str, kafka: KafkaSettings, topic: str = TOPIC_INSTANCES
+) -> None:
+    """Commit the end of the shared instances topic (or ``topic``) as ``group_id``'s position.
 
     A new consumer group starts at the topic's beginning, so a test's or a benchmark's fresh
     indexer would otherwise replay every event ever published (for objects long gone from its
@@ -20,14 +22,14 @@ async def group_at_end_of_topic(group_id: str, kafka: KafkaSettings) -> None:
     admin = AIOKafkaAdminClient(**kafka_client_options(kafka))
     await admin.start()
     try:
-        described = await admin.describe_topics([TOPIC_INSTANCES])
+        described = await admin.describe_topics([topic])
     finally:
         await admin.close()
     partitions = [
-        TopicPartition(TOPIC_INSTANCES, p["partition"])
-        for topic in described
-        if topic.get("error_code", 0) == 0
-        for p in topic["partitions"]
+        TopicPartition(topic, p["partition"])
+        for found in described
+        if found.get("error_code", 0) == 0
+        for p in found["partitions"]
     ]
     if not partitions:
         return  # the topic does not exist yet: a new group starts at its beginning anyway

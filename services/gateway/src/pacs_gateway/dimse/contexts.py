@@ -16,6 +16,8 @@ from pacs_gateway.dimse.codes import (
     STORAGE_COMMITMENT_PUSH,
     VERIFICATION,
 )
+from pacs_gateway.dimse.mpps import MODALITY_PERFORMED_PROCEDURE_STEP
+from pacs_gateway.dimse.worklist import MODALITY_WORKLIST_FIND
 
 LOSSLESS_COMPRESSED: list[str | uid.UID] = [
     uid.JPEGLSLossless,
@@ -102,4 +104,6 @@ def scp_contexts() -> list[PresentationContext]:
     for model in QUERY_RETRIEVE_MODELS:
         contexts.append(build_context(model, UNCOMPRESSED))
     contexts.append(build_context(STORAGE_COMMITMENT_PUSH, UNCOMPRESSED))
+    contexts.append(build_context(MODALITY_WORKLIST_FIND, UNCOMPRESSED))  # PS3.4 K
+    contexts.append(build_context(MODALITY_PERFORMED_PROCEDURE_STEP, UNCOMPRESSED))  # F.7
     return SharedContexts(contexts)

@@ -22,10 +22,11 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from pacs.events.v1 import workflow_events_pb2 as pacs_dot_events_dot_v1_dot_workflow__events__pb2
 from pacs.type.v1 import instance_pb2 as pacs_dot_type_dot_v1_dot_instance__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!pacs/query/v1/query_service.proto\x12\rpacs.query.v1\x1a\x1bpacs/type/v1/instance.proto\"\xe5\x01\n\x05Query\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12.\n\x05match\x18\x02 \x03(\x0b\x32\x1f.pacs.query.v1.Query.MatchEntry\x12\x13\n\x0breturn_keys\x18\x03 \x03(\t\x12\r\n\x05limit\x18\x04 \x01(\x05\x12\x0e\n\x06offset\x18\x05 \x01(\x05\x12\x16\n\x0e\x66uzzy_matching\x18\x06 \x01(\x08\x12\"\n\x1a\x63ombined_datetime_matching\x18\x07 \x01(\x08\x1a,\n\nMatchEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"9\n\x12\x46indStudiesRequest\x12#\n\x05query\x18\x01 \x01(\x0b\x32\x14.pacs.query.v1.Query\"<\n\x13\x46indStudiesResponse\x12\x10\n\x08\x64\x61tasets\x18\x01 \x03(\t\x12\x13\n\x0btotal_count\x18\x02 \x01(\x03\"8\n\x11\x46indSeriesRequest\x12#\n\x05query\x18\x01 \x01(\x0b\x32\x14.pacs.query.v1.Query\";\n\x12\x46indSeriesResponse\x12\x10\n\x08\x64\x61tasets\x18\x01 \x03(\t\x12\x13\n\x0btotal_count\x18\x02 \x01(\x03\";\n\x14\x46indInstancesRequest\x12#\n\x05query\x18\x01 \x01(\x0b\x32\x14.pacs.query.v1.Query\">\n\x15\x46indInstancesResponse\x12\x10\n\x08\x64\x61tasets\x18\x01 \x03(\t\x12\x13\n\x0btotal_count\x18\x02 \x01(\x03\"\x7f\n\x1aGetInstanceMetadataRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x1a\n\x12study_instance_uid\x18\x02 \x01(\t\x12\x1b\n\x13series_instance_uid\x18\x03 \x01(\t\x12\x18\n\x10sop_instance_uid\x18\x04 \x01(\t\".\n\x1bGetInstanceMetadataResponse\x12\x0f\n\x07\x64\x61taset\x18\x01 \x01(\t\"b\n\x17GetStudyMetadataRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x1a\n\x12study_instance_uid\x18\x02 \x01(\t\x12\x1b\n\x13series_instance_uid\x18\x03 \x01(\t\",\n\x18GetStudyMetadataResponse\x12\x10\n\x08\x64\x61tasets\x18\x01 \x03(\t\" \n\x0eReindexRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\"C\n\x0fReindexResponse\x12\r\n\x05total\x18\x01 \x01(\x03\x12\x11\n\tprocessed\x18\x02 \x01(\x03\x12\x0e\n\x06\x66\x61iled\x18\x03 \x01(\x03\"7\n\x11\x43heckIndexRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x12\n\nmax_listed\x18\x02 \x01(\x05\"\xdd\x01\n\x12\x43heckIndexResponse\x12\x14\n\x0cstored_count\x18\x01 \x01(\x03\x12\x15\n\rindexed_count\x18\x02 \x01(\x03\x12\x19\n\x11not_indexed_count\x18\x03 \x01(\x03\x12\x1c\n\x14not_in_storage_count\x18\x04 \x01(\x03\x12.\n\x0bnot_indexed\x18\x05 \x03(\x0b\x32\x19.pacs.type.v1.InstanceRef\x12\x31\n\x0enot_in_storage\x18\x06 \x03(\x0b\x32\x19.pacs.type.v1.InstanceRef2\x87\x05\n\x0cQueryService\x12T\n\x0b\x46indStudies\x12!.pacs.query.v1.FindStudiesRequest\x1a\".pacs.query.v1.FindStudiesResponse\x12Q\n\nFindSeries\x12 .pacs.query.v1.FindSeriesRequest\x1a!.pacs.query.v1.FindSeriesResponse\x12Z\n\rFindInstances\x12#.pacs.query.v1.FindInstancesRequest\x1a$.pacs.query.v1.FindInstancesResponse\x12l\n\x13GetInstanceMetadata\x12).pacs.query.v1.GetInstanceMetadataRequest\x1a*.pacs.query.v1.GetInstanceMetadataResponse\x12\x65\n\x10GetStudyMetadata\x12&.pacs.query.v1.GetStudyMetadataRequest\x1a\'.pacs.query.v1.GetStudyMetadataResponse0\x01\x12J\n\x07Reindex\x12\x1d.pacs.query.v1.ReindexRequest\x1a\x1e.pacs.query.v1.ReindexResponse0\x01\x12Q\n\nCheckIndex\x12 .pacs.query.v1.CheckIndexRequest\x1a!.pacs.query.v1.CheckIndexResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!pacs/query/v1/query_service.proto\x12\rpacs.query.v1\x1a$pacs/events/v1/workflow_events.proto\x1a\x1bpacs/type/v1/instance.proto\"\xe5\x01\n\x05Query\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12.\n\x05match\x18\x02 \x03(\x0b\x32\x1f.pacs.query.v1.Query.MatchEntry\x12\x13\n\x0breturn_keys\x18\x03 \x03(\t\x12\r\n\x05limit\x18\x04 \x01(\x05\x12\x0e\n\x06offset\x18\x05 \x01(\x05\x12\x16\n\x0e\x66uzzy_matching\x18\x06 \x01(\x08\x12\"\n\x1a\x63ombined_datetime_matching\x18\x07 \x01(\x08\x1a,\n\nMatchEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"9\n\x12\x46indStudiesRequest\x12#\n\x05query\x18\x01 \x01(\x0b\x32\x14.pacs.query.v1.Query\"<\n\x13\x46indStudiesResponse\x12\x10\n\x08\x64\x61tasets\x18\x01 \x03(\t\x12\x13\n\x0btotal_count\x18\x02 \x01(\x03\"8\n\x11\x46indSeriesRequest\x12#\n\x05query\x18\x01 \x01(\x0b\x32\x14.pacs.query.v1.Query\";\n\x12\x46indSeriesResponse\x12\x10\n\x08\x64\x61tasets\x18\x01 \x03(\t\x12\x13\n\x0btotal_count\x18\x02 \x01(\x03\";\n\x14\x46indInstancesRequest\x12#\n\x05query\x18\x01 \x01(\x0b\x32\x14.pacs.query.v1.Query\">\n\x15\x46indInstancesResponse\x12\x10\n\x08\x64\x61tasets\x18\x01 \x03(\t\x12\x13\n\x0btotal_count\x18\x02 \x01(\x03\"\x7f\n\x1aGetInstanceMetadataRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x1a\n\x12study_instance_uid\x18\x02 \x01(\t\x12\x1b\n\x13series_instance_uid\x18\x03 \x01(\t\x12\x18\n\x10sop_instance_uid\x18\x04 \x01(\t\".\n\x1bGetInstanceMetadataResponse\x12\x0f\n\x07\x64\x61taset\x18\x01 \x01(\t\"b\n\x17GetStudyMetadataRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x1a\n\x12study_instance_uid\x18\x02 \x01(\t\x12\x1b\n\x13series_instance_uid\x18\x03 \x01(\t\",\n\x18GetStudyMetadataResponse\x12\x10\n\x08\x64\x61tasets\x18\x01 \x03(\t\" \n\x0eReindexRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\"C\n\x0fReindexResponse\x12\r\n\x05total\x18\x01 \x01(\x03\x12\x11\n\tprocessed\x18\x02 \x01(\x03\x12\x0e\n\x06\x66\x61iled\x18\x03 \x01(\x03\"7\n\x11\x43heckIndexRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x12\n\nmax_listed\x18\x02 \x01(\x05\"\xdd\x01\n\x12\x43heckIndexResponse\x12\x14\n\x0cstored_count\x18\x01 \x01(\x03\x12\x15\n\rindexed_count\x18\x02 \x01(\x03\x12\x19\n\x11not_indexed_count\x18\x03 \x01(\x03\x12\x1c\n\x14not_in_storage_count\x18\x04 \x01(\x03\x12.\n\x0bnot_indexed\x18\x05 \x03(\x0b\x32\x19.pacs.type.v1.InstanceRef\x12\x31\n\x0enot_in_storage\x18\x06 \x03(\x0b\x32\x19.pacs.type.v1.InstanceRef\"T\n\x13\x46indWorklistRequest\x12#\n\x05query\x18\x01 \x01(\x0b\x32\x14.pacs.query.v1.Query\x12\x18\n\x10include_inactive\x18\x02 \x01(\x08\"=\n\x14\x46indWorklistResponse\x12\x10\n\x08\x64\x61tasets\x18\x01 \x03(\t\x12\x13\n\x0btotal_count\x18\x02 \x01(\x03\"\x9a\x01\n#RecordPerformedProcedureStepRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x18\n\x10sop_instance_uid\x18\x02 \x01(\t\x12\x38\n\toperation\x18\x03 \x01(\x0e\x32%.pacs.query.v1.PerformedStepOperation\x12\x0f\n\x07\x64\x61taset\x18\x04 \x01(\t\"W\n$RecordPerformedProcedureStepResponse\x12\x0e\n\x06status\x18\x01 \x01(\t\x12\x1f\n\x17scheduled_steps_updated\x18\x02 \x01(\x05\"\x9e\x01\n\x17\x46indMeasurementsRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x1a\n\x12study_instance_uid\x18\x02 \x01(\t\x12\x12\n\npatient_id\x18\x03 \x01(\t\x12\x18\n\x10sop_instance_uid\x18\x04 \x01(\t\x12\x1a\n\x12\x63oncept_code_value\x18\x05 \x01(\t\x12\r\n\x05limit\x18\x06 \x01(\x05\"p\n\x11MeasurementRecord\x12)\n\x06report\x18\x01 \x01(\x0b\x32\x19.pacs.type.v1.InstanceRef\x12\x30\n\x0bmeasurement\x18\x02 \x01(\x0b\x32\x1b.pacs.events.v1.Measurement\"R\n\x18\x46indMeasurementsResponse\x12\x36\n\x0cmeasurements\x18\x01 \x03(\x0b\x32 .pacs.query.v1.MeasurementRecord\"@\n\x14GetReportTextRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x18\n\x10sop_instance_uid\x18\x02 \x01(\t\"%\n\x15GetReportTextResponse\x12\x0c\n\x04text\x18\x01 \x01(\t*\x89\x01\n\x16PerformedStepOperation\x12(\n$PERFORMED_STEP_OPERATION_UNSPECIFIED\x10\x00\x12#\n\x1fPERFORMED_STEP_OPERATION_CREATE\x10\x01\x12 \n\x1cPERFORMED_STEP_OPERATION_SET\x10\x02\x32\xab\x08\n\x0cQueryService\x12T\n\x0b\x46indStudies\x12!.pacs.query.v1.FindStudiesRequest\x1a\".pacs.query.v1.FindStudiesResponse\x12Q\n\nFindSeries\x12 .pacs.query.v1.FindSeriesRequest\x1a!.pacs.query.v1.FindSeriesResponse\x12Z\n\rFindInstances\x12#.pacs.query.v1.FindInstancesRequest\x1a$.pacs.query.v1.FindInstancesResponse\x12l\n\x13GetInstanceMetadata\x12).pacs.query.v1.GetInstanceMetadataRequest\x1a*.pacs.query.v1.GetInstanceMetadataResponse\x12\x65\n\x10GetStudyMetadata\x12&.pacs.query.v1.GetStudyMetadataRequest\x1a\'.pacs.query.v1.GetStudyMetadataResponse0\x01\x12J\n\x07Reindex\x12\x1d.pacs.query.v1.ReindexRequest\x1a\x1e.pacs.query.v1.ReindexResponse0\x01\x12Q\n\nCheckIndex\x12 .pacs.query.v1.CheckIndexRequest\x1a!.pacs.query.v1.CheckIndexResponse\x12W\n\x0c\x46indWorklist\x12\".pacs.query.v1.FindWorklistRequest\x1a#.pacs.query.v1.FindWorklistResponse\x12\x87\x01\n\x1cRecordPerformedProcedureStep\x12\x32.pacs.query.v1.RecordPerformedProcedureStepRequest\x1a\x33.pacs.query.v1.RecordPerformedProcedureStepResponse\x12\x63\n\x10\x46indMeasurements\x12&.pacs.query.v1.FindMeasurementsRequest\x1a\'.pacs.query.v1.FindMeasurementsResponse\x12Z\n\rGetReportText\x12#.pacs.query.v1.GetReportTextRequest\x1a$.pacs.query.v1.GetReportTextResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,38 +35,58 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_QUERY_MATCHENTRY']._loaded_options = None
   _globals['_QUERY_MATCHENTRY']._serialized_options = b'8\001'
-  _globals['_QUERY']._serialized_start=82
-  _globals['_QUERY']._serialized_end=311
-  _globals['_QUERY_MATCHENTRY']._serialized_start=267
-  _globals['_QUERY_MATCHENTRY']._serialized_end=311
-  _globals['_FINDSTUDIESREQUEST']._serialized_start=313
-  _globals['_FINDSTUDIESREQUEST']._serialized_end=370
-  _globals['_FINDSTUDIESRESPONSE']._serialized_start=372
-  _globals['_FINDSTUDIESRESPONSE']._serialized_end=432
-  _globals['_FINDSERIESREQUEST']._serialized_start=434
-  _globals['_FINDSERIESREQUEST']._serialized_end=490
-  _globals['_FINDSERIESRESPONSE']._serialized_start=492
-  _globals['_FINDSERIESRESPONSE']._serialized_end=551
-  _globals['_FINDINSTANCESREQUEST']._serialized_start=553
-  _globals['_FINDINSTANCESREQUEST']._serialized_end=612
-  _globals['_FINDINSTANCESRESPONSE']._serialized_start=614
-  _globals['_FINDINSTANCESRESPONSE']._serialized_end=676
-  _globals['_GETINSTANCEMETADATAREQUEST']._serialized_start=678
-  _globals['_GETINSTANCEMETADATAREQUEST']._serialized_end=805
-  _globals['_GETINSTANCEMETADATARESPONSE']._serialized_start=807
-  _globals['_GETINSTANCEMETADATARESPONSE']._serialized_end=853
-  _globals['_GETSTUDYMETADATAREQUEST']._serialized_start=855
-  _globals['_GETSTUDYMETADATAREQUEST']._serialized_end=953
-  _globals['_GETSTUDYMETADATARESPONSE']._serialized_start=955
-  _globals['_GETSTUDYMETADATARESPONSE']._serialized_end=999
-  _globals['_REINDEXREQUEST']._serialized_start=1001
-  _globals['_REINDEXREQUEST']._serialized_end=1033
-  _globals['_REINDEXRESPONSE']._serialized_start=1035
-  _globals['_REINDEXRESPONSE']._serialized_end=1102
-  _globals['_CHECKINDEXREQUEST']._serialized_start=1104
-  _globals['_CHECKINDEXREQUEST']._serialized_end=1159
-  _globals['_CHECKINDEXRESPONSE']._serialized_start=1162
-  _globals['_CHECKINDEXRESPONSE']._serialized_end=1383
-  _globals['_QUERYSERVICE']._serialized_start=1386
-  _globals['_QUERYSERVICE']._serialized_end=2033
+  _globals['_PERFORMEDSTEPOPERATION']._serialized_start=2283
+  _globals['_PERFORMEDSTEPOPERATION']._serialized_end=2420
+  _globals['_QUERY']._serialized_start=120
+  _globals['_QUERY']._serialized_end=349
+  _globals['_QUERY_MATCHENTRY']._serialized_start=305
+  _globals['_QUERY_MATCHENTRY']._serialized_end=349
+  _globals['_FINDSTUDIESREQUEST']._serialized_start=351
+  _globals['_FINDSTUDIESREQUEST']._serialized_end=408
+  _globals['_FINDSTUDIESRESPONSE']._serialized_start=410
+  _globals['_FINDSTUDIESRESPONSE']._serialized_end=470
+  _globals['_FINDSERIESREQUEST']._serialized_start=472
+  _globals['_FINDSERIESREQUEST']._serialized_end=528
+  _globals['_FINDSERIESRESPONSE']._serialized_start=530
+  _globals['_FINDSERIESRESPONSE']._serialized_end=589
+  _globals['_FINDINSTANCESREQUEST']._serialized_start=591
+  _globals['_FINDINSTANCESREQUEST']._serialized_end=650
+  _globals['_FINDINSTANCESRESPONSE']._serialized_start=652
+  _globals['_FINDINSTANCESRESPONSE']._serialized_end=714
+  _globals['_GETINSTANCEMETADATAREQUEST']._serialized_start=716
+  _globals['_GETINSTANCEMETADATAREQUEST']._serialized_end=843
+  _globals['_GETINSTANCEMETADATARESPONSE']._serialized_start=845
+  _globals['_GETINSTANCEMETADATARESPONSE']._serialized_end=891
+  _globals['_GETSTUDYMETADATAREQUEST']._serialized_start=893
+  _globals['_GETSTUDYMETADATAREQUEST']._serialized_end=991
+  _globals['_GETSTUDYMETADATARESPONSE']._serialized_start=993
+  _globals['_GETSTUDYMETADATARESPONSE']._serialized_end=1037
+  _globals['_REINDEXREQUEST']._serialized_start=1039
+  _globals['_REINDEXREQUEST']._serialized_end=1071
+  _globals['_REINDEXRESPONSE']._serialized_start=1073
+  _globals['_REINDEXRESPONSE']._serialized_end=1140
+  _globals['_CHECKINDEXREQUEST']._serialized_start=1142
+  _globals['_CHECKINDEXREQUEST']._serialized_end=1197
+  _globals['_CHECKINDEXRESPONSE']._serialized_start=1200
+  _globals['_CHECKINDEXRESPONSE']._serialized_end=1421
+  _globals['_FINDWORKLISTREQUEST']._serialized_start=1423
+  _globals['_FINDWORKLISTREQUEST']._serialized_end=1507
+  _globals['_FINDWORKLISTRESPONSE']._serialized_start=1509
+  _globals['_FINDWORKLISTRESPONSE']._serialized_end=1570
+  _globals['_RECORDPERFORMEDPROCEDURESTEPREQUEST']._serialized_start=1573
+  _globals['_RECORDPERFORMEDPROCEDURESTEPREQUEST']._serialized_end=1727
+  _globals['_RECORDPERFORMEDPROCEDURESTEPRESPONSE']._serialized_start=1729
+  _globals['_RECORDPERFORMEDPROCEDURESTEPRESPONSE']._serialized_end=1816
+  _globals['_FINDMEASUREMENTSREQUEST']._serialized_start=1819
+  _globals['_FINDMEASUREMENTSREQUEST']._serialized_end=1977
+  _globals['_MEASUREMENTRECORD']._serialized_start=1979
+  _globals['_MEASUREMENTRECORD']._serialized_end=2091
+  _globals['_FINDMEASUREMENTSRESPONSE']._serialized_start=2093
+  _globals['_FINDMEASUREMENTSRESPONSE']._serialized_end=2175
+  _globals['_GETREPORTTEXTREQUEST']._serialized_start=2177
+  _globals['_GETREPORTTEXTREQUEST']._serialized_end=2241
+  _globals['_GETREPORTTEXTRESPONSE']._serialized_start=2243
+  _globals['_GETREPORTTEXTRESPONSE']._serialized_end=2280
+  _globals['_QUERYSERVICE']._serialized_start=2423
+  _globals['_QUERYSERVICE']._serialized_end=3490
 # @@protoc_insertion_point(module_scope)

@@ -7,6 +7,8 @@ from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from pacs.events.v1 import workflow_events_pb2 as _workflow_events_pb2
 from pacs.type.v1 import instance_pb2 as _instance_pb2
 import builtins as _builtins
 import sys
@@ -18,6 +20,30 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class _PerformedStepOperation:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _PerformedStepOperationEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_PerformedStepOperation.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    PERFORMED_STEP_OPERATION_UNSPECIFIED: _PerformedStepOperation.ValueType  # 0
+    """Not set."""
+    PERFORMED_STEP_OPERATION_CREATE: _PerformedStepOperation.ValueType  # 1
+    """N-CREATE: the modality started a step (status IN PROGRESS)."""
+    PERFORMED_STEP_OPERATION_SET: _PerformedStepOperation.ValueType  # 2
+    """N-SET: the modality changed it (attributes, or status COMPLETED / DISCONTINUED)."""
+
+class PerformedStepOperation(_PerformedStepOperation, metaclass=_PerformedStepOperationEnumTypeWrapper):
+    """PerformedStepOperation is the MPPS operation recorded."""
+
+PERFORMED_STEP_OPERATION_UNSPECIFIED: PerformedStepOperation.ValueType  # 0
+"""Not set."""
+PERFORMED_STEP_OPERATION_CREATE: PerformedStepOperation.ValueType  # 1
+"""N-CREATE: the modality started a step (status IN PROGRESS)."""
+PERFORMED_STEP_OPERATION_SET: PerformedStepOperation.ValueType  # 2
+"""N-SET: the modality changed it (attributes, or status COMPLETED / DISCONTINUED)."""
+Global___PerformedStepOperation: _TypeAlias = PerformedStepOperation  # noqa: Y015
 
 @_typing.final
 class Query(_message.Message):
@@ -487,3 +513,266 @@ class CheckIndexResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___CheckIndexResponse: _TypeAlias = CheckIndexResponse  # noqa: Y015
+
+@_typing.final
+class FindWorklistRequest(_message.Message):
+    """FindWorklistRequest searches scheduled procedure steps."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    QUERY_FIELD_NUMBER: _builtins.int
+    INCLUDE_INACTIVE_FIELD_NUMBER: _builtins.int
+    include_inactive: _builtins.bool
+    """Also return steps that are no longer scheduled (completed, discontinued, cancelled)."""
+    @_builtins.property
+    def query(self) -> Global___Query:
+        """The identifier with the Scheduled Procedure Step Sequence flattened: its keys
+        (ScheduledStationAETitle, Modality, ScheduledProcedureStepStartDate, ...) are matching keys
+        beside PatientName, PatientID, AccessionNumber, RequestedProcedureID, StudyInstanceUID.
+        """
+
+    def __init__(
+        self,
+        *,
+        query: Global___Query | None = ...,
+        include_inactive: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["query", b"query"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["include_inactive", b"include_inactive", "query", b"query"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FindWorklistRequest: _TypeAlias = FindWorklistRequest  # noqa: Y015
+
+@_typing.final
+class FindWorklistResponse(_message.Message):
+    """FindWorklistResponse holds the matching worklist items."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DATASETS_FIELD_NUMBER: _builtins.int
+    TOTAL_COUNT_FIELD_NUMBER: _builtins.int
+    total_count: _builtins.int
+    """Total number of matches regardless of limit/offset."""
+    @_builtins.property
+    def datasets(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """One DICOM JSON object per matching step: the full PS3.4 K.6 item."""
+
+    def __init__(
+        self,
+        *,
+        datasets: _abc.Iterable[_builtins.str] | None = ...,
+        total_count: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["datasets", b"datasets", "total_count", b"total_count"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FindWorklistResponse: _TypeAlias = FindWorklistResponse  # noqa: Y015
+
+@_typing.final
+class RecordPerformedProcedureStepRequest(_message.Message):
+    """RecordPerformedProcedureStepRequest carries one MPPS operation."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TENANT_FIELD_NUMBER: _builtins.int
+    SOP_INSTANCE_UID_FIELD_NUMBER: _builtins.int
+    OPERATION_FIELD_NUMBER: _builtins.int
+    DATASET_FIELD_NUMBER: _builtins.int
+    tenant: _builtins.str
+    """Tenant of the calling modality."""
+    sop_instance_uid: _builtins.str
+    """Affected (N-CREATE) or Requested (N-SET) SOP Instance UID of the MPPS."""
+    operation: Global___PerformedStepOperation.ValueType
+    """Which operation."""
+    dataset: _builtins.str
+    """The attribute list of the request as DICOM JSON."""
+    def __init__(
+        self,
+        *,
+        tenant: _builtins.str = ...,
+        sop_instance_uid: _builtins.str = ...,
+        operation: Global___PerformedStepOperation.ValueType = ...,
+        dataset: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dataset", b"dataset", "operation", b"operation", "sop_instance_uid", b"sop_instance_uid", "tenant", b"tenant"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecordPerformedProcedureStepRequest: _TypeAlias = RecordPerformedProcedureStepRequest  # noqa: Y015
+
+@_typing.final
+class RecordPerformedProcedureStepResponse(_message.Message):
+    """RecordPerformedProcedureStepResponse says what the operation did."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATUS_FIELD_NUMBER: _builtins.int
+    SCHEDULED_STEPS_UPDATED_FIELD_NUMBER: _builtins.int
+    status: _builtins.str
+    """The Performed Procedure Step Status after the operation."""
+    scheduled_steps_updated: _builtins.int
+    """How many scheduled steps it referenced were updated."""
+    def __init__(
+        self,
+        *,
+        status: _builtins.str = ...,
+        scheduled_steps_updated: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["scheduled_steps_updated", b"scheduled_steps_updated", "status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecordPerformedProcedureStepResponse: _TypeAlias = RecordPerformedProcedureStepResponse  # noqa: Y015
+
+@_typing.final
+class FindMeasurementsRequest(_message.Message):
+    """FindMeasurementsRequest selects measurements; every set field must match."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TENANT_FIELD_NUMBER: _builtins.int
+    STUDY_INSTANCE_UID_FIELD_NUMBER: _builtins.int
+    PATIENT_ID_FIELD_NUMBER: _builtins.int
+    SOP_INSTANCE_UID_FIELD_NUMBER: _builtins.int
+    CONCEPT_CODE_VALUE_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    tenant: _builtins.str
+    """Tenant; empty means the caller's own."""
+    study_instance_uid: _builtins.str
+    """Study Instance UID of the reports."""
+    patient_id: _builtins.str
+    """Patient ID of the reports."""
+    sop_instance_uid: _builtins.str
+    """SOP Instance UID of one report."""
+    concept_code_value: _builtins.str
+    """Concept name code value of the measurement (for example 410668003 "Length")."""
+    limit: _builtins.int
+    """Maximum number of results (0: the service default)."""
+    def __init__(
+        self,
+        *,
+        tenant: _builtins.str = ...,
+        study_instance_uid: _builtins.str = ...,
+        patient_id: _builtins.str = ...,
+        sop_instance_uid: _builtins.str = ...,
+        concept_code_value: _builtins.str = ...,
+        limit: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["concept_code_value", b"concept_code_value", "limit", b"limit", "patient_id", b"patient_id", "sop_instance_uid", b"sop_instance_uid", "study_instance_uid", b"study_instance_uid", "tenant", b"tenant"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FindMeasurementsRequest: _TypeAlias = FindMeasurementsRequest  # noqa: Y015
+
+@_typing.final
+class MeasurementRecord(_message.Message):
+    """MeasurementRecord is one measurement and the report that holds it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REPORT_FIELD_NUMBER: _builtins.int
+    MEASUREMENT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def report(self) -> _instance_pb2.InstanceRef:
+        """The SR instance."""
+
+    @_builtins.property
+    def measurement(self) -> _workflow_events_pb2.Measurement:
+        """The measurement."""
+
+    def __init__(
+        self,
+        *,
+        report: _instance_pb2.InstanceRef | None = ...,
+        measurement: _workflow_events_pb2.Measurement | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["measurement", b"measurement", "report", b"report"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["measurement", b"measurement", "report", b"report"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MeasurementRecord: _TypeAlias = MeasurementRecord  # noqa: Y015
+
+@_typing.final
+class FindMeasurementsResponse(_message.Message):
+    """FindMeasurementsResponse holds the matching measurements."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MEASUREMENTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def measurements(self) -> _containers.RepeatedCompositeFieldContainer[Global___MeasurementRecord]:
+        """The measurements, report by report in content order."""
+
+    def __init__(
+        self,
+        *,
+        measurements: _abc.Iterable[Global___MeasurementRecord] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["measurements", b"measurements"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FindMeasurementsResponse: _TypeAlias = FindMeasurementsResponse  # noqa: Y015
+
+@_typing.final
+class GetReportTextRequest(_message.Message):
+    """GetReportTextRequest addresses one SR instance."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TENANT_FIELD_NUMBER: _builtins.int
+    SOP_INSTANCE_UID_FIELD_NUMBER: _builtins.int
+    tenant: _builtins.str
+    """Tenant; empty means the caller's own."""
+    sop_instance_uid: _builtins.str
+    """SOP Instance UID of the report."""
+    def __init__(
+        self,
+        *,
+        tenant: _builtins.str = ...,
+        sop_instance_uid: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["sop_instance_uid", b"sop_instance_uid", "tenant", b"tenant"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetReportTextRequest: _TypeAlias = GetReportTextRequest  # noqa: Y015
+
+@_typing.final
+class GetReportTextResponse(_message.Message):
+    """GetReportTextResponse holds the rendering."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TEXT_FIELD_NUMBER: _builtins.int
+    text: _builtins.str
+    """The content tree as indented plain text."""
+    def __init__(
+        self,
+        *,
+        text: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["text", b"text"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetReportTextResponse: _TypeAlias = GetReportTextResponse  # noqa: Y015

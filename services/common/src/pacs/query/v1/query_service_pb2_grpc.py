@@ -71,6 +71,26 @@ class QueryServiceStub:
                 request_serializer=pacs_dot_query_dot_v1_dot_query__service__pb2.CheckIndexRequest.SerializeToString,
                 response_deserializer=pacs_dot_query_dot_v1_dot_query__service__pb2.CheckIndexResponse.FromString,
                 _registered_method=True)
+        self.FindWorklist = channel.unary_unary(
+                '/pacs.query.v1.QueryService/FindWorklist',
+                request_serializer=pacs_dot_query_dot_v1_dot_query__service__pb2.FindWorklistRequest.SerializeToString,
+                response_deserializer=pacs_dot_query_dot_v1_dot_query__service__pb2.FindWorklistResponse.FromString,
+                _registered_method=True)
+        self.RecordPerformedProcedureStep = channel.unary_unary(
+                '/pacs.query.v1.QueryService/RecordPerformedProcedureStep',
+                request_serializer=pacs_dot_query_dot_v1_dot_query__service__pb2.RecordPerformedProcedureStepRequest.SerializeToString,
+                response_deserializer=pacs_dot_query_dot_v1_dot_query__service__pb2.RecordPerformedProcedureStepResponse.FromString,
+                _registered_method=True)
+        self.FindMeasurements = channel.unary_unary(
+                '/pacs.query.v1.QueryService/FindMeasurements',
+                request_serializer=pacs_dot_query_dot_v1_dot_query__service__pb2.FindMeasurementsRequest.SerializeToString,
+                response_deserializer=pacs_dot_query_dot_v1_dot_query__service__pb2.FindMeasurementsResponse.FromString,
+                _registered_method=True)
+        self.GetReportText = channel.unary_unary(
+                '/pacs.query.v1.QueryService/GetReportText',
+                request_serializer=pacs_dot_query_dot_v1_dot_query__service__pb2.GetReportTextRequest.SerializeToString,
+                response_deserializer=pacs_dot_query_dot_v1_dot_query__service__pb2.GetReportTextResponse.FromString,
+                _registered_method=True)
 
 
 class QueryServiceServicer:
@@ -128,6 +148,36 @@ class QueryServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def FindWorklist(self, request, context):
+        """FindWorklist matches scheduled procedure steps (Modality Worklist, PS3.4 K.4.1); results
+        are whole worklist items (PS3.4 K.6 return keys) that the caller trims to what was asked.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RecordPerformedProcedureStep(self, request, context):
+        """RecordPerformedProcedureStep applies an MPPS N-CREATE or N-SET (PS3.4 F.7) to the index:
+        the performed step is stored and the scheduled step it performs changes status.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def FindMeasurements(self, request, context):
+        """FindMeasurements lists the numeric measurements of indexed structured reports.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetReportText(self, request, context):
+        """GetReportText renders one indexed structured report as plain text.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_QueryServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -165,6 +215,26 @@ def add_QueryServiceServicer_to_server(servicer, server):
                     servicer.CheckIndex,
                     request_deserializer=pacs_dot_query_dot_v1_dot_query__service__pb2.CheckIndexRequest.FromString,
                     response_serializer=pacs_dot_query_dot_v1_dot_query__service__pb2.CheckIndexResponse.SerializeToString,
+            ),
+            'FindWorklist': grpc.unary_unary_rpc_method_handler(
+                    servicer.FindWorklist,
+                    request_deserializer=pacs_dot_query_dot_v1_dot_query__service__pb2.FindWorklistRequest.FromString,
+                    response_serializer=pacs_dot_query_dot_v1_dot_query__service__pb2.FindWorklistResponse.SerializeToString,
+            ),
+            'RecordPerformedProcedureStep': grpc.unary_unary_rpc_method_handler(
+                    servicer.RecordPerformedProcedureStep,
+                    request_deserializer=pacs_dot_query_dot_v1_dot_query__service__pb2.RecordPerformedProcedureStepRequest.FromString,
+                    response_serializer=pacs_dot_query_dot_v1_dot_query__service__pb2.RecordPerformedProcedureStepResponse.SerializeToString,
+            ),
+            'FindMeasurements': grpc.unary_unary_rpc_method_handler(
+                    servicer.FindMeasurements,
+                    request_deserializer=pacs_dot_query_dot_v1_dot_query__service__pb2.FindMeasurementsRequest.FromString,
+                    response_serializer=pacs_dot_query_dot_v1_dot_query__service__pb2.FindMeasurementsResponse.SerializeToString,
+            ),
+            'GetReportText': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetReportText,
+                    request_deserializer=pacs_dot_query_dot_v1_dot_query__service__pb2.GetReportTextRequest.FromString,
+                    response_serializer=pacs_dot_query_dot_v1_dot_query__service__pb2.GetReportTextResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -358,6 +428,114 @@ class QueryService:
             '/pacs.query.v1.QueryService/CheckIndex',
             pacs_dot_query_dot_v1_dot_query__service__pb2.CheckIndexRequest.SerializeToString,
             pacs_dot_query_dot_v1_dot_query__service__pb2.CheckIndexResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FindWorklist(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pacs.query.v1.QueryService/FindWorklist',
+            pacs_dot_query_dot_v1_dot_query__service__pb2.FindWorklistRequest.SerializeToString,
+            pacs_dot_query_dot_v1_dot_query__service__pb2.FindWorklistResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RecordPerformedProcedureStep(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pacs.query.v1.QueryService/RecordPerformedProcedureStep',
+            pacs_dot_query_dot_v1_dot_query__service__pb2.RecordPerformedProcedureStepRequest.SerializeToString,
+            pacs_dot_query_dot_v1_dot_query__service__pb2.RecordPerformedProcedureStepResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FindMeasurements(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pacs.query.v1.QueryService/FindMeasurements',
+            pacs_dot_query_dot_v1_dot_query__service__pb2.FindMeasurementsRequest.SerializeToString,
+            pacs_dot_query_dot_v1_dot_query__service__pb2.FindMeasurementsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetReportText(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pacs.query.v1.QueryService/GetReportText',
+            pacs_dot_query_dot_v1_dot_query__service__pb2.GetReportTextRequest.SerializeToString,
+            pacs_dot_query_dot_v1_dot_query__service__pb2.GetReportTextResponse.FromString,
             options,
             channel_credentials,
             insecure,

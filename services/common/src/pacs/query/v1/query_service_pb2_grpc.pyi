@@ -51,6 +51,18 @@ class QueryServiceStub:
     """Reindex rebuilds a tenant's index from what storage holds, streaming progress."""
     CheckIndex: _grpc.UnaryUnaryMultiCallable[_query_service_pb2.CheckIndexRequest, _query_service_pb2.CheckIndexResponse]
     """CheckIndex compares a tenant's index with storage, both ways."""
+    FindWorklist: _grpc.UnaryUnaryMultiCallable[_query_service_pb2.FindWorklistRequest, _query_service_pb2.FindWorklistResponse]
+    """FindWorklist matches scheduled procedure steps (Modality Worklist, PS3.4 K.4.1); results
+    are whole worklist items (PS3.4 K.6 return keys) that the caller trims to what was asked.
+    """
+    RecordPerformedProcedureStep: _grpc.UnaryUnaryMultiCallable[_query_service_pb2.RecordPerformedProcedureStepRequest, _query_service_pb2.RecordPerformedProcedureStepResponse]
+    """RecordPerformedProcedureStep applies an MPPS N-CREATE or N-SET (PS3.4 F.7) to the index:
+    the performed step is stored and the scheduled step it performs changes status.
+    """
+    FindMeasurements: _grpc.UnaryUnaryMultiCallable[_query_service_pb2.FindMeasurementsRequest, _query_service_pb2.FindMeasurementsResponse]
+    """FindMeasurements lists the numeric measurements of indexed structured reports."""
+    GetReportText: _grpc.UnaryUnaryMultiCallable[_query_service_pb2.GetReportTextRequest, _query_service_pb2.GetReportTextResponse]
+    """GetReportText renders one indexed structured report as plain text."""
 
 @_typing.type_check_only
 class QueryServiceAsyncStub(QueryServiceStub):
@@ -75,6 +87,18 @@ class QueryServiceAsyncStub(QueryServiceStub):
     """Reindex rebuilds a tenant's index from what storage holds, streaming progress."""
     CheckIndex: _aio.UnaryUnaryMultiCallable[_query_service_pb2.CheckIndexRequest, _query_service_pb2.CheckIndexResponse]  # type: ignore[assignment]
     """CheckIndex compares a tenant's index with storage, both ways."""
+    FindWorklist: _aio.UnaryUnaryMultiCallable[_query_service_pb2.FindWorklistRequest, _query_service_pb2.FindWorklistResponse]  # type: ignore[assignment]
+    """FindWorklist matches scheduled procedure steps (Modality Worklist, PS3.4 K.4.1); results
+    are whole worklist items (PS3.4 K.6 return keys) that the caller trims to what was asked.
+    """
+    RecordPerformedProcedureStep: _aio.UnaryUnaryMultiCallable[_query_service_pb2.RecordPerformedProcedureStepRequest, _query_service_pb2.RecordPerformedProcedureStepResponse]  # type: ignore[assignment]
+    """RecordPerformedProcedureStep applies an MPPS N-CREATE or N-SET (PS3.4 F.7) to the index:
+    the performed step is stored and the scheduled step it performs changes status.
+    """
+    FindMeasurements: _aio.UnaryUnaryMultiCallable[_query_service_pb2.FindMeasurementsRequest, _query_service_pb2.FindMeasurementsResponse]  # type: ignore[assignment]
+    """FindMeasurements lists the numeric measurements of indexed structured reports."""
+    GetReportText: _aio.UnaryUnaryMultiCallable[_query_service_pb2.GetReportTextRequest, _query_service_pb2.GetReportTextResponse]  # type: ignore[assignment]
+    """GetReportText renders one indexed structured report as plain text."""
 
 class QueryServiceServicer(metaclass=_abc_1.ABCMeta):
     """QueryService answers DICOM queries (C-FIND, QIDO-RS) from the index. Matching follows
@@ -138,5 +162,41 @@ class QueryServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_query_service_pb2.CheckIndexResponse, _abc.Awaitable[_query_service_pb2.CheckIndexResponse]]:
         """CheckIndex compares a tenant's index with storage, both ways."""
+
+    @_abc_1.abstractmethod
+    def FindWorklist(
+        self,
+        request: _query_service_pb2.FindWorklistRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_query_service_pb2.FindWorklistResponse, _abc.Awaitable[_query_service_pb2.FindWorklistResponse]]:
+        """FindWorklist matches scheduled procedure steps (Modality Worklist, PS3.4 K.4.1); results
+        are whole worklist items (PS3.4 K.6 return keys) that the caller trims to what was asked.
+        """
+
+    @_abc_1.abstractmethod
+    def RecordPerformedProcedureStep(
+        self,
+        request: _query_service_pb2.RecordPerformedProcedureStepRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_query_service_pb2.RecordPerformedProcedureStepResponse, _abc.Awaitable[_query_service_pb2.RecordPerformedProcedureStepResponse]]:
+        """RecordPerformedProcedureStep applies an MPPS N-CREATE or N-SET (PS3.4 F.7) to the index:
+        the performed step is stored and the scheduled step it performs changes status.
+        """
+
+    @_abc_1.abstractmethod
+    def FindMeasurements(
+        self,
+        request: _query_service_pb2.FindMeasurementsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_query_service_pb2.FindMeasurementsResponse, _abc.Awaitable[_query_service_pb2.FindMeasurementsResponse]]:
+        """FindMeasurements lists the numeric measurements of indexed structured reports."""
+
+    @_abc_1.abstractmethod
+    def GetReportText(
+        self,
+        request: _query_service_pb2.GetReportTextRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_query_service_pb2.GetReportTextResponse, _abc.Awaitable[_query_service_pb2.GetReportTextResponse]]:
+        """GetReportText renders one indexed structured report as plain text."""
 
 def add_QueryServiceServicer_to_server(servicer: QueryServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

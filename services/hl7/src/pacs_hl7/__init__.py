@@ -1,0 +1,1 @@
+"""cloudpacs hl7 service."""
