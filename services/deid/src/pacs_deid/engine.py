@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from pydicom import datadict
 from pydicom.dataelem import DataElement
@@ -57,6 +57,8 @@ IDENTIFYING_TAGS = (
     0x00402017,  # FillerOrderNumberImagingServiceRequest
 )
 OVERLAY_DATA_ELEMENT = 0x3000
+# Inside a sequence being cleaned, free text and names the table does not name are cleaned too.
+CLEANED_IN_SEQUENCES = frozenset({"LO", "LT", "SH", "ST", "UC", "UT", "PN"})
 
 OverlayCleaner = Callable[[Dataset, int], bool]
 
@@ -129,6 +131,8 @@ class Deidentifier:
             if action is None:
                 if elem.VR == "SQ":
                     self._walk_items(elem, ctx)
+                elif ctx.cleaning and elem.VR in CLEANED_IN_SEQUENCES:
+                    self._clean(ds, elem, ctx)
                 continue
             ctx.report.actions[action.code] += 1
             self._act(ds, elem, action.code, ctx)
@@ -168,7 +172,9 @@ class Deidentifier:
     def _dummy(self, ds: Dataset, elem: DataElement, ctx: _Context) -> None:
         vr = _vr(elem)
         if vr == "SQ":
-            self._walk_items(elem, ctx)
+            # The items may hold free text the table does not name (an SR's TextValue in
+            # Content Sequence): a dummy sequence is one empty item, never the original items.
+            elem.value = Sequence([Dataset()])
         elif vr == "PN":
             _replace(ds, elem, self.pseudonyms.person_name(str(elem.value or "")))
         elif vr == "UI":
@@ -194,20 +200,27 @@ class Deidentifier:
         vr = _vr(elem)
         number = int(elem.tag)
         if vr == "SQ":
-            self._walk_items(elem, ctx)
+            # Clean the items, including text the table does not name (PS3.15 E.3.4/E.3.5).
+            self._walk_items(elem, replace(ctx, cleaning=True))
         elif vr in ("DA", "DT") and self.modified_dates:
             shift = shift_date if vr == "DA" else shift_datetime
             _map_strings(ds, elem, vr, lambda v: shift(v, ctx.shift))
+        elif vr == "AE":
+            # An AE title is itself the identifier: cleaned means a keyed stand-in, so that the
+            # same system still looks the same across a project's files.
+            _map_strings(ds, elem, vr, self.pseudonyms.ae_title)
         elif vr == "TM":
             return  # times carry no identity once the date has moved (as RSNA CTP keeps them)
+        elif vr == "PN":
+            _map_strings(ds, elem, vr, self.pseudonyms.person_name)
         elif vr in TEXT_VRS:
             _map_strings(ds, elem, vr, lambda v: clean_text(v, ctx.identifiers))
         elif (number >> 24) == 0x60 and (number & 0xFFFF) == OVERLAY_DATA_ELEMENT:
             if self.overlay_cleaner is None or not self.overlay_cleaner(ds, number >> 16):
                 del ds[elem.tag]
                 ctx.report.notes.append("overlay removed: no cleaner")
-        elif vr in BINARY_VRS and vr != "OW" and vr != "OB":
-            del ds[elem.tag]
+        elif vr in BINARY_VRS:
+            del ds[elem.tag]  # bytes of unknown meaning cannot be cleaned, only removed
 
     # -- private attributes (PS3.15 E.3.10) --------------------------------------------
 
@@ -269,6 +282,7 @@ class _Context:
     patient_id: str
     issuer: str
     shift: int
+    cleaning: bool = False
 
 
 def _identifiers(ds: Dataset) -> list[str]:

@@ -68,6 +68,10 @@ class Pseudonymizer:
         same original, so that "same reader" survives without the name."""
         return "PERSON^" + self._digest("person", name.strip().upper()).hex()[:8].upper()
 
+    def ae_title(self, title: str) -> str:
+        """A stand-in AE title (16 characters at most, PS3.5 6.2)."""
+        return "AE" + self._digest("ae", title.strip()).hex()[:10].upper()
+
     def date_shift_days(self, patient_id: str, issuer: str = "") -> int:
         """The patient's shift in days, within the configured range."""
         span = self.shift_days_max - self.shift_days_min + 1

@@ -34,14 +34,15 @@ class SafePrivateEntry(BaseModel):
 class SafePrivate:
     """The safe-private decision for one project."""
 
-    entries: Iterable[SafePrivateEntry] = field(default_factory=list)
+    entries: Iterable[SafePrivateEntry | dict[str, object]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
+        entries = [SafePrivateEntry.model_validate(e) for e in self.entries]
         self._configured: dict[tuple[str, int, int], frozenset[str]] = {
             (e.creator.strip().upper(), e.group, e.element): frozenset(
                 m.upper() for m in e.modalities
             )
-            for e in self.entries
+            for e in entries
         }
 
     def is_safe(self, ds: Dataset, creator: str, group: int, offset: int) -> bool:
