@@ -4,12 +4,11 @@ private blocks, overlays, curves and SR content."""
 
 from __future__ import annotations
 
+from pacs_deid.table import load_table
 from pydicom import datadict
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
 from pydicom.uid import ExplicitVRLittleEndian
-
-from pacs_deid.table import load_table
 
 # A sequence Table E.1-1 does not name, so that its items are only walked.
 CARRIER_SEQUENCE = "ReferencedSeriesSequence"

@@ -16,7 +16,7 @@ def pydicom_files() -> list[Path]:
 
 
 def pydicom_data_files() -> list[Path]:
-    import data_store  # pydicom-data's package
+    import data_store  # noqa: PLC0415 - pydicom-data's package, only when asked
 
     base = Path(data_store.__file__).parent / "data"
     return sorted(p for p in base.rglob("*") if p.is_file() and _is_part10(p))

@@ -9,18 +9,24 @@ import warnings
 from pathlib import Path
 
 import pytest
-from pydicom import dcmread
-from samples import pydicom_data_files, pydicom_files
-
 from pacs_deid.engine import Deidentifier
 from pacs_deid.options import Option
 from pacs_deid.profile import Profile
 from pacs_deid.pseudonyms import Pseudonymizer
 from pacs_deid.residuals import violations
+from pydicom import dcmread
+from samples import pydicom_data_files, pydicom_files
 
 FILES = pydicom_files() + pydicom_data_files()
-IDENTIFYING = ("PatientName", "PatientID", "PatientBirthDate", "AccessionNumber",
-               "InstitutionName", "ReferringPhysicianName", "OperatorsName")
+IDENTIFYING = (
+    "PatientName",
+    "PatientID",
+    "PatientBirthDate",
+    "AccessionNumber",
+    "InstitutionName",
+    "ReferringPhysicianName",
+    "OperatorsName",
+)
 
 
 def _originals(path: Path) -> list[bytes]:

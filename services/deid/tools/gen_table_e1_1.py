@@ -132,15 +132,15 @@ def main() -> None:
     sets = _idiscore_sets(_read(wheel_dir, IDISCORE_FILE))
     newer = _kitware_basic(_read(wheel_dir, KITWARE_FILE))
     basic = sets["basic_profile"]
-    disagree = {t: (basic[t], newer[t]) for t in basic.keys() & newer.keys() if basic[t] != newer[t]}
+    disagree = {
+        t: (basic[t], newer[t]) for t in basic.keys() & newer.keys() if basic[t] != newer[t]
+    }
     if disagree:
         raise SystemExit(f"sources disagree on the Basic Profile: {disagree}")
     rows = []
     for tag in sorted(basic.keys() | newer.keys()):
         keyword, name = _names(tag)
-        options = {
-            key: sets[var][tag] for var, key in OPTION_SETS.items() if tag in sets[var]
-        }
+        options = {key: sets[var][tag] for var, key in OPTION_SETS.items() if tag in sets[var]}
         rows.append(
             {
                 "tag": tag,

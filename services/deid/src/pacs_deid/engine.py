@@ -104,9 +104,7 @@ class Deidentifier:
             identifiers=_identifiers(ds),
             patient_id=patient_id,
             issuer=issuer,
-            shift=self.pseudonyms.date_shift_days(patient_id, issuer)
-            if self.modified_dates
-            else 0,
+            shift=self.pseudonyms.date_shift_days(patient_id, issuer) if self.modified_dates else 0,
         )
         if self.modified_dates:
             report.date_shift_days = context.shift
@@ -334,5 +332,5 @@ def _drop_unused_creators(ds: Dataset, blocks: dict[tuple[int, int], str]) -> No
     """Remove private creator elements whose block lost every element."""
     for group, block in blocks:
         low, high = (group << 16) | (block << 8), (group << 16) | (block << 8) | 0xFF
-        if not any(low <= int(t) <= high for t in ds.keys()):
+        if not any(low <= int(tag) <= high for tag in list(ds.keys())):
             del ds[(group << 16) | block]

@@ -51,7 +51,7 @@ def _check(ds: Dataset, profile: Profile, found: list[str], allow_private: bool,
 def _empty(value: object, vr: str) -> bool:
     if vr == "SQ":
         return not value
-    return value is None or value == "" or value == b""
+    return value is None or value in ("", b"")
 
 
 def _all_pseudonymous(value: object) -> bool:

@@ -17,8 +17,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from pydicom.dataset import Dataset
 from pydantic import BaseModel
+from pydicom.dataset import Dataset
 
 
 class SafePrivateEntry(BaseModel):
@@ -64,8 +64,12 @@ def _declared_safe(ds: Dataset, creator: str, group: int, offset: int) -> bool:
             return True
         if status == "MIXED":
             safe = item.get("NonidentifyingPrivateElements", []) or []
-            values = safe if isinstance(safe, list | tuple) else list(safe) if hasattr(
-                safe, "__iter__"
-            ) else [safe]
+            values = (
+                safe
+                if isinstance(safe, list | tuple)
+                else list(safe)
+                if hasattr(safe, "__iter__")
+                else [safe]
+            )
             return offset in {int(v) for v in values}
     return False
