@@ -9,13 +9,13 @@ import warnings
 from pathlib import Path
 
 import pytest
+from deid_samples import pydicom_data_files, pydicom_files
 from pacs_deid.engine import Deidentifier
 from pacs_deid.options import Option
 from pacs_deid.profile import Profile
 from pacs_deid.pseudonyms import Pseudonymizer
 from pacs_deid.residuals import violations
 from pydicom import dcmread
-from samples import pydicom_data_files, pydicom_files
 
 FILES = pydicom_files() + pydicom_data_files()
 IDENTIFYING = (

@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import date, timedelta
 
 import pytest
-from identifiers import (
+from deid_identifiers import (
     CARRIER_SEQUENCE,
     add_private,
     declare_mixed_block,
