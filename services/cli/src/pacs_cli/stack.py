@@ -21,6 +21,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from pacs_common.local import REPO, ensure_local_pki, load_infra_env, sync_channel, tls_dir
 from pacs_common.tls import TlsConfigError
 
+from pacs_cli.deid_local import local_deid_env
+
 
 @dataclass(frozen=True)
 class ServiceSpec:
@@ -48,15 +50,22 @@ class StackConfig:
     indexer_port: int = 50052
     gateway_port: int = 50053
     dicom_port: int = 11112
+    # The de-identification service runs only in stacks that ask for it (``pacs up`` does), so
+    # that the e2e and benchmark stacks on free ports never collide on its port.
+    deid_port: int | None = None
     env: dict[str, str] = field(default_factory=dict)
 
     def services(self) -> list[ServiceSpec]:
         """The services in start order (each depends only on the ones before it)."""
-        return [
+        specs = [
             ServiceSpec("storage", "pacs_storage", self.storage_port),
             ServiceSpec("indexer", "pacs_indexer", self.indexer_port, env=_INDEXER_TRUSTS_GATEWAY),
             ServiceSpec("gateway", "pacs_gateway", self.gateway_port, {"dicom": self.dicom_port}),
         ]
+        if self.deid_port is not None:
+            deid_env = {**local_deid_env(self.run_dir), "PACS_DEID_GRPC_PORT": str(self.deid_port)}
+            specs.append(ServiceSpec("deid", "pacs_deid", self.deid_port, env=deid_env))
+        return specs
 
     def service_env(self) -> dict[str, str]:
         """Environment shared by every service process of this stack."""
@@ -72,6 +81,7 @@ class StackConfig:
                 "PACS_GATEWAY_STORAGE_TARGET": f"127.0.0.1:{self.storage_port}",
                 "PACS_GATEWAY_INDEXER_TARGET": f"127.0.0.1:{self.indexer_port}",
                 "PACS_INDEXER_DATABASE_URL": f"sqlite:///{self.run_dir / 'index.sqlite'}",
+                "PACS_DEID_STORAGE_TARGET": f"127.0.0.1:{self.storage_port}",
                 "PACS_TLS_DIR": str(tls_dir()),
                 "PYTHONUNBUFFERED": "1",
             }

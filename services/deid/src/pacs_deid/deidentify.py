@@ -109,15 +109,21 @@ class Deidentification:
         report = engine.apply(ds)
         if self.reid_map is not None and project.reidentification_map:
             self.reid_map.record(project_name, _map_entries(originals, ds, report))
-        buffer = io.BytesIO()
-        try:
-            ds.save_as(buffer, enforce_file_format=True)
-        except (ValueError, TypeError, AttributeError) as exc:
-            raise InvalidArgumentError(
-                f"the de-identified instance cannot be written: {exc}"
-            ) from exc
+        data = _write(ds)
         codes = [BASIC_PROFILE.code, *sorted(METHODS[o].code for o in options)]
-        return Result(buffer.getvalue(), ds, report, masked, codes, notes + report.notes)
+        return Result(data, ds, report, masked, codes, notes + report.notes)
+
+
+def _write(ds: Dataset) -> bytes:
+    meta = getattr(ds, "file_meta", None)
+    if meta is not None and "MediaStorageSOPClassUID" not in meta and "SOPClassUID" in ds:
+        meta.MediaStorageSOPClassUID = ds.SOPClassUID  # PS3.10 7.1: required, and known
+    buffer = io.BytesIO()
+    try:
+        ds.save_as(buffer, enforce_file_format=True)
+    except (ValueError, TypeError, AttributeError, KeyError) as exc:
+        raise InvalidArgumentError(f"the de-identified instance cannot be written: {exc}") from exc
+    return buffer.getvalue()
 
 
 def _read(data: bytes) -> Dataset:
@@ -125,7 +131,14 @@ def _read(data: bytes) -> Dataset:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             ds = dcmread(io.BytesIO(data))
-            ds.SOPInstanceUID  # noqa: B018 - parses up to here, failing early on garbage
+        meta = getattr(ds, "file_meta", Dataset())
+        has_class = "SOPClassUID" in ds or "MediaStorageSOPClassUID" in meta
+        if not has_class or (
+            "SOPInstanceUID" not in ds and "MediaStorageSOPInstanceUID" not in meta
+        ):
+            raise InvalidArgumentError(
+                "no SOP Class UID or SOP Instance UID: not a composite instance (PS3.3 C.12.1)"
+            )
     except (InvalidDicomError, EOFError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise InvalidArgumentError(f"not a readable DICOM Part 10 instance: {exc}") from exc
     return ds

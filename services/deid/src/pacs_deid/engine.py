@@ -20,6 +20,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
 from pydicom.tag import BaseTag
+from pydicom.uid import UID
 
 from pacs_deid.options import BASIC_PROFILE, METHODS, Option
 from pacs_deid.profile import Profile
@@ -267,6 +268,10 @@ class Deidentifier:
         meta: FileMetaDataset = ds.file_meta
         if "SOPInstanceUID" in ds:
             meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+        elif "MediaStorageSOPInstanceUID" in meta:
+            meta.MediaStorageSOPInstanceUID = UID(
+                self.pseudonyms.uid(meta.MediaStorageSOPInstanceUID)
+            )
         for tag in (0x00020016, 0x00020017, 0x00020018, 0x00020100, 0x00020102):
             # Source/Sending/Receiving AE titles and private file meta name other systems.
             if tag in meta:

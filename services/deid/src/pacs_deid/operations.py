@@ -21,7 +21,7 @@ from pacs.deid.v1 import deid_service_pb2 as pb
 from pacs.events.v1 import deid_events_pb2 as events_pb
 from pacs.type.v1 import instance_pb2
 from pacs_common.clients.storage import StorageClient
-from pacs_common.errors import NotFoundError, PacsError
+from pacs_common.errors import InvalidArgumentError, NotFoundError, PacsError
 from pacs_common.events import EventPublisher, now_rfc3339
 
 from pacs_deid.deidentify import Deidentification, Result
@@ -63,6 +63,8 @@ class Copier:
         payload = data if data is not None else await self.storage.get(source)
         result: Result = await asyncio.to_thread(self.deid.deidentify, project, options, payload)
         ds = result.dataset
+        if not all(k in ds for k in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")):
+            raise InvalidArgumentError("the instance lacks its study, series or SOP instance UID")
         target = instance_pb2.InstanceRef(
             tenant=self.deid.project(project).target_tenant,
             study_instance_uid=str(ds.StudyInstanceUID),
