@@ -20,7 +20,7 @@ from pacs_common.grpc_client import open_channel
 from pacs_common.hosted_app import HostedApp
 from pacs_common.service_host import ServiceHost, StopStage, configure_process
 
-from pacs_deid.deidentify import Deidentification
+from pacs_deid.deidentify import Deidentification, configure_pydicom
 from pacs_deid.ocr import TextDetector
 from pacs_deid.operations import Copier, Operations
 from pacs_deid.pixels import PixelCleaner
@@ -71,6 +71,7 @@ class DeidApp(HostedApp):
         self.host.on_stop("resources", self._close, StopStage.RESOURCES)
 
     async def _start(self) -> None:
+        configure_pydicom()
         if self.reid_map is not None:
             await asyncio.to_thread(self.reid_map.create_schema)
         await self.publisher.start()

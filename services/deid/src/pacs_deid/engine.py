@@ -91,6 +91,9 @@ class Deidentifier:
         self.safe_private = safe_private or SafePrivate()
         self.overlay_cleaner = overlay_cleaner
         self.modified_dates = Option.RETAIN_LONG_MODIFIED_DATES in profile.options
+        self.cleans = any(a.code == "C" for a in profile.by_tag.values()) or any(
+            a.code == "C" for a in profile.patterns
+        )
 
     def apply(self, ds: Dataset) -> Report:
         """De-identify ``ds`` in place and return what was done."""
@@ -102,17 +105,20 @@ class Deidentifier:
             patient_id = "study:" + str(ds.get("StudyInstanceUID", ""))
         context = _Context(
             report=report,
-            identifiers=_identifiers(ds),
+            dataset=ds,
             patient_id=patient_id,
             issuer=issuer,
             shift=self.pseudonyms.date_shift_days(patient_id, issuer) if self.modified_dates else 0,
         )
         if self.modified_dates:
             report.date_shift_days = context.shift
+        if self.cleans:
+            context.identifiers  # noqa: B018 - gathered now, before the walk replaces them
         self._walk(ds, context, top=True)
         self._mark(ds)
         if hasattr(ds, "file_meta"):
             self._file_meta(ds)
+            _decode_if_encoding_changes(ds)
         report.patient_pseudonym = self.pseudonyms.patient_id(patient_id, issuer)
         return report
 
@@ -126,15 +132,21 @@ class Deidentifier:
                 self._private(ds, number, ctx, private_blocks)
                 continue
             action = self.profile.action_for(number)
-            elem = ds[tag]
             if action is None:
-                if elem.VR == "SQ":
-                    self._walk_items(elem, ctx)
-                elif ctx.cleaning and elem.VR in CLEANED_IN_SEQUENCES:
-                    self._clean(ds, elem, ctx)
+                # Most attributes: not named by the table. Looked at raw (without decoding the
+                # value) unless a sequence's items must be walked or its text cleaned; untouched
+                # raw elements are also written back as they came, which is most of the speed.
+                vr = _raw_vr(ds, tag)
+                if vr == "SQ":
+                    self._walk_items(ds[tag], ctx)
+                elif ctx.cleaning and vr in CLEANED_IN_SEQUENCES:
+                    self._clean(ds, ds[tag], ctx)
                 continue
             ctx.report.actions[action.code] += 1
-            self._act(ds, elem, action.code, ctx)
+            if action.code == "X":
+                del ds[tag]  # removed without decoding its value
+                continue
+            self._act(ds, ds[tag], action.code, ctx)
         if private_blocks:
             _drop_unused_creators(ds, private_blocks)
 
@@ -281,11 +293,20 @@ class Deidentifier:
 @dataclass
 class _Context:
     report: Report
-    identifiers: list[str]
+    dataset: Dataset
     patient_id: str
     issuer: str
     shift: int
     cleaning: bool = False
+    _identifiers: list[str] | None = None
+
+    @property
+    def identifiers(self) -> list[str]:
+        """The top-level dataset's identifying values, gathered before the walk changes them
+        (only when something is cleaned: most profiles never need them)."""
+        if self._identifiers is None:
+            self._identifiers = _identifiers(self.dataset)
+        return self._identifiers
 
 
 def _identifiers(ds: Dataset) -> list[str]:
@@ -303,6 +324,29 @@ def _identifiers(ds: Dataset) -> list[str]:
             if ds[tag].VR == "PN":
                 found.extend(p for p in text.replace("=", "^").split("^") if len(p) >= 3)
     return sorted(set(found), key=len, reverse=True)
+
+
+def _decode_if_encoding_changes(ds: Dataset) -> None:
+    """Decode every element when the data was read as implicit VR but will be written as
+    explicit VR (a file whose meta names the wrong transfer syntax): raw elements left
+    undecoded by the walk have no VR to write otherwise."""
+    syntax = ds.file_meta.get("TransferSyntaxUID")
+    if syntax is not None and syntax.is_implicit_VR:
+        return
+    if any((raw := ds.get_item(tag)) is not None and raw.VR is None for tag in ds.keys()):  # noqa: SIM118 - keys() avoids decoding every element
+        for _ in ds.iterall():
+            pass
+
+
+def _raw_vr(ds: Dataset, tag: BaseTag) -> str | None:
+    """An element's VR without decoding its value (the dictionary's for implicit VR)."""
+    raw = ds.get_item(tag)
+    vr = raw.VR if raw is not None else None
+    if vr is None or vr == "UN":
+        if datadict.dictionary_has_tag(tag):
+            return str(datadict.dictionary_VR(tag))
+        return vr
+    return str(vr)
 
 
 def _vr(elem: DataElement) -> str:
