@@ -77,3 +77,4 @@ bench: infra ## Benchmarks, each printed as a table: storage vs boto3, index loa
 	$(UV) run python services/indexer/bench/bench_index.py --studies $(BENCH_STUDIES)
 	$(UV) run python services/indexer/bench/bench_header.py
 	$(UV) run python services/gateway/bench/bench_ingest.py
+	$(UV) run python services/deid/bench/bench_deid.py
