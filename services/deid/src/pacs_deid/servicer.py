@@ -96,7 +96,7 @@ class DeidServicer(pb_grpc.DeidServiceServicer):
 
     async def DeidentifyStudies(  # noqa: N802 - gRPC method name
         self, request: pb.DeidentifyStudiesRequest, context: Any
-    ) -> pb.Operation:
+    ) -> pb.DeidentifyStudiesResponse:
         if self.operations is None:
             raise FailedPreconditionError("this instance has no storage connection")
         if not request.project or not request.study_instance_uids:
@@ -105,20 +105,21 @@ class DeidServicer(pb_grpc.DeidServiceServicer):
             raise InvalidArgumentError(f"at most {MAX_STUDIES} studies per operation")
         tenant = self._tenant(context, request.project)
         options = self.deid.options_for(request.project, list(request.options))
-        return self.operations.start(
+        operation = self.operations.start(
             tenant, request.project, list(request.study_instance_uids), options
         )
+        return pb.DeidentifyStudiesResponse(operation=operation)
 
     async def GetOperation(  # noqa: N802 - gRPC method name
         self, request: pb.GetOperationRequest, context: Any
-    ) -> pb.Operation:
+    ) -> pb.GetOperationResponse:
         if self.operations is None:
             raise FailedPreconditionError("this instance has no storage connection")
         caller = caller_of(context)
         tenant = caller.tenant or ""
         if caller.trusted_service:
             tenant = self.operations.tenant_of(request.name)
-        return self.operations.get(tenant, request.name)
+        return pb.GetOperationResponse(operation=self.operations.get(tenant, request.name))
 
     async def Reidentify(  # noqa: N802 - gRPC method name
         self, request: pb.ReidentifyRequest, context: Any

@@ -70,18 +70,18 @@ class DeidClient:
             project=project, study_instance_uids=list(study_instance_uids), options=list(options)
         )
         with translated(SERVICE):
-            response: pb.Operation = await self.stub.DeidentifyStudies(
+            response: pb.DeidentifyStudiesResponse = await self.stub.DeidentifyStudies(
                 request, timeout=self.timeout
             )
-        return response
+        return response.operation
 
     async def get_operation(self, name: str) -> pb.Operation:
         """The state and progress of an operation."""
         with translated(SERVICE):
-            response: pb.Operation = await self.stub.GetOperation(
+            response: pb.GetOperationResponse = await self.stub.GetOperation(
                 pb.GetOperationRequest(name=name), timeout=self.timeout
             )
-        return response
+        return response.operation
 
     async def reidentify(
         self, project: str, pseudonym: str, *, reason: str = ""

@@ -47,12 +47,12 @@ class DeidServiceStub:
         self.DeidentifyStudies = channel.unary_unary(
                 '/pacs.deid.v1.DeidService/DeidentifyStudies',
                 request_serializer=pacs_dot_deid_dot_v1_dot_deid__service__pb2.DeidentifyStudiesRequest.SerializeToString,
-                response_deserializer=pacs_dot_deid_dot_v1_dot_deid__service__pb2.Operation.FromString,
+                response_deserializer=pacs_dot_deid_dot_v1_dot_deid__service__pb2.DeidentifyStudiesResponse.FromString,
                 _registered_method=True)
         self.GetOperation = channel.unary_unary(
                 '/pacs.deid.v1.DeidService/GetOperation',
                 request_serializer=pacs_dot_deid_dot_v1_dot_deid__service__pb2.GetOperationRequest.SerializeToString,
-                response_deserializer=pacs_dot_deid_dot_v1_dot_deid__service__pb2.Operation.FromString,
+                response_deserializer=pacs_dot_deid_dot_v1_dot_deid__service__pb2.GetOperationResponse.FromString,
                 _registered_method=True)
         self.Reidentify = channel.unary_unary(
                 '/pacs.deid.v1.DeidService/Reidentify',
@@ -111,12 +111,12 @@ def add_DeidServiceServicer_to_server(servicer, server):
             'DeidentifyStudies': grpc.unary_unary_rpc_method_handler(
                     servicer.DeidentifyStudies,
                     request_deserializer=pacs_dot_deid_dot_v1_dot_deid__service__pb2.DeidentifyStudiesRequest.FromString,
-                    response_serializer=pacs_dot_deid_dot_v1_dot_deid__service__pb2.Operation.SerializeToString,
+                    response_serializer=pacs_dot_deid_dot_v1_dot_deid__service__pb2.DeidentifyStudiesResponse.SerializeToString,
             ),
             'GetOperation': grpc.unary_unary_rpc_method_handler(
                     servicer.GetOperation,
                     request_deserializer=pacs_dot_deid_dot_v1_dot_deid__service__pb2.GetOperationRequest.FromString,
-                    response_serializer=pacs_dot_deid_dot_v1_dot_deid__service__pb2.Operation.SerializeToString,
+                    response_serializer=pacs_dot_deid_dot_v1_dot_deid__service__pb2.GetOperationResponse.SerializeToString,
             ),
             'Reidentify': grpc.unary_unary_rpc_method_handler(
                     servicer.Reidentify,
@@ -182,7 +182,7 @@ class DeidService:
             target,
             '/pacs.deid.v1.DeidService/DeidentifyStudies',
             pacs_dot_deid_dot_v1_dot_deid__service__pb2.DeidentifyStudiesRequest.SerializeToString,
-            pacs_dot_deid_dot_v1_dot_deid__service__pb2.Operation.FromString,
+            pacs_dot_deid_dot_v1_dot_deid__service__pb2.DeidentifyStudiesResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -209,7 +209,7 @@ class DeidService:
             target,
             '/pacs.deid.v1.DeidService/GetOperation',
             pacs_dot_deid_dot_v1_dot_deid__service__pb2.GetOperationRequest.SerializeToString,
-            pacs_dot_deid_dot_v1_dot_deid__service__pb2.Operation.FromString,
+            pacs_dot_deid_dot_v1_dot_deid__service__pb2.GetOperationResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -42,11 +42,11 @@ class DeidServiceStub:
     """De-identify one instance streamed in (a header message, then Part 10 chunks); the result
     streams back (a report message, then Part 10 chunks). Nothing is stored.
     """
-    DeidentifyStudies: _grpc.UnaryUnaryMultiCallable[_deid_service_pb2.DeidentifyStudiesRequest, _deid_service_pb2.Operation]
+    DeidentifyStudies: _grpc.UnaryUnaryMultiCallable[_deid_service_pb2.DeidentifyStudiesRequest, _deid_service_pb2.DeidentifyStudiesResponse]
     """Start de-identifying stored studies of the caller's tenant into the project's target
     tenant (written through storage, so the copies are indexed like any other image).
     """
-    GetOperation: _grpc.UnaryUnaryMultiCallable[_deid_service_pb2.GetOperationRequest, _deid_service_pb2.Operation]
+    GetOperation: _grpc.UnaryUnaryMultiCallable[_deid_service_pb2.GetOperationRequest, _deid_service_pb2.GetOperationResponse]
     """The state and progress of a long-running operation."""
     Reidentify: _grpc.UnaryUnaryMultiCallable[_deid_service_pb2.ReidentifyRequest, _deid_service_pb2.ReidentifyResponse]
     """The originals behind a pseudonym, from the project's encrypted re-identification map;
@@ -67,11 +67,11 @@ class DeidServiceAsyncStub(DeidServiceStub):
     """De-identify one instance streamed in (a header message, then Part 10 chunks); the result
     streams back (a report message, then Part 10 chunks). Nothing is stored.
     """
-    DeidentifyStudies: _aio.UnaryUnaryMultiCallable[_deid_service_pb2.DeidentifyStudiesRequest, _deid_service_pb2.Operation]  # type: ignore[assignment]
+    DeidentifyStudies: _aio.UnaryUnaryMultiCallable[_deid_service_pb2.DeidentifyStudiesRequest, _deid_service_pb2.DeidentifyStudiesResponse]  # type: ignore[assignment]
     """Start de-identifying stored studies of the caller's tenant into the project's target
     tenant (written through storage, so the copies are indexed like any other image).
     """
-    GetOperation: _aio.UnaryUnaryMultiCallable[_deid_service_pb2.GetOperationRequest, _deid_service_pb2.Operation]  # type: ignore[assignment]
+    GetOperation: _aio.UnaryUnaryMultiCallable[_deid_service_pb2.GetOperationRequest, _deid_service_pb2.GetOperationResponse]  # type: ignore[assignment]
     """The state and progress of a long-running operation."""
     Reidentify: _aio.UnaryUnaryMultiCallable[_deid_service_pb2.ReidentifyRequest, _deid_service_pb2.ReidentifyResponse]  # type: ignore[assignment]
     """The originals behind a pseudonym, from the project's encrypted re-identification map;
@@ -101,7 +101,7 @@ class DeidServiceServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _deid_service_pb2.DeidentifyStudiesRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_deid_service_pb2.Operation, _abc.Awaitable[_deid_service_pb2.Operation]]:
+    ) -> _typing.Union[_deid_service_pb2.DeidentifyStudiesResponse, _abc.Awaitable[_deid_service_pb2.DeidentifyStudiesResponse]]:
         """Start de-identifying stored studies of the caller's tenant into the project's target
         tenant (written through storage, so the copies are indexed like any other image).
         """
@@ -111,7 +111,7 @@ class DeidServiceServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _deid_service_pb2.GetOperationRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_deid_service_pb2.Operation, _abc.Awaitable[_deid_service_pb2.Operation]]:
+    ) -> _typing.Union[_deid_service_pb2.GetOperationResponse, _abc.Awaitable[_deid_service_pb2.GetOperationResponse]]:
         """The state and progress of a long-running operation."""
 
     @_abc_1.abstractmethod
