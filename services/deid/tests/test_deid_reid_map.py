@@ -8,9 +8,8 @@ from pathlib import Path
 import pytest
 from cryptography.fernet import Fernet
 from pacs_common.errors import DataLossError
-from sqlalchemy import text
-
 from pacs_deid.reid_map import Original, ReidentificationMap
+from sqlalchemy import text
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -111,7 +111,9 @@ async def test_refusals(
             grpc.StatusCode.PERMISSION_DENIED,
         ),
         (
-            deid_client(app, hydra, tenant, [Role.QUERY]).deidentify_instance("research", good),
+            # A missing role is refused by the interceptor before any message is read: tested
+            # on a unary call, where the status cannot be lost to a client still writing.
+            deid_client(app, hydra, tenant, [Role.QUERY]).deidentify_studies("research", ["1.2"]),
             grpc.StatusCode.PERMISSION_DENIED,
         ),
         (client.reidentify("research", "ANON0000"), grpc.StatusCode.PERMISSION_DENIED),

@@ -9,12 +9,14 @@ rule); it is synchronous and CPU-bound, so callers run it in a worker thread.
 from __future__ import annotations
 
 import io
+import time
 import warnings
 from dataclasses import dataclass, field
 from functools import lru_cache
 
 import pydicom.config
-from pacs_common.errors import InvalidArgumentError, NotFoundError
+from pacs_common.errors import FailedPreconditionError, InvalidArgumentError, NotFoundError
+from pacs_common.metrics import DEID_DURATION, DEID_INSTANCES, DEID_MASKED_REGIONS
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
@@ -109,7 +111,30 @@ class Deidentification:
             self._engines[key] = engine
         return engine
 
-    def deidentify(self, project_name: str, options: frozenset[Option], data: bytes) -> Result:
+    def deidentify(
+        self,
+        project_name: str,
+        options: frozenset[Option],
+        data: bytes,
+        trigger: str = "instance",
+    ) -> Result:
+        """:meth:`run`, counted in the ``pacs_deid_*`` metrics under ``trigger``."""
+        started = time.perf_counter()
+        outcome = "failed"
+        try:
+            result = self.run(project_name, options, data)
+            outcome = "ok"
+            for masked in result.masked:
+                DEID_MASKED_REGIONS.labels(masked.reason).inc()
+            return result
+        except (InvalidArgumentError, FailedPreconditionError):
+            outcome = "refused"
+            raise
+        finally:
+            DEID_INSTANCES.labels(outcome, trigger).inc()
+            DEID_DURATION.labels(trigger).observe(time.perf_counter() - started)
+
+    def run(self, project_name: str, options: frozenset[Option], data: bytes) -> Result:
         """De-identify one Part 10 instance.
 
         Raises:

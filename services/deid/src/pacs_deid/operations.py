@@ -61,7 +61,10 @@ class Copier:
     ) -> instance_pb2.InstanceRef:
         """De-identify ``source`` into the project's target tenant; returns the new ref."""
         payload = data if data is not None else await self.storage.get(source)
-        result: Result = await asyncio.to_thread(self.deid.deidentify, project, options, payload)
+        kind = "rule" if trigger.startswith("rule:") else "operation"
+        result: Result = await asyncio.to_thread(
+            self.deid.deidentify, project, options, payload, kind
+        )
         ds = result.dataset
         if not all(k in ds for k in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")):
             raise InvalidArgumentError("the instance lacks its study, series or SOP instance UID")

@@ -23,6 +23,7 @@ from pacs_common.errors import (
     ResourceExhaustedError,
 )
 from pacs_common.events import EventPublisher, now_rfc3339
+from pacs_common.metrics import DEID_REIDENTIFICATIONS
 
 from pacs_deid.deidentify import Deidentification, Result
 from pacs_deid.operations import TOPIC_DEID, Operations
@@ -70,16 +71,10 @@ class DeidServicer(pb_grpc.DeidServiceServicer):
     async def DeidentifyInstance(  # noqa: N802 - gRPC method name
         self, request_iterator: AsyncIterator[pb.DeidentifyInstanceRequest], context: Any
     ) -> AsyncIterator[pb.DeidentifyInstanceResponse]:
+        # The whole request is read before it is judged: a server that ends the call while the
+        # client is still writing loses its status in transport (the client sees INTERNAL
+        # "status lost"), so a refusal would not reach the caller as what it is.
         first = await anext(aiter(request_iterator), None)
-        if first is None or not first.HasField("header"):
-            raise InvalidArgumentError("the first message must be the header")
-        head = first.header
-        if not head.project:
-            raise InvalidArgumentError("project is required")
-        self._tenant(context, head.project)
-        options = self.deid.options_for(head.project, list(head.options))
-        if head.size_hint > self.max_bytes:
-            raise ResourceExhaustedError(f"instance larger than {self.max_bytes} bytes")
         parts: list[bytes] = []
         size = 0
         async for message in request_iterator:
@@ -87,6 +82,13 @@ class DeidServicer(pb_grpc.DeidServiceServicer):
             if size > self.max_bytes:
                 raise ResourceExhaustedError(f"instance larger than {self.max_bytes} bytes")
             parts.append(message.chunk)
+        if first is None or not first.HasField("header"):
+            raise InvalidArgumentError("the first message must be the header")
+        head = first.header
+        if not head.project:
+            raise InvalidArgumentError("project is required")
+        self._tenant(context, head.project)
+        options = self.deid.options_for(head.project, list(head.options))
         result = await asyncio.to_thread(
             self.deid.deidentify, head.project, options, b"".join(parts)
         )
@@ -146,6 +148,7 @@ class DeidServicer(pb_grpc.DeidServiceServicer):
             performed_time=now_rfc3339(),
         )
         await self.publisher.publish(TOPIC_DEID, request.project, event)
+        DEID_REIDENTIFICATIONS.labels(str(original is not None).lower()).inc()
         if original is None:
             raise NotFoundError("no such pseudonym in the project's map")
         return pb.ReidentifyResponse(
