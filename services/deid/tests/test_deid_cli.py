@@ -19,6 +19,7 @@ import warnings
 from pathlib import Path
 
 from cryptography.fernet import Fernet
+from deid_fixtures import PROJECT_KEY
 from deid_samples import pydicom_data_files, pydicom_files
 from pacs_common.local import REPO
 from pacs_common.settings import KafkaSettings
@@ -26,8 +27,6 @@ from pacs_deid.profile import Profile
 from pacs_deid.residuals import violations
 from pacs_deid.settings import DeidSettings
 from pydicom import dcmread
-
-from conftest import PROJECT_KEY
 
 
 async def run_cli(*args: str) -> tuple[int, str]:

@@ -11,6 +11,7 @@ import uuid
 from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer
+from deid_fixtures import deid_settings, instance, ref_of, storage_client
 from deid_kafka import wait_for_event
 from pacs.events.v1 import deid_events_pb2 as events_pb
 from pacs.events.v1 import instance_events_pb2
@@ -24,9 +25,6 @@ from pacs_storage.app import StorageApp
 from pacs_testkit.kafka import group_at_end_of_topic
 from pydicom import dcmread
 from pydicom.uid import generate_uid
-from test_deid_service import instance, ref_of
-
-from conftest import deid_settings, storage_client
 
 
 async def test_rule_copies_matching_instances(

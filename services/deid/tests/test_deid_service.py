@@ -12,11 +12,10 @@ import uuid
 from pathlib import Path
 
 import grpc
-import pydicom.data
 import pytest
+from deid_fixtures import deid_client, deid_settings, instance, ref_of, storage_client
 from deid_kafka import wait_for_event
 from pacs.events.v1 import deid_events_pb2 as events_pb
-from pacs.type.v1 import instance_pb2
 from pacs_common.auth import Role
 from pacs_common.errors import PacsError
 from pacs_deid.operations import TOPIC_DEID
@@ -27,39 +26,6 @@ from pacs_storage.app import StorageApp
 from pacs_testkit.hydra import Hydra
 from pydicom import dcmread
 from pydicom.uid import generate_uid
-
-from conftest import deid_client, deid_settings, storage_client
-
-CT = Path(pydicom.data.__file__).parent / "test_files" / "CT_small.dcm"
-
-
-def instance(study: str, series: str, patient: str, **attributes: str) -> bytes:
-    """CT_small with a patient, study and series of the test's own."""
-    ds = dcmread(CT)
-    ds.PatientID = patient
-    ds.PatientName = "Doe^Jane"
-    ds.StudyInstanceUID = study
-    ds.SeriesInstanceUID = series
-    ds.SOPInstanceUID = generate_uid()
-    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-    ds.AccessionNumber = "ACC" + patient[-6:]
-    for key, value in attributes.items():
-        setattr(ds, key, value)
-    buffer = io.BytesIO()
-    ds.save_as(buffer, enforce_file_format=True)
-    return buffer.getvalue()
-
-
-def ref_of(data: bytes, tenant: str) -> instance_pb2.InstanceRef:
-    ds = dcmread(io.BytesIO(data), stop_before_pixels=True)
-    return instance_pb2.InstanceRef(
-        tenant=tenant,
-        study_instance_uid=ds.StudyInstanceUID,
-        series_instance_uid=ds.SeriesInstanceUID,
-        sop_instance_uid=ds.SOPInstanceUID,
-        sop_class_uid=ds.SOPClassUID,
-        transfer_syntax_uid=ds.file_meta.TransferSyntaxUID,
-    )
 
 
 async def test_streamed_instance(
