@@ -652,8 +652,7 @@ def deid() -> Dashboard:
                 "instance = streamed, operation = stored study, rule = routing rule.",
                 "ops",
                 query(
-                    f"sum by (outcome, trigger) "
-                    f"(rate(pacs_deid_instances_total{{{NS}}}[{RATE}]))",
+                    f"sum by (outcome, trigger) (rate(pacs_deid_instances_total{{{NS}}}[{RATE}]))",
                     "{{trigger}} {{outcome}}",
                 ),
             )
