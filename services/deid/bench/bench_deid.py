@@ -13,7 +13,8 @@ another in this process:
 
 For each: files/s, CPU ms per file (this process; the gRPC row adds the in-process server's),
 and how many attributes each result still holds that PS3.15 Table E.1-1 says to remove or
-replace (:func:`pacs_deid.residuals.violations`, by the table, not by either tool).
+replace (:func:`left_behind`: judged by the table against the original file, so each tool's
+own dummies and UID root count as replaced; top level only, the same for every tool).
 
 OCR: 512x512 12-bit images with two lines of text drawn into the pixels (Pillow), through
 Clean Pixel Data (decode, detect, mask, write); images/s and CPU per image. What bounds it is
@@ -31,6 +32,7 @@ import os
 import sys
 import time
 import warnings
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
@@ -43,6 +45,7 @@ from pacs_common.local import client_tls, ensure_local_pki, infra_environment
 from pacs_common.oauth_client import bearer_interceptors
 from pacs_common.settings import KafkaSettings
 from pydicom import dcmread
+from pydicom.dataset import Dataset
 from rich.console import Console
 from rich.table import Table
 
@@ -54,7 +57,6 @@ from pacs_deid.ocr import TextDetector
 from pacs_deid.options import parse_options
 from pacs_deid.pixels import PixelCleaner
 from pacs_deid.profile import Profile
-from pacs_deid.residuals import violations
 from pacs_deid.settings import DeidSettings
 from pacs_testkit.hydra import Hydra
 from test_deid_pixels import dataset, image_with_text
@@ -106,11 +108,14 @@ def time_tool(
     cpu = time.process_time() - cpu
     done = rounds * len(files) - failures
     profile = Profile(frozenset())
-    left = 0
+    kinds: Counter[str] = Counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        for out in outputs:
-            left += len(violations(dcmread(io.BytesIO(out), force=True), profile))
+        for original, out in zip(files, outputs, strict=False):
+            before = dcmread(io.BytesIO(original), force=True)
+            after = dcmread(io.BytesIO(out), force=True)
+            kinds.update(left_behind(before, after, profile))
+    left = sum(kinds.values())
     return {
         "tool": name,
         "files": done,
@@ -119,12 +124,38 @@ def time_tool(
         "cpu ms/file": 1000 * cpu / max(done, 1),
         "files/s per core": done / max(cpu, 1e-9),
         "violations": left,
+        "of which": ", ".join(f"{k} {v}" for k, v in kinds.most_common()) or "-",
     }
 
 
 ANONYMIZER = Anonymizer()
 """One anonymizer for every file, as dicognito is used (its replacements are consistent only
 within one instance)."""
+
+
+def left_behind(before: Dataset, after: Dataset, profile: Profile) -> Counter[str]:
+    """What a tool left that Table E.1-1 removes or replaces, judged against the original so
+    that any tool's own dummies and UID root count as replaced: an X attribute still present,
+    a Z/D/U/C attribute still holding its original value, a private attribute, no Patient
+    Identity Removed = YES. Top level only (the same for every tool)."""
+    found: Counter[str] = Counter()
+    if str(after.get("PatientIdentityRemoved", "")).upper() != "YES":
+        found["no PatientIdentityRemoved"] += 1
+    for elem in after:
+        tag = int(elem.tag)
+        if tag & 0x00010000:
+            found["private kept"] += 1
+            continue
+        action = profile.action_for(tag)
+        if action is None or elem.VR == "SQ":
+            continue
+        if action.code == "X":
+            found["X kept"] += 1
+        elif (
+            tag in before and elem.value not in (None, "", b"") and elem.value == before[tag].value
+        ):
+            found[f"{action.code} unchanged"] += 1
+    return found
 
 
 def dicognito_run(data: bytes) -> bytes:
@@ -181,6 +212,7 @@ async def service_row(files: list[bytes], rounds: int) -> dict[str, object] | No
             "cpu ms/file": 1000 * cpu / max(done, 1),
             "files/s per core": done / max(cpu, 1e-9),
             "violations": "-",
+            "of which": "-",
         }
     finally:
         await app.stop()
