@@ -82,3 +82,4 @@ bench: infra ## Benchmarks, each printed as a table: storage vs boto3, index loa
 	$(UV) run python services/transcoder/bench/bench_memory.py
 	$(UV) run python services/audit/bench/bench_audit.py
 	$(UV) run python services/hl7/bench/bench_hl7.py --steps $(BENCH_WORKLIST_STEPS)
+	$(UV) run python services/deid/bench/bench_deid.py

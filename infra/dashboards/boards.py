@@ -1,8 +1,9 @@
 """The cloudpacs Grafana dashboards, on the metric names of ``pacs_common.metrics``.
 
 Five boards: ingest overview (what the sites see), per-service health (gRPC), Kafka lag
-(the event pipeline), storage (S3) and the transcoder (conversions, on-store policy).
-``component`` is the label the chart's ServiceMonitor sets (storage, indexer, gateway, ...).
+(the event pipeline), storage (S3), the transcoder (conversions, on-store policy) and
+de-identification. ``component`` is the label the chart's ServiceMonitor sets (storage,
+indexer, gateway, ...).
 """
 
 from __future__ import annotations
@@ -782,11 +783,83 @@ def transcoder() -> Dashboard:
     )
 
 
+def deid() -> Dashboard:
+    """The de-identification service: copies made, refusals, burned-in text masked, and every
+    read of a re-identification map."""
+    return (
+        new_dashboard(
+            "cloudpacs-deid",
+            "cloudpacs / De-identification",
+            "Instances de-identified (streamed, study operations, routing rules), refusals, "
+            "pixel regions masked and re-identification map reads.",
+        )
+        .with_row(row("Now"))
+        .with_panel(
+            single(
+                "De-identified / s",
+                "Instances de-identified successfully, every trigger.",
+                "ops",
+                f'sum(rate(pacs_deid_instances_total{{{NS},outcome="ok"}}[5m]))',
+            )
+        )
+        .with_panel(
+            single(
+                "Refused / s",
+                "Unreadable input, or burned-in annotation without Clean Pixel Data.",
+                "ops",
+                f'sum(rate(pacs_deid_instances_total{{{NS},outcome="refused"}}[5m]))',
+                thresholds=[(None, "green"), (0.01, "orange")],
+            )
+        )
+        .with_panel(
+            single(
+                "Re-identifications (24 h)",
+                "Reads of a re-identification map; each is also an audit event.",
+                "short",
+                f"sum(increase(pacs_deid_reidentifications_total{{{NS}}}[24h]))",
+            )
+        )
+        .with_row(row("Work"))
+        .with_panel(
+            graph(
+                "Instances by outcome and trigger",
+                "instance = streamed, operation = stored study, rule = routing rule.",
+                "ops",
+                query(
+                    f"sum by (outcome, trigger) (rate(pacs_deid_instances_total{{{NS}}}[{RATE}]))",
+                    "{{trigger}} {{outcome}}",
+                ),
+            )
+        )
+        .with_panel(
+            graph(
+                "Time per instance",
+                "Parse, profile, pixel cleaning (OCR) and write of one instance.",
+                "s",
+                *quantiles("pacs_deid_duration_seconds", "trigger"),
+            )
+        )
+        .with_panel(
+            graph(
+                "Pixel regions masked",
+                "Under Clean Pixel Data: configured regions and text found by OCR.",
+                "ops",
+                query(
+                    f"sum by (reason) (rate(pacs_deid_masked_regions_total{{{NS}}}[{RATE}]))",
+                    "{{reason}}",
+                ),
+            )
+        )
+        .build()
+    )
+
+
 DASHBOARDS = {
     "ingest-overview": ingest_overview,
     "service-health": service_health,
     "kafka-lag": kafka_lag,
     "storage": storage,
     "transcoder": transcoder,
+    "deid": deid,
 }
 """File name (without .json) -> builder."""

@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from pacs_cli.audit_commands import audit_app
+from pacs_cli.deid_commands import deid_app
 from pacs_cli.index_commands import index_app, reindex
 from pacs_cli.stack import Stack, StackConfig, grpc_serving, port_open
 
@@ -18,11 +19,16 @@ app = typer.Typer(help="Run a local cloudpacs stack.", no_args_is_help=True)
 app.command()(reindex)
 app.add_typer(index_app, name="index")
 app.add_typer(audit_app, name="audit")
+app.add_typer(deid_app, name="deid")
 console = Console()
 
 
 def _default_stack() -> Stack:
-    return Stack(StackConfig(run_dir=REPO / ".cache" / "run" / "services", transcoder_port=50054))
+    return Stack(
+        StackConfig(
+            run_dir=REPO / ".cache" / "run" / "services", transcoder_port=50054, deid_port=50055
+        )
+    )
 
 
 def _run_infra(script: str, *args: str) -> None:

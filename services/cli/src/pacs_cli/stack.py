@@ -21,6 +21,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from pacs_common.local import REPO, ensure_local_pki, load_infra_env, sync_channel, tls_dir
 from pacs_common.tls import TlsConfigError
 
+from pacs_cli.deid_local import local_deid_env
+
 
 @dataclass(frozen=True)
 class ServiceSpec:
@@ -54,6 +56,9 @@ class StackConfig:
     audit_port: int = 50056
     hl7_port: int = 50058
     mllp_port: int = 2575
+    # The de-identification service runs only in stacks that ask for it (``pacs up`` does), so
+    # that the e2e and benchmark stacks on free ports never collide on its port.
+    deid_port: int | None = None
     env: dict[str, str] = field(default_factory=dict)
 
     def services(self) -> list[ServiceSpec]:
@@ -63,7 +68,7 @@ class StackConfig:
             if self.transcoder_port is not None
             else []
         )
-        return [
+        specs = [
             ServiceSpec("storage", "pacs_storage", self.storage_port),
             ServiceSpec("indexer", "pacs_indexer", self.indexer_port, env=_INDEXER_TRUSTS_GATEWAY),
             *transcoder,
@@ -71,6 +76,10 @@ class StackConfig:
             ServiceSpec("audit", "pacs_audit", self.audit_port),
             ServiceSpec("hl7", "pacs_hl7", self.hl7_port, {"mllp": self.mllp_port}),
         ]
+        if self.deid_port is not None:
+            deid_env = {**local_deid_env(self.run_dir), "PACS_DEID_GRPC_PORT": str(self.deid_port)}
+            specs.append(ServiceSpec("deid", "pacs_deid", self.deid_port, env=deid_env))
+        return specs
 
     def service_env(self) -> dict[str, str]:
         """Environment shared by every service process of this stack."""
@@ -93,6 +102,7 @@ class StackConfig:
                 ),
                 "PACS_HL7_GRPC_PORT": str(self.hl7_port),
                 "PACS_HL7_MLLP_PORT": str(self.mllp_port),
+                "PACS_DEID_STORAGE_TARGET": f"127.0.0.1:{self.storage_port}",
                 "PACS_TLS_DIR": str(tls_dir()),
                 "PACS_AUDIT_GRPC_PORT": str(self.audit_port),
                 "PACS_AUDIT_DATABASE_URL": f"sqlite:///{self.run_dir / 'audit.sqlite'}",

@@ -206,6 +206,33 @@ INDEX_QUERY_DURATION = Histogram(
     buckets=_LATENCY_BUCKETS,
 )
 
+# --- De-identification (deid) ---------------------------------------------------------------
+
+DEID_OUTCOMES = ("ok", "refused", "failed")
+"""Values of ``outcome`` on :data:`DEID_INSTANCES` (refused: bad input or burned-in text)."""
+DEID_TRIGGERS = ("instance", "operation", "rule")
+"""Values of ``trigger``: a streamed instance, a study operation, a routing rule."""
+DEID_INSTANCES = Counter(
+    "pacs_deid_instances",
+    "Instances de-identified, by outcome and what asked for it.",
+    ["outcome", "trigger"],
+)
+DEID_DURATION = Histogram(
+    "pacs_deid_duration_seconds",
+    "Time to de-identify one instance (parse, profile, pixels, write), by trigger.",
+    ["trigger"],
+    buckets=_LATENCY_BUCKETS,
+)
+DEID_MASKED_REGIONS = Counter(
+    "pacs_deid_masked_regions",
+    "Pixel regions masked under Clean Pixel Data, by reason (config, ocr).",
+    ["reason"],
+)
+DEID_REIDENTIFICATIONS = Counter(
+    "pacs_deid_reidentifications",
+    "Reads of a re-identification map, by whether the pseudonym was found.",
+    ["found"],
+)
 
 # --- Transcoding (transcoder) ---------------------------------------------------------------
 
@@ -245,6 +272,13 @@ for _operation in DIMSE_SCP_OPERATIONS:
         DIMSE_OPERATIONS.labels(_operation, _status)
 for _operation in S3_OPERATIONS:
     S3_ERRORS.labels(_operation)
+for _outcome in DEID_OUTCOMES:
+    for _trigger in DEID_TRIGGERS:
+        DEID_INSTANCES.labels(_outcome, _trigger)
+for _reason in ("config", "ocr"):
+    DEID_MASKED_REGIONS.labels(_reason)
+for _found in ("true", "false"):
+    DEID_REIDENTIFICATIONS.labels(_found)
 for _level in QUERY_RETRIEVE_LEVELS:
     INDEX_QUERY_DURATION.labels(_level)
 for _outcome in POLICY_OUTCOMES:
