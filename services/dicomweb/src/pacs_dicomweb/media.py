@@ -166,6 +166,10 @@ def _choice(wanted: MediaRange, stored: str, *, instance: bool) -> Choice | None
     syntax = wanted.transfer_syntax
     wildcard = wanted.media_type in ("*/*", "*") or wanted.media_type.endswith("/*")
     if syntax == ANY or (syntax is None and wildcard):
+        if not instance and wanted.media_type == "application/octet-stream":
+            # Cornerstone's loader asks exactly this and picks its decoder by the part's
+            # transfer-syntax parameter: the stored bytes, labelled with their syntax.
+            return Choice(wanted.media_type, stored, wanted.multipart, stored)
         if stored_media and _matches(wanted.media_type, stored_media):
             return Choice(stored_media, stored, wanted.multipart, stored)
         if _matches(wanted.media_type, native_media):

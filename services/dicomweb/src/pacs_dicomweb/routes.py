@@ -57,7 +57,12 @@ class Context:
         """The absolute URL of the DICOMweb root, for Retrieve URLs."""
         if self.settings.public_url:
             return self.settings.public_url.rstrip("/")
-        return f"{request.url.scheme}://{request.url.netloc}{self.settings.base_path}"
+        netloc = request.url.netloc
+        server = request.scope.get("server")
+        if ":" not in netloc and server and server[1] not in (80, 443):
+            # A Host header without the port (dicomweb-client sends one): the port we serve on.
+            netloc = f"{netloc}:{server[1]}"
+        return f"{request.url.scheme}://{netloc}{self.settings.base_path}"
 
     async def tenant(self, request: Request, role: Role) -> str:
         """The caller's tenant, after checking it has ``role``."""
