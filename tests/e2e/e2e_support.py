@@ -36,6 +36,7 @@ class RunningStack:
     run_dir: Path
     tenant: str = "default"
     ae_title: str = "CLOUDPACS"
+    dicomweb_port: int = 0
 
 
 def infra_script(name: str, action: str) -> None:
@@ -108,6 +109,7 @@ def running_stack(
         indexer_port=free_port(),
         gateway_port=free_port(),
         dicom_port=free_port(),
+        dicomweb_port=free_port(),
         env={
             "PACS_S3_BUCKET": bucket,
             "PACS_INDEXER_CONSUMER_GROUP": f"e2e-indexer-{uuid.uuid4().hex[:8]}",
@@ -125,6 +127,7 @@ def running_stack(
             storage_port=config.storage_port,
             indexer_port=config.indexer_port,
             gateway_port=config.gateway_port,
+            dicomweb_port=config.dicomweb_port,
             bucket=bucket,
             run_dir=run_dir,
         )

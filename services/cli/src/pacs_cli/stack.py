@@ -35,8 +35,9 @@ class ServiceSpec:
 
 # The gateway queries the indexer for DICOM callers it admitted itself (by the site registry):
 # the indexer recognises it by its mutual-TLS certificate and takes the tenant from the request.
+# The DICOMweb service does the same for the HTTP callers whose bearer tokens it verified.
 # Every other caller (the `pacs` CLI, applications) needs a bearer token.
-_INDEXER_TRUSTS_GATEWAY = {"PACS_AUTH_TRUSTED_SERVICES": "gateway"}
+_INDEXER_TRUSTS_GATEWAY = {"PACS_AUTH_TRUSTED_SERVICES": "gateway,dicomweb"}
 
 
 @dataclass
@@ -48,6 +49,7 @@ class StackConfig:
     indexer_port: int = 50052
     gateway_port: int = 50053
     dicom_port: int = 11112
+    dicomweb_port: int = 8080
     env: dict[str, str] = field(default_factory=dict)
 
     def services(self) -> list[ServiceSpec]:
@@ -56,6 +58,8 @@ class StackConfig:
             ServiceSpec("storage", "pacs_storage", self.storage_port),
             ServiceSpec("indexer", "pacs_indexer", self.indexer_port, env=_INDEXER_TRUSTS_GATEWAY),
             ServiceSpec("gateway", "pacs_gateway", self.gateway_port, {"dicom": self.dicom_port}),
+            # HTTP only (no gRPC port of its own): ready when its HTTP port accepts.
+            ServiceSpec("dicomweb", "pacs_dicomweb", 0, {"http": self.dicomweb_port}),
         ]
 
     def service_env(self) -> dict[str, str]:
@@ -71,6 +75,9 @@ class StackConfig:
                 "PACS_INDEXER_STORAGE_TARGET": f"127.0.0.1:{self.storage_port}",
                 "PACS_GATEWAY_STORAGE_TARGET": f"127.0.0.1:{self.storage_port}",
                 "PACS_GATEWAY_INDEXER_TARGET": f"127.0.0.1:{self.indexer_port}",
+                "PACS_DICOMWEB_HTTP_PORT": str(self.dicomweb_port),
+                "PACS_DICOMWEB_STORAGE_TARGET": f"127.0.0.1:{self.storage_port}",
+                "PACS_DICOMWEB_INDEXER_TARGET": f"127.0.0.1:{self.indexer_port}",
                 "PACS_INDEXER_DATABASE_URL": f"sqlite:///{self.run_dir / 'index.sqlite'}",
                 "PACS_TLS_DIR": str(tls_dir()),
                 "PYTHONUNBUFFERED": "1",
@@ -154,7 +161,7 @@ class ServiceProcess:
         while time.monotonic() < deadline:
             if self.pid() is None:
                 raise RuntimeError(f"{self.spec.name} exited during start-up:\n{self.log_tail()}")
-            ready = grpc_serving(self.spec.grpc_port) and all(
+            ready = (self.spec.grpc_port == 0 or grpc_serving(self.spec.grpc_port)) and all(
                 port_open(port) for port in self.spec.extra_ports.values()
             )
             if ready:
