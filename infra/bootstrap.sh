@@ -19,6 +19,8 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 APT_PACKAGES=(dcmtk postgresql orthanc prometheus)
+# DICOMweb tests: Orthanc's DICOMweb plugin (the differential peer) and headless Chromium (OHIF)
+APT_PACKAGES+=(orthanc-dicomweb chromium chromium-driver)
 UV_VERSION="0.13.8"
 POM="$INFRA_DIR/kafka/pom.xml"
 t0="$(now)"

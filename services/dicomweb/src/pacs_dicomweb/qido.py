@@ -136,7 +136,14 @@ def parse_request(
         InvalidArgumentError: a malformed limit/offset/fuzzymatching, a sequence path (nested
             matching is not supported), or a repeated matching key.
     """
-    request = QidoRequest(return_keys=list(DEFAULT_RETURN_KEYS[level]))
+    # The levels above are returned too (PS3.18 10.6.3.3.2 requires them for searches across
+    # studies; answering them within a study as well costs nothing and matches Orthanc).
+    defaults: list[str] = []
+    for upper in QidoLevel:
+        defaults.extend(DEFAULT_RETURN_KEYS[upper])
+        if upper == level:
+            break
+    request = QidoRequest(return_keys=defaults)
     limit: int | None = None
     for name, value in params:
         if name == "includefield":
