@@ -99,15 +99,20 @@ async def test_json_is_gzipped_when_accepted(
     study = generate_uid()
     await store(series_from("CT_small.dcm", 6, study_uid=study))
     url = f"{dicomweb_app.url}/studies/{study}/metadata"
-    raw = await asyncio.to_thread(
-        requests.get,
-        url,
-        headers={"Authorization": f"Bearer {token}", "Accept-Encoding": "gzip"},
-        timeout=30,
-        stream=True,
-    )
-    assert raw.headers["content-encoding"] == "gzip"
-    body = gzip.decompress(raw.raw.read())
+
+    def fetch_raw() -> tuple[Any, bytes]:
+        # The body is read in this thread: the server runs in the test's event loop.
+        with requests.get(
+            url,
+            headers={"Authorization": f"Bearer {token}", "Accept-Encoding": "gzip"},
+            timeout=30,
+            stream=True,
+        ) as reply:
+            return reply.headers, reply.raw.read()
+
+    headers, compressed = await asyncio.to_thread(fetch_raw)
+    assert headers["Content-Encoding"] == "gzip"
+    body = gzip.decompress(compressed)
     assert body.startswith(b"[{") and body.count(b'"00080018"') == 6
     plain = await _get(url, Authorization=f"Bearer {token}", **{"Accept-Encoding": "identity"})
     assert "content-encoding" not in plain.headers
