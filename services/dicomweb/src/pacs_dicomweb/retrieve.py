@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 from pacs.query.v1 import query_service_pb2 as query_pb
@@ -117,6 +118,11 @@ class InstancePart:
 
     content_type: str
     chunks: AsyncIterator[bytes]
+    size: int
+
+
+async def _one(data: bytes) -> AsyncIterator[bytes]:
+    yield data
 
 
 async def open_instance(
@@ -137,16 +143,54 @@ async def open_instance(
     choice = choose(ranges, stored, instance=True, default=default)
     part_type = f"application/dicom; transfer-syntax={choice.transfer_syntax}"
     if not choice.transcode:
-        return InstancePart(part_type, chunks)
+        return InstancePart(part_type, chunks, info.size)
     if info.size > max_decode_bytes:
         raise ResourceExhaustedError("the instance is too large to decode here")
     data = b"".join([chunk async for chunk in chunks])
     converted = await asyncio.to_thread(pixels.to_explicit_little_endian, data)
+    return InstancePart(part_type, _one(converted), len(converted))
 
-    async def one() -> AsyncIterator[bytes]:
-        yield converted
 
-    return InstancePart(part_type, one())
+async def prefetched(
+    refs: AsyncIterator[instance_pb2.InstanceRef],
+    open_part: Callable[[instance_pb2.InstanceRef], Awaitable[InstancePart]],
+    depth: int,
+    buffer_limit: int,
+) -> AsyncIterator[InstancePart]:
+    """The parts of ``refs`` in order, with up to ``depth`` instances opened ahead.
+
+    Reading one instance after the other is bound by each one's round trips (index, storage,
+    S3), not by bandwidth: a study of small CT slices came at 3 MB/s. Instances up to
+    ``buffer_limit`` bytes are read whole ahead of their turn, so memory holds at most
+    ``depth`` of them; larger ones are opened ahead but stream only when their turn comes
+    (gRPC flow control holds the rest). Whatever is still in flight when the client goes
+    away is cancelled.
+    """
+
+    async def fetch(ref: instance_pb2.InstanceRef) -> InstancePart:
+        part = await open_part(ref)
+        if part.size > buffer_limit:
+            return part
+        data = b"".join([chunk async for chunk in part.chunks])
+        return InstancePart(part.content_type, _one(data), len(data))
+
+    pending: deque[asyncio.Task[InstancePart]] = deque()
+    exhausted = False
+    try:
+        while True:
+            while not exhausted and len(pending) < depth:
+                try:
+                    ref = await anext(refs)
+                except StopAsyncIteration:
+                    exhausted = True
+                    break
+                pending.append(asyncio.create_task(fetch(ref)))
+            if not pending:
+                return
+            yield await pending.popleft()
+    finally:
+        for task in pending:
+            task.cancel()
 
 
 async def frames(

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass
 
 from pacs.type.v1 import instance_pb2
@@ -35,7 +35,15 @@ from pacs_dicomweb.media import (
 from pacs_dicomweb.metadata import first_then_rest, metadata_chunks
 from pacs_dicomweb.qido import QidoLevel, decorate, parse_request, search
 from pacs_dicomweb.ranges import byte_range
-from pacs_dicomweb.retrieve import Address, frames, instance_refs, open_instance, read_whole
+from pacs_dicomweb.retrieve import (
+    Address,
+    InstancePart,
+    frames,
+    instance_refs,
+    open_instance,
+    prefetched,
+    read_whole,
+)
 from pacs_dicomweb.security import Authenticator
 from pacs_dicomweb.settings import DicomwebSettings
 from pacs_dicomweb.stow import Stower, request_form
@@ -134,8 +142,17 @@ def routes(ctx: Context) -> list[Route]:
         address = await _address(ctx, request, Role.RETRIEVE)
         ranges = parse_accept(request.headers.get("accept"))
         limit = ctx.settings.max_decode_bytes
-        refs = instance_refs(ctx.backend, address)
-        first = await open_instance(ctx.backend, await anext(refs), ranges, DEFAULT_INSTANCE, limit)
+
+        def open_part(ref: instance_pb2.InstanceRef) -> Awaitable[InstancePart]:
+            return open_instance(ctx.backend, ref, ranges, DEFAULT_INSTANCE, limit)
+
+        pipeline = prefetched(
+            instance_refs(ctx.backend, address),
+            open_part,
+            ctx.settings.retrieve_prefetch,
+            ctx.settings.retrieve_buffer_bytes,
+        )
+        first = await anext(pipeline)  # errors (404, 406) before the response starts
         if address.instance and ranges and not ranges[0].multipart:
             # A single instance asked for as plain application/dicom (PS3.18 8.7.3.2).
             return StreamingResponse(first.chunks, media_type="application/dicom")
@@ -143,8 +160,7 @@ def routes(ctx: Context) -> list[Route]:
 
         async def parts() -> AsyncIterator[tuple[list[tuple[str, str]], AsyncIterator[bytes]]]:
             yield [("Content-Type", first.content_type)], first.chunks
-            async for ref in refs:
-                part = await open_instance(ctx.backend, ref, ranges, DEFAULT_INSTANCE, limit)
+            async for part in pipeline:
                 yield [("Content-Type", part.content_type)], part.chunks
 
         return StreamingResponse(

@@ -39,6 +39,15 @@ class DicomwebSettings(ServiceSettings):
         description="largest stored instance read whole for frames, bulk data, rendering or "
         "transcoding (a whole study is never held: instances stream one by one)",
     )
+    retrieve_prefetch: int = Field(
+        8, ge=1, le=64, description="instances of a study/series retrieval opened ahead"
+    )
+    retrieve_buffer_bytes: int = Field(
+        8 * 1024**2,
+        ge=0,
+        description="instances up to this size are read whole ahead of their turn (memory: "
+        "prefetch x this per retrieval); larger ones stream",
+    )
     cors_origins: list[str] = Field(
         default_factory=list,
         description='origins allowed by CORS, JSON (["https://viewer.example"]); empty = no CORS',
