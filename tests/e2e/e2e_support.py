@@ -110,6 +110,7 @@ def running_stack(
         gateway_port=free_port(),
         dicom_port=free_port(),
         dicomweb_port=free_port(),
+        dicomweb_grpc_port=free_port(),
         env={
             "PACS_S3_BUCKET": bucket,
             "PACS_INDEXER_CONSUMER_GROUP": f"e2e-indexer-{uuid.uuid4().hex[:8]}",

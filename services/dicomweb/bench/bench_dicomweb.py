@@ -273,6 +273,7 @@ def main() -> None:
             gateway_port=free_port(),
             dicom_port=free_port(),
             dicomweb_port=free_port(),
+            dicomweb_grpc_port=free_port(),
             env={
                 "PACS_S3_BUCKET": f"bench-dw-{uuid.uuid4().hex[:12]}",
                 "PACS_INDEXER_CONSUMER_GROUP": group,

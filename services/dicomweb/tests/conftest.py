@@ -65,6 +65,7 @@ async def dicomweb_app(storage_app: Any, indexer_app: Any) -> AsyncIterator[Any]
     app = create_app(
         DicomwebSettings(
             http_port=0,
+            grpc_port=0,
             storage_target=f"127.0.0.1:{storage_app.grpc_port}",
             indexer_target=f"127.0.0.1:{indexer_app.grpc_port}",
             shutdown_grace_s=1,

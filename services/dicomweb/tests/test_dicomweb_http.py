@@ -54,6 +54,7 @@ async def test_loopback_without_token_acts_in_the_default_tenant(
     strict = create_app(
         DicomwebSettings(
             http_port=0,
+            grpc_port=0,
             storage_target=f"127.0.0.1:{storage_app.grpc_port}",
             indexer_target=f"127.0.0.1:{indexer_app.grpc_port}",
             loopback_default_tenant=False,

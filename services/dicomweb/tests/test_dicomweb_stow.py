@@ -119,6 +119,7 @@ async def test_storage_down_is_out_of_resources_and_nothing_is_acknowledged(
     app = create_app(
         DicomwebSettings(
             http_port=0,
+            grpc_port=0,
             storage_target=f"127.0.0.1:{closed}",
             indexer_target=dicomweb_app.settings.indexer_target,
             storage_timeout=5,

@@ -83,12 +83,8 @@ def _print_status(stack: Stack) -> None:
         table.add_row(name, _state(port_open(port)), endpoint)
     for process in stack.processes:
         spec = process.spec
-        running = process.pid() is not None and (
-            grpc_serving(spec.grpc_port)
-            if spec.grpc_port
-            else all(map(port_open, spec.extra_ports.values()))
-        )
-        endpoints = [f"gRPC 127.0.0.1:{spec.grpc_port}"] * bool(spec.grpc_port) + [
+        running = process.pid() is not None and grpc_serving(spec.grpc_port)
+        endpoints = [f"gRPC 127.0.0.1:{spec.grpc_port}"] + [
             f"{kind.upper()} 127.0.0.1:{port}" for kind, port in spec.extra_ports.items()
         ]
         if spec.name == "gateway":

@@ -50,6 +50,7 @@ class StackConfig:
     gateway_port: int = 50053
     dicom_port: int = 11112
     dicomweb_port: int = 8080
+    dicomweb_grpc_port: int = 50054
     env: dict[str, str] = field(default_factory=dict)
 
     def services(self) -> list[ServiceSpec]:
@@ -58,8 +59,10 @@ class StackConfig:
             ServiceSpec("storage", "pacs_storage", self.storage_port),
             ServiceSpec("indexer", "pacs_indexer", self.indexer_port, env=_INDEXER_TRUSTS_GATEWAY),
             ServiceSpec("gateway", "pacs_gateway", self.gateway_port, {"dicom": self.dicom_port}),
-            # HTTP only (no gRPC port of its own): ready when its HTTP port accepts.
-            ServiceSpec("dicomweb", "pacs_dicomweb", 0, {"http": self.dicomweb_port}),
+            # gRPC for health only (its API is HTTP): ready when both answer.
+            ServiceSpec(
+                "dicomweb", "pacs_dicomweb", self.dicomweb_grpc_port, {"http": self.dicomweb_port}
+            ),
         ]
 
     def service_env(self) -> dict[str, str]:
@@ -76,6 +79,7 @@ class StackConfig:
                 "PACS_GATEWAY_STORAGE_TARGET": f"127.0.0.1:{self.storage_port}",
                 "PACS_GATEWAY_INDEXER_TARGET": f"127.0.0.1:{self.indexer_port}",
                 "PACS_DICOMWEB_HTTP_PORT": str(self.dicomweb_port),
+                "PACS_DICOMWEB_GRPC_PORT": str(self.dicomweb_grpc_port),
                 "PACS_DICOMWEB_STORAGE_TARGET": f"127.0.0.1:{self.storage_port}",
                 "PACS_DICOMWEB_INDEXER_TARGET": f"127.0.0.1:{self.indexer_port}",
                 "PACS_INDEXER_DATABASE_URL": f"sqlite:///{self.run_dir / 'index.sqlite'}",
@@ -161,7 +165,7 @@ class ServiceProcess:
         while time.monotonic() < deadline:
             if self.pid() is None:
                 raise RuntimeError(f"{self.spec.name} exited during start-up:\n{self.log_tail()}")
-            ready = (self.spec.grpc_port == 0 or grpc_serving(self.spec.grpc_port)) and all(
+            ready = grpc_serving(self.spec.grpc_port) and all(
                 port_open(port) for port in self.spec.extra_ports.values()
             )
             if ready:

@@ -1,7 +1,9 @@
 """The DICOMweb process: a Starlette application on uvicorn, over the indexer and storage.
 
 It has no gRPC API of its own: it is an HTTP facade (see ``DESIGN.md``) whose only state is
-its channels to QueryService and StorageService. Start with :func:`create_app` then
+its channels to QueryService and StorageService. It still runs the one service host
+(:class:`~pacs_common.service_host.ServiceHost`) with no servicer, for what every component
+has: gRPC health over mutual TLS (the chart's probes, ``pacs up``) and the ``/metrics`` port. Start with :func:`create_app` then
 ``await app.start()`` (binds the HTTP port; 0 picks a free one in tests) and ``await
 app.stop()``; :func:`serve` runs it until SIGTERM.
 """
@@ -15,8 +17,7 @@ from collections.abc import Iterator
 
 import uvicorn
 from pacs_common.errors import PacsError
-from pacs_common.service_host import configure_process
-from prometheus_client import make_asgi_app
+from pacs_common.service_host import ServiceHost, configure_process
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
@@ -49,7 +50,8 @@ def build_asgi(settings: DicomwebSettings, backend: Backend, auth: Authenticator
         )
     base = settings.base_path.rstrip("/")
     return Starlette(
-        routes=[Mount(base, routes=routes(context)), Mount("/metrics", make_asgi_app())],
+        # /metrics is on the host's own port, never behind the public ingress.
+        routes=[Mount(base, routes=routes(context))],
         middleware=middleware,
         exception_handlers={PacsError: pacs_error_response},
     )
@@ -76,6 +78,12 @@ class DicomwebApp:
         self.server: uvicorn.Server | None = None
         self._task: asyncio.Task[None] | None = None
         self.port = 0
+        self.host = ServiceHost(settings, [], lambda server: None)
+
+    @property
+    def grpc_port(self) -> int:
+        """The bound gRPC (health) port."""
+        return self.host.port
 
     @property
     def url(self) -> str:
@@ -107,6 +115,7 @@ class DicomwebApp:
                 raise SystemExit(f"cannot serve HTTP on port {self.settings.http_port}")
             await asyncio.sleep(0.01)
         self.port = self.server.servers[0].sockets[0].getsockname()[1]
+        await self.host.start()  # health SERVING once HTTP accepts
         log.info("dicomweb started", extra={"http_port": self.port})
 
     async def wait(self) -> None:
@@ -116,6 +125,7 @@ class DicomwebApp:
 
     async def stop(self) -> None:
         """Stop serving (requests in flight get the grace period), close the channels."""
+        await self.host.stop()  # health NOT_SERVING first, so probes take the pod out
         if self.server is not None:
             self.server.should_exit = True
         if self._task is not None:

@@ -14,6 +14,12 @@ class DicomwebSettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="PACS_DICOMWEB_", extra="ignore")
 
     service_name: str = "dicomweb"
+    grpc_port: int = Field(
+        50054, ge=0, le=65535, description="gRPC health only (probes); 0 = free port"
+    )
+    metrics_port: int | None = Field(
+        None, ge=0, le=65535, description="Prometheus /metrics port; None = off, 0 = free port"
+    )
     http_host: str = Field("127.0.0.1", description="address the HTTP server binds")
     http_port: int = Field(8080, ge=0, le=65535, description="HTTP port; 0 = free port (tests)")
     base_path: str = Field("/dicomweb", description="path prefix of every DICOMweb resource")
