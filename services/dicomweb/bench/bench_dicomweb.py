@@ -31,7 +31,6 @@ import argparse
 import asyncio
 import io
 import os
-import statistics
 import tempfile
 import time
 import uuid
@@ -307,7 +306,8 @@ def main() -> None:
             multi,
         )
     table = Table(
-        title=f"DICOMweb: {args.studies} studies, a {args.series_size}-instance series, {args.frames} frames of 512x512x16 bit"
+        title=f"DICOMweb: {args.studies} studies, a {args.series_size}-instance series, "
+        f"{args.frames} frames of 512x512x16 bit"
     )
     table.add_column("figure")
     for name in results:

@@ -2,8 +2,9 @@
 
 It has no gRPC API of its own: it is an HTTP facade (see ``DESIGN.md``) whose only state is
 its channels to QueryService and StorageService. It still runs the one service host
-(:class:`~pacs_common.service_host.ServiceHost`) with no servicer, for what every component
-has: gRPC health over mutual TLS (the chart's probes, ``pacs up``) and the ``/metrics`` port. Start with :func:`create_app` then
+(:class:`~pacs_common.service_host.ServiceHost`) with no servicer, for what every
+component has: gRPC health over mutual TLS (the chart's probes, ``pacs up``) and the
+``/metrics`` port. Start with :func:`create_app` then
 ``await app.start()`` (binds the HTTP port; 0 picks a free one in tests) and ``await
 app.stop()``; :func:`serve` runs it until SIGTERM.
 """

@@ -160,7 +160,7 @@ def choose(
     )
 
 
-def _choice(wanted: MediaRange, stored: str, *, instance: bool) -> Choice | None:
+def _choice(wanted: MediaRange, stored: str, *, instance: bool) -> Choice | None:  # noqa: PLR0911  (one return per outcome of PS3.18 8.7.3)
     stored_media = "application/dicom" if instance else MEDIA_OF_SYNTAX.get(stored, "")
     native_media = "application/dicom" if instance else "application/octet-stream"
     syntax = wanted.transfer_syntax

@@ -147,17 +147,7 @@ def parse_request(
     limit: int | None = None
     for name, value in params:
         if name == "includefield":
-            for item in value.split(","):
-                item = item.strip()
-                if item.lower() == "all":
-                    for lower in QidoLevel:
-                        request.return_keys.extend(DEFAULT_RETURN_KEYS[lower])
-                        request.return_keys.extend(_ALL_EXTRA[lower])
-                        if lower == level:
-                            break
-                elif item:
-                    _check_attribute(item)
-                    request.return_keys.append(item)
+            request.return_keys.extend(_included(value, level))
         elif name == "fuzzymatching":
             if value.lower() not in ("true", "false"):
                 raise InvalidArgumentError("fuzzymatching must be true or false")
@@ -177,6 +167,23 @@ def parse_request(
     # Keep order, drop repeats (the indexer answers each key once anyway).
     request.return_keys = list(dict.fromkeys(request.return_keys))
     return request
+
+
+def _included(value: str, level: QidoLevel) -> list[str]:
+    """The return keys of one ``includefield`` value (comma-separated, or ``all``)."""
+    keys: list[str] = []
+    for raw in value.split(","):
+        item = raw.strip()
+        if item.lower() == "all":
+            for upper in QidoLevel:
+                keys.extend(DEFAULT_RETURN_KEYS[upper])
+                keys.extend(_ALL_EXTRA[upper])
+                if upper == level:
+                    break
+        elif item:
+            _check_attribute(item)
+            keys.append(item)
+    return keys
 
 
 def _check_attribute(name: str) -> None:

@@ -198,6 +198,7 @@ async def frames(
     ref: instance_pb2.InstanceRef,
     numbers: list[int],
     ranges: list[MediaRange],
+    *,
     default: MediaRange,
     max_decode_bytes: int,
 ) -> tuple[Choice, list[bytes]]:

@@ -96,7 +96,7 @@ async def _address(ctx: Context, request: Request, role: Role) -> Address:
     )
 
 
-def routes(ctx: Context) -> list[Route]:
+def routes(ctx: Context) -> list[Route]:  # noqa: PLR0915  (one closure per resource; the table stays in one place)
     """Every resource, relative to the base path."""
 
     async def capabilities_(request: Request) -> Response:
@@ -177,8 +177,8 @@ def routes(ctx: Context) -> list[Route]:
             address.ref(),
             numbers,
             ranges,
-            DEFAULT_PIXELS,
-            ctx.settings.max_decode_bytes,
+            default=DEFAULT_PIXELS,
+            max_decode_bytes=ctx.settings.max_decode_bytes,
         )
         if ranges and not ranges[0].multipart and len(data) == 1:
             return Response(data[0], media_type=part_content_type(choice))

@@ -109,16 +109,16 @@ class OrthancDicomweb:
 
     def get_json(self, path: str) -> Any:
         """GET a REST resource as JSON."""
-        with urllib.request.urlopen(self.url + path, timeout=30) as reply:  # noqa: S310
+        with urllib.request.urlopen(self.url + path, timeout=30) as reply:
             return json.loads(reply.read())
 
     def upload(self, part10: bytes) -> None:
         """Store one instance through the REST API."""
-        request = urllib.request.Request(  # noqa: S310  (loopback Orthanc)
+        request = urllib.request.Request(
             self.url + "/instances",
             data=part10,
             method="POST",
             headers={"Content-Type": "application/dicom"},
         )
-        with urllib.request.urlopen(request, timeout=60) as reply:  # noqa: S310
+        with urllib.request.urlopen(request, timeout=60) as reply:
             reply.read()
