@@ -231,3 +231,27 @@ async def test_rendered_uses_the_images_own_window(store: Any, client: DICOMwebC
         rendered.append(np.asarray(image))
     # Without a window: min/max, few saturated pixels; with the image's narrow one: many.
     assert np.isin(rendered[1], (0, 255)).mean() > np.isin(rendered[0], (0, 255)).mean() + 0.1
+
+
+async def test_frames_of_a_restored_instance_are_never_stale(
+    client: DICOMwebClient, store: Any, storage_client: Any, tenant: str
+) -> None:
+    objects = series_from("CT_small.dcm", 1)
+    await store(objects)
+    study, series, sop = _uids(objects[0])
+    media = (("application/octet-stream", "*"),)
+    first = await asyncio.to_thread(
+        client.retrieve_instance_frames, study, series, sop, [1], media_types=media
+    )
+    assert first[0] == pydicom.dcmread(io.BytesIO(objects[0])).PixelData
+    # The same instance stored again with other pixels (a new version in storage).
+    changed = pydicom.dcmread(io.BytesIO(objects[0]))
+    changed.PixelData = bytes(len(changed.PixelData))
+    from pacs_common.dicom import instance_ref_of  # noqa: PLC0415
+
+    data = part10(changed)
+    await storage_client.put(instance_ref_of(data, tenant), data)
+    second = await asyncio.to_thread(
+        client.retrieve_instance_frames, study, series, sop, [1], media_types=media
+    )
+    assert second[0] == changed.PixelData

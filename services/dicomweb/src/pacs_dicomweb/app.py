@@ -26,6 +26,7 @@ from starlette.routing import Mount
 
 from pacs_dicomweb.backend import Backend
 from pacs_dicomweb.http_errors import pacs_error_response
+from pacs_dicomweb.retrieve import InstanceCache
 from pacs_dicomweb.routes import Context, routes
 from pacs_dicomweb.security import Authenticator
 from pacs_dicomweb.settings import DicomwebSettings
@@ -35,7 +36,8 @@ log = logging.getLogger(__name__)
 
 def build_asgi(settings: DicomwebSettings, backend: Backend, auth: Authenticator) -> Starlette:
     """The ASGI application: the resources under the base path, CORS, errors, /metrics."""
-    context = Context(settings, backend, auth)
+    cache = InstanceCache(settings.instance_cache_bytes) if settings.instance_cache_bytes else None
+    context = Context(settings, backend, auth, cache)
     middleware = []
     if settings.cors_origins:
         # microsoft/dicom-server#2021: the preflight must allow Accept, not only Authorization.

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
@@ -94,22 +94,74 @@ async def _find(
     return result
 
 
+class InstanceCache:
+    """Recently read whole instances, by address and storage version, within a byte budget.
+
+    Viewers ask for the frames of one multi-frame object one request at a time; without this
+    each request would read the whole object from storage again. Entries are keyed by the
+    version storage reports (``Head``), so a re-stored instance is never served stale.
+    """
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self._entries: OrderedDict[tuple[str, ...], tuple[str, str, bytes]] = OrderedDict()
+        self._size = 0
+
+    @staticmethod
+    def key(ref: instance_pb2.InstanceRef) -> tuple[str, ...]:
+        return (ref.tenant, ref.study_instance_uid, ref.series_instance_uid, ref.sop_instance_uid)
+
+    def get(self, ref: instance_pb2.InstanceRef, version: str) -> tuple[str, bytes] | None:
+        """The cached (transfer syntax, bytes) of this version, if held."""
+        entry = self._entries.get(self.key(ref))
+        if entry is None or entry[0] != version:
+            return None
+        self._entries.move_to_end(self.key(ref))
+        return entry[1], entry[2]
+
+    def put(self, ref: instance_pb2.InstanceRef, version: str, syntax: str, data: bytes) -> None:
+        """Hold an instance (evicting the least recently used ones past the budget)."""
+        if len(data) > self.max_bytes // 2:
+            return  # one object must not flush everything else
+        old = self._entries.pop(self.key(ref), None)
+        if old is not None:
+            self._size -= len(old[2])
+        self._entries[self.key(ref)] = (version, syntax, data)
+        self._size += len(data)
+        while self._size > self.max_bytes and self._entries:
+            _, (_, _, evicted) = self._entries.popitem(last=False)
+            self._size -= len(evicted)
+
+
 async def read_whole(
-    backend: Backend, ref: instance_pb2.InstanceRef, limit: int
+    backend: Backend,
+    ref: instance_pb2.InstanceRef,
+    limit: int,
+    cache: InstanceCache | None = None,
 ) -> tuple[str, bytes]:
     """One stored instance in memory (verified by storage): its transfer syntax and bytes.
 
     Raises:
         ResourceExhaustedError: larger than ``limit`` (``PACS_DICOMWEB_MAX_DECODE_BYTES``).
     """
-    info, chunks = await backend.storage.open(ref)
+    version = ""
+    if cache is not None:
+        head = await backend.storage.head(ref)
+        version = head.version_id
+        hit = cache.get(ref, version)
+        if hit is not None:
+            return hit
+    info, chunks = await backend.storage.open(ref, version_id=version)
     if info.size > limit:
         raise ResourceExhaustedError(
             f"the instance has {info.size} bytes, more than the {limit} read whole for "
             "frames, bulk data or transcoding"
         )
     data = b"".join([chunk async for chunk in chunks])
-    return info.instance.transfer_syntax_uid, data
+    syntax = info.instance.transfer_syntax_uid
+    if cache is not None:
+        cache.put(ref, version, syntax, data)
+    return syntax, data
 
 
 @dataclass
@@ -201,6 +253,7 @@ async def frames(
     *,
     default: MediaRange,
     max_decode_bytes: int,
+    cache: InstanceCache | None = None,
 ) -> tuple[Choice, list[bytes]]:
     """The frames ``numbers`` of one instance in the syntax the client accepts.
 
@@ -208,7 +261,7 @@ async def frames(
         NotFoundError: no such instance, no pixel data, or a frame out of range.
         NotAcceptableError: nothing acceptable can be produced.
     """
-    stored, data = await read_whole(backend, ref, max_decode_bytes)
+    stored, data = await read_whole(backend, ref, max_decode_bytes, cache)
     choice = choose(ranges, stored, instance=False, default=default)
     return choice, await asyncio.to_thread(_frames, data, numbers, choice)
 

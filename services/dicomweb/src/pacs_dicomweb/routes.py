@@ -37,6 +37,7 @@ from pacs_dicomweb.qido import QidoLevel, decorate, parse_request, search
 from pacs_dicomweb.ranges import byte_range
 from pacs_dicomweb.retrieve import (
     Address,
+    InstanceCache,
     InstancePart,
     frames,
     instance_refs,
@@ -60,6 +61,7 @@ class Context:
     settings: DicomwebSettings
     backend: Backend
     auth: Authenticator
+    cache: InstanceCache | None = None
 
     def base_url(self, request: Request) -> str:
         """The absolute URL of the DICOMweb root, for Retrieve URLs."""
@@ -179,6 +181,7 @@ def routes(ctx: Context) -> list[Route]:  # noqa: PLR0915  (one closure per reso
             ranges,
             default=DEFAULT_PIXELS,
             max_decode_bytes=ctx.settings.max_decode_bytes,
+            cache=ctx.cache,
         )
         if ranges and not ranges[0].multipart and len(data) == 1:
             return Response(data[0], media_type=part_content_type(choice))
@@ -220,7 +223,7 @@ def routes(ctx: Context) -> list[Route]:  # noqa: PLR0915  (one closure per reso
             if "frames" in request.path_params:
                 number = _frame_numbers(str(request.path_params["frames"]))[0]
             ref = address.ref() if address.instance else await _representative(ctx, address)
-            _, data = await read_whole(ctx.backend, ref, ctx.settings.max_decode_bytes)
+            _, data = await read_whole(ctx.backend, ref, ctx.settings.max_decode_bytes, ctx.cache)
 
             def work() -> bytes:
                 return pixels.render(pixels.read_dataset(data), number, options)

@@ -45,6 +45,12 @@ class DicomwebSettings(ServiceSettings):
         description="largest stored instance read whole for frames, bulk data, rendering or "
         "transcoding (a whole study is never held: instances stream one by one)",
     )
+    instance_cache_bytes: int = Field(
+        256 * 1024**2,
+        ge=0,
+        description="whole instances kept for frames, bulk data and rendering (per process; "
+        "checked against storage's version on every use); 0 = off",
+    )
     retrieve_prefetch: int = Field(
         8, ge=1, le=64, description="instances of a study/series retrieval opened ahead"
     )
