@@ -44,6 +44,14 @@ async def test_study_series_instance_as_stored(client: DICOMwebClient, store: An
         original = pydicom.dcmread(io.BytesIO(by_uid[dataset.SOPInstanceUID]))
         assert dataset.file_meta.TransferSyntaxUID == original.file_meta.TransferSyntaxUID
         assert dataset.PixelData == original.PixelData
+    # Streamed (chunked) reading, as dicomweb-client's iter_* methods do.
+    streamed = await asyncio.to_thread(
+        lambda: [
+            d.SOPInstanceUID
+            for d in client.iter_study(study, media_types=(("application/dicom", "*"),))
+        ]
+    )
+    assert sorted(streamed) == sorted(by_uid)
     _, series, sop = _uids(objects[3])
     series_items = await asyncio.to_thread(
         client.retrieve_series, study, series, media_types=(("application/dicom", "*"),)
@@ -200,6 +208,10 @@ async def test_rendered_and_thumbnail(
     narrow = np.asarray(Image.open(io.BytesIO(png)))
     assert Image.open(io.BytesIO(png)).format == "PNG"
     assert np.isin(narrow, (0, 255)).mean() > np.isin(np.asarray(image), (0, 255)).mean()
+    series_jpeg = await asyncio.to_thread(
+        client.retrieve_series_rendered, study, series, media_types=("image/jpeg",)
+    )
+    assert Image.open(io.BytesIO(series_jpeg)).format == "JPEG"
     headers = {"Authorization": f"Bearer {token}"}
     for path in (f"/studies/{study}", f"/studies/{study}/series/{series}"):
         thumb = await asyncio.to_thread(
