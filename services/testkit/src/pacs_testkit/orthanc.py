@@ -82,7 +82,7 @@ class OrthancDicomweb:
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
             )
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 180  # a loaded machine starts it slowly
         while True:
             try:
                 self.get_json("/system")
