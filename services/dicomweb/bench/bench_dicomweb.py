@@ -323,10 +323,11 @@ def main() -> None:
         )
     console.print(table)
     console.print(
-        "Bounds: one client thread; QIDO and metadata are bound by the indexer's query and the "
-        "gRPC hop, study retrieval by storage's verified S3 reads, frames by reading the whole "
-        "object per request (no frame index yet). The machine is shared and loaded: compare "
-        "ratios, not absolute figures."
+        "Bounds: one client thread; QIDO and metadata are bound by the indexer's query "
+        "and the gRPC hop, study retrieval by storage's Get per instance (a Python gRPC "
+        "relay of verified S3 reads), frames by one storage Head per request plus slicing "
+        "the cached object. The machine is shared and loaded: compare ratios, not absolute "
+        "figures."
     )
 
 
