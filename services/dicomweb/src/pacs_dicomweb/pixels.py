@@ -24,6 +24,7 @@ from pydicom.pixels.processing import apply_modality_lut, apply_voi_lut
 from pydicom.pixels.utils import pixel_array
 from pydicom.uid import UID, ExplicitVRLittleEndian
 
+from pacs_dicomweb.http_errors import NotAcceptableError
 from pacs_dicomweb.media import EXPLICIT_VR_LITTLE_ENDIAN
 
 
@@ -140,8 +141,6 @@ def parse_render_options(
             break
     media = media.split(";")[0].strip().lower()
     if media not in ("image/jpeg", "image/png"):
-        from pacs_dicomweb.http_errors import NotAcceptableError  # noqa: PLC0415
-
         raise NotAcceptableError("rendered media types: image/jpeg, image/png")
     window = None
     if "window" in params:

@@ -13,6 +13,7 @@ import json
 from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass
 
+from pacs.query.v1 import query_service_pb2 as query_pb
 from pacs.type.v1 import instance_pb2
 from pacs_common.auth import Role
 from pacs_common.dicom import is_valid_uid
@@ -281,8 +282,6 @@ def routes(ctx: Context) -> list[Route]:  # noqa: PLR0915  (one closure per reso
 async def _representative(ctx: Context, address: Address) -> instance_pb2.InstanceRef:
     """The instance that stands for a study or series in a rendered/thumbnail answer: the
     middle one of the (first) series, where a CT shows anatomy rather than an end slice."""
-    from pacs.query.v1 import query_service_pb2 as query_pb  # noqa: PLC0415
-
     match = {"StudyInstanceUID": address.study}
     if address.series:
         match["SeriesInstanceUID"] = address.series
