@@ -26,6 +26,8 @@ APT_PACKAGES+=(libgdcm-tools libopenjp2-tools openjph-tools dicom3tools)
 APT_PACKAGES+=(rsyslog rsyslog-gnutls libxml2-utils)
 # PixelMed: the DICOM SR template validator (DicomSRValidator) the hl7 tests run on TID 1500 reports.
 APT_PACKAGES+=(libpixelmed-java)
+# DICOMweb tests: Orthanc's DICOMweb plugin (the differential peer) and headless Chromium (OHIF)
+APT_PACKAGES+=(orthanc-dicomweb chromium chromium-driver)
 UV_VERSION="0.13.8"
 POM="$INFRA_DIR/kafka/pom.xml"
 t0="$(now)"

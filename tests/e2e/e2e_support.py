@@ -36,6 +36,7 @@ class RunningStack:
     run_dir: Path
     tenant: str = "default"
     ae_title: str = "CLOUDPACS"
+    dicomweb_port: int = 0
 
 
 def infra_script(name: str, action: str) -> None:
@@ -111,6 +112,8 @@ def running_stack(
         mllp_port=free_port(),
         dicom_port=free_port(),
         audit_port=free_port(),
+        dicomweb_port=free_port(),
+        dicomweb_grpc_port=free_port(),
         env={
             "PACS_S3_BUCKET": bucket,
             "PACS_INDEXER_CONSUMER_GROUP": f"e2e-indexer-{uuid.uuid4().hex[:8]}",
@@ -128,6 +131,7 @@ def running_stack(
             storage_port=config.storage_port,
             indexer_port=config.indexer_port,
             gateway_port=config.gateway_port,
+            dicomweb_port=config.dicomweb_port,
             bucket=bucket,
             run_dir=run_dir,
         )

@@ -127,6 +127,10 @@ PACS_AUTH_REQUIRED=false is only for a stack without mutual TLS, never a deploym
 {{- end -}}
 {{- end -}}
 {{- include "cloudpacs.egress.settings" (merge (dict "data" $data) .) -}}
+{{- if $c.http.enabled -}}
+{{- $_ := set $data (print $p "HTTP_HOST") "0.0.0.0" -}}
+{{- $_ := set $data (print $p "HTTP_PORT") (include "cloudpacs.envValue" $c.http.port) -}}
+{{- end -}}
 {{- range $key, $value := $c.settings -}}
 {{- $_ := set $data (printf "%s%s" $p ($key | upper | replace "-" "_")) (include "cloudpacs.envValue" $value) -}}
 {{- end -}}
@@ -304,6 +308,11 @@ spec:
             {{- range $c.tcpPorts }}
             - name: {{ .name }}
               containerPort: {{ int64 .port }}
+              protocol: TCP
+            {{- end }}
+            {{- if $c.http.enabled }}
+            - name: http
+              containerPort: {{ int64 $c.http.port }}
               protocol: TCP
             {{- end }}
             {{- if $d.enabled }}
@@ -634,6 +643,52 @@ spec:
       targetPort: {{ .name }}
       protocol: TCP
     {{- end }}
+    {{- if .c.http.enabled }}
+    - name: http
+      port: {{ int64 .c.http.port }}
+      targetPort: http
+      protocol: TCP
+    {{- end }}
+{{- end -}}
+
+{{- define "cloudpacs.component.ingress" -}}
+{{- $i := .c.http.ingress -}}
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: {{ include "cloudpacs.component.fullname" . }}
+  namespace: {{ .root.Release.Namespace }}
+  labels:
+    {{- include "cloudpacs.component.labels" . | nindent 4 }}
+  {{- with $i.annotations }}
+  annotations:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+spec:
+  {{- with $i.className }}
+  ingressClassName: {{ . }}
+  {{- end }}
+  {{- if $i.tlsSecretName }}
+  tls:
+    - secretName: {{ $i.tlsSecretName }}
+      {{- with $i.host }}
+      hosts:
+        - {{ . }}
+      {{- end }}
+  {{- end }}
+  rules:
+    - http:
+        paths:
+          - path: {{ $i.path }}
+            pathType: Prefix
+            backend:
+              service:
+                name: {{ include "cloudpacs.component.fullname" . }}
+                port:
+                  name: http
+      {{- with $i.host }}
+      host: {{ . }}
+      {{- end }}
 {{- end -}}
 
 {{- define "cloudpacs.component.dicomService" -}}
@@ -816,6 +871,18 @@ spec:
         - port: dicom-tls
           protocol: TCP
         {{- end }}
+    {{- end }}
+    {{- if $c.http.enabled }}
+    # HTTP (DICOMweb) from the clients' networks and the ingress controller (callers are
+    # authenticated by their bearer tokens).
+    - from:
+        {{- range $c.http.allowedCIDRs }}
+        - ipBlock:
+            cidr: {{ . }}
+        {{- end }}
+      ports:
+        - port: http
+          protocol: TCP
     {{- end }}
     {{- with $c.networkPolicy.extraIngress }}
     {{- toYaml . | nindent 4 }}

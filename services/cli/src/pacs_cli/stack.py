@@ -37,8 +37,9 @@ class ServiceSpec:
 
 # The gateway queries the indexer for DICOM callers it admitted itself (by the site registry):
 # the indexer recognises it by its mutual-TLS certificate and takes the tenant from the request.
+# The DICOMweb service does the same for the HTTP callers whose bearer tokens it verified.
 # Every other caller (the `pacs` CLI, applications) needs a bearer token.
-_INDEXER_TRUSTS_GATEWAY = {"PACS_AUTH_TRUSTED_SERVICES": "gateway"}
+_INDEXER_TRUSTS_GATEWAY = {"PACS_AUTH_TRUSTED_SERVICES": "gateway,dicomweb"}
 
 
 @dataclass
@@ -59,6 +60,8 @@ class StackConfig:
     # The de-identification service runs only in stacks that ask for it (``pacs up`` does), so
     # that the e2e and benchmark stacks on free ports never collide on its port.
     deid_port: int | None = None
+    dicomweb_port: int = 8080
+    dicomweb_grpc_port: int = 50057
     env: dict[str, str] = field(default_factory=dict)
 
     def services(self) -> list[ServiceSpec]:
@@ -75,6 +78,10 @@ class StackConfig:
             ServiceSpec("gateway", "pacs_gateway", self.gateway_port, {"dicom": self.dicom_port}),
             ServiceSpec("audit", "pacs_audit", self.audit_port),
             ServiceSpec("hl7", "pacs_hl7", self.hl7_port, {"mllp": self.mllp_port}),
+            # gRPC for health only (its API is HTTP): ready when both answer.
+            ServiceSpec(
+                "dicomweb", "pacs_dicomweb", self.dicomweb_grpc_port, {"http": self.dicomweb_port}
+            ),
         ]
         if self.deid_port is not None:
             deid_env = {**local_deid_env(self.run_dir), "PACS_DEID_GRPC_PORT": str(self.deid_port)}
@@ -94,6 +101,10 @@ class StackConfig:
                 "PACS_INDEXER_STORAGE_TARGET": f"127.0.0.1:{self.storage_port}",
                 "PACS_GATEWAY_STORAGE_TARGET": f"127.0.0.1:{self.storage_port}",
                 "PACS_GATEWAY_INDEXER_TARGET": f"127.0.0.1:{self.indexer_port}",
+                "PACS_DICOMWEB_HTTP_PORT": str(self.dicomweb_port),
+                "PACS_DICOMWEB_GRPC_PORT": str(self.dicomweb_grpc_port),
+                "PACS_DICOMWEB_STORAGE_TARGET": f"127.0.0.1:{self.storage_port}",
+                "PACS_DICOMWEB_INDEXER_TARGET": f"127.0.0.1:{self.indexer_port}",
                 "PACS_INDEXER_DATABASE_URL": f"sqlite:///{self.run_dir / 'index.sqlite'}",
                 "PACS_TRANSCODER_GRPC_PORT": str(self.transcoder_port or 0),
                 "PACS_TRANSCODER_STORAGE_TARGET": f"127.0.0.1:{self.storage_port}",
