@@ -249,6 +249,27 @@ async def test_a_reader_detects_bytes_changed_behind_storage(
 
     with pytest.raises(DataLossError):
         await direct.get(ref)
+    info, chunks = await direct.open(ref)
+    with pytest.raises(DataLossError):
+        async for _ in chunks:
+            pass
+    assert info.sha256 == stored.object.sha256
+
+
+async def test_a_streamed_read_through_a_grant_gives_the_stored_bytes(
+    client: StorageClient, tenant: str
+) -> None:
+    direct = DirectStorage(client, read_chunk_size=4096)
+    data = sample_part10()
+    ref = instance_ref_of(data, tenant)
+    await direct.put(ref, data)
+
+    info, chunks = await direct.open(ref)
+    parts = [chunk async for chunk in chunks]
+
+    assert b"".join(parts) == data
+    assert len(parts) > 1
+    assert info.size == len(data)
 
 
 async def test_a_read_grant_of_a_missing_instance_is_not_found(

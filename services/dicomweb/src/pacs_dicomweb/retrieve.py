@@ -151,7 +151,7 @@ async def read_whole(
         hit = cache.get(ref, version)
         if hit is not None:
             return hit
-    info, chunks = await backend.storage.open(ref, version_id=version)
+    info, chunks = await backend.objects.open(ref, version_id=version)
     if info.size > limit:
         raise ResourceExhaustedError(
             f"the instance has {info.size} bytes, more than the {limit} read whole for "
@@ -190,7 +190,7 @@ async def open_instance(
         NotAcceptableError: the client accepts no representation that can be produced.
         NotFoundError: the instance is not stored.
     """
-    info, chunks = await backend.storage.open(ref)
+    info, chunks = await backend.objects.open(ref)
     stored = info.instance.transfer_syntax_uid
     choice = choose(ranges, stored, instance=True, default=default)
     part_type = f"application/dicom; transfer-syntax={choice.transfer_syntax}"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pacs_common.auth import AuthSettings
 from pacs_common.settings import ServiceSettings
 from pydantic import Field
@@ -32,6 +34,14 @@ class DicomwebSettings(ServiceSettings):
     storage_target: str = Field("127.0.0.1:50051", description="host:port of StorageService")
     query_timeout: float = Field(30.0, gt=0, description="deadline of one indexer call, seconds")
     storage_timeout: float = Field(120.0, gt=0, description="deadline of one storage call")
+    read_path: Literal["grant", "stream"] = Field(
+        "grant",
+        description="grant: instances are read straight from S3 through storage's read grants "
+        "(the service must reach the S3 endpoint); stream: through storage's streaming Get",
+    )
+    s3_ca_bundle: str | None = Field(
+        None, description="CA bundle of an HTTPS S3 endpoint reached through grants"
+    )
     qido_default_limit: int = Field(
         1000, ge=1, description="results of a QIDO search without `limit` (then a Warning)"
     )

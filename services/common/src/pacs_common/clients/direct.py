@@ -169,7 +169,23 @@ class DirectStorage:
     ) -> AsyncIterator[bytes]:
         """The object chunk by chunk; the last chunk is held back until the SHA-256 of all
         of them matched, so a consumer never takes corrupt bytes as complete."""
+        _, chunks = await self.open(instance, version_id=version_id)
+        async for chunk in chunks:
+            yield chunk
+
+    async def open(
+        self, instance: instance_pb2.InstanceRef, *, version_id: str = ""
+    ) -> tuple[instance_pb2.ObjectInfo, AsyncIterator[bytes]]:
+        """Start reading (as :meth:`StorageClient.open` does for a whole object): the object's
+        description, then its verified chunks.
+
+        Raises:
+            NotFoundError: no such instance or version (at once, before any chunk).
+        """
         grant = await self.storage.grant_read(instance, version_id=version_id)
+        return grant.object, self._verified_chunks(grant)
+
+    async def _verified_chunks(self, grant: pb.GrantReadResponse) -> AsyncIterator[bytes]:
         response = await self._request(grant.request, preload=False)
         try:
             _raise_for(response, "read")
