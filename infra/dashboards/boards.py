@@ -177,12 +177,13 @@ def ingest_overview() -> Dashboard:
         .with_row(row("Pipeline"))
         .with_panel(
             graph(
-                "storage.Put outcomes",
-                "The gateway's writes to the storage service, by gRPC status code.",
+                "storage writes (CommitWrite, Put) outcomes",
+                "The gateway's writes to the storage service (CommitWrite after a granted PUT, "
+                "Put when streamed), by gRPC status code.",
                 "reqps",
                 query(
                     f"sum by (code) (rate(pacs_grpc_server_requests_total"
-                    f'{{{NS},{STORAGE_SERVICE},method="Put"}}[{RATE}]))',
+                    f'{{{NS},{STORAGE_SERVICE},method=~"CommitWrite|Put"}}[{RATE}]))',
                     "{{code}}",
                 ),
                 width=8,
@@ -505,7 +506,7 @@ def kafka_lag() -> Dashboard:
                 ),
                 query(
                     f"sum by (source, reason) "
-                    f"(rate(pacs_audit_events_dropped_total{{{NS}}}[{RATE}]))",
+                    f"(rate(pacs_audit_events_dropped_total{{{NS}}}[{RATE}])) or vector(0)",
                     "DROPPED {{source}} {{reason}}",
                 ),
             )
@@ -562,12 +563,12 @@ def storage() -> Dashboard:
         )
         .with_panel(
             single(
-                "Put p95",
-                "StorageService.Put, from first chunk to durable and announced.",
+                "Write p95",
+                "StorageService.CommitWrite (grants) and Put, until durable and announced.",
                 "s",
                 f"histogram_quantile(0.95, sum by (le) "
                 f"(rate(pacs_grpc_server_request_duration_seconds_bucket"
-                f'{{{grpc_storage},method="Put"}}[5m])))',
+                f'{{{grpc_storage},method=~"CommitWrite|Put"}}[5m])))',
                 width=6,
             )
         )
@@ -641,7 +642,8 @@ def storage() -> Dashboard:
                 "a repair; write-not-made an abandoned grant.",
                 "ops",
                 query(
-                    f"sum by (outcome) (rate(pacs_storage_reconciled_total{{{NS}}}[{RATE}]))",
+                    f"sum by (outcome) (rate(pacs_storage_reconciled_total{{{NS}}}[{RATE}]))"
+                    " or vector(0)",
                     "{{outcome}}",
                 ),
                 width=8,
@@ -721,7 +723,7 @@ def transcoder() -> Dashboard:
                 "Requests the transcoder refused (unreadable, not representable, lossy not "
                 "allowed) or could not serve.",
                 "ops",
-                f"sum(rate(pacs_transcode_failures_total{{{NS}}}[5m]))",
+                f"sum(rate(pacs_transcode_failures_total{{{NS}}}[5m])) or vector(0)",
                 thresholds=[(None, "green"), (0.01, "orange"), (1, "red")],
                 width=6,
             )
@@ -762,7 +764,8 @@ def transcoder() -> Dashboard:
                 "Per error class: UnsupportedImageError, NotEncodableError, LossyRefusedError...",
                 "ops",
                 query(
-                    f"sum by (reason) (rate(pacs_transcode_failures_total{{{NS}}}[{RATE}]))",
+                    f"sum by (reason) (rate(pacs_transcode_failures_total{{{NS}}}[{RATE}]))"
+                    " or vector(0)",
                     "{{reason}}",
                 ),
             )

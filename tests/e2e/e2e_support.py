@@ -37,6 +37,8 @@ class RunningStack:
     tenant: str = "default"
     ae_title: str = "CLOUDPACS"
     dicomweb_port: int = 0
+    transcoder_port: int | None = None
+    deid_port: int | None = None
 
 
 def infra_script(name: str, action: str) -> None:
@@ -98,10 +100,16 @@ def s3_client(infra_env: dict[str, str]) -> Any:
 
 @contextmanager
 def running_stack(
-    infra_env: dict[str, str], run_dir: Path, env: dict[str, str] | None = None
+    infra_env: dict[str, str],
+    run_dir: Path,
+    env: dict[str, str] | None = None,
+    *,
+    transcoder: bool = False,
+    deid: bool = False,
 ) -> Iterator[RunningStack]:
-    """Storage, indexer and gateway as processes on free ports, a bucket and an indexer
-    group of their own; stopped on exit."""
+    """Storage, indexer, gateway, audit, hl7 and dicomweb as processes on free ports (and the
+    transcoder and de-identification services when asked), a bucket and an indexer group of
+    their own; stopped on exit."""
     bucket = f"e2e-{uuid.uuid4().hex[:16]}"
     config = StackConfig(
         run_dir=run_dir,
@@ -114,14 +122,18 @@ def running_stack(
         audit_port=free_port(),
         dicomweb_port=free_port(),
         dicomweb_grpc_port=free_port(),
+        transcoder_port=free_port() if transcoder else None,
+        deid_port=free_port() if deid else None,
         env={
             "PACS_S3_BUCKET": bucket,
             "PACS_INDEXER_CONSUMER_GROUP": f"e2e-indexer-{uuid.uuid4().hex[:8]}",
+            "PACS_TRANSCODER_CONSUMER_GROUP": f"e2e-transcoder-{uuid.uuid4().hex[:8]}",
             **(env or {}),
         },
     )
     # A fresh group would replay the whole shared topic (every earlier test's events) first.
-    asyncio.run(group_at_end_of_topic(config.env["PACS_INDEXER_CONSUMER_GROUP"], KafkaSettings()))
+    for group in ("PACS_INDEXER_CONSUMER_GROUP", "PACS_TRANSCODER_CONSUMER_GROUP"):
+        asyncio.run(group_at_end_of_topic(config.env[group], KafkaSettings()))
     stack = Stack(config)
     stack.start(timeout_s=90)
     try:
@@ -134,6 +146,8 @@ def running_stack(
             dicomweb_port=config.dicomweb_port,
             bucket=bucket,
             run_dir=run_dir,
+            transcoder_port=config.transcoder_port,
+            deid_port=config.deid_port,
         )
     finally:
         stack.stop()

@@ -15,6 +15,7 @@ import math
 import re
 import shutil
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.parse
@@ -38,8 +39,10 @@ from tests.e2e.e2e_support import RunningStack, run_dcmtk, running_stack
 pytestmark = pytest.mark.integration
 
 DASHBOARDS = sorted((REPO / "charts" / "cloudpacs" / "dashboards").glob("*.json"))
-COMPONENTS = ("storage", "indexer", "gateway")
-SAMPLES = ["CT_small.dcm", "MR_small.dcm", "rtplan.dcm"]
+COMPONENTS = ("storage", "indexer", "gateway", "transcoder", "deid")
+# The first is RLE-compressed: retrieving its study makes the gateway ask the transcoder for a
+# syntax getscu accepts (the transcoder panels' traffic, besides its on-store policy).
+SAMPLES = ["MR_small_RLE.dcm", "CT_small.dcm", "rtplan.dcm"]
 SCRAPE_INTERVAL_S = 1
 # Grafana's built-in interval variables, as Grafana would fill them for a short time range
 # with a 1 s scrape interval ($__rate_interval is at least four scrape intervals).
@@ -107,7 +110,8 @@ def scraped_stack(
     metrics_ports: dict[str, int],
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[RunningStack]:
-    """Storage, indexer and gateway as processes, each serving ``/metrics``."""
+    """Storage, indexer, gateway, transcoder and deid as processes, each serving ``/metrics``
+    (the transcoder applies its default on-store policy: the CT sample becomes HTJ2K)."""
     env = {
         # One receiving process: several add up only through PROMETHEUS_MULTIPROC_DIR,
         # which the stack's shared environment would hand to every service alike.
@@ -119,7 +123,9 @@ def scraped_stack(
             for component, port in metrics_ports.items()
         },
     }
-    with running_stack(infra_env, tmp_path_factory.mktemp("stack"), env) as stack:
+    with running_stack(
+        infra_env, tmp_path_factory.mktemp("stack"), env, transcoder=True, deid=True
+    ) as stack:
         yield stack
 
 
@@ -291,8 +297,11 @@ def send_traffic(stack: RunningStack, tmp_path: Path) -> None:
     port = str(stack.dicom_port)
     # Two associations a few scrapes apart: a labelled series appears with its first
     # increment, and rate() only sees increments after a series' first scrape.
-    for batch in (paths[:1], paths[1:]):
-        stored = run_dcmtk(["storescu", "-aec", stack.ae_title, "127.0.0.1", port, *batch])
+    # The first file goes as it is, RLE (-xr: propose RLE Lossless); the rest uncompressed.
+    for options, batch in ((["-xr"], paths[:1]), ([], paths[1:])):
+        stored = run_dcmtk(
+            ["storescu", *options, "-aec", stack.ae_title, "127.0.0.1", port, *batch]
+        )
         assert stored.returncode == 0, stored.stdout + stored.stderr
         time.sleep(2 * SCRAPE_INTERVAL_S)
     study_uid = dcmread(paths[0], stop_before_pixels=True).StudyInstanceUID
@@ -359,6 +368,36 @@ def send_traffic(stack: RunningStack, tmp_path: Path) -> None:
         with pytest.raises(grpc.RpcError) as error:
             storage.Head(storage_service_pb2.HeadRequest(instance=missing), timeout=10)
         assert error.value.code() == grpc.StatusCode.NOT_FOUND
+    # Twice, a scrape apart, like the C-GETs: the histograms' rate() needs an increase.
+    deidentify(stack, paths, tmp_path / "deid-0")
+    time.sleep(SCRAPE_INTERVAL_S + 0.5)
+    deidentify(stack, paths, tmp_path / "deid-1")
+
+
+def deidentify(stack: RunningStack, paths: list[str], folder: Path) -> None:
+    """One folder through ``pacs deid files`` (the de-identification panels' traffic)."""
+    source, target = folder / "in", folder / "out"
+    source.mkdir(parents=True)
+    for path in paths:
+        shutil.copy(path, source)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pacs_cli",
+            "deid",
+            "files",
+            str(source),
+            str(target),
+            "--deid",
+            f"127.0.0.1:{stack.deid_port}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
 
 
 def test_every_dashboard_query_returns_data(

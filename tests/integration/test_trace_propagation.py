@@ -1,5 +1,5 @@
-"""One C-STORE is one trace: gateway → storage (gRPC) → Kafka → indexer, with the trace
-context carried in gRPC metadata and Kafka record headers (W3C traceparent)."""
+"""One C-STORE is one trace: gateway → storage (gRPC grant and commit) → Kafka → indexer, with
+the trace context carried in gRPC metadata and Kafka record headers (W3C traceparent)."""
 
 from __future__ import annotations
 
@@ -129,17 +129,20 @@ async def test_one_c_store_is_one_trace_from_gateway_to_indexer(
         await storage.stop()
 
     finished = list(spans.get_finished_spans())
-    put_client = [
+    # The gateway writes through a grant: GrantWrite, the PUT straight to S3, CommitWrite.
+    commit_client = [
         s
         for s in finished
-        if s.name == "/pacs.storage.v1.StorageService/Put" and s.kind == SpanKind.CLIENT
+        if s.name == "/pacs.storage.v1.StorageService/CommitWrite" and s.kind == SpanKind.CLIENT
     ]
-    assert len(put_client) == 1, names(finished)
-    trace_id = put_client[0].context.trace_id
+    assert len(commit_client) == 1, names(finished)
+    trace_id = commit_client[0].context.trace_id
     in_trace = [s for s in finished if s.context.trace_id == trace_id]
     expected = {
-        ("/pacs.storage.v1.StorageService/Put", SpanKind.CLIENT),  # gateway
-        ("/pacs.storage.v1.StorageService/Put", SpanKind.SERVER),  # storage
+        ("/pacs.storage.v1.StorageService/GrantWrite", SpanKind.CLIENT),  # gateway
+        ("/pacs.storage.v1.StorageService/GrantWrite", SpanKind.SERVER),  # storage
+        ("/pacs.storage.v1.StorageService/CommitWrite", SpanKind.CLIENT),  # gateway
+        ("/pacs.storage.v1.StorageService/CommitWrite", SpanKind.SERVER),  # storage
         ("publish pacs.instances.v1", SpanKind.PRODUCER),  # storage → Kafka
         ("consume pacs.instances.v1", SpanKind.CONSUMER),  # indexer, from the record headers
     }

@@ -24,6 +24,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import urllib3
+from opentelemetry import trace
 from pacs.storage.v1 import storage_service_pb2 as pb
 from pacs.type.v1 import instance_pb2
 
@@ -90,6 +91,11 @@ class DirectStorage:
             UnavailableError: storage, S3 or Kafka cannot be reached: retry later.
             PacsError: storage refused the object (for example INVALID_ARGUMENT).
         """
+        # One span over grant, PUT and commit, so that they stay one trace with the caller's.
+        with trace.get_tracer(__name__).start_as_current_span("storage write through a grant"):
+            return await self._put(instance, data)
+
+    async def _put(self, instance: instance_pb2.InstanceRef, data: bytes) -> pb.CommitWriteResponse:
         request = await asyncio.to_thread(self._grant_request, instance, data)
         grant = await self.storage.grant_write(request)
         if len(grant.requests) == 1:

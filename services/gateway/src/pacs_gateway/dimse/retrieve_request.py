@@ -32,7 +32,9 @@ from pacs_common.clients.storage import StorageClient
 from pacs_common.clients.transcode import TranscodeClient
 from pacs_common.errors import NotFoundError, UnavailableError
 from pacs_common.transfer_syntaxes import Choice
+from pydicom import dcmread
 from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
 from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom.presentation import PresentationContext, build_context
 
@@ -235,7 +237,19 @@ class StoredFile(Dataset):
         super().__init__()
         self.SOPClassUID = ref.sop_class_uid
         self.SOPInstanceUID = ref.sop_instance_uid
+        self.StudyInstanceUID = ref.study_instance_uid
+        # The audit record of the transfer names the patient (PS3.15 A.5.3.2): read from the
+        # file's header, the one identifier the index's reference does not carry.
+        self.PatientID = _patient_id(path)
         self.part10_path = path
+
+
+def _patient_id(path: Path) -> str:
+    try:
+        header = dcmread(path, stop_before_pixels=True, specific_tags=["PatientID"])
+    except (InvalidDicomError, OSError, ValueError):
+        return ""
+    return str(header.get("PatientID", "") or "")
 
 
 def send_files_chunked(assoc: Any) -> None:
