@@ -390,12 +390,13 @@ class CloudpacsTarget:
         shutil.rmtree(self.run_dir, ignore_errors=True)
 
     def cpu_meter(self) -> CpuMeter:
-        """A meter of the stack's services (gateway with its workers) and of S3 and Kafka."""
+        """A meter of every service of the stack (gateway with its workers, the audit service
+        consuming each C-STORE's audit event, and the idle ones) and of S3 and Kafka."""
         roots = {}
-        for name in ("gateway", "storage", "indexer"):
-            pid = self.stack.process(name).pid()
+        for process in self.stack.processes:
+            pid = process.pid()
             if pid is not None:
-                roots[name] = pid
+                roots[process.spec.name] = pid
         return CpuMeter(roots | infra_pids())
 
     def verify(self, client: Any, expected: int) -> None:
@@ -788,7 +789,18 @@ def print_cpu_table(results: list[Result], floor_ms: float) -> None:
     size plus one Kafka acknowledgement (acks=all), measured in the same run.
     """
     cores = os.cpu_count() or 1
-    names = [CLIENT, "gateway", "storage", "indexer", "S3 server", "Kafka", "Orthanc"]
+    names = [
+        CLIENT,
+        "gateway",
+        "storage",
+        "indexer",
+        "audit",
+        "hl7",
+        "dicomweb",
+        "S3 server",
+        "Kafka",
+        "Orthanc",
+    ]
     present = [n for n in names if any(n in r.cpu_seconds for r in results)]
     table = Table(title=f"Where the time goes: CPU ms per instance by process ({cores} cores)")
     headers = ["target", "assoc", *present, "total", "ceiling/s", "round trip ms", "floor ms"]
