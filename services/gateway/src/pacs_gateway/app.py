@@ -36,6 +36,8 @@ from pacs_gateway.dimse.retrieve_request import Retriever
 from pacs_gateway.dimse_server import DimseServer
 from pacs_gateway.ingest import Ingest, RecentInstances
 from pacs_gateway.io_loop import IoLoop
+from pacs_gateway.peer_limits import PeerLimits, SharedTable, new_table
+from pacs_gateway.pod_limits import limit_settings, transport_limits
 from pacs_gateway.registry import Destination, RegistryWatcher
 from pacs_gateway.servicer import IngestServicer, authorization
 from pacs_gateway.settings import GatewaySettings
@@ -87,8 +89,13 @@ class GatewayApp:
     after :meth:`start` (``tls_port`` is None without DICOM TLS, ``dicom_port`` 0 with TLS
     only)."""
 
-    def __init__(self, settings: GatewaySettings) -> None:
+    def __init__(
+        self, settings: GatewaySettings, peer_table: SharedTable | None = None, slot: int = 0
+    ) -> None:
         self.settings = settings
+        self.peer_limits = PeerLimits(
+            peer_table if peer_table is not None else new_table(1), slot, limit_settings(settings)
+        )
         self.grpc_port = 0
         self.dicom_port = 0
         self.tls_port: int | None = None
@@ -253,6 +260,9 @@ class GatewayApp:
             network_timeout=settings.network_timeout,
             acse_timeout=settings.acse_timeout,
             dimse_timeout=settings.dimse_timeout,
+            peer_limits=self.peer_limits,
+            transport_limits=transport_limits(settings),
+            artim_timeout=settings.artim_timeout,
         )
 
     async def stop(self) -> None:
@@ -298,9 +308,12 @@ def _handle_echo(event: Any) -> int:
     return codes.SUCCESS
 
 
-def create_app(settings: GatewaySettings) -> GatewayApp:
-    """Build (not start) a gateway."""
-    return GatewayApp(settings)
+def create_app(
+    settings: GatewaySettings, peer_table: SharedTable | None = None, slot: int = 0
+) -> GatewayApp:
+    """Build (not start) a gateway; ``peer_table`` is the pod's shared peer-limit counters
+    (one of its own when None) and ``slot`` this process's row in it."""
+    return GatewayApp(settings, peer_table, slot)
 
 
 async def serve() -> None:

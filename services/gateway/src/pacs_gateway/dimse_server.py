@@ -24,7 +24,10 @@ from pynetdicom.presentation import PresentationContext
 from pynetdicom.transport import ThreadedAssociationServer
 
 from pacs_gateway.admission import (
+    REASON_LOCAL_LIMIT,
     RESULT_REJECTED_PERMANENT,
+    RESULT_REJECTED_TRANSIENT,
+    SOURCE_PROVIDER_PRESENTATION,
     SOURCE_SERVICE_USER,
     AdmissionPolicy,
     AssociationRequest,
@@ -33,7 +36,8 @@ from pacs_gateway.admission import (
     Rejection,
 )
 from pacs_gateway.dimse.metrics import DicomMetrics
-from pacs_gateway.event_reactor import request_handler_class
+from pacs_gateway.event_reactor import TransportLimits, request_handler_class
+from pacs_gateway.peer_limits import PeerLimits, Ticket
 from pacs_gateway.user_identity import UserIdentityCheck
 
 log = logging.getLogger(__name__)
@@ -46,11 +50,32 @@ def set_nodelay(sock: socket.socket) -> None:
 
 
 class GatewayAssociationServer(ThreadedAssociationServer):
-    """pynetdicom's threaded association server with the gateway's socket options, and
-    associations whose reactors wait on the socket instead of polling (``event_reactor``)."""
+    """pynetdicom's threaded association server with the gateway's socket options,
+    associations whose reactors wait on the socket instead of polling (``event_reactor``),
+    and bounded work per peer: the pod's connection limits checked at accept
+    (:mod:`pacs_gateway.peer_limits`), the PDU and data set bounds and the ARTIM timeout
+    applied to each association, and a socket timeout so a peer stalling in the middle of a
+    PDU does not hold its thread forever."""
 
-    def __init__(self, *args: Any, reuse_port: bool = False, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        reuse_port: bool = False,
+        peer_limits: PeerLimits | None = None,
+        transport_limits: TransportLimits | None = None,
+        artim_timeout: float | None = None,
+        socket_timeout: float | None = None,
+        on_refused: Callable[[str], None] | None = None,
+        **kwargs: Any,
+    ) -> None:
         self._reuse_port = reuse_port
+        self.peer_limits = peer_limits
+        self.transport_limits = transport_limits
+        self.artim_timeout = artim_timeout
+        self._socket_timeout = socket_timeout
+        self._on_refused = on_refused
+        self._tickets: dict[int, Ticket] = {}
+        self._tickets_lock = threading.Lock()
         kwargs.setdefault("request_handler", request_handler_class())
         super().__init__(*args, **kwargs)
 
@@ -69,11 +94,42 @@ class GatewayAssociationServer(ThreadedAssociationServer):
         assert self.socket is not None
         client, address = self.socket.accept()
         set_nodelay(client)
+        if self._socket_timeout is not None:
+            client.settimeout(self._socket_timeout)
         if self.ssl_context is not None:
             client = self.ssl_context.wrap_socket(
                 client, server_side=True, do_handshake_on_connect=False
             )
         return client, address
+
+    def verify_request(self, request: Any, client_address: Any) -> bool:
+        """Admit a new connection within the pod's peer limits, else close it at once
+        (socketserver closes a refused request without starting its thread)."""
+        if self.peer_limits is None:
+            return True
+        address = str(client_address[0]) if isinstance(client_address, tuple) else "local"
+        decision = self.peer_limits.admit_connection(address)
+        if isinstance(decision, str):
+            log.info("connection refused: %s", decision)
+            if self._on_refused is not None:
+                self._on_refused(decision)
+            return False
+        with self._tickets_lock:
+            self._tickets[id(request)] = decision
+        return True
+
+    def take_ticket(self, request: Any) -> Ticket | None:
+        """The peer-limits ticket of an accepted connection (for its association to release)."""
+        with self._tickets_lock:
+            return self._tickets.pop(id(request), None)
+
+    def shutdown_request(self, request: Any) -> None:
+        """Close a connection; one that never got an association gives its ticket back."""
+        with self._tickets_lock:
+            ticket = self._tickets.pop(id(request), None)
+        if ticket is not None:
+            ticket.release()
+        super().shutdown_request(request)
 
     def shutdown(self) -> None:
         """Stop accepting and close the listening socket (pynetdicom's version also assumes the
@@ -133,7 +189,18 @@ class DimseServer:
         network_timeout: float,
         acse_timeout: float,
         dimse_timeout: float,
+        peer_limits: PeerLimits | None = None,
+        transport_limits: TransportLimits | None = None,
+        artim_timeout: float | None = None,
     ) -> None:
+        self._server_options: dict[str, Any] = {
+            "peer_limits": peer_limits,
+            "transport_limits": transport_limits,
+            "artim_timeout": artim_timeout,
+            # a peer may pause mid-PDU at most as long as it may stay idle between PDUs
+            "socket_timeout": network_timeout if transport_limits is not None else None,
+            "on_refused": lambda reason: metrics.rejected("connection_limit"),
+        }
         self.ae = AE(ae_title=ae_title)
         self.ae.maximum_associations = max_associations
         self.ae.maximum_pdu_size = max_pdu_size
@@ -169,6 +236,7 @@ class DimseServer:
             evt_handlers=self._handlers,
             server_class=GatewayAssociationServer,
             reuse_port=reuse_port,
+            **self._server_options,
         )
         assert isinstance(server, GatewayAssociationServer)
         thread = threading.Thread(
@@ -185,6 +253,16 @@ class DimseServer:
     def _on_requested(self, event: Any) -> None:
         """EVT_REQUESTED: admit or reject the caller before any negotiation (PS3.8 7.1.1)."""
         assoc = event.assoc
+        ticket = getattr(assoc, "peer_ticket", None)
+        if ticket is not None and not ticket.associate():
+            # PS3.8 Table 9-21: rejected-transient, service-provider (presentation), local
+            # limit exceeded: the pod has as many associations as it may (a sender retries).
+            self._metrics.rejected("association_limit")
+            assoc.acse.send_reject(
+                RESULT_REJECTED_TRANSIENT, SOURCE_PROVIDER_PRESENTATION, REASON_LOCAL_LIMIT
+            )
+            assoc.kill()
+            return
         try:
             request = association_request_of(assoc)
             decision: Caller | Rejection = self._admission().admit(request)

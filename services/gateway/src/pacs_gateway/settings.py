@@ -67,7 +67,37 @@ class GatewaySettings(ServiceSettings):
     )
     max_associations: int = Field(32, ge=1, description="concurrent associations per process")
     max_pdu_size: int = Field(
-        0, ge=0, description="largest P-DATA PDU we accept, bytes; 0 = unlimited (PS3.8 D.1)"
+        4 * 1024**2,
+        ge=0,
+        description="largest P-DATA PDU we accept (announced as Maximum Length Received, "
+        "PS3.8 D.1), bytes; a longer one is aborted as its header arrives; 0 = announce "
+        "unlimited (the bound is then max_dataset_bytes)",
+    )
+    max_dataset_bytes: int = Field(
+        512 * 1024**2,
+        ge=1024,
+        description="largest data set of one DIMSE message (a C-STORE), bytes; the "
+        "association is aborted when its fragments pass it",
+    )
+    max_connections_per_address: int = Field(
+        32, ge=1, description="open DICOM connections from one source address, per pod"
+    )
+    max_pending_per_address: int = Field(
+        8,
+        ge=1,
+        description="connections from one address that have not sent A-ASSOCIATE-RQ, per pod",
+    )
+    max_pending_connections: int = Field(
+        64, ge=1, description="connections that have not sent A-ASSOCIATE-RQ, per pod"
+    )
+    pod_max_associations: int = Field(
+        64, ge=1, description="associations open at once, all worker processes together"
+    )
+    artim_timeout: float = Field(
+        10.0,
+        gt=0,
+        description="seconds a connection may stay without sending A-ASSOCIATE-RQ "
+        "(ARTIM, PS3.8 9.1.5)",
     )
     network_timeout: float = Field(60.0, gt=0, description="idle connection timeout, seconds")
     acse_timeout: float = Field(30.0, gt=0, description="association negotiation timeout")
