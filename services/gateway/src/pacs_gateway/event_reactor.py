@@ -39,8 +39,9 @@ Internals relied on (pynetdicom pinned to :data:`PYNETDICOM_VERSION`; the contra
   write to ``dul``'s timers; attributes ``_kill``, ``_is_paused``, ``_reactor_checkpoint``,
   ``_dul_ready``), ``_run_reactor`` (replaced: :meth:`EventAssociation._run_reactor`),
   ``run_reactor``, ``kill``, ``_serve_request``.
-* ``AssociationSocket``: ``socket``, ``_is_connected``, ``ready``, ``recv``, ``close``; ``DIMSEServiceProvider``:
-  ``msg_queue``; ``Timer``: ``start``, ``stop``, ``remaining``, ``expired``.
+* ``AssociationSocket``: ``socket``, ``_is_connected``, ``ready``, ``recv``, ``close``;
+  ``DIMSEServiceProvider``: ``msg_queue``; ``Timer``: ``start``, ``stop``, ``remaining``,
+  ``expired``.
 * ``RequestHandler._create_association`` (copied: :meth:`EventRequestHandler._create_association`
   is the same but builds an :class:`EventAssociation`).
 
