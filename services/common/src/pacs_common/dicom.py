@@ -106,44 +106,57 @@ def _meta_of(stream: BinaryIO) -> tuple[Dataset, int]:
     return meta, stream.tell()
 
 
-def inflate_bounded(deflated: bytes, max_bytes: int = MAX_INFLATED_BYTES) -> bytes:
-    """Inflate a raw deflate stream (PS3.5 A.5: RFC 1951, no zlib header) to at most
-    ``max_bytes``.
+def inflate_bounded(deflated: bytes | BinaryIO, max_bytes: int = MAX_INFLATED_BYTES) -> bytes:
+    """Inflate a raw deflate stream (PS3.5 A.5: RFC 1951, no zlib header), given whole or as
+    a file read from its current position, to at most ``max_bytes``.
 
     Raises:
         UnreadableDicomError: the stream inflates past ``max_bytes`` or is not deflate data.
     """
+    stream = io.BytesIO(deflated) if isinstance(deflated, bytes) else deflated
     inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    out = bytearray()
     try:
-        inflated = inflater.decompress(deflated, max_bytes)
+        while chunk := stream.read(1024 * 1024):
+            # max_length bounds the output of this call (never 0, which would mean unbounded)
+            out += inflater.decompress(chunk, max_bytes - len(out) + 1)
+            if len(out) > max_bytes or inflater.unconsumed_tail:
+                raise UnreadableDicomError(f"deflated data set inflates past {max_bytes} bytes")
     except zlib.error as exc:
         raise UnreadableDicomError(f"deflated data set cannot be inflated: {exc}") from exc
-    if inflater.unconsumed_tail:
-        raise UnreadableDicomError(f"deflated data set inflates past {max_bytes} bytes")
-    return inflated
+    return bytes(out)
 
 
 def _dcmread(
-    part10: bytes,
+    part10: bytes | BinaryIO,
     *,
     tags: list[BaseTag] | None = None,
     max_inflated: int = MAX_INFLATED_BYTES,
 ) -> tuple[Dataset, int, bool]:
     """``dcmread(stop_before_pixels=True)`` that inflates a deflated data set with a bound.
 
+    ``part10`` is the object's bytes or a seekable file positioned at its start (values of
+    elements outside ``tags`` are then skipped, never read).
+
     Returns:
-        The header, the stream position where parsing stopped (in ``part10``, meaningless
-        for a deflated object) and whether the object is deflated.
+        The header, the stream position where parsing stopped (meaningless for a deflated
+        object: then the object's end) and whether the object is deflated.
     """
-    stream = io.BytesIO(part10)
+    stream = io.BytesIO(part10) if isinstance(part10, bytes) else part10
+    origin = stream.tell()
     try:
         meta, start = _meta_of(stream)
     except _PARSE_ERRORS:
-        meta, start = Dataset(), 0  # dcmread below gives the error its own words
+        meta, start = Dataset(), origin  # dcmread below gives the error its own words
     if str(getattr(meta, "TransferSyntaxUID", "") or "") != DeflatedExplicitVRLittleEndian:
-        stream.seek(0)
-        return dcmread(stream, stop_before_pixels=True, specific_tags=tags), stream.tell(), False
-    inflated = inflate_bounded(part10[start:], max_inflated)
+        stream.seek(origin)
+        plain = dcmread(stream, stop_before_pixels=True, specific_tags=tags)
+        return plain, stream.tell() - origin, False
+    stream.seek(start)
+    inflated = inflate_bounded(stream, max_inflated)
+    end = stream.tell() - origin
+    stream.seek(origin)
+    preamble = stream.read(128)
     dataset = read_dataset(
         io.BytesIO(inflated),
         is_implicit_VR=False,
@@ -151,14 +164,15 @@ def _dcmread(
         stop_when=_at_pixel_data,
         specific_tags=list(tags) if tags else None,
     )
-    header = FileDataset("", dataset, preamble=part10[:128], file_meta=FileMetaDataset(meta))
+    header = FileDataset("", dataset, preamble=preamble, file_meta=FileMetaDataset(meta))
     header.set_original_encoding(False, True, dataset._character_set)
-    return header, len(part10), True
+    return header, end, True
 
 
-def read_header(part10: bytes, tags: list[BaseTag] | None = None) -> Dataset:
-    """Parse a Part 10 object up to (not including) the pixel data; only ``tags`` if given.
-    A deflated data set is inflated with a bound (:data:`MAX_INFLATED_BYTES`).
+def read_header(part10: bytes | BinaryIO, tags: list[BaseTag] | None = None) -> Dataset:
+    """Parse a Part 10 object (bytes, or a seekable file at its start) up to (not including)
+    the pixel data; only ``tags`` if given. A deflated data set is inflated with a bound
+    (:data:`MAX_INFLATED_BYTES`).
 
     Raises:
         UnreadableDicomError: the bytes are not a readable DICOM Part 10 object.
@@ -260,7 +274,7 @@ def read_truncated_header(prefix: bytes) -> Dataset:
     return dataset
 
 
-def identifiers_of_part10(part10: bytes) -> Identifiers:
+def identifiers_of_part10(part10: bytes | BinaryIO) -> Identifiers:
     """The identifiers of a Part 10 object, checked (see :func:`identifiers_of`).
 
     Raises:
@@ -275,7 +289,7 @@ def identifiers_of_part10(part10: bytes) -> Identifiers:
     return identifiers_of(dataset, transfer_syntax)
 
 
-def instance_ref_of(part10: bytes, tenant: str) -> instance_pb2.InstanceRef:
+def instance_ref_of(part10: bytes | BinaryIO, tenant: str) -> instance_pb2.InstanceRef:
     """Address a Part 10 object: its checked UIDs under ``tenant``.
 
     Raises:

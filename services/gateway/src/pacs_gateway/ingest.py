@@ -11,8 +11,9 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections import OrderedDict
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Protocol
+from typing import BinaryIO, Protocol
 
 from pacs.storage.v1 import storage_service_pb2 as storage_pb
 from pacs.type.v1 import instance_pb2
@@ -25,7 +26,12 @@ class InstanceStore(Protocol):
     :class:`pacs_common.clients.storage.StorageClient`)."""
 
     async def put(
-        self, instance: instance_pb2.InstanceRef, data: bytes
+        self,
+        instance: instance_pb2.InstanceRef,
+        data: bytes | AsyncIterator[bytes],
+        *,
+        size_hint: int = 0,
+        expected_sha256: str = "",
     ) -> storage_pb.PutResponse: ...
 
 
@@ -73,15 +79,26 @@ class Ingest:
         self._timeout_s = timeout_s
         self.recent = recent if recent is not None else RecentInstances()
 
-    async def put(self, instance: instance_pb2.InstanceRef, part10: bytes) -> StoredInstance:
-        """Store ``part10`` under ``instance``; returns only once storage made it durable.
+    async def put(
+        self,
+        instance: instance_pb2.InstanceRef,
+        part10: bytes | AsyncIterator[bytes],
+        *,
+        size: int = 0,
+        sha256: str = "",
+    ) -> StoredInstance:
+        """Store ``part10`` (bytes, or chunks of ``size`` bytes with digest ``sha256``) under
+        ``instance``; returns only once storage made it durable.
 
         Raises:
             UnavailableError: storage (or its S3/Kafka) is unreachable: retry later.
             PacsError: storage refused the object.
         """
         try:
-            response = await asyncio.wait_for(self._store.put(instance, part10), self._timeout_s)
+            response = await asyncio.wait_for(
+                self._store.put(instance, part10, size_hint=size, expected_sha256=sha256),
+                self._timeout_s,
+            )
         except Exception as exc:
             raise from_exception(exc, "storage") from exc
         self.recent.add(instance)
@@ -96,3 +113,35 @@ class Ingest:
         """
         instance = await asyncio.to_thread(instance_ref_of, part10, tenant)
         return await self.put(instance, part10)
+
+    async def store_file(
+        self, tenant: str, spool: BinaryIO, size: int, sha256: str
+    ) -> StoredInstance:
+        """Check and store one Part 10 object held in a seekable file (``IngestService``'s
+        spool): the identifiers are read from the file, skipping every other value, and the
+        bytes go to storage in chunks, so memory stays bounded whatever the object's size.
+
+        Raises:
+            InvalidArgumentError: the object cannot be addressed (see :func:`instance_ref_of`).
+            UnavailableError, PacsError: as :meth:`put`.
+        """
+
+        def address() -> instance_pb2.InstanceRef:
+            spool.seek(0)
+            return instance_ref_of(spool, tenant)
+
+        instance = await asyncio.to_thread(address)
+        return await self.put(instance, _chunks_of(spool), size=size, sha256=sha256)
+
+
+async def _chunks_of(spool: BinaryIO, chunk_size: int = 1024 * 1024) -> AsyncIterator[bytes]:
+    """The file's bytes from its start, read in a worker thread chunk by chunk."""
+
+    def read_from(offset: int) -> bytes:
+        spool.seek(offset)
+        return spool.read(chunk_size)
+
+    offset = 0
+    while chunk := await asyncio.to_thread(read_from, offset):
+        offset += len(chunk)
+        yield chunk
