@@ -37,7 +37,7 @@ from pacs_gateway.dimse_server import DimseServer
 from pacs_gateway.ingest import Ingest, RecentInstances
 from pacs_gateway.io_loop import IoLoop
 from pacs_gateway.peer_limits import PeerLimits, SharedTable, new_table
-from pacs_gateway.pod_limits import limit_settings, transport_limits
+from pacs_gateway.pod_limits import duplicate_guard, limit_settings, transport_limits
 from pacs_gateway.registry import Destination, RegistryWatcher
 from pacs_gateway.servicer import IngestServicer, authorization
 from pacs_gateway.settings import GatewaySettings
@@ -193,6 +193,7 @@ class GatewayApp:
             settings.default_tenant,
             settings.max_file_bytes,
             clients.storage_ready,
+            spool_memory_bytes=settings.spool_memory_bytes,
         )
         # The host serves IngestService and /metrics in the first worker only: the others
         # record into PROMETHEUS_MULTIPROC_DIR (if set), and the first one serves all of them.
@@ -207,7 +208,14 @@ class GatewayApp:
 
     def _ingest(self) -> Ingest:
         assert self._clients is not None
-        return Ingest(self._clients.storage, self.settings.storage_timeout, self._recent)
+        return Ingest(
+            self._clients.storage,
+            self.settings.storage_timeout,
+            self._recent,
+            duplicate_guard(
+                self.settings, self._clients.finder, self._clients.storage, self._recent
+            ),
+        )
 
     def _build_dimse(self) -> DimseServer:
         settings = self.settings

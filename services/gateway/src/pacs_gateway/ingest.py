@@ -9,6 +9,7 @@ acknowledged by Kafka. Nothing here decodes pixel data: the header is read with
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import threading
 from collections import OrderedDict
 from collections.abc import AsyncIterator
@@ -19,6 +20,7 @@ from pacs.storage.v1 import storage_service_pb2 as storage_pb
 from pacs.type.v1 import instance_pb2
 from pacs_common.clients.errors import from_exception
 from pacs_common.dicom import instance_ref_of
+from pacs_common.errors import PacsError
 
 
 class InstanceStore(Protocol):
@@ -41,6 +43,14 @@ class StoredInstance:
 
     object: instance_pb2.ObjectInfo
     already_present: bool
+    new_version: bool = False
+    """Other bytes were stored for this instance before; these are its new current version."""
+
+
+class DuplicateCheck(Protocol):
+    """The duplicate rules (:class:`pacs_gateway.duplicates.DuplicateGuard`)."""
+
+    async def check(self, instance: instance_pb2.InstanceRef, sha256: str | None) -> None: ...
 
 
 class RecentInstances:
@@ -73,11 +83,16 @@ class Ingest:
     """Stores checked objects through the storage service."""
 
     def __init__(
-        self, store: InstanceStore, timeout_s: float, recent: RecentInstances | None = None
+        self,
+        store: InstanceStore,
+        timeout_s: float,
+        recent: RecentInstances | None = None,
+        duplicates: DuplicateCheck | None = None,
     ) -> None:
         self._store = store
         self._timeout_s = timeout_s
         self.recent = recent if recent is not None else RecentInstances()
+        self._duplicates = duplicates
 
     async def put(
         self,
@@ -95,14 +110,26 @@ class Ingest:
             PacsError: storage refused the object.
         """
         try:
+            if self._duplicates is not None:
+                digest = sha256 or (
+                    hashlib.sha256(part10).hexdigest() if isinstance(part10, bytes) else None
+                )
+                await asyncio.wait_for(self._duplicates.check(instance, digest), self._timeout_s)
+                sha256 = digest or ""
             response = await asyncio.wait_for(
                 self._store.put(instance, part10, size_hint=size, expected_sha256=sha256),
                 self._timeout_s,
             )
+        except PacsError:
+            raise
         except Exception as exc:
             raise from_exception(exc, "storage") from exc
         self.recent.add(instance)
-        return StoredInstance(object=response.object, already_present=response.already_existed)
+        return StoredInstance(
+            object=response.object,
+            already_present=response.already_existed,
+            new_version=response.new_version,
+        )
 
     async def store(self, tenant: str, part10: bytes) -> StoredInstance:
         """Check and store one Part 10 object (the header is parsed in a worker thread).

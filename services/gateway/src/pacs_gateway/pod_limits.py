@@ -1,13 +1,19 @@
-"""The gateway's settings turned into the bounds its transport layer enforces.
+"""The gateway's settings turned into the bounds and rules its reliability parts enforce.
 
-Kept apart from ``app`` so that the settings-to-limits rules (what ``max_pdu_size`` 0 means)
-live in one small place, with :mod:`pacs_gateway.peer_limits` and
-:class:`pacs_gateway.event_reactor.TransportLimits`.
+Kept apart from ``app`` so that the settings-to-limits rules (what ``max_pdu_size`` 0 means,
+which tenant has which duplicate policy) live in one small place, beside
+:mod:`pacs_gateway.peer_limits`, :class:`pacs_gateway.event_reactor.TransportLimits` and
+:mod:`pacs_gateway.duplicates`.
 """
 
 from __future__ import annotations
 
+from pacs_common.clients.storage import StorageClient
+
+from pacs_gateway.dimse.c_find import Finder
+from pacs_gateway.duplicates import DuplicateGuard, IndexLocator, policy_table
 from pacs_gateway.event_reactor import TransportLimits
+from pacs_gateway.ingest import RecentInstances
 from pacs_gateway.peer_limits import LimitSettings
 from pacs_gateway.settings import GatewaySettings
 
@@ -33,3 +39,15 @@ def transport_limits(settings: GatewaySettings) -> TransportLimits:
     data set limit (a P-DATA-TF cannot usefully be longer than the largest data set)."""
     pdu = (settings.max_pdu_size or settings.max_dataset_bytes) + PDU_SLACK
     return TransportLimits(max_pdu_length=pdu, max_dataset_bytes=settings.max_dataset_bytes)
+
+
+def duplicate_guard(
+    settings: GatewaySettings, finder: Finder, storage: StorageClient, recent: RecentInstances
+) -> DuplicateGuard:
+    """The duplicate SOP Instance UID rules with each tenant's policy."""
+    return DuplicateGuard(
+        IndexLocator(finder),
+        storage,
+        recent.get,
+        policy_table(settings.duplicate_policy, dict(settings.duplicate_policy_by_tenant)),
+    )

@@ -9,7 +9,7 @@ from __future__ import annotations
 import ipaddress
 import os
 from pathlib import Path
-from typing import Self
+from typing import Literal, Self
 
 from pacs_common.auth import AuthSettings
 from pacs_common.errors import InvalidArgumentError
@@ -128,6 +128,19 @@ class GatewaySettings(ServiceSettings):
 
     commitment_wait_s: float = Field(
         30.0, gt=0, description="how long Storage Commitment waits for instances to be indexed"
+    )
+    duplicate_policy: Literal["new_version", "refuse"] = Field(
+        "new_version",
+        description="a stored SOP Instance UID arriving with other bytes: new_version (kept, "
+        "warning 0xB000) or refuse (0x0111); see pacs_gateway.duplicates",
+    )
+    duplicate_policy_by_tenant: dict[str, Literal["new_version", "refuse"]] = Field(
+        default_factory=dict, description="duplicate_policy per tenant (JSON object)"
+    )
+    spool_memory_bytes: int = Field(
+        8 * 1024**2,
+        ge=0,
+        description="IngestService: bytes of a file kept in memory before spooling to disk",
     )
     serve_grpc: bool = Field(True, description="serve IngestService (off in extra workers)")
     reuse_port: bool = Field(False, description="bind DICOM ports with SO_REUSEPORT")

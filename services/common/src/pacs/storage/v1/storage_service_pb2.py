@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from pacs.type.v1 import instance_pb2 as pacs_dot_type_dot_v1_dot_instance__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%pacs/storage/v1/storage_service.proto\x12\x0fpacs.storage.v1\x1a\x1bpacs/type/v1/instance.proto\"d\n\tPutHeader\x12+\n\x08instance\x18\x01 \x01(\x0b\x32\x19.pacs.type.v1.InstanceRef\x12\x11\n\tsize_hint\x18\x02 \x01(\x03\x12\x17\n\x0f\x65xpected_sha256\x18\x03 \x01(\t\"S\n\nPutRequest\x12,\n\x06header\x18\x01 \x01(\x0b\x32\x1a.pacs.storage.v1.PutHeaderH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part\"P\n\x0bPutResponse\x12(\n\x06object\x18\x01 \x01(\x0b\x32\x18.pacs.type.v1.ObjectInfo\x12\x17\n\x0f\x61lready_existed\x18\x02 \x01(\x08\"m\n\nGetRequest\x12+\n\x08instance\x18\x01 \x01(\x0b\x32\x19.pacs.type.v1.InstanceRef\x12\x0e\n\x06offset\x18\x02 \x01(\x03\x12\x0e\n\x06length\x18\x03 \x01(\x03\x12\x12\n\nversion_id\x18\x04 \x01(\t\"F\n\x0bGetResponse\x12(\n\x06object\x18\x01 \x01(\x0b\x32\x18.pacs.type.v1.ObjectInfo\x12\r\n\x05\x63hunk\x18\x02 \x01(\x0c\"N\n\x0bHeadRequest\x12+\n\x08instance\x18\x01 \x01(\x0b\x32\x19.pacs.type.v1.InstanceRef\x12\x12\n\nversion_id\x18\x02 \x01(\t\"8\n\x0cHeadResponse\x12(\n\x06object\x18\x01 \x01(\x0b\x32\x18.pacs.type.v1.ObjectInfo\"R\n\rDeleteRequest\x12+\n\x08instance\x18\x01 \x01(\x0b\x32\x19.pacs.type.v1.InstanceRef\x12\x14\n\x0c\x61ll_versions\x18\x02 \x01(\x08\"*\n\x0e\x44\x65leteResponse\x12\x18\n\x10\x64\x65leted_versions\x18\x01 \x01(\x05\"}\n\x0bListRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x1a\n\x12study_instance_uid\x18\x02 \x01(\t\x12\x1b\n\x13series_instance_uid\x18\x03 \x01(\t\x12\x11\n\tpage_size\x18\x04 \x01(\x05\x12\x12\n\npage_token\x18\x05 \x01(\t\"R\n\x0cListResponse\x12)\n\x07objects\x18\x01 \x03(\x0b\x32\x18.pacs.type.v1.ObjectInfo\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t2\xed\x02\n\x0eStorageService\x12\x42\n\x03Put\x12\x1b.pacs.storage.v1.PutRequest\x1a\x1c.pacs.storage.v1.PutResponse(\x01\x12\x42\n\x03Get\x12\x1b.pacs.storage.v1.GetRequest\x1a\x1c.pacs.storage.v1.GetResponse0\x01\x12\x43\n\x04Head\x12\x1c.pacs.storage.v1.HeadRequest\x1a\x1d.pacs.storage.v1.HeadResponse\x12I\n\x06\x44\x65lete\x12\x1e.pacs.storage.v1.DeleteRequest\x1a\x1f.pacs.storage.v1.DeleteResponse\x12\x43\n\x04List\x12\x1c.pacs.storage.v1.ListRequest\x1a\x1d.pacs.storage.v1.ListResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%pacs/storage/v1/storage_service.proto\x12\x0fpacs.storage.v1\x1a\x1bpacs/type/v1/instance.proto\"d\n\tPutHeader\x12+\n\x08instance\x18\x01 \x01(\x0b\x32\x19.pacs.type.v1.InstanceRef\x12\x11\n\tsize_hint\x18\x02 \x01(\x03\x12\x17\n\x0f\x65xpected_sha256\x18\x03 \x01(\t\"S\n\nPutRequest\x12,\n\x06header\x18\x01 \x01(\x0b\x32\x1a.pacs.storage.v1.PutHeaderH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part\"e\n\x0bPutResponse\x12(\n\x06object\x18\x01 \x01(\x0b\x32\x18.pacs.type.v1.ObjectInfo\x12\x17\n\x0f\x61lready_existed\x18\x02 \x01(\x08\x12\x13\n\x0bnew_version\x18\x03 \x01(\x08\"m\n\nGetRequest\x12+\n\x08instance\x18\x01 \x01(\x0b\x32\x19.pacs.type.v1.InstanceRef\x12\x0e\n\x06offset\x18\x02 \x01(\x03\x12\x0e\n\x06length\x18\x03 \x01(\x03\x12\x12\n\nversion_id\x18\x04 \x01(\t\"F\n\x0bGetResponse\x12(\n\x06object\x18\x01 \x01(\x0b\x32\x18.pacs.type.v1.ObjectInfo\x12\r\n\x05\x63hunk\x18\x02 \x01(\x0c\"N\n\x0bHeadRequest\x12+\n\x08instance\x18\x01 \x01(\x0b\x32\x19.pacs.type.v1.InstanceRef\x12\x12\n\nversion_id\x18\x02 \x01(\t\"8\n\x0cHeadResponse\x12(\n\x06object\x18\x01 \x01(\x0b\x32\x18.pacs.type.v1.ObjectInfo\"R\n\rDeleteRequest\x12+\n\x08instance\x18\x01 \x01(\x0b\x32\x19.pacs.type.v1.InstanceRef\x12\x14\n\x0c\x61ll_versions\x18\x02 \x01(\x08\"*\n\x0e\x44\x65leteResponse\x12\x18\n\x10\x64\x65leted_versions\x18\x01 \x01(\x05\"}\n\x0bListRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x1a\n\x12study_instance_uid\x18\x02 \x01(\t\x12\x1b\n\x13series_instance_uid\x18\x03 \x01(\t\x12\x11\n\tpage_size\x18\x04 \x01(\x05\x12\x12\n\npage_token\x18\x05 \x01(\t\"R\n\x0cListResponse\x12)\n\x07objects\x18\x01 \x03(\x0b\x32\x18.pacs.type.v1.ObjectInfo\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t2\xed\x02\n\x0eStorageService\x12\x42\n\x03Put\x12\x1b.pacs.storage.v1.PutRequest\x1a\x1c.pacs.storage.v1.PutResponse(\x01\x12\x42\n\x03Get\x12\x1b.pacs.storage.v1.GetRequest\x1a\x1c.pacs.storage.v1.GetResponse0\x01\x12\x43\n\x04Head\x12\x1c.pacs.storage.v1.HeadRequest\x1a\x1d.pacs.storage.v1.HeadResponse\x12I\n\x06\x44\x65lete\x12\x1e.pacs.storage.v1.DeleteRequest\x1a\x1f.pacs.storage.v1.DeleteResponse\x12\x43\n\x04List\x12\x1c.pacs.storage.v1.ListRequest\x1a\x1d.pacs.storage.v1.ListResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,23 +37,23 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PUTREQUEST']._serialized_start=189
   _globals['_PUTREQUEST']._serialized_end=272
   _globals['_PUTRESPONSE']._serialized_start=274
-  _globals['_PUTRESPONSE']._serialized_end=354
-  _globals['_GETREQUEST']._serialized_start=356
-  _globals['_GETREQUEST']._serialized_end=465
-  _globals['_GETRESPONSE']._serialized_start=467
-  _globals['_GETRESPONSE']._serialized_end=537
-  _globals['_HEADREQUEST']._serialized_start=539
-  _globals['_HEADREQUEST']._serialized_end=617
-  _globals['_HEADRESPONSE']._serialized_start=619
-  _globals['_HEADRESPONSE']._serialized_end=675
-  _globals['_DELETEREQUEST']._serialized_start=677
-  _globals['_DELETEREQUEST']._serialized_end=759
-  _globals['_DELETERESPONSE']._serialized_start=761
-  _globals['_DELETERESPONSE']._serialized_end=803
-  _globals['_LISTREQUEST']._serialized_start=805
-  _globals['_LISTREQUEST']._serialized_end=930
-  _globals['_LISTRESPONSE']._serialized_start=932
-  _globals['_LISTRESPONSE']._serialized_end=1014
-  _globals['_STORAGESERVICE']._serialized_start=1017
-  _globals['_STORAGESERVICE']._serialized_end=1382
+  _globals['_PUTRESPONSE']._serialized_end=375
+  _globals['_GETREQUEST']._serialized_start=377
+  _globals['_GETREQUEST']._serialized_end=486
+  _globals['_GETRESPONSE']._serialized_start=488
+  _globals['_GETRESPONSE']._serialized_end=558
+  _globals['_HEADREQUEST']._serialized_start=560
+  _globals['_HEADREQUEST']._serialized_end=638
+  _globals['_HEADRESPONSE']._serialized_start=640
+  _globals['_HEADRESPONSE']._serialized_end=696
+  _globals['_DELETEREQUEST']._serialized_start=698
+  _globals['_DELETEREQUEST']._serialized_end=780
+  _globals['_DELETERESPONSE']._serialized_start=782
+  _globals['_DELETERESPONSE']._serialized_end=824
+  _globals['_LISTREQUEST']._serialized_start=826
+  _globals['_LISTREQUEST']._serialized_end=951
+  _globals['_LISTRESPONSE']._serialized_start=953
+  _globals['_LISTRESPONSE']._serialized_end=1035
+  _globals['_STORAGESERVICE']._serialized_start=1038
+  _globals['_STORAGESERVICE']._serialized_end=1403
 # @@protoc_insertion_point(module_scope)
