@@ -11,6 +11,7 @@ association's thread instead of blocking the accept loop.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 import socketserver
@@ -197,12 +198,19 @@ class DimseServer:
             "peer_limits": peer_limits,
             "transport_limits": transport_limits,
             "artim_timeout": artim_timeout,
-            # a peer may pause mid-PDU at most as long as it may stay idle between PDUs
-            "socket_timeout": network_timeout if transport_limits is not None else None,
+            # Before its A-ASSOCIATE-RQ a peer may pause mid-PDU only as long as ARTIM allows;
+            # once associated, as long as it may stay idle between PDUs (_on_requested).
+            "socket_timeout": (artim_timeout or network_timeout)
+            if transport_limits is not None
+            else None,
             "on_refused": lambda reason: metrics.rejected("connection_limit"),
         }
         self.ae = AE(ae_title=ae_title)
-        self.ae.maximum_associations = max_associations
+        # With peer limits, max_associations counts admitted associations (PeerLimits);
+        # pynetdicom's own check counts every connection, pending ones included.
+        self.ae.maximum_associations = (
+            max_associations if peer_limits is None else max(max_associations, 1 << 20)
+        )
         self.ae.maximum_pdu_size = max_pdu_size
         self.ae.network_timeout = network_timeout
         self.ae.acse_timeout = acse_timeout
@@ -254,6 +262,10 @@ class DimseServer:
         """EVT_REQUESTED: admit or reject the caller before any negotiation (PS3.8 7.1.1)."""
         assoc = event.assoc
         ticket = getattr(assoc, "peer_ticket", None)
+        sock = assoc.dul.socket.socket if assoc.dul.socket is not None else None
+        if ticket is not None and sock is not None:
+            with contextlib.suppress(OSError):
+                sock.settimeout(self.ae.network_timeout)  # associated: the idle bound now
         if ticket is not None and not ticket.associate():
             # PS3.8 Table 9-21: rejected-transient, service-provider (presentation), local
             # limit exceeded: the pod has as many associations as it may (a sender retries).

@@ -14,7 +14,7 @@ points:
   those. Pending connections are closed by the ARTIM timer (``artim_timeout``) anyway.
 * **A-ASSOCIATE-RQ** (:meth:`Ticket.associate`): the connection stops counting as pending; the
   association is refused (A-ASSOCIATE-RJ transient, local-limit-exceeded) when the pod already
-  has ``pod_max_associations`` associations.
+  has ``pod_max_associations`` associations or this process ``max_associations``.
 * **end of the association** (:meth:`Ticket.release`).
 
 How the processes share the counts: the primary process allocates one shared-memory table
@@ -55,6 +55,10 @@ class LimitSettings:
     max_pending_per_address: int
     max_pending_connections: int
     pod_max_associations: int
+    process_max_associations: int = 1 << 30
+    """Associations of this process (pynetdicom's own limit counts connections that never
+    sent an A-ASSOCIATE-RQ too, so a flood of those would refuse everyone: it is replaced by
+    this count of admitted associations)."""
 
 
 SharedTable = Any
@@ -136,6 +140,8 @@ class PeerLimits:
             if ticket.associated:
                 return True
             if self._total(_ASSOCIATIONS) >= self.settings.pod_max_associations:
+                return False
+            if self._table[self._base + _ASSOCIATIONS] >= self.settings.process_max_associations:
                 return False
             ticket.associated = True
             self._add(_ASSOCIATIONS, 1)

@@ -25,6 +25,7 @@ def limit_settings(settings: GatewaySettings) -> LimitSettings:
         max_pending_per_address=settings.max_pending_per_address,
         max_pending_connections=settings.max_pending_connections,
         pod_max_associations=settings.pod_max_associations,
+        process_max_associations=settings.max_associations,
     )
 
 
