@@ -77,3 +77,7 @@ bench: infra ## Benchmarks, each printed as a table: storage vs boto3, index loa
 	$(UV) run python services/indexer/bench/bench_index.py --studies $(BENCH_STUDIES)
 	$(UV) run python services/indexer/bench/bench_header.py
 	$(UV) run python services/gateway/bench/bench_ingest.py
+
+.PHONY: fuzz
+fuzz: infra ## Fuzzing at full size: >= 10 000 malformed inputs at the DICOM socket (hypothesis), C-ECHO within 1 s throughout
+	PACS_FUZZ_EXAMPLES=2000 PACS_FUZZ_ECHO_DEADLINE_S=1.0 $(UV) run pytest tests/fuzz -q -s -p no:logging --timeout=7200
