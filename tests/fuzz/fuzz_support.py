@@ -26,7 +26,7 @@ IMPLICIT_LE = "1.2.840.10008.1.2"
 DEFLATED = "1.2.840.10008.1.2.1.99"
 APPLICATION_CONTEXT = "1.2.840.10008.3.1.1.1"
 
-EXAMPLES = int(os.environ.get("PACS_FUZZ_EXAMPLES", "60"))
+EXAMPLES = int(os.environ.get("PACS_FUZZ_EXAMPLES", "40"))
 """Examples per fuzzing test: small in CI, ``make fuzz`` sets it so the suite sends >= 10 000."""
 ECHO_DEADLINE_S = float(os.environ.get("PACS_FUZZ_ECHO_DEADLINE_S", "3.0"))
 """The liveness bound: a well-behaved peer's association and C-ECHO, answered within it. The

@@ -7,7 +7,7 @@ association and gets its C-ECHO answered within ``PACS_FUZZ_ECHO_DEADLINE_S`` (1
 fuzz``, 3 s in CI on a shared machine): the functional liveness check. A crash is the process
 exiting or the echo failing.
 
-Size: ``PACS_FUZZ_EXAMPLES`` examples per test (60 in CI); ``make fuzz`` runs 2 000 per test,
+Size: ``PACS_FUZZ_EXAMPLES`` examples per test (40 in CI); ``make fuzz`` runs 2 000 per test,
 10 000 inputs over the five socket tests, plus the gRPC ones.
 """
 
