@@ -334,8 +334,11 @@ class EventDUL(DULServiceProvider):
         sock = cast(AssociationSocket, self.socket)
         with contextlib.suppress(OSError):
             sock.send(abort_pdu.encode())
+        was_established = self.assoc.is_established
         self.assoc.is_aborted = True
         self.assoc.is_established = False
+        if was_established:  # as for any abort: handlers (metrics) see the association end
+            evt.trigger(self.assoc, evt.EVT_ABORTED, {})
         sock.close()
         self.assoc._kill = True
         self._kill_thread = True
