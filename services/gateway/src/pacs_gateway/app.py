@@ -244,6 +244,7 @@ class GatewayApp:
             caller_of=self.callers.get,
             destination_of=self.destination,
             timeout_s=settings.commitment_wait_s + settings.query_timeout,
+            max_pending=settings.max_pending_commitments,
         )
         handlers: list[tuple[Any, Any]] = [
             (evt.EVT_C_ECHO, _handle_echo),

@@ -142,6 +142,9 @@ class GatewaySettings(ServiceSettings):
         ge=0,
         description="IngestService: bytes of a file kept in memory before spooling to disk",
     )
+    max_pending_commitments: int = Field(
+        32, ge=1, description="Storage Commitment requests in progress per process (more: 0x0213)"
+    )
     serve_grpc: bool = Field(True, description="serve IngestService (off in extra workers)")
     reuse_port: bool = Field(False, description="bind DICOM ports with SO_REUSEPORT")
     workers: int = Field(
