@@ -86,3 +86,15 @@ bench: infra ## Benchmarks, each printed as a table: storage vs boto3, index loa
 	$(UV) run python services/hl7/bench/bench_hl7.py --steps $(BENCH_WORKLIST_STEPS)
 	$(UV) run python services/deid/bench/bench_deid.py
 	$(UV) run python services/dicomweb/bench/bench_dicomweb.py --studies $(BENCH_DICOMWEB_STUDIES)
+
+.PHONY: fuzz
+fuzz: infra ## Fuzzing at full size: >= 10 000 malformed inputs at the DICOM socket (hypothesis), C-ECHO within 1 s throughout
+	PACS_FUZZ_EXAMPLES=2000 PACS_FUZZ_ECHO_DEADLINE_S=1.0 $(UV) run pytest tests/fuzz -q -s -p no:logging --timeout=7200
+
+.PHONY: chaos
+chaos: infra ## Chaos at full size: kill -9 of every service, Kafka, S3 and PostgreSQL during a 1 000-instance ingest; rolling restart
+	PACS_CHAOS_INSTANCES=1000 PACS_ROLLING_ROUNDS=3 $(UV) run pytest tests/chaos/test_chaos.py tests/chaos/test_rolling_restart.py -q -s -p no:logging --timeout=7200
+
+.PHONY: soak
+soak: infra ## Soak: 30 minutes of mixed C-STORE/C-FIND/C-GET at half capacity; memory of every process as a table
+	PACS_SOAK_SECONDS=1800 PACS_SOAK_STORES_PER_S=20 $(UV) run pytest tests/chaos/test_soak.py -q -s -p no:logging --timeout=7200

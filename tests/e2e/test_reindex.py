@@ -4,12 +4,13 @@
 from __future__ import annotations
 
 import os
-import sqlite3
 import subprocess
 import sys
 import time
+from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from pydicom import dcmread
 from pydicom.data import get_testdata_file
 
@@ -29,13 +30,32 @@ def pacs(stack: RunningStack, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+def index_url(stack: RunningStack) -> str:
+    """The indexer's database (SQLite in the run folder, or the PostgreSQL one it was given)."""
+    return stack.stack.config.env.get(
+        "PACS_INDEXER_DATABASE_URL", f"sqlite:///{stack.run_dir / 'index.sqlite'}"
+    )
+
+
+def index_execute(stack: RunningStack, statement: str, **values: str) -> list[Any]:
+    """Run one statement on the index behind the indexer's back; the rows it returns."""
+    engine = sa.create_engine(index_url(stack))
+    try:
+        with engine.begin() as connection:
+            result = connection.execute(sa.text(statement), values)
+            return list(result) if result.returns_rows else []
+    finally:
+        engine.dispose()
+
+
 def index_holds(stack: RunningStack, sop_uid: str) -> bool:
-    with sqlite3.connect(stack.run_dir / "index.sqlite") as db:
-        row = db.execute(
-            "SELECT count(*) FROM instances WHERE tenant = ? AND sop_instance_uid = ?",
-            (stack.tenant, sop_uid),
-        ).fetchone()
-    return bool(row[0])
+    rows = index_execute(
+        stack,
+        "SELECT count(*) FROM instances WHERE tenant = :tenant AND sop_instance_uid = :sop",
+        tenant=stack.tenant,
+        sop=sop_uid,
+    )
+    return bool(rows[0][0])
 
 
 def test_check_finds_discrepancies_and_reindex_repairs_them(
@@ -58,8 +78,7 @@ def test_check_finds_discrepancies_and_reindex_repairs_them(
     assert "0 not indexed, 0 not in storage" in healthy.stdout
 
     # Lose the CT's index row behind the indexer's back, and the MR's object behind storage's.
-    with sqlite3.connect(e2e_stack.run_dir / "index.sqlite") as db:
-        db.execute("DELETE FROM instances WHERE sop_instance_uid = ?", (ct_uid,))
+    index_execute(e2e_stack, "DELETE FROM instances WHERE sop_instance_uid = :sop", sop=ct_uid)
     s3 = s3_client(infra_env)
     mr_keys = [
         obj["Key"]

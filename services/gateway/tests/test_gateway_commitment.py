@@ -160,3 +160,22 @@ async def test_commitment_request_without_transaction_uid_is_refused(
     request.ReferencedSOPSequence = []
     answer = await asyncio.to_thread(_ask, gateway.dicom_port, request, Reports(), False)
     assert answer == 0x0120  # missing attribute (PS3.7 C.5)
+
+
+async def test_commitment_requests_beyond_the_pool_are_refused_with_resource_limitation(
+    start_connected_gateway, tmp_path: Path, tenant: str
+) -> None:
+    """With one request in progress allowed: while the first waits for an instance that is
+    never indexed, a second is refused with 0x0213 and nothing else changes."""
+    registry = _registry(tmp_path / "registry.yaml", free_port(), tenant)
+    gateway = await start_connected_gateway(
+        site_registry=registry, commitment_wait_s=15, max_pending_commitments=1
+    )
+    never_stored = _request([(codes.SECONDARY_CAPTURE, generate_uid())])
+    first = await asyncio.to_thread(_ask, gateway.dicom_port, never_stored, Reports(), False)
+    second = await asyncio.to_thread(
+        _ask, gateway.dicom_port, _request([(codes.SECONDARY_CAPTURE, generate_uid())]),
+        Reports(), False,
+    )  # fmt: skip
+    assert first == codes.SUCCESS
+    assert second == codes.RESOURCE_LIMITATION

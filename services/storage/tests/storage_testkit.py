@@ -72,6 +72,17 @@ def modified_part10(data: bytes) -> bytes:
     return out.getvalue()
 
 
+def marker_part10(data: bytes) -> bytes:
+    """Another instance of the same study and series (a new SOP Instance UID): its event
+    follows, on the same partition, every event of that study sent before it."""
+    dataset = dcmread(io.BytesIO(data))
+    dataset.SOPInstanceUID = generate_uid()
+    dataset.file_meta.MediaStorageSOPInstanceUID = dataset.SOPInstanceUID
+    out = io.BytesIO()
+    dataset.save_as(out, enforce_file_format=True)
+    return out.getvalue()
+
+
 def synthetic_part10(pixel_bytes: int) -> bytes:
     """A large Secondary Capture instance with ``pixel_bytes`` of random pixel data."""
     meta = FileMetaDataset()
@@ -173,19 +184,28 @@ class InstanceEvents:
 
         return await asyncio.wait_for(wait(), within)
 
-    async def drain(self, accept: Callable[[Event], bool], within: float = 1.5) -> list[Event]:
-        """Every approved event that arrives within ``within`` seconds."""
+    async def until_marker(
+        self, accept: Callable[[Event], bool], marker_sop_instance_uid: str, within: float = 60.0
+    ) -> list[Event]:
+        """Every approved event before the one announcing ``marker_sop_instance_uid``.
+
+        Exact counts without a timed drain: the test stores a marker instance of the same study
+        last (:func:`marker_part10`); events are keyed by study, so they share a partition and
+        the marker's event comes after every event the test caused before it.
+        """
         found: list[Event] = []
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + within
-        while (left := deadline - loop.time()) > 0:
-            batches = await self.consumer.getmany(timeout_ms=int(left * 1000))
-            for records in batches.values():
-                for record in records:
-                    event = decode(record)
-                    if event is not None and accept(event):
-                        found.append(event)
-        return found
+
+        async def collect() -> list[Event]:
+            while True:
+                event = decode(await self.consumer.getone())
+                if event is None or not accept(event):
+                    continue
+                message = event.message
+                if message.object.instance.sop_instance_uid == marker_sop_instance_uid:
+                    return found
+                found.append(event)
+
+        return await asyncio.wait_for(collect(), within)
 
 
 def decode(record: ConsumerRecord[bytes, bytes]) -> Event | None:

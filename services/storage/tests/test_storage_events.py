@@ -17,7 +17,13 @@ from pacs_common.local import client_tls
 from pacs_storage.app import StorageApp
 from pacs_storage.settings import S3_MIN_PART_SIZE, StorageSettings
 from pydicom import dcmread
-from storage_testkit import InstanceEvents, for_tenant, sample_part10, synthetic_part10
+from storage_testkit import (
+    InstanceEvents,
+    for_tenant,
+    marker_part10,
+    sample_part10,
+    synthetic_part10,
+)
 
 
 async def test_put_announces_instance_stored_as_a_cloudevent(
@@ -53,7 +59,11 @@ async def test_repeating_a_put_writes_nothing_new_but_announces_again(
 
     first = await client.put(ref, data)
     second = await client.put(ref, data)
-    announced = await events.drain(for_tenant(tenant), within=2.0)
+    marker = marker_part10(data)  # stored last: its event ends the count
+    await client.put(instance_ref_of(marker, tenant), marker)
+    announced = await events.until_marker(
+        for_tenant(tenant), instance_ref_of(marker, tenant).sop_instance_uid
+    )
 
     assert not first.already_existed
     assert second.already_existed

@@ -12,7 +12,14 @@ from pacs_common.dicom import instance_ref_of
 from pacs_storage.app import StorageApp
 from pacs_storage.keys import version_key
 from pacs_storage.versions import object_metadata
-from storage_testkit import InstanceEvents, address_of, for_tenant, modified_part10, sample_part10
+from storage_testkit import (
+    InstanceEvents,
+    address_of,
+    for_tenant,
+    marker_part10,
+    modified_part10,
+    sample_part10,
+)
 
 
 def keys_under(raw_s3: Any, bucket: str, prefix: str) -> list[str]:
@@ -47,7 +54,11 @@ async def test_different_bytes_become_a_new_version_and_the_old_stays_readable(
 
     first = await client.put(ref, original)
     second = await client.put(ref, changed)
-    announced = await events.drain(for_tenant(tenant), within=2.0)
+    marker = marker_part10(original)  # stored last: its event ends the count
+    await client.put(instance_ref_of(marker, tenant), marker)
+    announced = await events.until_marker(
+        for_tenant(tenant), instance_ref_of(marker, tenant).sop_instance_uid
+    )
 
     assert not second.already_existed
     assert second.object.version_id != first.object.version_id

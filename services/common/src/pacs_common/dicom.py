@@ -4,14 +4,22 @@ from __future__ import annotations
 
 import io
 import re
+import zlib
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, BinaryIO
 
 from pacs.type.v1 import instance_pb2
 from pydicom import dcmread
-from pydicom.dataset import Dataset
+from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
 from pydicom.errors import InvalidDicomError
+from pydicom.filereader import (
+    _at_pixel_data,
+    _read_file_meta_info,
+    read_dataset,
+    read_preamble,
+)
 from pydicom.tag import BaseTag, Tag
+from pydicom.uid import DeflatedExplicitVRLittleEndian
 
 from pacs_common.dicom_json import dicom_json
 from pacs_common.errors import InvalidArgumentError
@@ -79,15 +87,99 @@ class UnreadableDicomError(InvalidArgumentError):
     """The bytes are not a readable DICOM Part 10 object."""
 
 
-def read_header(part10: bytes, tags: list[BaseTag] | None = None) -> Dataset:
-    """Parse a Part 10 object up to (not including) the pixel data; only ``tags`` if given.
+MAX_INFLATED_BYTES = 256 * 1024**2
+"""Largest a deflated data set may inflate to when it is read (PS3.5 A.5). pydicom inflates
+the whole stream at once, with no bound: a few kilobytes of zeros deflated inflate to
+gigabytes (a "zip bomb"), so every read here inflates with this bound first and refuses an
+object that passes it as unreadable."""
+
+_PARSE_ERRORS = (InvalidDicomError, EOFError, ValueError, KeyError, TypeError, OSError)
+
+
+def _meta_of(stream: BinaryIO) -> tuple[Dataset, int]:
+    """The file meta information of a Part 10 stream and where the data set starts.
+
+    Uses pydicom's own (private) meta reader: the public ``read_file_meta_info`` takes a path.
+    """
+    read_preamble(stream, False)
+    meta = _read_file_meta_info(stream)
+    return meta, stream.tell()
+
+
+def inflate_bounded(deflated: bytes | BinaryIO, max_bytes: int = MAX_INFLATED_BYTES) -> bytes:
+    """Inflate a raw deflate stream (PS3.5 A.5: RFC 1951, no zlib header), given whole or as
+    a file read from its current position, to at most ``max_bytes``.
+
+    Raises:
+        UnreadableDicomError: the stream inflates past ``max_bytes`` or is not deflate data.
+    """
+    stream = io.BytesIO(deflated) if isinstance(deflated, bytes) else deflated
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    out = bytearray()
+    try:
+        while chunk := stream.read(1024 * 1024):
+            # max_length bounds the output of this call (never 0, which would mean unbounded)
+            out += inflater.decompress(chunk, max_bytes - len(out) + 1)
+            if len(out) > max_bytes or inflater.unconsumed_tail:
+                raise UnreadableDicomError(f"deflated data set inflates past {max_bytes} bytes")
+    except zlib.error as exc:
+        raise UnreadableDicomError(f"deflated data set cannot be inflated: {exc}") from exc
+    return bytes(out)
+
+
+def _dcmread(
+    part10: bytes | BinaryIO,
+    *,
+    tags: list[BaseTag] | None = None,
+    max_inflated: int = MAX_INFLATED_BYTES,
+) -> tuple[Dataset, int, bool]:
+    """``dcmread(stop_before_pixels=True)`` that inflates a deflated data set with a bound.
+
+    ``part10`` is the object's bytes or a seekable file positioned at its start (values of
+    elements outside ``tags`` are then skipped, never read).
+
+    Returns:
+        The header, the stream position where parsing stopped (meaningless for a deflated
+        object: then the object's end) and whether the object is deflated.
+    """
+    stream = io.BytesIO(part10) if isinstance(part10, bytes) else part10
+    origin = stream.tell()
+    try:
+        meta, start = _meta_of(stream)
+    except _PARSE_ERRORS:
+        meta, start = Dataset(), origin  # dcmread below gives the error its own words
+    if str(getattr(meta, "TransferSyntaxUID", "") or "") != DeflatedExplicitVRLittleEndian:
+        stream.seek(origin)
+        plain = dcmread(stream, stop_before_pixels=True, specific_tags=tags)
+        return plain, stream.tell() - origin, False
+    stream.seek(start)
+    inflated = inflate_bounded(stream, max_inflated)
+    end = stream.tell() - origin
+    stream.seek(origin)
+    preamble = stream.read(128)
+    dataset = read_dataset(
+        io.BytesIO(inflated),
+        is_implicit_VR=False,
+        is_little_endian=True,
+        stop_when=_at_pixel_data,
+        specific_tags=list(tags) if tags else None,
+    )
+    header = FileDataset("", dataset, preamble=preamble, file_meta=FileMetaDataset(meta))
+    header.set_original_encoding(False, True, dataset._character_set)
+    return header, end, True
+
+
+def read_header(part10: bytes | BinaryIO, tags: list[BaseTag] | None = None) -> Dataset:
+    """Parse a Part 10 object (bytes, or a seekable file at its start) up to (not including)
+    the pixel data; only ``tags`` if given. A deflated data set is inflated with a bound
+    (:data:`MAX_INFLATED_BYTES`).
 
     Raises:
         UnreadableDicomError: the bytes are not a readable DICOM Part 10 object.
     """
     try:
-        return dcmread(io.BytesIO(part10), stop_before_pixels=True, force=False, specific_tags=tags)
-    except (InvalidDicomError, EOFError, ValueError, KeyError, TypeError, OSError) as exc:
+        return _dcmread(part10, tags=tags)[0]
+    except _PARSE_ERRORS as exc:
         raise UnreadableDicomError(f"not a readable DICOM Part 10 object: {exc}") from exc
 
 
@@ -128,24 +220,61 @@ def split_header(data: bytes, complete: bool) -> tuple[Dataset, int] | None:
     Raises:
         UnreadableDicomError: ``complete`` and the bytes are not readable DICOM.
     """
-    stream = io.BytesIO(data)
     try:
-        dataset = dcmread(stream, stop_before_pixels=True)
-    except (InvalidDicomError, EOFError, ValueError, KeyError, TypeError, OSError) as exc:
+        dataset, position, deflated = _dcmread(data) if complete else _dcmread_prefix(data)
+    except UnreadableDicomError:
+        if complete:
+            raise
+        return None
+    except _PARSE_ERRORS as exc:
         if complete:
             raise UnreadableDicomError(f"not a readable DICOM Part 10 object: {exc}") from exc
         return None
-    meta = getattr(dataset, "file_meta", None)
-    deflated = str(getattr(meta, "TransferSyntaxUID", "") or "") in DEFLATED_TRANSFER_SYNTAXES
     if complete:
-        return dataset, len(data) if deflated else stream.tell()
-    position = stream.tell()
+        return dataset, position
     if not deflated and data[position : position + 4] in _PIXEL_TAGS:
         return dataset, position
     return None
 
 
-def identifiers_of_part10(part10: bytes) -> Identifiers:
+def _dcmread_prefix(data: bytes) -> tuple[Dataset, int, bool]:
+    """:func:`_dcmread` of a prefix: a deflated prefix never counts, so it is not inflated."""
+    stream = io.BytesIO(data)
+    meta, _ = _meta_of(stream)
+    if str(getattr(meta, "TransferSyntaxUID", "") or "") in DEFLATED_TRANSFER_SYNTAXES:
+        return meta, len(data), True
+    return _dcmread(data)
+
+
+def read_truncated_header(prefix: bytes) -> Dataset:
+    """The elements of a Part 10 prefix that cut an object without pixel data somewhere in
+    its data set: every element that ended before the cut (the last one parsed may be cut
+    short, so it is dropped, with anything nested in it).
+
+    For objects whose data set is large and has no Pixel Data (an encapsulated document, a
+    long structured report): their identifying attributes come first (tags ascend, PS3.5
+    7.1), so a bounded prefix holds them, and reading the whole object would not be bounded.
+
+    Raises:
+        UnreadableDicomError: the prefix is not readable DICOM (or is deflated: a deflated
+            object is read whole, with the inflation bound).
+    """
+    stream = io.BytesIO(prefix)
+    try:
+        meta, _ = _meta_of(stream)
+        if str(getattr(meta, "TransferSyntaxUID", "") or "") in DEFLATED_TRANSFER_SYNTAXES:
+            raise UnreadableDicomError("a deflated object cannot be read from a prefix")
+        stream.seek(0)
+        dataset = dcmread(stream, stop_before_pixels=True)
+    except _PARSE_ERRORS as exc:
+        raise UnreadableDicomError(f"not a readable DICOM Part 10 object: {exc}") from exc
+    tags = list(dataset.keys())
+    if tags:
+        del dataset[tags[-1]]
+    return dataset
+
+
+def identifiers_of_part10(part10: bytes | BinaryIO) -> Identifiers:
     """The identifiers of a Part 10 object, checked (see :func:`identifiers_of`).
 
     Raises:
@@ -160,7 +289,7 @@ def identifiers_of_part10(part10: bytes) -> Identifiers:
     return identifiers_of(dataset, transfer_syntax)
 
 
-def instance_ref_of(part10: bytes, tenant: str) -> instance_pb2.InstanceRef:
+def instance_ref_of(part10: bytes | BinaryIO, tenant: str) -> instance_pb2.InstanceRef:
     """Address a Part 10 object: its checked UIDs under ``tenant``.
 
     Raises:

@@ -60,6 +60,10 @@ LAG_INTERVAL_S = 5.0
 """How often a consumer refreshes ``pacs_kafka_consumer_lag`` (also while its handler is stuck)."""
 
 
+RESTART_DELAY_S = 1.0
+"""First wait before a failed consume loop is restarted (doubling up to 30 s)."""
+
+
 def dead_letter_topic(group_id: str) -> str:
     """The dead-letter topic of one consumer group."""
     return f"pacs.deadletter.{group_id}.v1"
@@ -211,6 +215,7 @@ class ConsumerStats:
     handled: int = 0
     dead_lettered: int = 0
     batches: int = 0
+    restarts: int = 0
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka is untyped
@@ -292,8 +297,11 @@ class EventConsumer:
         *,
         batch_handler: BatchHandler | None = None,
         batch_max_records: int = BATCH_MAX_RECORDS,
+        on_health: Callable[[bool], Awaitable[None]] | None = None,
     ) -> None:
         self.settings = settings
+        self.on_health = on_health
+        self.healthy = False
         self.group_id = group_id
         self.topics = topics
         self.handler = handler
@@ -309,7 +317,15 @@ class EventConsumer:
         self._owned: set[TopicPartition] = set()
 
     async def start(self) -> None:
-        """Join the group and start the loop in a background task."""
+        """Join the group and start the loop in a background task (which restarts the
+        consumer whenever the loop fails: :meth:`_supervise`)."""
+        await self._open()
+        init_consumer_metrics(self.group_id, self.topics)
+        self._task = asyncio.create_task(self._supervise(), name=f"consumer-{self.group_id}")
+        self._lag_task = asyncio.create_task(self._report_lag(), name=f"lag-{self.group_id}")
+
+    async def _open(self) -> None:
+        """Create, subscribe and start the Kafka consumer; report healthy."""
         consumer = AIOKafkaConsumer(
             **kafka_client_options(self.settings),
             group_id=self.group_id,
@@ -322,12 +338,49 @@ class EventConsumer:
             rebalance_timeout_ms=REBALANCE_TIMEOUT_MS,
         )
         consumer.subscribe(self.topics, listener=_Rebalance(self))
-        await consumer.start()
+        try:
+            await consumer.start()
+        except BaseException:
+            await _quietly(consumer.stop())
+            raise
         self._consumer = consumer
-        init_consumer_metrics(self.group_id, self.topics)
-        run = self._run if self.batch_handler is None else self._run_batches
-        self._task = asyncio.create_task(run(), name=f"consumer-{self.group_id}")
-        self._lag_task = asyncio.create_task(self._report_lag(), name=f"lag-{self.group_id}")
+        await self._set_health(True)
+
+    async def _set_health(self, healthy: bool) -> None:
+        changed = healthy != self.healthy
+        self.healthy = healthy
+        if changed and self.on_health is not None:
+            await self.on_health(healthy)
+
+    async def _supervise(self) -> None:
+        """Run the consume loop; whenever it fails (a commit refused, the connection broken
+        beyond aiokafka's own retries, a bug), report unhealthy, close the consumer, wait
+        (backoff up to 30 s) and start a new one that resumes from the committed offsets:
+        a failed loop never silently stops consuming while the process looks healthy."""
+        delay = RESTART_DELAY_S
+        while True:
+            try:
+                if self._consumer is None:
+                    await self._open()
+                    delay = RESTART_DELAY_S
+                run = self._run if self.batch_handler is None else self._run_batches
+                await run()
+                raise RuntimeError("the consume loop ended")
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self.stats.restarts += 1
+                log.error(
+                    "consumer loop failed; restarting",
+                    extra={"group_id": self.group_id, "error": repr(exc), "delay_s": delay},
+                )
+                await self._set_health(False)
+                consumer, self._consumer = self._consumer, None
+                self._owned.clear()
+                if consumer is not None:
+                    await _quietly(consumer.stop())
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
 
     @property
     def assigned(self) -> frozenset[TopicPartition]:
@@ -440,10 +493,11 @@ class EventConsumer:
     async def _report_lag(self) -> None:
         """Export, per assigned partition, how many records lie between the group's committed
         offset and the end of the partition (the last stable offset: reads are read_committed)."""
-        assert self._consumer is not None
-        consumer = self._consumer
         while True:
+            consumer = self._consumer  # replaced when the loop restarts; None meanwhile
             try:
+                if consumer is None:
+                    raise KafkaError("consumer restarting")
                 partitions = list(consumer.assignment())
                 ends = await consumer.end_offsets(partitions) if partitions else {}
                 for tp in partitions:

@@ -41,6 +41,8 @@ from pacs_gateway.dimse.worklist import WorklistFinder, WorklistScp, route_find
 from pacs_gateway.dimse_server import DimseServer
 from pacs_gateway.ingest import Ingest, RecentInstances
 from pacs_gateway.io_loop import IoLoop
+from pacs_gateway.peer_limits import PeerLimits, SharedTable, new_table
+from pacs_gateway.pod_limits import duplicate_guard, limit_settings, transport_limits
 from pacs_gateway.registry import Destination, RegistryWatcher
 from pacs_gateway.servicer import IngestServicer, authorization
 from pacs_gateway.settings import GatewaySettings
@@ -70,7 +72,6 @@ class _Clients:
         self.indexer_channel = open_channel(settings.indexer_target, settings.grpc_tls)
         self.storage = StorageClient(self.storage_channel)
         self.direct = DirectStorage(self.storage, ca_certs=settings.s3_ca_bundle)
-        self.writer = self.direct if settings.write_path == "grant" else self.storage
         self.finder = Finder(
             query_service_pb2_grpc.QueryServiceStub(self.indexer_channel), settings.query_timeout
         )
@@ -110,8 +111,13 @@ class GatewayApp:
     after :meth:`start` (``tls_port`` is None without DICOM TLS, ``dicom_port`` 0 with TLS
     only)."""
 
-    def __init__(self, settings: GatewaySettings) -> None:
+    def __init__(
+        self, settings: GatewaySettings, peer_table: SharedTable | None = None, slot: int = 0
+    ) -> None:
         self.settings = settings
+        self.peer_limits = PeerLimits(
+            peer_table if peer_table is not None else new_table(1), slot, limit_settings(settings)
+        )
         self.grpc_port = 0
         self.dicom_port = 0
         self.tls_port: int | None = None
@@ -212,6 +218,7 @@ class GatewayApp:
             settings.default_tenant,
             settings.max_file_bytes,
             clients.storage_ready,
+            spool_memory_bytes=settings.spool_memory_bytes,
         )
         # The host serves IngestService and /metrics in the first worker only: the others
         # record into PROMETHEUS_MULTIPROC_DIR (if set), and the first one serves all of them.
@@ -226,7 +233,15 @@ class GatewayApp:
 
     def _ingest(self) -> Ingest:
         assert self._clients is not None
-        return Ingest(self._clients.writer, self.settings.storage_timeout, self._recent)
+        return Ingest(
+            self._clients.storage,
+            self.settings.storage_timeout,
+            self._recent,
+            duplicate_guard(
+                self.settings, self._clients.finder, self._clients.storage, self._recent
+            ),
+            granted=self._clients.direct if self.settings.write_path == "grant" else None,
+        )
 
     def _build_dimse(self) -> DimseServer:
         settings = self.settings
@@ -276,6 +291,7 @@ class GatewayApp:
             caller_of=self.callers.get,
             destination_of=self.destination,
             timeout_s=settings.commitment_wait_s + settings.query_timeout,
+            max_pending=settings.max_pending_commitments,
         )
         handlers: list[tuple[Any, Any]] = [
             (evt.EVT_C_ECHO, _handle_echo),
@@ -302,6 +318,9 @@ class GatewayApp:
             network_timeout=settings.network_timeout,
             acse_timeout=settings.acse_timeout,
             dimse_timeout=settings.dimse_timeout,
+            peer_limits=self.peer_limits,
+            transport_limits=transport_limits(settings),
+            artim_timeout=settings.artim_timeout,
         )
 
     async def stop(self) -> None:
@@ -349,9 +368,12 @@ def _handle_echo(event: Any) -> int:
     return codes.SUCCESS
 
 
-def create_app(settings: GatewaySettings) -> GatewayApp:
-    """Build (not start) a gateway."""
-    return GatewayApp(settings)
+def create_app(
+    settings: GatewaySettings, peer_table: SharedTable | None = None, slot: int = 0
+) -> GatewayApp:
+    """Build (not start) a gateway; ``peer_table`` is the pod's shared peer-limit counters
+    (one of its own when None) and ``slot`` this process's row in it."""
+    return GatewayApp(settings, peer_table, slot)
 
 
 async def serve() -> None:

@@ -11,6 +11,7 @@ association's thread instead of blocking the accept loop.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 import socketserver
@@ -25,7 +26,10 @@ from pynetdicom.presentation import PresentationContext
 from pynetdicom.transport import ThreadedAssociationServer
 
 from pacs_gateway.admission import (
+    REASON_LOCAL_LIMIT,
     RESULT_REJECTED_PERMANENT,
+    RESULT_REJECTED_TRANSIENT,
+    SOURCE_PROVIDER_PRESENTATION,
     SOURCE_SERVICE_USER,
     AdmissionPolicy,
     AssociationRequest,
@@ -34,7 +38,8 @@ from pacs_gateway.admission import (
     Rejection,
 )
 from pacs_gateway.dimse.metrics import DicomMetrics
-from pacs_gateway.event_reactor import request_handler_class
+from pacs_gateway.event_reactor import TransportLimits, request_handler_class
+from pacs_gateway.peer_limits import PeerLimits, Ticket
 from pacs_gateway.user_identity import UserIdentityCheck
 
 log = logging.getLogger(__name__)
@@ -47,11 +52,32 @@ def set_nodelay(sock: socket.socket) -> None:
 
 
 class GatewayAssociationServer(ThreadedAssociationServer):
-    """pynetdicom's threaded association server with the gateway's socket options, and
-    associations whose reactors wait on the socket instead of polling (``event_reactor``)."""
+    """pynetdicom's threaded association server with the gateway's socket options,
+    associations whose reactors wait on the socket instead of polling (``event_reactor``),
+    and bounded work per peer: the pod's connection limits checked at accept
+    (:mod:`pacs_gateway.peer_limits`), the PDU and data set bounds and the ARTIM timeout
+    applied to each association, and a socket timeout so a peer stalling in the middle of a
+    PDU does not hold its thread forever."""
 
-    def __init__(self, *args: Any, reuse_port: bool = False, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        reuse_port: bool = False,
+        peer_limits: PeerLimits | None = None,
+        transport_limits: TransportLimits | None = None,
+        artim_timeout: float | None = None,
+        socket_timeout: float | None = None,
+        on_refused: Callable[[str], None] | None = None,
+        **kwargs: Any,
+    ) -> None:
         self._reuse_port = reuse_port
+        self.peer_limits = peer_limits
+        self.transport_limits = transport_limits
+        self.artim_timeout = artim_timeout
+        self._socket_timeout = socket_timeout
+        self._on_refused = on_refused
+        self._tickets: dict[int, Ticket] = {}
+        self._tickets_lock = threading.Lock()
         kwargs.setdefault("request_handler", request_handler_class())
         super().__init__(*args, **kwargs)
 
@@ -70,11 +96,42 @@ class GatewayAssociationServer(ThreadedAssociationServer):
         assert self.socket is not None
         client, address = self.socket.accept()
         set_nodelay(client)
+        if self._socket_timeout is not None:
+            client.settimeout(self._socket_timeout)
         if self.ssl_context is not None:
             client = self.ssl_context.wrap_socket(
                 client, server_side=True, do_handshake_on_connect=False
             )
         return client, address
+
+    def verify_request(self, request: Any, client_address: Any) -> bool:
+        """Admit a new connection within the pod's peer limits, else close it at once
+        (socketserver closes a refused request without starting its thread)."""
+        if self.peer_limits is None:
+            return True
+        address = str(client_address[0]) if isinstance(client_address, tuple) else "local"
+        decision = self.peer_limits.admit_connection(address)
+        if isinstance(decision, str):
+            log.info("connection refused: %s", decision)
+            if self._on_refused is not None:
+                self._on_refused(decision)
+            return False
+        with self._tickets_lock:
+            self._tickets[id(request)] = decision
+        return True
+
+    def take_ticket(self, request: Any) -> Ticket | None:
+        """The peer-limits ticket of an accepted connection (for its association to release)."""
+        with self._tickets_lock:
+            return self._tickets.pop(id(request), None)
+
+    def shutdown_request(self, request: Any) -> None:
+        """Close a connection; one that never got an association gives its ticket back."""
+        with self._tickets_lock:
+            ticket = self._tickets.pop(id(request), None)
+        if ticket is not None:
+            ticket.release()
+        super().shutdown_request(request)
 
     def shutdown(self) -> None:
         """Stop accepting and close the listening socket (pynetdicom's version also assumes the
@@ -134,9 +191,27 @@ class DimseServer:
         network_timeout: float,
         acse_timeout: float,
         dimse_timeout: float,
+        peer_limits: PeerLimits | None = None,
+        transport_limits: TransportLimits | None = None,
+        artim_timeout: float | None = None,
     ) -> None:
+        self._server_options: dict[str, Any] = {
+            "peer_limits": peer_limits,
+            "transport_limits": transport_limits,
+            "artim_timeout": artim_timeout,
+            # Before its A-ASSOCIATE-RQ a peer may pause mid-PDU only as long as ARTIM allows;
+            # once associated, as long as it may stay idle between PDUs (_on_requested).
+            "socket_timeout": (artim_timeout or network_timeout)
+            if transport_limits is not None
+            else None,
+            "on_refused": lambda reason: metrics.rejected("connection_limit"),
+        }
         self.ae = AE(ae_title=ae_title)
-        self.ae.maximum_associations = max_associations
+        # With peer limits, max_associations counts admitted associations (PeerLimits);
+        # pynetdicom's own check counts every connection, pending ones included.
+        self.ae.maximum_associations = (
+            max_associations if peer_limits is None else max(max_associations, 1 << 20)
+        )
         self.ae.maximum_pdu_size = max_pdu_size
         self.ae.network_timeout = network_timeout
         self.ae.acse_timeout = acse_timeout
@@ -170,6 +245,7 @@ class DimseServer:
             evt_handlers=self._handlers,
             server_class=GatewayAssociationServer,
             reuse_port=reuse_port,
+            **self._server_options,
         )
         assert isinstance(server, GatewayAssociationServer)
         thread = threading.Thread(
@@ -186,6 +262,20 @@ class DimseServer:
     def _on_requested(self, event: Any) -> None:
         """EVT_REQUESTED: admit or reject the caller before any negotiation (PS3.8 7.1.1)."""
         assoc = event.assoc
+        ticket = getattr(assoc, "peer_ticket", None)
+        sock = assoc.dul.socket.socket if assoc.dul.socket is not None else None
+        if ticket is not None and sock is not None:
+            with contextlib.suppress(OSError):
+                sock.settimeout(self.ae.network_timeout)  # associated: the idle bound now
+        if ticket is not None and not ticket.associate():
+            # PS3.8 Table 9-21: rejected-transient, service-provider (presentation), local
+            # limit exceeded: the pod has as many associations as it may (a sender retries).
+            self._metrics.rejected("association_limit")
+            assoc.acse.send_reject(
+                RESULT_REJECTED_TRANSIENT, SOURCE_PROVIDER_PRESENTATION, REASON_LOCAL_LIMIT
+            )
+            assoc.kill()
+            return
         try:
             request = association_request_of(assoc)
             decision: Caller | Rejection = self._admission().admit(request)

@@ -32,13 +32,16 @@ Internals relied on (pynetdicom pinned to :data:`PYNETDICOM_VERSION`; the contra
   ``to_provider_queue``, ``to_user_queue``, ``artim_timer``, ``_idle_timer``, ``_kill_thread``,
   the thread target ``run_reactor``), ``run_reactor`` (replaced: :meth:`EventDUL.run_reactor`
   is the same loop), ``_process_recv_primitive``, ``_is_transport_event``, ``kill_dul``,
-  ``stop_dul``, ``send_pdu``.
+  ``stop_dul``, ``send_pdu``, ``_read_pdu_data`` (replaced when limits are set:
+  :meth:`EventDUL._read_pdu_data` is the same reads and events with the length checked first),
+  ``_decode_pdu``, ``_recv_pdu``.
 * ``Association``: ``__init__`` (creates ``dul`` then sets the timeouts through setters that
   write to ``dul``'s timers; attributes ``_kill``, ``_is_paused``, ``_reactor_checkpoint``,
   ``_dul_ready``), ``_run_reactor`` (replaced: :meth:`EventAssociation._run_reactor`),
   ``run_reactor``, ``kill``, ``_serve_request``.
-* ``AssociationSocket``: ``socket``, ``_is_connected``, ``ready``; ``DIMSEServiceProvider``:
-  ``msg_queue``; ``Timer``: ``start``, ``stop``, ``remaining``, ``expired``.
+* ``AssociationSocket``: ``socket``, ``_is_connected``, ``ready``, ``recv``, ``close``;
+  ``DIMSEServiceProvider``: ``msg_queue``; ``Timer``: ``start``, ``stop``, ``remaining``,
+  ``expired``.
 * ``RequestHandler._create_association`` (copied: :meth:`EventRequestHandler._create_association`
   is the same but builds an :class:`EventAssociation`).
 
@@ -54,9 +57,11 @@ import queue
 import select
 import socket
 import ssl
+import struct
 import threading
 from collections.abc import Callable
 from copy import deepcopy
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar, cast
 
@@ -110,12 +115,42 @@ class _ArtimTimer(Timer):
         self.running = False
 
 
+PDU_TYPES = (0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07)
+"""PS3.8 9.3.1: A-ASSOCIATE-RQ/AC/RJ, P-DATA-TF, A-RELEASE-RQ/RP, A-ABORT."""
+P_DATA_TF = 0x04
+MAX_CONTROL_PDU_LENGTH = 256 * 1024
+"""Longest PDU other than P-DATA-TF we read. An A-ASSOCIATE-RQ with 128 presentation contexts
+of a few transfer syntaxes each and a JWT user identity stays far below; release and abort
+PDUs are 4 bytes (PS3.8 9.3.6-9.3.8)."""
+ABORT_INVALID_PARAMETER = 0x06
+"""A-ABORT reason: invalid-PDU-parameter value (PS3.8 Table 9-26, source 2)."""
+
+
+@dataclass(frozen=True)
+class TransportLimits:
+    """Bounds the DUL enforces on what a peer sends, before reading it.
+
+    ``max_pdu_length`` bounds a P-DATA-TF PDU's length field (we announce it as our Maximum
+    Length Received, PS3.8 D.1, so a conforming peer never exceeds it); ``max_dataset_bytes``
+    bounds the data set fragments of one DIMSE message (PS3.8 9.3.5.1: fragments of a data
+    set until the one marked last).
+    """
+
+    max_pdu_length: int
+    max_dataset_bytes: int
+
+
 class EventDUL(DULServiceProvider):
-    """The DICOM Upper Layer provider, blocking on its socket and a wake-up socket pair."""
+    """The DICOM Upper Layer provider, blocking on its socket and a wake-up socket pair, and
+    bounding what a peer may send (:class:`TransportLimits`)."""
+
+    limits: TransportLimits | None = None
+    """Set by the request handler; None: pynetdicom's unbounded reads."""
 
     def __init__(self, assoc: Association) -> None:
         self._wake_r: socket.socket | None = None
         self._wake_w: socket.socket | None = None
+        self._dataset_bytes = 0
         super().__init__(assoc)
         self.event_queue = _WakingQueue(self._wake)
         self.to_provider_queue = _WakingQueue(self._wake)
@@ -202,6 +237,8 @@ class EventDUL(DULServiceProvider):
                 log.exception("exception in the DUL reactor, aborting the association")
                 self._abort_hard()
                 return
+            if self._kill_thread:
+                break  # _refuse ended the association: no need to wait for a wake-up
             try:
                 event = self.event_queue.get(block=False)
             except queue.Empty:
@@ -209,6 +246,102 @@ class EventDUL(DULServiceProvider):
                 continue
             self.state_machine.do_action(event)
             idle = False
+
+    def _read_pdu_data(self) -> None:
+        """pynetdicom's ``_read_pdu_data`` with the PDU length checked as the header arrives.
+
+        A PDU longer than :class:`TransportLimits` allows, or a P-DATA-TF that takes a DIMSE
+        message's data set past its bound, ends the association with an A-ABORT before its
+        body is read: nothing beyond the 6-byte header is buffered (PS3.8 9.3.1 gives the
+        length; what an acceptor does with one it cannot take is ours to decide, and an abort
+        is what the state machine does for any invalid PDU, AA-8).
+        """
+        limits = self.limits
+        if limits is None:
+            super()._read_pdu_data()
+            return
+        received = self._receive(limits)
+        if received is None:
+            return  # refused: aborted and closed
+        if isinstance(received, str):
+            self.event_queue.put(received)
+            return
+        try:
+            pdu, event = self._decode_pdu(received)
+        except Exception:
+            log.info("undecodable PDU from a peer")
+            self.event_queue.put("Evt19")  # READ_PDU_EXC_F
+            return
+        self.event_queue.put(event)
+        self._recv_pdu.put(pdu)
+
+    def _receive(self, limits: TransportLimits) -> bytearray | str | None:
+        """One whole PDU within the limits; else the state machine event to queue (Evt17
+        transport closed, Evt19 unrecognised PDU, as pynetdicom's READ_PDU_EXC_A-E), or None
+        when the PDU was refused (:meth:`_refuse`)."""
+        sock = cast(AssociationSocket, self.socket)
+        header = self._recv_exactly(sock, 6)
+        if header is None:
+            return "Evt17"
+        pdu_type, _, pdu_length = struct.unpack(">BBL", header)
+        if pdu_type not in PDU_TYPES:
+            return "Evt19"
+        bound = limits.max_pdu_length if pdu_type == P_DATA_TF else MAX_CONTROL_PDU_LENGTH
+        if pdu_length > bound:
+            self._refuse("PDU length beyond the limit")
+            return None
+        body = self._recv_exactly(sock, pdu_length)
+        if body is None:
+            return "Evt17"
+        if pdu_type == P_DATA_TF and not self._dataset_within(bytes(body), limits):
+            self._refuse("data set beyond the limit")
+            return None
+        return header + body
+
+    @staticmethod
+    def _recv_exactly(sock: AssociationSocket, length: int) -> bytearray | None:
+        """``length`` bytes, or None if the connection closed, failed or stalled past the
+        socket timeout first."""
+        try:
+            data = sock.recv(length)
+        except (OSError, TimeoutError):
+            return None
+        return data if len(data) == length else None
+
+    def _dataset_within(self, body: bytes, limits: TransportLimits) -> bool:
+        """Add the data set fragments of a P-DATA-TF body (PS3.8 9.3.5.1, E.2) to the current
+        message's count; False once it passes ``max_dataset_bytes``. Malformed items are left
+        for pynetdicom's decoder to refuse."""
+        offset = 0
+        while offset + 6 <= len(body):
+            (item_length,) = struct.unpack_from(">L", body, offset)
+            control = body[offset + 5]
+            if not control & 0x01:  # a data set fragment, not a command one
+                self._dataset_bytes += max(item_length - 2, 0)
+                if self._dataset_bytes > limits.max_dataset_bytes:
+                    return False
+                if control & 0x02:  # the last fragment of this data set
+                    self._dataset_bytes = 0
+            offset += 4 + item_length
+        return True
+
+    def _refuse(self, why: str) -> None:
+        """A-ABORT (source: service provider, invalid PDU parameter) and close at once."""
+        log.warning("aborting an association: %s", why)
+        abort_pdu = A_ABORT_RQ()
+        abort_pdu.source = 0x02
+        abort_pdu.reason_diagnostic = ABORT_INVALID_PARAMETER
+        sock = cast(AssociationSocket, self.socket)
+        with contextlib.suppress(OSError):
+            sock.send(abort_pdu.encode())
+        was_established = self.assoc.is_established
+        self.assoc.is_aborted = True
+        self.assoc.is_established = False
+        if was_established:  # as for any abort: handlers (metrics) see the association end
+            evt.trigger(self.assoc, evt.EVT_ABORTED, {})
+        sock.close()
+        self.assoc._kill = True
+        self._kill_thread = True
 
     def _abort_hard(self) -> None:
         """As pynetdicom does: bypass the state machine, send A-ABORT, stop both reactors."""
@@ -244,6 +377,20 @@ class EventAssociation(Association):
         self.__dict__["_kill_flag"] = value
         if value:
             self.wake()
+
+    peer_ticket: Any = None
+    """This connection's place in the pod's peer limits (a ``peer_limits.Ticket``), if any."""
+    on_end: Callable[[], None] | None = None
+    """Called once when the association's thread ends, however it ends (the peer limits'
+    :meth:`~pacs_gateway.peer_limits.Ticket.release`)."""
+
+    def run(self) -> None:
+        """The thread's body (pynetdicom's ``run_reactor``), then :attr:`on_end`."""
+        try:
+            super().run()
+        finally:
+            if self.on_end is not None:
+                self.on_end()
 
     def wake(self) -> None:
         """Make the reactor look at its queues, flags and timers now."""
@@ -337,6 +484,7 @@ class EventRequestHandler(RequestHandler):
         assoc.acceptor.implementation_version_name = self.ae.implementation_version_name
         assoc.acceptor.supported_contexts = deepcopy(self.server.contexts)
         assoc.requestor.address_info = self.remote
+        self._bound(assoc)
 
         handlers: dict[Any, Any] = self.server._handlers
         for event, bound in handlers.items():
@@ -346,6 +494,24 @@ class EventRequestHandler(RequestHandler):
                 for handler in bound:
                     assoc.bind(event, handler[0], handler[1])
         return assoc
+
+    def _bound(self, assoc: EventAssociation) -> None:
+        """Apply the server's transport limits, ARTIM timeout and peer ticket (if it has them)
+        to a new association."""
+        limits = getattr(self.server, "transport_limits", None)
+        if isinstance(assoc.dul, EventDUL) and limits is not None:
+            assoc.dul.limits = limits
+        artim = getattr(self.server, "artim_timeout", None)
+        if artim is not None:
+            # The acceptor's ACSE timeout is the wait for the A-ASSOCIATE-RQ; pynetdicom also
+            # starts the DUL's ARTIM timer with it on connection (PS3.8 9.1.5, AE-5).
+            assoc.acse_timeout = min(assoc.acse_timeout or artim, artim)
+        take_ticket = getattr(self.server, "take_ticket", None)
+        if take_ticket is not None:
+            ticket = take_ticket(self.request)
+            if ticket is not None:
+                assoc.peer_ticket = ticket
+                assoc.on_end = ticket.release
 
 
 def request_handler_class() -> type[RequestHandler]:

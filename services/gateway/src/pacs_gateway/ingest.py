@@ -1,41 +1,41 @@
 """Taking in one Part 10 object: check its identifiers, then hand it to storage.
 
 Shared by C-STORE and ``IngestService.Store``. The rule of both: an object is reported stored
-only after storage's ``CommitWrite`` (or ``Put``) returned, which means it is durable in S3 with
-its verified SHA-256 and ``InstanceStored`` was acknowledged by Kafka. Nothing here decodes
-pixel data: the header is read with ``stop_before_pixels`` and the bytes are stored exactly as
-received.
+only after storage's ``CommitWrite`` (objects in memory go straight to S3 through a write
+grant) or ``Put`` (streamed ones) returned, which means it is durable in S3 with its verified
+SHA-256 and ``InstanceStored`` was acknowledged by Kafka. Nothing here decodes pixel data: the
+header is read with ``stop_before_pixels`` and the bytes are stored exactly as received.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import threading
 from collections import OrderedDict
+from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import BinaryIO, Protocol
 
+from pacs.storage.v1 import storage_service_pb2 as storage_pb
 from pacs.type.v1 import instance_pb2
 from pacs_common.clients.errors import from_exception
 from pacs_common.dicom import instance_ref_of
-
-
-class StoreResponse(Protocol):
-    """What a store answers (``PutResponse`` or ``CommitWriteResponse``)."""
-
-    @property
-    def object(self) -> instance_pb2.ObjectInfo: ...
-
-    @property
-    def already_existed(self) -> bool: ...
+from pacs_common.errors import PacsError
 
 
 class InstanceStore(Protocol):
-    """What the gateway needs from the storage service: its grants
-    (:class:`pacs_common.clients.direct.DirectStorage`, the default) or its streaming Put
-    (:class:`pacs_common.clients.storage.StorageClient`)."""
+    """What the gateway needs from the storage service's streaming Put (a
+    :class:`pacs_common.clients.storage.StorageClient`)."""
 
-    async def put(self, instance: instance_pb2.InstanceRef, data: bytes) -> StoreResponse: ...
+    async def put(
+        self,
+        instance: instance_pb2.InstanceRef,
+        data: bytes | AsyncIterator[bytes],
+        *,
+        size_hint: int = 0,
+        expected_sha256: str = "",
+    ) -> storage_pb.PutResponse: ...
 
 
 @dataclass(frozen=True)
@@ -44,6 +44,36 @@ class StoredInstance:
 
     object: instance_pb2.ObjectInfo
     already_present: bool
+    new_version: bool = False
+    """Other bytes were stored for this instance before; these are its new current version."""
+
+
+class StoreResponse(Protocol):
+    """What both ways of writing answer (``PutResponse``, ``CommitWriteResponse``)."""
+
+    @property
+    def object(self) -> instance_pb2.ObjectInfo: ...
+
+    @property
+    def already_existed(self) -> bool: ...
+
+    @property
+    def new_version(self) -> bool: ...
+
+
+class GrantedStore(Protocol):
+    """Writes through storage's grants, straight to S3
+    (:class:`pacs_common.clients.direct.DirectStorage`)."""
+
+    async def put(
+        self, instance: instance_pb2.InstanceRef, data: bytes, *, sha256: str = ""
+    ) -> storage_pb.CommitWriteResponse: ...
+
+
+class DuplicateCheck(Protocol):
+    """The duplicate rules (:class:`pacs_gateway.duplicates.DuplicateGuard`)."""
+
+    async def check(self, instance: instance_pb2.InstanceRef, sha256: str | None) -> None: ...
 
 
 class RecentInstances:
@@ -76,25 +106,62 @@ class Ingest:
     """Stores checked objects through the storage service."""
 
     def __init__(
-        self, store: InstanceStore, timeout_s: float, recent: RecentInstances | None = None
+        self,
+        store: InstanceStore,
+        timeout_s: float,
+        recent: RecentInstances | None = None,
+        duplicates: DuplicateCheck | None = None,
+        granted: GrantedStore | None = None,
     ) -> None:
+        """Args:
+        store: storage's streaming Put (objects that arrive as a stream, and all objects
+            without ``granted``).
+        granted: writes through grants, for objects held in memory (C-STORE).
+        """
         self._store = store
+        self._granted = granted
         self._timeout_s = timeout_s
         self.recent = recent if recent is not None else RecentInstances()
+        self._duplicates = duplicates
 
-    async def put(self, instance: instance_pb2.InstanceRef, part10: bytes) -> StoredInstance:
-        """Store ``part10`` under ``instance``; returns only once storage made it durable.
+    async def put(
+        self,
+        instance: instance_pb2.InstanceRef,
+        part10: bytes | AsyncIterator[bytes],
+        *,
+        size: int = 0,
+        sha256: str = "",
+    ) -> StoredInstance:
+        """Store ``part10`` (bytes, or chunks of ``size`` bytes with digest ``sha256``) under
+        ``instance``; returns only once storage made it durable.
 
         Raises:
             UnavailableError: storage (or its S3/Kafka) is unreachable: retry later.
             PacsError: storage refused the object.
         """
         try:
-            response = await asyncio.wait_for(self._store.put(instance, part10), self._timeout_s)
+            if self._duplicates is not None:
+                digest = sha256 or (
+                    hashlib.sha256(part10).hexdigest() if isinstance(part10, bytes) else None
+                )
+                await asyncio.wait_for(self._duplicates.check(instance, digest), self._timeout_s)
+                sha256 = digest or ""
+            writing: Awaitable[StoreResponse]
+            if self._granted is not None and isinstance(part10, bytes):
+                writing = self._granted.put(instance, part10, sha256=sha256)
+            else:
+                writing = self._store.put(instance, part10, size_hint=size, expected_sha256=sha256)
+            response: StoreResponse = await asyncio.wait_for(writing, self._timeout_s)
+        except PacsError:
+            raise
         except Exception as exc:
             raise from_exception(exc, "storage") from exc
         self.recent.add(instance)
-        return StoredInstance(object=response.object, already_present=response.already_existed)
+        return StoredInstance(
+            object=response.object,
+            already_present=response.already_existed,
+            new_version=response.new_version,
+        )
 
     async def store(self, tenant: str, part10: bytes) -> StoredInstance:
         """Check and store one Part 10 object (the header is parsed in a worker thread).
@@ -105,3 +172,35 @@ class Ingest:
         """
         instance = await asyncio.to_thread(instance_ref_of, part10, tenant)
         return await self.put(instance, part10)
+
+    async def store_file(
+        self, tenant: str, spool: BinaryIO, size: int, sha256: str
+    ) -> StoredInstance:
+        """Check and store one Part 10 object held in a seekable file (``IngestService``'s
+        spool): the identifiers are read from the file, skipping every other value, and the
+        bytes go to storage in chunks, so memory stays bounded whatever the object's size.
+
+        Raises:
+            InvalidArgumentError: the object cannot be addressed (see :func:`instance_ref_of`).
+            UnavailableError, PacsError: as :meth:`put`.
+        """
+
+        def address() -> instance_pb2.InstanceRef:
+            spool.seek(0)
+            return instance_ref_of(spool, tenant)
+
+        instance = await asyncio.to_thread(address)
+        return await self.put(instance, _chunks_of(spool), size=size, sha256=sha256)
+
+
+async def _chunks_of(spool: BinaryIO, chunk_size: int = 1024 * 1024) -> AsyncIterator[bytes]:
+    """The file's bytes from its start, read in a worker thread chunk by chunk."""
+
+    def read_from(offset: int) -> bytes:
+        spool.seek(offset)
+        return spool.read(chunk_size)
+
+    offset = 0
+    while chunk := await asyncio.to_thread(read_from, offset):
+        offset += len(chunk)
+        yield chunk

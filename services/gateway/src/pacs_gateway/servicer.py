@@ -1,8 +1,9 @@
 """IngestService: Part 10 files over gRPC, under the same durability rule as C-STORE.
 
-Thin: it frames the client stream into files, hands each to :class:`~pacs_gateway.ingest.Ingest`
-and maps the outcome. Bad files are refused one by one (the stream goes on); only a malformed
-stream (a chunk before any header) fails the call with INVALID_ARGUMENT.
+Thin: it frames the client stream into files, spools each (:class:`FileSpool`: bounded memory, the
+rest on local disk), hands it to :class:`~pacs_gateway.ingest.Ingest` and maps the outcome. Bad
+files are refused one by one (the stream goes on); only a malformed stream (a chunk before any
+header) fails the call with INVALID_ARGUMENT.
 
 Callers are cloud applications with a bearer token carrying the role ``ingest``
 (:func:`authorization`). Files go to the token's tenant: a file header naming another tenant
@@ -12,9 +13,12 @@ one before it is stored (files acknowledged earlier in the stream stay stored).
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import logging
+import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import Any, BinaryIO, cast
 
 from pacs.ingest.v1 import ingest_service_pb2 as ingest_pb
 from pacs.ingest.v1 import ingest_service_pb2_grpc as ingest_grpc
@@ -47,7 +51,10 @@ class IngestServicer(ingest_grpc.IngestServiceServicer):
         default_tenant: str,
         max_file_bytes: int,
         storage_ready: Callable[[], Awaitable[bool]],
+        *,
+        spool_memory_bytes: int = 8 * 1024**2,
     ) -> None:
+        self._spool_memory_bytes = spool_memory_bytes
         self._ingest = ingest
         self._ae_title = ae_title
         self._default_tenant = default_tenant
@@ -76,30 +83,31 @@ class IngestServicer(ingest_grpc.IngestServiceServicer):
         """
         caller = caller_of(context)
         results: list[ingest_pb.StoreFileResult] = []
-        header: ingest_pb.StoreFileHeader | None = None
-        tenant = ""
-        chunks: list[bytes] = []
-        size = 0
-        async for message in request_iterator:
-            part = message.WhichOneof("part")
-            if part == "header":
-                next_tenant = self._tenant(caller, message.header.tenant)
-                if header is not None:
-                    results.append(await self._store_one(header, tenant, chunks, size))
-                header, tenant, chunks, size = message.header, next_tenant, [], 0
-            elif part == "chunk":
-                if header is None:
-                    raise InvalidArgumentError("a chunk arrived before any file header")
-                size += len(message.chunk)
-                if size <= self._max_file_bytes:
-                    chunks.append(message.chunk)
+        current: tuple[ingest_pb.StoreFileHeader, str, FileSpool] | None = None
+        try:
+            async for message in request_iterator:
+                part = message.WhichOneof("part")
+                if part == "header":
+                    next_tenant = self._tenant(caller, message.header.tenant)
+                    if current is not None:
+                        results.append(await self._store_one(*current))
+                    current = (message.header, next_tenant, self._spool())
+                elif part == "chunk":
+                    if current is None:
+                        raise InvalidArgumentError("a chunk arrived before any file header")
+                    await current[2].write(message.chunk)
                 else:
-                    chunks.clear()  # refused anyway; stop holding its bytes
-            else:
-                raise InvalidArgumentError("a StoreRequest carries neither header nor chunk")
-        if header is not None:
-            results.append(await self._store_one(header, tenant, chunks, size))
+                    raise InvalidArgumentError("a StoreRequest carries neither header nor chunk")
+            if current is not None:
+                results.append(await self._store_one(*current))
+                current = None
+        finally:
+            if current is not None:
+                current[2].close()
         return ingest_pb.StoreResponse(results=results)
+
+    def _spool(self) -> FileSpool:
+        return FileSpool(self._max_file_bytes, self._spool_memory_bytes)
 
     def _tenant(self, caller: Caller, requested: str) -> str:
         """The tenant a file goes to: the token's (PERMISSION_DENIED if the header names
@@ -109,19 +117,29 @@ class IngestServicer(ingest_grpc.IngestServiceServicer):
         return caller.tenant_for(requested)
 
     async def _store_one(
-        self, header: ingest_pb.StoreFileHeader, tenant: str, chunks: list[bytes], size: int
+        self, header: ingest_pb.StoreFileHeader, tenant: str, spool: FileSpool
+    ) -> ingest_pb.StoreFileResult:
+        try:
+            return await self._store_spooled(header, tenant, spool)
+        finally:
+            spool.close()
+
+    async def _store_spooled(
+        self, header: ingest_pb.StoreFileHeader, tenant: str, spool: FileSpool
     ) -> ingest_pb.StoreFileResult:
         result = ingest_pb.StoreFileResult(client_file_id=header.client_file_id)
-        if size > self._max_file_bytes:
+        if spool.over_limit:
             result.outcome = Outcome.STORE_OUTCOME_REFUSED
             result.reason = f"file larger than {self._max_file_bytes} bytes"
             return result
-        if size == 0:
+        if spool.size == 0:
             result.outcome = Outcome.STORE_OUTCOME_REFUSED
             result.reason = "empty file"
             return result
         try:
-            stored = await self._ingest.store(tenant, b"".join(chunks))
+            stored = await self._ingest.store_file(
+                tenant, spool.file, spool.size, spool.sha256.hexdigest()
+            )
         except UnavailableError as exc:
             result.outcome = Outcome.STORE_OUTCOME_UNAVAILABLE
             result.reason = exc.message
@@ -142,3 +160,42 @@ class IngestServicer(ingest_grpc.IngestServiceServicer):
         )
         result.object.CopyFrom(stored.object)
         return result
+
+
+class FileSpool:
+    """One file of a Store stream as it arrives: in memory up to ``memory_bytes``, then in a
+    temporary file on local disk, with its size and SHA-256 counted on the way.
+
+    Why not in memory: files may be up to ``max_file_bytes`` (2 GiB by default) against a pod
+    memory limit of 1 GiB, and several streams run at once. Why not straight to storage: the
+    file's identifiers are in its header, which must be read (and the file refused if it is
+    unreadable) before storage is called, and a gRPC stream cannot be rewound; the spool is
+    read once for the identifiers (values skipped) and once for the upload. Past
+    ``max_file_bytes`` nothing more is kept: the file is refused.
+    """
+
+    def __init__(self, max_bytes: int, memory_bytes: int) -> None:
+        self._max_bytes = max_bytes
+        # closed by close(), which every path of Store calls (a context manager cannot span
+        # the stream's messages)
+        spooled = tempfile.SpooledTemporaryFile(max_size=memory_bytes)  # noqa: SIM115
+        self.file: BinaryIO = cast(BinaryIO, spooled)
+        self.sha256 = hashlib.sha256()
+        self.size = 0
+        self.over_limit = False
+
+    async def write(self, chunk: bytes) -> None:
+        """Add the next bytes of the file (dropped, and the file marked refused, past the
+        limit)."""
+        self.size += len(chunk)
+        if self.over_limit or self.size > self._max_bytes:
+            if not self.over_limit:
+                self.over_limit = True
+                self.file.truncate(0)  # refused anyway; stop holding its bytes
+            return
+        self.sha256.update(chunk)
+        await asyncio.to_thread(self.file.write, chunk)
+
+    def close(self) -> None:
+        """Delete the spool (idempotent)."""
+        self.file.close()

@@ -84,7 +84,37 @@ class GatewaySettings(ServiceSettings):
     )
     max_associations: int = Field(32, ge=1, description="concurrent associations per process")
     max_pdu_size: int = Field(
-        0, ge=0, description="largest P-DATA PDU we accept, bytes; 0 = unlimited (PS3.8 D.1)"
+        4 * 1024**2,
+        ge=0,
+        description="largest P-DATA PDU we accept (announced as Maximum Length Received, "
+        "PS3.8 D.1), bytes; a longer one is aborted as its header arrives; 0 = announce "
+        "unlimited (the bound is then max_dataset_bytes)",
+    )
+    max_dataset_bytes: int = Field(
+        512 * 1024**2,
+        ge=1024,
+        description="largest data set of one DIMSE message (a C-STORE), bytes; the "
+        "association is aborted when its fragments pass it",
+    )
+    max_connections_per_address: int = Field(
+        32, ge=1, description="open DICOM connections from one source address, per pod"
+    )
+    max_pending_per_address: int = Field(
+        8,
+        ge=1,
+        description="connections from one address that have not sent A-ASSOCIATE-RQ, per pod",
+    )
+    max_pending_connections: int = Field(
+        64, ge=1, description="connections that have not sent A-ASSOCIATE-RQ, per pod"
+    )
+    pod_max_associations: int = Field(
+        64, ge=1, description="associations open at once, all worker processes together"
+    )
+    artim_timeout: float = Field(
+        10.0,
+        gt=0,
+        description="seconds a connection may stay without sending A-ASSOCIATE-RQ "
+        "(ARTIM, PS3.8 9.1.5)",
     )
     network_timeout: float = Field(60.0, gt=0, description="idle connection timeout, seconds")
     acse_timeout: float = Field(30.0, gt=0, description="association negotiation timeout")
@@ -123,6 +153,22 @@ class GatewaySettings(ServiceSettings):
 
     commitment_wait_s: float = Field(
         30.0, gt=0, description="how long Storage Commitment waits for instances to be indexed"
+    )
+    duplicate_policy: Literal["new_version", "refuse"] = Field(
+        "new_version",
+        description="a stored SOP Instance UID arriving with other bytes: new_version (kept, "
+        "warning 0xB000) or refuse (0x0111); see pacs_gateway.duplicates",
+    )
+    duplicate_policy_by_tenant: dict[str, Literal["new_version", "refuse"]] = Field(
+        default_factory=dict, description="duplicate_policy per tenant (JSON object)"
+    )
+    spool_memory_bytes: int = Field(
+        8 * 1024**2,
+        ge=0,
+        description="IngestService: bytes of a file kept in memory before spooling to disk",
+    )
+    max_pending_commitments: int = Field(
+        32, ge=1, description="Storage Commitment requests in progress per process (more: 0x0213)"
     )
     serve_grpc: bool = Field(True, description="serve IngestService (off in extra workers)")
     reuse_port: bool = Field(False, description="bind DICOM ports with SO_REUSEPORT")

@@ -22,6 +22,7 @@ import logging
 import multiprocessing
 import os
 import signal
+import time
 from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any
@@ -31,11 +32,14 @@ from pacs_common.metrics import MULTIPROC_DIR_ENV
 from pacs_common.telemetry import configure_tracing
 
 from pacs_gateway.app import create_app
+from pacs_gateway.peer_limits import SharedTable, clear_slot, new_table
 from pacs_gateway.settings import GatewaySettings
 
 log = logging.getLogger(__name__)
 
 SUPERVISE_INTERVAL_S = 1.0
+EXIT_MARGIN_S = 3.0
+"""Time past the shutdown grace a process gets to exit (close channels, flush) before SIGKILL."""
 PR_SET_PDEATHSIG = 1
 """``prctl`` option: the signal this process gets when its parent dies (linux/prctl.h)."""
 
@@ -59,17 +63,22 @@ def die_with_parent(parent_pid: int) -> None:
         os._exit(1)  # the parent is gone already; nothing must be served without it
 
 
-def _worker_main(values: dict[str, Any], parent_pid: int) -> None:
-    """Entry point of an extra worker process (spawned, so it starts from a clean state)."""
+def _worker_main(
+    values: dict[str, Any], parent_pid: int, peer_table: SharedTable, slot: int
+) -> None:
+    """Entry point of an extra worker process (spawned, so it starts from a clean state);
+    ``peer_table`` is the pod's shared peer-limit counters, ``slot`` this worker's row."""
     die_with_parent(parent_pid)
     settings = GatewaySettings(**values)
     configure_logging(settings.service_name, settings.log_level, settings.log_patient_data)
     configure_tracing(settings.service_name)
-    asyncio.run(_serve_one(settings))
+    asyncio.run(_serve_one(settings, peer_table, slot))
 
 
-async def _serve_one(settings: GatewaySettings) -> None:
-    app = create_app(settings)
+async def _serve_one(
+    settings: GatewaySettings, peer_table: SharedTable | None = None, slot: int = 0
+) -> None:
+    app = create_app(settings, peer_table, slot)
     await app.start()
     await _until_signalled()
     await app.stop()
@@ -91,7 +100,10 @@ async def run(settings: GatewaySettings) -> None:
         await _serve_one(settings)
         return
     _prepare_multiprocess_metrics(settings)
-    primary = create_app(settings.model_copy(update={"reuse_port": True}))
+    context = multiprocessing.get_context("spawn")
+    # The pod's peer limits, shared by every process: row 0 is the primary's, row i worker i's.
+    table = new_table(settings.workers, context.RawArray)
+    primary = create_app(settings.model_copy(update={"reuse_port": True}), table, 0)
     await primary.start()
     # Extra workers bind the ports the first one got (which matters when they were 0).
     extra = settings.model_copy(
@@ -103,27 +115,39 @@ async def run(settings: GatewaySettings) -> None:
             "tls_port": primary.tls_port,
         }
     ).model_dump(mode="json")
-    context = multiprocessing.get_context("spawn")
     children: list[BaseProcess] = []
 
-    def spawn() -> BaseProcess:
+    def spawn(slot: int) -> BaseProcess:
+        clear_slot(table, slot)  # a dead predecessor's connections are gone with it
         child = context.Process(
-            target=_worker_main, args=(extra, os.getpid()), name="gateway-worker"
+            target=_worker_main,
+            args=(extra, os.getpid(), table, slot),
+            name="gateway-worker",
         )
         child.start()
         return child
 
-    children = [spawn() for _ in range(settings.workers - 1)]
+    children = [spawn(slot) for slot in range(1, settings.workers)]
     log.info("gateway workers started", extra={"workers": settings.workers})
     supervisor = asyncio.create_task(_supervise(children, spawn))
     await _until_signalled()
     supervisor.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await supervisor
+    await _stop_all(primary, children, settings.shutdown_grace_s)
+
+
+async def _stop_all(primary: Any, children: list[BaseProcess], grace_s: float) -> None:
+    """Stop every process within one shutdown budget: the workers get SIGTERM and drain
+    side by side with the primary (each under the same ``shutdown_grace_s``, counted from
+    the same moment), and whatever is still running when the budget is spent is killed.
+    The whole stop thus takes ``shutdown_grace_s`` plus a few seconds of process exit, never
+    a multiple of it (the chart's terminationGracePeriodSeconds is derived from it)."""
+    deadline = time.monotonic() + grace_s + EXIT_MARGIN_S
     for child in children:
-        child.terminate()  # SIGTERM: each worker shuts down gracefully
-    await asyncio.to_thread(_join_all, children, settings.shutdown_grace_s + 5)
-    await primary.stop()
+        child.terminate()  # SIGTERM: each worker shuts down gracefully, all at once
+    joined = asyncio.to_thread(_join_all, children, deadline)
+    await asyncio.gather(primary.stop(), joined)
 
 
 def _prepare_multiprocess_metrics(settings: GatewaySettings) -> None:
@@ -154,11 +178,14 @@ async def _supervise(children: list[BaseProcess], spawn: Any) -> None:
         for index, child in enumerate(children):
             if not child.is_alive():
                 log.warning("gateway worker exited; restarting", extra={"exitcode": child.exitcode})
-                children[index] = spawn()
+                children[index] = spawn(index + 1)
 
 
-def _join_all(children: list[BaseProcess], timeout_s: float) -> None:
+def _join_all(children: list[BaseProcess], deadline: float) -> None:
+    """Wait for every child until ``deadline`` (one budget for all), then kill the rest."""
     for child in children:
-        child.join(timeout_s)
+        child.join(max(0.0, deadline - time.monotonic()))
+    for child in children:
         if child.is_alive():
             child.kill()
+            child.join(5)

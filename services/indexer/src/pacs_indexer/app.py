@@ -88,6 +88,7 @@ class IndexerApp(HostedApp):
                 self._publisher,
                 batch_handler=handler.handle_batch,
                 batch_max_records=self.settings.batch_max_events,
+                on_health=self._consumer_health,
             )
             await self.consumer.start()
             self.servicer.publisher = self._publisher
@@ -107,6 +108,11 @@ class IndexerApp(HostedApp):
         await self.host.start_audit(self.settings.kafka, self.settings.audit)
         await self.host.start()
         log.info("indexer started", extra={"grpc_port": self.grpc_port})
+
+    async def _consumer_health(self, healthy: bool) -> None:
+        """The indexer reports NOT_SERVING while its consume loop is down and restarting
+        (queries would answer from an index that no longer catches up)."""
+        await self.host.set_serving("", healthy)
 
     async def _stop_statistics(self) -> None:
         if self._statistics is not None:

@@ -7,7 +7,8 @@ storage read here is for larger headers, events from before that field, and rein
 The first ``prefix_bytes`` of the object are fetched with a ranged ``StorageService.Get`` (through
 :class:`pacs_common.clients.storage.StorageClient`) and parsed by
 :func:`pacs_common.dicom.split_header`, which accepts a prefix only when parsing stopped exactly
-at a Pixel Data element (PS3.5 7.1); otherwise a larger range is read, up to the whole object.
+at a Pixel Data element (PS3.5 7.1); otherwise a larger range is read, up to
+:data:`MAX_HEADER_BYTES` (never the whole of a large object without pixel data).
 Deflated transfer syntaxes are always read whole (their position in the stream says nothing
 about the parsed bytes).
 """
@@ -18,19 +19,36 @@ import logging
 
 from pacs.type.v1 import instance_pb2
 from pacs_common.clients.storage import StorageClient
-from pacs_common.dicom import DEFLATED_TRANSFER_SYNTAXES, UnreadableDicomError, split_header
+from pacs_common.dicom import (
+    DEFLATED_TRANSFER_SYNTAXES,
+    UnreadableDicomError,
+    read_truncated_header,
+    split_header,
+)
 from pacs_common.errors import InvalidArgumentError, PermissionDeniedError, UnavailableError
 from pydicom.dataset import Dataset
 
 log = logging.getLogger(__name__)
 
+MAX_HEADER_BYTES = 16 * 1024**2
+"""Most of an object read for its header. Objects with Pixel Data have their header end where
+it begins, well before this; an object without any (its whole data set is "header") is read
+only this far, and the attributes in those bytes are indexed (tags ascend, PS3.5 7.1, so the
+identifying ones come first)."""
+
 
 class HeaderReader:
     """Reads headers through the storage service's gRPC API."""
 
-    def __init__(self, storage: StorageClient, prefix_bytes: int = 64 * 1024) -> None:
+    def __init__(
+        self,
+        storage: StorageClient,
+        prefix_bytes: int = 64 * 1024,
+        max_header_bytes: int = MAX_HEADER_BYTES,
+    ) -> None:
         self.storage = storage
         self.prefix_bytes = prefix_bytes
+        self.max_header_bytes = max(max_header_bytes, prefix_bytes)
 
     async def read(self, instance: instance_pb2.InstanceRef, size: int) -> Dataset:
         """The header of ``instance``, whose stored object is ``size`` bytes (0: unknown).
@@ -49,7 +67,12 @@ class HeaderReader:
             dataset = _parse(data, complete=bool(whole))
             if dataset is not None:
                 return dataset
-            length = 0 if size and length * 4 >= size else length * 4
+            if length >= self.max_header_bytes:
+                # No Pixel Data within the bound (an encapsulated document, a long report):
+                # what the bound holds is indexed, the rest of the object is never read.
+                log.info("header read stopped at its bound", extra={"length": length})
+                return _parse_truncated(data)
+            length = 0 if size and length * 4 >= size else min(length * 4, self.max_header_bytes)
             log.debug("header longer than the prefix; reading more", extra={"length": length})
 
     async def head(self, instance: instance_pb2.InstanceRef) -> instance_pb2.ObjectInfo:
@@ -90,6 +113,18 @@ def _parse(data: bytes, complete: bool) -> Dataset | None:
     except UnreadableDicomError as exc:
         raise InvalidArgumentError(f"stored object is not readable DICOM: {exc.message}") from exc
     return None if parsed is None else parsed[0]
+
+
+def _parse_truncated(data: bytes) -> Dataset:
+    """The elements of a bounded prefix (:func:`pacs_common.dicom.read_truncated_header`).
+
+    Raises:
+        InvalidArgumentError: the prefix is not readable DICOM.
+    """
+    try:
+        return read_truncated_header(data)
+    except UnreadableDicomError as exc:
+        raise InvalidArgumentError(f"stored object is not readable DICOM: {exc.message}") from exc
 
 
 def parse_event_header(header_part10: bytes) -> Dataset:

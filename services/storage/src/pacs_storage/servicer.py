@@ -51,7 +51,11 @@ class StorageServicer(pb_grpc.StorageServiceServicer):
         if first.WhichOneof("part") != "header":
             raise InvalidArgumentError("the first Put message must carry the header")
         result = await self.store.put(first.header, _chunks_after_header(requests))
-        return pb.PutResponse(object=result.info, already_existed=result.already_existed)
+        return pb.PutResponse(
+            object=result.info,
+            already_existed=result.already_existed,
+            new_version=result.new_version,
+        )
 
     async def Get(  # noqa: N802
         self, request: pb.GetRequest, context: Context

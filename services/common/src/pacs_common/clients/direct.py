@@ -84,8 +84,11 @@ class DirectStorage:
 
     # --- write ---------------------------------------------------------------------------
 
-    async def put(self, instance: instance_pb2.InstanceRef, data: bytes) -> pb.CommitWriteResponse:
-        """Store one object; returns once it is durable in S3 and announced on Kafka.
+    async def put(
+        self, instance: instance_pb2.InstanceRef, data: bytes, *, sha256: str = ""
+    ) -> pb.CommitWriteResponse:
+        """Store one object (``sha256``: its digest when the caller computed it already);
+        returns once it is durable in S3 and announced on Kafka.
 
         Raises:
             UnavailableError: storage, S3 or Kafka cannot be reached: retry later.
@@ -93,10 +96,12 @@ class DirectStorage:
         """
         # One span over grant, PUT and commit, so that they stay one trace with the caller's.
         with trace.get_tracer(__name__).start_as_current_span("storage write through a grant"):
-            return await self._put(instance, data)
+            return await self._put(instance, data, sha256)
 
-    async def _put(self, instance: instance_pb2.InstanceRef, data: bytes) -> pb.CommitWriteResponse:
-        request = await asyncio.to_thread(self._grant_request, instance, data)
+    async def _put(
+        self, instance: instance_pb2.InstanceRef, data: bytes, sha256: str
+    ) -> pb.CommitWriteResponse:
+        request = await asyncio.to_thread(self._grant_request, instance, data, sha256)
         grant = await self.storage.grant_write(request)
         if len(grant.requests) == 1:
             await self._send(grant.requests[0], data)
@@ -112,15 +117,18 @@ class DirectStorage:
             log.info("instance stored with other bytes; replacing it through Put")
             response = await self.storage.put(instance, data, expected_sha256=request.sha256)
             return pb.CommitWriteResponse(
-                object=response.object, already_existed=response.already_existed
+                object=response.object,
+                already_existed=response.already_existed,
+                new_version=response.new_version,
             )
 
     def _grant_request(
-        self, instance: instance_pb2.InstanceRef, data: bytes
+        self, instance: instance_pb2.InstanceRef, data: bytes, sha256: str = ""
     ) -> pb.GrantWriteRequest:
-        """The grant request with the object's digests (computed off the event loop)."""
+        """The grant request with the object's digests (computed off the event loop, unless
+        the caller already knows the whole object's)."""
         request = pb.GrantWriteRequest(
-            instance=instance, size=len(data), sha256=hashlib.sha256(data).hexdigest()
+            instance=instance, size=len(data), sha256=sha256 or hashlib.sha256(data).hexdigest()
         )
         if len(data) >= self.multipart_threshold:
             view = memoryview(data)

@@ -25,6 +25,7 @@ from pydicom.dataset import Dataset
 from pacs_gateway.admission import CallerOf
 from pacs_gateway.dimse import codes
 from pacs_gateway.dimse.handler_base import DimseFailure, DimseHandler
+from pacs_gateway.duplicates import DuplicateInstanceError
 from pacs_gateway.ingest import Ingest
 from pacs_gateway.io_loop import IoLoop
 
@@ -58,6 +59,8 @@ class StoreScp(DimseHandler):
         instance, part10 = self._checked(event)
         try:
             stored = self.run(self._ingest.put(instance, part10))
+        except DuplicateInstanceError as exc:
+            raise DimseFailure(codes.DUPLICATE_SOP_INSTANCE, exc.message) from exc
         except PacsError as exc:
             log.warning(
                 "storage did not take an instance",
@@ -75,6 +78,8 @@ class StoreScp(DimseHandler):
                 "already_present": stored.already_present,
             },
         )
+        if stored.new_version:
+            return codes.status(codes.STORED_AS_NEW_VERSION, "stored as a new version")
         return codes.status(codes.SUCCESS)
 
     def _checked(self, event: Any) -> tuple[instance_pb2.InstanceRef, bytes]:

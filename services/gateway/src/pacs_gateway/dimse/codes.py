@@ -89,6 +89,12 @@ INVALID_QUERY = 0xC010
 """C-FIND identifier that the index cannot evaluate (bad level, bad matching value)."""
 
 # PS3.7 C.5 general statuses (DIMSE-N services, and refusals of any service).
+STORED_AS_NEW_VERSION = 0xB000
+"""C-STORE warning (PS3.4 B.2.3, Warning B000): stored, as a new version of an instance whose
+SOP Instance UID was stored before with other bytes (pacs_gateway.duplicates)."""
+DUPLICATE_SOP_INSTANCE = 0x0111
+"""Duplicate SOP Instance (PS3.7 C): the SOP Instance UID is stored already, in another study
+or with other bytes under a tenant that refuses new versions (pacs_gateway.duplicates)."""
 INVALID_SOP_INSTANCE = 0x0117
 """Invalid SOP Instance (PS3.7 C.5.12): N-ACTION not on the well-known instance."""
 MISSING_ATTRIBUTE = 0x0120

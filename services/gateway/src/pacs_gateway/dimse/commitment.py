@@ -202,6 +202,11 @@ def _pause_reactor(assoc: Any, within_s: float = 10.0) -> bool:
     return False
 
 
+MAX_PENDING_COMMITMENTS = 32
+"""Storage Commitment requests one process checks and reports at once; more are refused with
+0x0213 (resource limitation) instead of each taking another thread."""
+
+
 class StorageCommitmentScp(DimseHandler):
     """Handles EVT_N_ACTION for the Storage Commitment Push Model."""
 
@@ -217,8 +222,10 @@ class StorageCommitmentScp(DimseHandler):
         caller_of: CallerOf,
         destination_of: DestinationOf,
         timeout_s: float,
+        max_pending: int = MAX_PENDING_COMMITMENTS,
     ) -> None:
         super().__init__(io, caller_of, timeout_s)
+        self._max_pending = max_pending
         self._committer = committer
         # An AE of its own for the report associations it opens (requestor side).
         self._ae = AE(ae_title=ae_title)
@@ -241,6 +248,12 @@ class StorageCommitmentScp(DimseHandler):
             transaction, references = references_of(event.action_information)
         except Exception as exc:
             raise DimseFailure(codes.MISSING_ATTRIBUTE, str(exc)) from exc
+        if len(self._workers) >= self._max_pending:
+            # Bounded work: each request holds a thread until its report is sent. Refused
+            # requests change nothing; the modality asks again later (PS3.7 C, 0x0213).
+            raise DimseFailure(
+                codes.RESOURCE_LIMITATION, "too many storage commitment requests in progress"
+            )
         worker = threading.Thread(
             target=self._commit,
             args=(event.assoc, caller, transaction, references),
@@ -321,6 +334,7 @@ class StorageCommitmentScp(DimseHandler):
             report.release()
 
     def join(self, timeout_s: float) -> None:
-        """Wait for reports in progress (shutdown)."""
+        """Wait for reports in progress (shutdown), all within one ``timeout_s``."""
+        deadline = time.monotonic() + timeout_s
         for worker in list(self._workers):
-            worker.join(timeout=timeout_s)
+            worker.join(timeout=max(0.0, deadline - time.monotonic()))

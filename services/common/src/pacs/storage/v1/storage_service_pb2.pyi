@@ -391,8 +391,13 @@ class PutResponse(_message.Message):
 
     OBJECT_FIELD_NUMBER: _builtins.int
     ALREADY_EXISTED_FIELD_NUMBER: _builtins.int
+    NEW_VERSION_FIELD_NUMBER: _builtins.int
     already_existed: _builtins.bool
     """True when identical bytes were already stored for this instance (nothing new written)."""
+    new_version: _builtins.bool
+    """True when other bytes were stored for this instance before: this Put made a new current
+    version (the earlier ones stay readable by version id).
+    """
     @_builtins.property
     def object(self) -> _instance_pb2.ObjectInfo:
         """The stored object."""
@@ -402,10 +407,11 @@ class PutResponse(_message.Message):
         *,
         object: _instance_pb2.ObjectInfo | None = ...,
         already_existed: _builtins.bool = ...,
+        new_version: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["object", b"object"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["already_existed", b"already_existed", "object", b"object"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["already_existed", b"already_existed", "new_version", b"new_version", "object", b"object"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
