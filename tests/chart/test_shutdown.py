@@ -83,6 +83,8 @@ def test_association_limits_are_rendered_per_pod(name: str) -> None:
             continue
         prefix = f"PACS_{component.upper()}_"
         data = configs[component]["data"]
+        # Enforced pod-wide (the gateway's shared table), and no process capped below it.
+        assert data[prefix + "POD_MAX_ASSOCIATIONS"] == str(c["dicom"]["maxAssociations"])
         assert data[prefix + "MAX_ASSOCIATIONS"] == str(c["dicom"]["maxAssociations"])
         assert data[prefix + "WORKERS"] == str(c["dicom"]["workers"])
     table = (CHART / "README.md").read_text()

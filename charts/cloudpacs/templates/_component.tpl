@@ -103,6 +103,9 @@ PACS_AUTH_REQUIRED=false is only for a stack without mutual TLS, never a deploym
 {{- $_ := set $data (print $p "DICOM_PORT") (include "cloudpacs.envValue" $d.port) -}}
 {{- end -}}
 {{- $_ := set $data (print $p "AE_TITLE") $d.aeTitle -}}
+{{- /* The pod's limit, enforced across the workers through the gateway's shared table; no
+     process is capped below it (one worker may serve them all). */ -}}
+{{- $_ := set $data (print $p "POD_MAX_ASSOCIATIONS") (include "cloudpacs.envValue" $d.maxAssociations) -}}
 {{- $_ := set $data (print $p "MAX_ASSOCIATIONS") (include "cloudpacs.envValue" $d.maxAssociations) -}}
 {{- $_ := set $data (print $p "WORKERS") (include "cloudpacs.envValue" $d.workers) -}}
 {{- if gt (int64 $d.workers) 1 -}}
