@@ -17,7 +17,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 from pacs.query.v1 import query_service_pb2, query_service_pb2_grpc
-from pacs_common.auth import Role
+from pacs_common.auth import AuthSettings, Role
 from pacs_common.grpc_client import open_channel
 from pacs_common.local import client_tls
 from pacs_common.oauth_client import ClientCredentials, bearer_interceptors
@@ -106,7 +106,14 @@ async def test_one_c_store_is_one_trace_from_gateway_to_indexer(
         )
     )
     await storage.start()
-    indexer = await start_indexer(storage.grpc_port, tmp_path / "index.sqlite", shutdown_grace_s=1)
+    # As deployed, the indexer trusts the gateway (its C-FIND and its duplicate check query the
+    # index for the callers it admitted).
+    indexer = await start_indexer(
+        storage.grpc_port,
+        tmp_path / "index.sqlite",
+        shutdown_grace_s=1,
+        auth=AuthSettings(trusted_services={"gateway"}),
+    )
     gateway = create_gateway(
         GatewaySettings(
             dicom_port=0,

@@ -24,6 +24,7 @@ from storage_testkit import (
     InstanceEvents,
     for_tenant,
     intent_records,
+    marker_part10,
     sample_part10,
     synthetic_part10,
 )
@@ -33,8 +34,8 @@ MIB = 1024 * 1024
 
 @pytest.fixture
 def storage_settings(s3_settings: S3Settings, raw_s3: Any) -> StorageSettings:
-    """Reconciler passes every half second over intents older than one second (the test's
-    stand-in for the production delay of a minute)."""
+    """Reconciler passes every half second over intents older than one second, grants last two
+    (the test's stand-ins for a minute and five minutes)."""
     return StorageSettings(
         grpc_port=0,
         s3=s3_settings,
@@ -42,6 +43,7 @@ def storage_settings(s3_settings: S3Settings, raw_s3: Any) -> StorageSettings:
         shutdown_grace_s=1,
         reconcile_after_s=1.0,
         reconcile_interval_s=0.5,
+        grant_ttl_s=2,  # a write not made is abandoned once its grant expired: after 3 s
     )
 
 
@@ -72,7 +74,29 @@ async def _granted_put_without_commit(
     return grant
 
 
+async def _marker_events(
+    app: StorageApp,
+    client: StorageClient,
+    events: InstanceEvents,
+    data: bytes,
+    tenant: str,
+    wait_s: float = 2.2,
+) -> list[Any]:
+    """The events after those already taken, up to a marker stored after one more reconciler
+    pass; then the marker's own intent is removed (what is left in ``_intents/`` is the
+    test's). ``wait_s``: past the delay (1 s) and S3's one-second LastModified."""
+    await asyncio.sleep(wait_s)
+    await app.reconciler.reconcile_once()
+    marker = marker_part10(data)
+    marker_ref = instance_ref_of(marker, tenant)
+    await client.put(marker_ref, marker)
+    found = await events.until_marker(for_tenant(tenant), marker_ref.sop_instance_uid)
+    await app.intents.drain()
+    return found
+
+
 async def test_a_granted_write_never_committed_is_announced_once_by_the_reconciler(
+    app: StorageApp,
     client: StorageClient,
     events: InstanceEvents,
     raw_s3: Any,
@@ -84,7 +108,7 @@ async def test_a_granted_write_never_committed_is_announced_once_by_the_reconcil
 
     await _granted_put_without_commit(client, ref, data)
     event = await events.next(for_tenant(tenant), within=30)
-    again = await events.drain(for_tenant(tenant), within=2.5)
+    again = await _marker_events(app, client, events, data, tenant)
 
     assert event.message.object.sha256 == hashlib.sha256(data).hexdigest()
     assert event.message.object.instance.sop_instance_uid == ref.sop_instance_uid
@@ -145,6 +169,7 @@ async def test_a_delete_whose_announcement_failed_is_announced_by_the_reconciler
 
 
 async def test_a_grant_never_used_announces_nothing_and_its_upload_is_aborted(
+    app: StorageApp,
     client: StorageClient,
     events: InstanceEvents,
     raw_s3: Any,
@@ -163,7 +188,8 @@ async def test_a_grant_never_used_announces_nothing_and_its_upload_is_aborted(
     await client.grant_write(request)
     bucket = storage_settings.s3.bucket
 
-    announced = await events.drain(for_tenant(tenant), within=4.0)
+    # Abandoned only once the grant expired (2 s) and the delay passed (1 s).
+    announced = await _marker_events(app, client, events, data, tenant, wait_s=4.5)
 
     assert announced == []
     assert intent_records(raw_s3, bucket) == []
@@ -171,6 +197,7 @@ async def test_a_grant_never_used_announces_nothing_and_its_upload_is_aborted(
 
 
 async def test_committed_writes_leave_no_intent_and_no_second_announcement(
+    app: StorageApp,
     client: StorageClient,
     events: InstanceEvents,
     raw_s3: Any,
@@ -181,7 +208,7 @@ async def test_committed_writes_leave_no_intent_and_no_second_announcement(
     ref = instance_ref_of(data, tenant)
 
     await client.put(ref, data)
-    announced = await events.drain(for_tenant(tenant), within=3.5)
+    announced = await _marker_events(app, client, events, data, tenant)
 
     assert len(announced) == 1
     assert intent_records(raw_s3, storage_settings.s3.bucket) == []
@@ -230,3 +257,32 @@ async def test_what_stays_unannounced_is_visible_as_a_metric(
 
     assert STORAGE_UNANNOUNCED._value.get() >= 1  # type: ignore[attr-defined]
     assert STORAGE_OLDEST_UNANNOUNCED._value.get() >= 1.0  # type: ignore[attr-defined]
+
+
+async def test_a_grant_still_valid_is_left_alone_however_old_its_intent(
+    app: StorageApp,
+    client: StorageClient,
+    raw_s3: Any,
+    storage_settings: StorageSettings,
+    tenant: str,
+) -> None:
+    # A large upload can outlast the delay: while its grant is valid, bytes may still arrive.
+    data = synthetic_part10(11 * MIB)
+    request = pb.GrantWriteRequest(
+        instance=instance_ref_of(data, tenant),
+        size=len(data),
+        sha256=hashlib.sha256(data).hexdigest(),
+        part_size=5 * MIB,
+    )
+    request.part_sha256.extend(
+        hashlib.sha256(data[start : start + 5 * MIB]).hexdigest()
+        for start in range(0, len(data), 5 * MIB)
+    )
+    await client.grant_write(request)
+    bucket = storage_settings.s3.bucket
+
+    await asyncio.sleep(1.2)  # past the delay (1 s), within the grant's 2 s
+    await app.reconciler.reconcile_once()
+
+    assert len(intent_records(raw_s3, bucket)) == 1
+    assert len(raw_s3.list_multipart_uploads(Bucket=bucket).get("Uploads", [])) == 1

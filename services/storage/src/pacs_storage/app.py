@@ -63,6 +63,7 @@ class StorageApp(HostedApp):
             after_s=settings.reconcile_after_s,
             interval_s=settings.reconcile_interval_s,
             header_cap=settings.event_header_cap_bytes,
+            abandon_after_s=settings.grant_ttl_s + settings.reconcile_after_s,
         )
         self.host = ServiceHost(
             settings,

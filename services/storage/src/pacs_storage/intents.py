@@ -151,12 +151,14 @@ class Reconciler:
         after_s: float,
         interval_s: float,
         header_cap: int,
+        abandon_after_s: float,
     ) -> None:
         self.bucket = bucket
         self.announcer = announcer
         self.after_s = after_s
         self.interval_s = interval_s
         self.header_cap = header_cap
+        self.abandon_after_s = abandon_after_s
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -192,12 +194,14 @@ class Reconciler:
         while True:
             items, token = await self.bucket.list(INTENTS_PREFIX, 1000, token)
             for item in items:
-                written = item.last_modified
+                # S3 keeps LastModified to the second: count the record as written at the end
+                # of that second, never older than it is.
+                written = item.last_modified + timedelta(seconds=1)
                 if written > threshold or not is_record_key(item.key):
                     continue
                 pending += 1
                 oldest = written if oldest is None else min(oldest, written)
-                if await self._settle(item.key):
+                if await self._settle(item.key, (now - written).total_seconds()):
                     settled += 1
                     pending -= 1
             if not token:
@@ -207,9 +211,9 @@ class Reconciler:
         STORAGE_OLDEST_UNANNOUNCED.set(age)
         return settled
 
-    async def _settle(self, record_key: str) -> bool:
+    async def _settle(self, record_key: str, age_s: float) -> bool:
         """Announce what the intent names if it happened; remove the intent. False when it
-        could not be settled now (S3 or Kafka down)."""
+        could not be settled now (S3 or Kafka down, or a write that may still be under way)."""
         started = time.monotonic()
         try:
             reader = await self.bucket.open(record_key)
@@ -231,7 +235,9 @@ class Reconciler:
             elif intent.kind.startswith("delete"):
                 outcome = await self._settle_delete(intent, ref)
             else:
-                outcome = await self._settle_write(intent, ref)
+                outcome = await self._settle_write(intent, ref, age_s)
+                if outcome == "write-under-way":
+                    return False
             await self.bucket.delete(record_key)
         except PacsError as exc:
             log.warning("intent not settled yet: %s", exc.message)
@@ -243,10 +249,16 @@ class Reconciler:
         )
         return True
 
-    async def _settle_write(self, intent: Intent, ref: instance_pb2.InstanceRef) -> str:
+    async def _settle_write(
+        self, intent: Intent, ref: instance_pb2.InstanceRef, age_s: float
+    ) -> str:
         stored = await self.bucket.head(intent.key)
         # A Put without expected_sha256 records none: whatever is stored then is announced.
         other_bytes = intent.sha256 and stored and stored.metadata.get(META_SHA256) != intent.sha256
+        if (stored is None or other_bytes) and age_s < self.abandon_after_s:
+            # A large upload can take longer than the delay: only once its grant expired can no
+            # more bytes arrive, and only then is its multipart upload safe to abort.
+            return "write-under-way"
         if stored is None or other_bytes:
             if intent.upload_id:
                 await self.bucket.abort_multipart(intent.key, intent.upload_id)

@@ -86,7 +86,7 @@ class StorageSettings(ServiceSettings):
     )
     grant_ttl_s: int = Field(
         300,
-        ge=10,
+        ge=1,
         le=7 * 24 * 3600,
         description="how long the pre-signed requests of a write or read grant stay valid",
     )
