@@ -70,6 +70,7 @@ dashboards: ## Regenerate the Grafana dashboards into charts/cloudpacs/dashboard
 	infra/dashboards/generate.sh
 
 BENCH_STUDIES ?= 10000
+BENCH_FINDABLE_MINUTES ?= 10
 BENCH_WORKLIST_STEPS ?= 10000
 # Studies of the DICOMweb benchmark (issue 15 asks for 10 000; loading them takes minutes).
 BENCH_DICOMWEB_STUDIES ?= 10000
@@ -80,6 +81,7 @@ bench: infra ## Benchmarks, each printed as a table: storage vs boto3, index loa
 	$(UV) run python services/indexer/bench/bench_index.py --studies $(BENCH_STUDIES)
 	$(UV) run python services/indexer/bench/bench_header.py
 	$(UV) run python services/gateway/bench/bench_ingest.py
+	$(UV) run python services/gateway/bench/bench_findable.py --minutes $(BENCH_FINDABLE_MINUTES)
 	$(UV) run python services/transcoder/bench/bench_codecs.py
 	$(UV) run python services/transcoder/bench/bench_memory.py
 	$(UV) run python services/audit/bench/bench_audit.py
