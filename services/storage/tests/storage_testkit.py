@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import io
 import os
 import socket
@@ -15,6 +16,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 from pacs.events.v1 import instance_events_pb2
+from pacs.storage.v1 import storage_service_pb2
 from pacs.type.v1 import instance_pb2
 from pacs_common.events import TOPIC_INSTANCES, header
 from pacs_common.kafka_client import kafka_client_options
@@ -30,6 +32,22 @@ def closed_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def grant_request(
+    ref: instance_pb2.InstanceRef, data: bytes, part_size: int = 0
+) -> storage_service_pb2.GrantWriteRequest:
+    """A write grant request for ``data``: one PUT, or parts of ``part_size`` bytes."""
+    request = storage_service_pb2.GrantWriteRequest(
+        instance=ref, size=len(data), sha256=hashlib.sha256(data).hexdigest()
+    )
+    if part_size:
+        request.part_size = part_size
+        request.part_sha256.extend(
+            hashlib.sha256(data[start : start + part_size]).hexdigest()
+            for start in range(0, len(data), part_size)
+        )
+    return request
 
 
 def stored_keys(raw_s3: Any, bucket: str) -> list[str]:

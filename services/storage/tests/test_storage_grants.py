@@ -24,6 +24,7 @@ from pydicom import dcmread
 from storage_testkit import (
     InstanceEvents,
     for_tenant,
+    grant_request,
     modified_part10,
     sample_part10,
     synthetic_part10,
@@ -41,12 +42,6 @@ def direct(client: StorageClient) -> DirectStorage:
 def _send(signed: pb.SignedRequest, body: bytes, **extra_headers: str) -> Any:
     headers = {**dict(signed.headers), **extra_headers}
     return urllib3.request(signed.method, signed.url, body=body, headers=headers, retries=False)
-
-
-def _grant_request(ref: Any, data: bytes) -> pb.GrantWriteRequest:
-    return pb.GrantWriteRequest(
-        instance=ref, size=len(data), sha256=hashlib.sha256(data).hexdigest()
-    )
 
 
 async def test_a_granted_write_is_stored_announced_with_its_header_and_readable(
@@ -75,7 +70,7 @@ async def test_s3_refuses_bytes_other_than_the_granted_ones(
 ) -> None:
     data = sample_part10()
     ref = instance_ref_of(data, tenant)
-    grant = await client.grant_write(_grant_request(ref, data))
+    grant = await client.grant_write(grant_request(ref, data))
 
     corrupted = bytearray(data)
     corrupted[-1] ^= 0xFF
@@ -101,7 +96,7 @@ async def test_a_grant_cannot_be_reused_for_another_key_or_without_its_headers(
 ) -> None:
     data = sample_part10()
     ref = instance_ref_of(data, tenant)
-    grant = await client.grant_write(_grant_request(ref, data))
+    grant = await client.grant_write(grant_request(ref, data))
     signed = grant.requests[0]
 
     without_headers = pb.SignedRequest(method="PUT", url=signed.url)
@@ -173,12 +168,7 @@ async def test_a_commit_before_every_part_was_sent_is_refused_and_changes_nothin
     data = synthetic_part10(11 * MIB)
     ref = instance_ref_of(data, tenant)
     part = 5 * MIB
-    request = _grant_request(ref, data)
-    request.part_size = part
-    request.part_sha256.extend(
-        hashlib.sha256(data[start : start + part]).hexdigest()
-        for start in range(0, len(data), part)
-    )
+    request = grant_request(ref, data, part)
     grant = await client.grant_write(request)
     first = grant.requests[0]
     assert _send(first, data[first.offset : first.offset + first.length]).status == 200
@@ -206,7 +196,7 @@ async def test_a_bad_grant_request_is_refused(
     client: StorageClient, tenant: str, change: dict[str, Any], message: str
 ) -> None:
     data = sample_part10()
-    request = _grant_request(instance_ref_of(data, tenant), data)
+    request = grant_request(instance_ref_of(data, tenant), data)
     for name, value in change.items():
         if isinstance(value, list):
             getattr(request, name).extend(value)

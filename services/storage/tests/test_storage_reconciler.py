@@ -23,6 +23,7 @@ from pacs_storage.settings import StorageSettings
 from storage_testkit import (
     InstanceEvents,
     for_tenant,
+    grant_request,
     intent_records,
     marker_part10,
     sample_part10,
@@ -58,16 +59,7 @@ async def _granted_put_without_commit(
     client: StorageClient, ref: Any, data: bytes, part_size: int = 0
 ) -> pb.GrantWriteResponse:
     """What a writer that dies between its PUT and its CommitWrite leaves behind."""
-    request = pb.GrantWriteRequest(
-        instance=ref, size=len(data), sha256=hashlib.sha256(data).hexdigest()
-    )
-    if part_size:
-        request.part_size = part_size
-        request.part_sha256.extend(
-            hashlib.sha256(data[start : start + part_size]).hexdigest()
-            for start in range(0, len(data), part_size)
-        )
-    grant = await client.grant_write(request)
+    grant = await client.grant_write(grant_request(ref, data, part_size))
     for signed in grant.requests:
         end = signed.offset + signed.length if signed.length else len(data)
         assert _send(signed, data[signed.offset : end]) == 200
@@ -178,14 +170,7 @@ async def test_a_grant_never_used_announces_nothing_and_its_upload_is_aborted(
 ) -> None:
     data = synthetic_part10(11 * MIB)
     ref = instance_ref_of(data, tenant)
-    request = pb.GrantWriteRequest(
-        instance=ref, size=len(data), sha256=hashlib.sha256(data).hexdigest(), part_size=5 * MIB
-    )
-    request.part_sha256.extend(
-        hashlib.sha256(data[start : start + 5 * MIB]).hexdigest()
-        for start in range(0, len(data), 5 * MIB)
-    )
-    await client.grant_write(request)
+    await client.grant_write(grant_request(ref, data, 5 * MIB))
     bucket = storage_settings.s3.bucket
 
     # Abandoned only once the grant expired (2 s) and the delay passed (1 s).
@@ -268,17 +253,7 @@ async def test_a_grant_still_valid_is_left_alone_however_old_its_intent(
 ) -> None:
     # A large upload can outlast the delay: while its grant is valid, bytes may still arrive.
     data = synthetic_part10(11 * MIB)
-    request = pb.GrantWriteRequest(
-        instance=instance_ref_of(data, tenant),
-        size=len(data),
-        sha256=hashlib.sha256(data).hexdigest(),
-        part_size=5 * MIB,
-    )
-    request.part_sha256.extend(
-        hashlib.sha256(data[start : start + 5 * MIB]).hexdigest()
-        for start in range(0, len(data), 5 * MIB)
-    )
-    await client.grant_write(request)
+    await client.grant_write(grant_request(instance_ref_of(data, tenant), data, 5 * MIB))
     bucket = storage_settings.s3.bucket
 
     await asyncio.sleep(1.2)  # past the delay (1 s), within the grant's 2 s
