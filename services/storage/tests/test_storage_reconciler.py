@@ -236,8 +236,9 @@ async def test_what_stays_unannounced_is_visible_as_a_metric(
 
     settled = await app.reconciler.reconcile_once()
     assert settled == 0
-    # The pass right after the write sees it as too young; wait past the delay.
-    await asyncio.sleep(1.5)
+    # The pass right after the write sees it as too young; wait past the delay (1 s) and S3's
+    # one-second LastModified (a record is counted from the end of its second).
+    await asyncio.sleep(2.2)
     await app.reconciler.reconcile_once()
 
     assert STORAGE_UNANNOUNCED._value.get() >= 1  # type: ignore[attr-defined]
@@ -256,7 +257,8 @@ async def test_a_grant_still_valid_is_left_alone_however_old_its_intent(
     await client.grant_write(grant_request(instance_ref_of(data, tenant), data, 5 * MIB))
     bucket = storage_settings.s3.bucket
 
-    await asyncio.sleep(1.2)  # past the delay (1 s), within the grant's 2 s
+    # Past the delay (1 s) and S3's one-second LastModified, before grant + delay (3 s).
+    await asyncio.sleep(2.2)
     await app.reconciler.reconcile_once()
 
     assert len(intent_records(raw_s3, bucket)) == 1
