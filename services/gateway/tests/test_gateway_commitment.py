@@ -9,6 +9,8 @@ from typing import Any
 
 import pytest
 from gateway_helpers import (
+    closed_port,
+    eventually,
     free_port,
     sample_path,
     scu_association,
@@ -179,3 +181,81 @@ async def test_commitment_requests_beyond_the_pool_are_refused_with_resource_lim
     )  # fmt: skip
     assert first == codes.SUCCESS
     assert second == codes.RESOURCE_LIMITATION
+
+
+async def test_a_report_not_delivered_is_sent_later_by_another_gateway(
+    start_connected_gateway, tmp_path: Path, tenant: str
+) -> None:
+    """The request is kept in the index until its report is delivered: the first gateway
+    cannot reach the caller (as if it had died before reporting), a second one takes the
+    request over and reports it on a new association, once."""
+    report_port = free_port()
+    registry = _registry(tmp_path / "registry.yaml", report_port, tenant)
+    first = await start_connected_gateway(
+        site_registry=registry, commitment_wait_s=3, commitment_recovery_interval_s=0
+    )
+    ct = dcmread(sample_path("CT_small.dcm"), stop_before_pixels=True)
+    stored = await asyncio.to_thread(
+        scu_store_files, first.dicom_port, [sample_path("CT_small.dcm")], "MODALITY"
+    )
+    assert stored == [codes.SUCCESS]
+    request = _request([(ct.SOPClassUID, ct.SOPInstanceUID)])
+    reports = Reports()
+
+    answer = await asyncio.to_thread(_ask, first.dicom_port, request, reports, False)
+    assert answer == codes.SUCCESS
+
+    async def first_gave_up() -> bool:  # its report found nobody listening
+        return not first._commitment._workers  # type: ignore[union-attr]
+
+    assert await eventually(first_gave_up, within_s=60)
+    assert not reports.received
+
+    listener = AE(ae_title="MODALITY")
+    listener.add_supported_context(STORAGE_COMMITMENT_PUSH, scu_role=True, scp_role=True)
+    server = listener.start_server(
+        ("127.0.0.1", report_port),
+        block=False,
+        evt_handlers=[(evt.EVT_N_EVENT_REPORT, reports.handle)],
+    )
+    try:
+        second = await start_connected_gateway(
+            site_registry=registry,
+            commitment_wait_s=1,
+            query_timeout=1,
+            commitment_recovery_margin_s=0,
+            commitment_recovery_interval_s=3600,  # passes run below, when the test asks
+        )
+
+        async def reported() -> bool:
+            await second.recover_commitments()
+            return bool(reports.received)
+
+        assert await eventually(reported, within_s=60)
+        assert await second.recover_commitments() == 0  # forgotten once delivered
+    finally:
+        server.shutdown()
+
+    assert len(reports.received) == 1
+    event_type, info, on_our_association = reports.received[0]
+    assert event_type == 1  # all committed
+    assert not on_our_association
+    assert info.TransactionUID == request.TransactionUID
+    assert [i.ReferencedSOPInstanceUID for i in info.ReferencedSOPSequence] == [ct.SOPInstanceUID]
+
+
+async def test_a_request_that_cannot_be_recorded_is_refused_with_resource_limitation(
+    start_gateway, tmp_path: Path, tenant: str
+) -> None:
+    """Nothing is accepted that a restart could lose: with the index unreachable the N-ACTION
+    is answered 0x0213 and the modality asks again later (PS3.4 J.3.2)."""
+    registry = _registry(tmp_path / "registry.yaml", free_port(), tenant)
+    gateway = await start_gateway(
+        site_registry=registry,
+        indexer_target=f"127.0.0.1:{closed_port()}",
+        query_timeout=2,
+        commitment_recovery_interval_s=0,
+    )
+    request = _request([(codes.SECONDARY_CAPTURE, generate_uid())])
+    answer = await asyncio.to_thread(_ask, gateway.dicom_port, request, Reports(), False)
+    assert answer == codes.RESOURCE_LIMITATION

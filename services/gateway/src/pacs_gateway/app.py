@@ -19,6 +19,7 @@ from pacs.query.v1 import query_service_pb2_grpc
 from pacs.storage.v1 import storage_service_pb2
 from pacs_common import audit_events
 from pacs_common.clients.direct import DirectStorage
+from pacs_common.clients.query import QueryClient
 from pacs_common.clients.storage import StorageClient
 from pacs_common.clients.transcode import TranscodeClient
 from pacs_common.grpc_client import open_channel
@@ -31,7 +32,13 @@ from pacs_gateway.admission import AdmissionPolicy, Callers, NetworkPolicy
 from pacs_gateway.dimse import codes
 from pacs_gateway.dimse.c_find import Finder, FindScp
 from pacs_gateway.dimse.c_store import StoreScp
-from pacs_gateway.dimse.commitment import Committer, StorageCommitmentScp
+from pacs_gateway.dimse.commitment import (
+    CommitmentJournal,
+    Committer,
+    Reporter,
+    StorageCommitmentScp,
+)
+from pacs_gateway.dimse.commitment_recovery import CommitmentRecovery
 from pacs_gateway.dimse.contexts import scp_contexts
 from pacs_gateway.dimse.metrics import DicomMetrics
 from pacs_gateway.dimse.mpps import MppsScp, PerformedStepRecorder
@@ -71,6 +78,7 @@ class _Clients:
         self.storage_channel = open_channel(settings.storage_target, settings.grpc_tls)
         self.indexer_channel = open_channel(settings.indexer_target, settings.grpc_tls)
         self.storage = StorageClient(self.storage_channel)
+        self.query = QueryClient(self.indexer_channel, timeout=settings.query_timeout)
         self.direct = DirectStorage(self.storage, ca_certs=settings.s3_ca_bundle)
         self.finder = Finder(
             query_service_pb2_grpc.QueryServiceStub(self.indexer_channel), settings.query_timeout
@@ -136,6 +144,7 @@ class GatewayApp:
         self._clients: _Clients | None = None
         self._dimse: DimseServer | None = None
         self._commitment: StorageCommitmentScp | None = None
+        self._recovery: CommitmentRecovery | None = None
         self._audit: audit_events.AuditEmitter | None = None
         self._started = False
         self._stopped = False
@@ -196,6 +205,8 @@ class GatewayApp:
             )
         if self._registry is not None:
             self._registry.start()
+        if self._recovery is not None:
+            self._io.loop.call_soon_threadsafe(self._recovery.start)
         log.info(
             "gateway started",
             extra={
@@ -284,15 +295,30 @@ class GatewayApp:
             max(settings.query_timeout, settings.storage_timeout, settings.transcode_timeout),
             lossy_fallback=settings.retrieve_lossy_fallback,
         )
+        committer = Committer(
+            clients.finder, clients.storage, self._recent, settings.commitment_wait_s
+        )
+        reporter = Reporter(settings.ae_title, self.destination)
         self._commitment = StorageCommitmentScp(
-            Committer(clients.finder, clients.storage, self._recent, settings.commitment_wait_s),
+            committer,
             io=self._io,
-            ae_title=settings.ae_title,
+            reporter=reporter,
+            journal=CommitmentJournal(clients.query),
             caller_of=self.callers.get,
-            destination_of=self.destination,
             timeout_s=settings.commitment_wait_s + settings.query_timeout,
             max_pending=settings.max_pending_commitments,
         )
+        if settings.serve_grpc and settings.commitment_recovery_interval_s > 0:
+            # One process per pod takes over requests whose process died (the first worker).
+            self._recovery = CommitmentRecovery(
+                clients.query,
+                committer,
+                reporter,
+                interval_s=settings.commitment_recovery_interval_s,
+                older_than_s=settings.commitment_wait_s
+                + settings.query_timeout
+                + settings.commitment_recovery_margin_s,
+            )
         handlers: list[tuple[Any, Any]] = [
             (evt.EVT_C_ECHO, _handle_echo),
             (evt.EVT_C_STORE, store.handle),
@@ -323,6 +349,13 @@ class GatewayApp:
             artim_timeout=settings.artim_timeout,
         )
 
+    async def recover_commitments(self) -> int:
+        """One pass of Storage Commitment recovery now (it also runs every
+        ``commitment_recovery_interval_s`` in the first worker); returns the reports sent."""
+        if self._recovery is None:
+            return 0
+        return await self._io.call(self._recovery.recover_once())
+
     async def stop(self) -> None:
         """Stop the DICOM listener(s) (letting open associations finish), then the gRPC side.
 
@@ -350,6 +383,8 @@ class GatewayApp:
             self._dimse.stop(_remaining(deadline))
         if self._commitment is not None:
             self._commitment.join(_remaining(deadline))
+        if self._recovery is not None:
+            self._io.run(self._recovery.stop(), timeout=_remaining(deadline) + 5)
         if grpc_stopped is not None:
             grpc_stopped.result(_remaining(deadline) + 10)
         if self._audit is not None:  # after the DICOM side: its last events are queued

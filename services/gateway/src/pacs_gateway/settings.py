@@ -170,6 +170,18 @@ class GatewaySettings(ServiceSettings):
     max_pending_commitments: int = Field(
         32, ge=1, description="Storage Commitment requests in progress per process (more: 0x0213)"
     )
+    commitment_recovery_interval_s: float = Field(
+        30.0,
+        ge=0,
+        description="how often the first worker reports Storage Commitment requests left "
+        "unreported by a process that died (0: never)",
+    )
+    commitment_recovery_margin_s: float = Field(
+        30.0,
+        ge=0,
+        description="a request is taken over once commitment_wait_s + query_timeout + this "
+        "margin have passed since it was accepted",
+    )
     serve_grpc: bool = Field(True, description="serve IngestService (off in extra workers)")
     reuse_port: bool = Field(False, description="bind DICOM ports with SO_REUSEPORT")
     workers: int = Field(

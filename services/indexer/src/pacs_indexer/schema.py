@@ -16,6 +16,7 @@ from __future__ import annotations
 from sqlalchemy import (
     BigInteger,
     Boolean,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -337,3 +338,21 @@ class SrMeasurement(Base):
     finding_site: Mapped[str] = mapped_column(BYTEWISE, default="")
     tracking_identifier: Mapped[str] = mapped_column(BYTEWISE, default="")
     referenced_sop_instance_uids: Mapped[str] = mapped_column(Text, default="")
+
+
+class PendingCommitment(Base):
+    """A Storage Commitment request (PS3.4 J.3.2) whose N-EVENT-REPORT has not been sent yet:
+    kept here, not in the gateway process, so that a restart between the N-ACTION and the
+    report loses no request (see ``pacs_indexer.commitments``)."""
+
+    __tablename__ = "pending_commitments"
+
+    tenant: Mapped[str] = mapped_column(BYTEWISE, primary_key=True)
+    transaction_uid: Mapped[str] = mapped_column(BYTEWISE, primary_key=True)
+    calling_ae_title: Mapped[str] = mapped_column(BYTEWISE, default="")
+    # The references as JSON: [[sop_class_uid, sop_instance_uid], ...].
+    references: Mapped[str] = mapped_column(Text, default="[]")
+    requested_time: Mapped[str] = mapped_column(BYTEWISE, default="")
+    # Seconds since the epoch: when accepted, and until when a claim holds it.
+    requested_at: Mapped[float] = mapped_column(Float, index=True, default=0.0)
+    leased_until: Mapped[float] = mapped_column(Float, default=0.0)

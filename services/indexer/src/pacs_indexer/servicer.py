@@ -19,11 +19,15 @@ from pacs.query.v1 import query_service_pb2 as pb
 from pacs.query.v1 import query_service_pb2_grpc as pb_grpc
 from pacs_common import audit_events
 from pacs_common.auth import AuthorizationInterceptor, AuthSettings, Role, caller_of
-from pacs_common.errors import FailedPreconditionError, InvalidArgumentError
+from pacs_common.errors import (
+    FailedPreconditionError,
+    InvalidArgumentError,
+    PermissionDeniedError,
+)
 from pacs_common.events import TOPIC_WORKFLOW, EventPublisher
 from pacs_common.metrics import INDEX_QUERY_DURATION
 
-from pacs_indexer import mpps
+from pacs_indexer import commitments, mpps
 from pacs_indexer.attributes import Level
 from pacs_indexer.database import Database
 from pacs_indexer.extra_attributes import ExtraAttributes
@@ -54,6 +58,9 @@ ROLES = {
     "FindMeasurements": Role.QUERY,
     "GetReportText": Role.QUERY,
     "RecordPerformedProcedureStep": Role.INGEST,
+    "RecordCommitmentRequest": Role.INGEST,
+    "CompleteCommitmentRequest": Role.INGEST,
+    "ClaimPendingCommitmentRequests": Role.INGEST,
 }
 """The role each QueryService method needs (a method missing here needs ``admin``)."""
 
@@ -269,6 +276,47 @@ class QueryServicer(pb_grpc.QueryServiceServicer):
         return pb.RecordPerformedProcedureStepResponse(
             status=recorded.status, scheduled_steps_updated=recorded.steps_updated
         )
+
+    async def RecordCommitmentRequest(  # noqa: N802  (gRPC method names are the proto's)
+        self, request: pb.RecordCommitmentRequestRequest, context: _Context
+    ) -> pb.RecordCommitmentRequestResponse:
+        tenant = caller_of(context).tenant_for(request.request.tenant)
+
+        def run() -> None:
+            with self.database.session() as session:
+                commitments.record(session, tenant, request.request)
+
+        await asyncio.to_thread(run)
+        return pb.RecordCommitmentRequestResponse()
+
+    async def CompleteCommitmentRequest(  # noqa: N802  (gRPC method names are the proto's)
+        self, request: pb.CompleteCommitmentRequestRequest, context: _Context
+    ) -> pb.CompleteCommitmentRequestResponse:
+        tenant = caller_of(context).tenant_for(request.tenant)
+
+        def run() -> bool:
+            with self.database.session() as session:
+                return commitments.complete(session, tenant, request.transaction_uid)
+
+        return pb.CompleteCommitmentRequestResponse(completed=await asyncio.to_thread(run))
+
+    async def ClaimPendingCommitmentRequests(  # noqa: N802  (gRPC method names are the proto's)
+        self, request: pb.ClaimPendingCommitmentRequestsRequest, context: _Context
+    ) -> pb.ClaimPendingCommitmentRequestsResponse:
+        # Claims span tenants and whoever claims must send the reports: the gateway only.
+        if not caller_of(context).trusted_service:
+            raise PermissionDeniedError("only a trusted service claims commitment requests")
+        if request.older_than_seconds < 0 or request.lease_seconds <= 0:
+            raise InvalidArgumentError("older_than_seconds >= 0 and lease_seconds > 0 required")
+
+        def run() -> list[pb.CommitmentRequest]:
+            with self.database.session() as session:
+                return commitments.claim(
+                    session, request.older_than_seconds, request.lease_seconds, request.limit
+                )
+
+        claimed = await asyncio.to_thread(run)
+        return pb.ClaimPendingCommitmentRequestsResponse(requests=claimed)
 
     async def FindMeasurements(  # noqa: N802  (gRPC method names are the proto's)
         self, request: pb.FindMeasurementsRequest, context: _Context

@@ -99,3 +99,38 @@ class QueryClient:
                 pb.CheckIndexRequest(tenant=tenant, max_listed=max_listed)
             )
         return response
+
+    async def record_commitment(self, request: pb.CommitmentRequest) -> None:
+        """Keep a Storage Commitment request until its report is sent (durable on return)."""
+        with translated(SERVICE):
+            await self.stub.RecordCommitmentRequest(
+                pb.RecordCommitmentRequestRequest(request=request), timeout=self.timeout
+            )
+
+    async def complete_commitment(self, tenant: str, transaction_uid: str) -> bool:
+        """Forget a request whose report was sent; False when it was no longer pending."""
+        with translated(SERVICE):
+            response: pb.CompleteCommitmentRequestResponse = (
+                await self.stub.CompleteCommitmentRequest(
+                    pb.CompleteCommitmentRequestRequest(
+                        tenant=tenant, transaction_uid=transaction_uid
+                    ),
+                    timeout=self.timeout,
+                )
+            )
+        return response.completed
+
+    async def claim_pending_commitments(
+        self, older_than_s: float, lease_s: float, limit: int = 0
+    ) -> list[pb.CommitmentRequest]:
+        """Lease the requests whose own process never reported them (trusted services only)."""
+        with translated(SERVICE):
+            response: pb.ClaimPendingCommitmentRequestsResponse = (
+                await self.stub.ClaimPendingCommitmentRequests(
+                    pb.ClaimPendingCommitmentRequestsRequest(
+                        older_than_seconds=older_than_s, lease_seconds=lease_s, limit=limit
+                    ),
+                    timeout=self.timeout,
+                )
+            )
+        return list(response.requests)

@@ -8,19 +8,30 @@ back as N-EVENT-REPORT (PS3.4 J.3.3), event 1 when every instance is committed, 
 Failed SOP Sequence otherwise. It is sent on the requesting association while that is still
 open, else on a new association to the caller's AE title registered as a destination of its
 tenant, proposing the SCP role for the Storage Commitment SOP class (PS3.4 J.3.3, PS3.7 D.3.3.4).
+
+**No request is lost to a restart.** Before the N-ACTION is answered, the request is recorded in
+the index (:class:`CommitmentJournal`); it is forgotten once its report was delivered, or can
+never be (the caller is no registered destination). A request whose process died, or whose
+caller could not be reached, is claimed by :mod:`pacs_gateway.dimse.commitment_recovery` in
+some gateway process and reported on a new association. If it cannot be recorded, the N-ACTION
+is refused with 0x0213 (resource limitation) and the modality asks again later.
 """
 
 from __future__ import annotations
 
 import asyncio
+import enum
 import logging
 import threading
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
+from pacs.query.v1 import query_service_pb2 as query_pb
 from pacs.type.v1 import instance_pb2
 from pacs_common.clients.errors import from_exception
+from pacs_common.clients.query import QueryClient
 from pacs_common.clients.storage import StorageClient
 from pacs_common.errors import PacsError
 from pydicom.dataset import Dataset
@@ -202,6 +213,117 @@ def _pause_reactor(assoc: Any, within_s: float = 10.0) -> bool:
     return False
 
 
+@dataclass(frozen=True)
+class CommitmentJournal:
+    """Where requests wait for their report: the indexer's pending commitments (see the
+    module docstring)."""
+
+    query: QueryClient
+
+    async def record(
+        self, tenant: str, calling_ae_title: str, transaction: str, references: list[Reference]
+    ) -> None:
+        """Durable on return."""
+        await self.query.record_commitment(
+            query_pb.CommitmentRequest(
+                tenant=tenant,
+                transaction_uid=transaction,
+                calling_ae_title=calling_ae_title,
+                references=[
+                    query_pb.CommitmentReference(
+                        sop_class_uid=r.sop_class_uid, sop_instance_uid=r.sop_instance_uid
+                    )
+                    for r in references
+                ],
+                requested_time=datetime.now(UTC).isoformat(),
+            )
+        )
+
+    async def complete(self, tenant: str, transaction: str) -> None:
+        await self.query.complete_commitment(tenant, transaction)
+
+
+class Delivery(enum.Enum):
+    """What became of a report."""
+
+    SENT = "sent"
+    UNDELIVERABLE = "undeliverable"  # never can be: forget the request
+    RETRY_LATER = "retry-later"  # the caller could not be reached: recovery tries again
+
+
+class Reporter:
+    """Sends N-EVENT-REPORTs (PS3.4 J.3.3): on the requesting association while it is open,
+    else on a new association to the caller's registered destination."""
+
+    def __init__(self, ae_title: str, destination_of: DestinationOf) -> None:
+        # An AE of its own for the report associations it opens (requestor side).
+        self._ae = AE(ae_title=ae_title)
+        self._destination_of = destination_of
+
+    def report(
+        self,
+        assoc: Any | None,
+        tenant: str,
+        calling_ae_title: str,
+        transaction: str,
+        outcome: Outcome,
+    ) -> Delivery:
+        """Blocking (pynetdicom); call from a thread."""
+        ae = self._ae
+        information = event_information(transaction, outcome, ae.ae_title)
+        event_type = codes.EVENT_FAILURES_EXIST if outcome.failed else codes.EVENT_ALL_COMMITTED
+        log.info(
+            "storage commitment result",
+            extra={
+                "transaction_uid": transaction,
+                "committed": len(outcome.committed),
+                "failed": len(outcome.failed),
+            },
+        )
+        if assoc is not None and assoc.is_established and _pause_reactor(assoc):
+            answer, _ = assoc.send_n_event_report(
+                information,
+                event_type,
+                codes.STORAGE_COMMITMENT_PUSH,
+                codes.STORAGE_COMMITMENT_INSTANCE,
+            )
+            if answer and "Status" in answer:
+                return Delivery.SENT
+            # The requester released meanwhile (it ignores reports during release) or did not
+            # answer: deliver on a new association instead (PS3.4 J.3.3).
+            log.info("storage commitment report unanswered; retrying on a new association")
+        destination = self._destination_of(tenant, calling_ae_title)
+        if destination is None:
+            log.warning(
+                "storage commitment report undeliverable: association closed and the caller "
+                "is not a registered destination",
+                extra={"calling_ae_title": calling_ae_title},
+            )
+            return Delivery.UNDELIVERABLE
+        kwargs = association_kwargs(
+            destination, [build_context(codes.STORAGE_COMMITMENT_PUSH, UNCOMPRESSED)]
+        )
+        kwargs["ext_neg"] = [
+            build_role(codes.STORAGE_COMMITMENT_PUSH, scu_role=False, scp_role=True)
+        ]
+        report = ae.associate(
+            destination.host, destination.port, ae_title=destination.ae_title, **kwargs
+        )
+        if not report.is_established:
+            log.warning("storage commitment report: association to the caller failed")
+            return Delivery.RETRY_LATER
+        try:
+            answer, _ = report.send_n_event_report(
+                information,
+                event_type,
+                codes.STORAGE_COMMITMENT_PUSH,
+                codes.STORAGE_COMMITMENT_INSTANCE,
+            )
+        finally:
+            report.release()
+        return Delivery.SENT if answer and "Status" in answer else Delivery.RETRY_LATER
+
+
 MAX_PENDING_COMMITMENTS = 32
 """Storage Commitment requests one process checks and reports at once; more are refused with
 0x0213 (resource limitation) instead of each taking another thread."""
@@ -212,24 +334,26 @@ class StorageCommitmentScp(DimseHandler):
 
     operation = "N-ACTION"
     required_role = "ingest"
+    # PS3.4 J.3.2 / PS3.7 C: "retry later" for N-ACTION is a resource limitation.
+    unavailable_status = codes.RESOURCE_LIMITATION
+    unavailable_comment = "the request could not be recorded; ask again later"
 
     def __init__(
         self,
         committer: Committer,
         *,
         io: IoLoop,
-        ae_title: str,
+        reporter: Reporter,
+        journal: CommitmentJournal | None,
         caller_of: CallerOf,
-        destination_of: DestinationOf,
         timeout_s: float,
         max_pending: int = MAX_PENDING_COMMITMENTS,
     ) -> None:
         super().__init__(io, caller_of, timeout_s)
         self._max_pending = max_pending
         self._committer = committer
-        # An AE of its own for the report associations it opens (requestor side).
-        self._ae = AE(ae_title=ae_title)
-        self._destination_of = destination_of
+        self._reporter = reporter
+        self._journal = journal
         self._workers: set[threading.Thread] = set()
 
     def handle_action(self, event: Any) -> tuple[Dataset, Dataset | None]:
@@ -254,6 +378,13 @@ class StorageCommitmentScp(DimseHandler):
             raise DimseFailure(
                 codes.RESOURCE_LIMITATION, "too many storage commitment requests in progress"
             )
+        if self._journal is not None:
+            # Durable before it is accepted: a restart from here on still gets it reported.
+            self.run(
+                self._journal.record(
+                    caller.tenant, caller.calling_ae_title, transaction, references
+                )
+            )
         worker = threading.Thread(
             target=self._commit,
             args=(event.assoc, caller, transaction, references),
@@ -268,70 +399,25 @@ class StorageCommitmentScp(DimseHandler):
         self, assoc: Any, caller: Caller, transaction: str, references: list[Reference]
     ) -> None:
         try:
-            outcome = self.run(self._committer.check(caller.tenant, references))
-        except Exception:
-            log.exception("storage commitment check failed")
-            outcome = Outcome([], [(r, codes.PROCESSING_FAILURE) for r in references])
-        try:
-            self._report(assoc, caller, transaction, outcome)
-        except Exception:
-            log.exception("storage commitment report could not be sent")
+            try:
+                outcome = self.run(self._committer.check(caller.tenant, references))
+            except Exception:
+                log.exception("storage commitment check failed")
+                outcome = Outcome([], [(r, codes.PROCESSING_FAILURE) for r in references])
+            try:
+                delivery = self._reporter.report(
+                    assoc, caller.tenant, caller.calling_ae_title, transaction, outcome
+                )
+            except Exception:
+                log.exception("storage commitment report could not be sent")
+                delivery = Delivery.RETRY_LATER
+            if delivery is not Delivery.RETRY_LATER and self._journal is not None:
+                try:
+                    self.run(self._journal.complete(caller.tenant, transaction))
+                except Exception as exc:  # it stays pending: recovery reports it again
+                    log.warning("storage commitment not marked reported", extra={"error": str(exc)})
         finally:
             self._workers.discard(threading.current_thread())
-
-    def _report(self, assoc: Any, caller: Caller, transaction: str, outcome: Outcome) -> None:
-        ae = self._ae
-        information = event_information(transaction, outcome, ae.ae_title)
-        event_type = codes.EVENT_FAILURES_EXIST if outcome.failed else codes.EVENT_ALL_COMMITTED
-        log.info(
-            "storage commitment result",
-            extra={
-                "transaction_uid": transaction,
-                "committed": len(outcome.committed),
-                "failed": len(outcome.failed),
-            },
-        )
-        if assoc.is_established and _pause_reactor(assoc):
-            answer, _ = assoc.send_n_event_report(
-                information,
-                event_type,
-                codes.STORAGE_COMMITMENT_PUSH,
-                codes.STORAGE_COMMITMENT_INSTANCE,
-            )
-            if answer and "Status" in answer:
-                return
-            # The requester released meanwhile (it ignores reports during release) or did not
-            # answer: deliver on a new association instead (PS3.4 J.3.3).
-            log.info("storage commitment report unanswered; retrying on a new association")
-        destination = self._destination_of(caller.tenant, caller.calling_ae_title)
-        if destination is None:
-            log.warning(
-                "storage commitment report undeliverable: association closed and the caller "
-                "is not a registered destination",
-                extra={"calling_ae_title": caller.calling_ae_title},
-            )
-            return
-        kwargs = association_kwargs(
-            destination, [build_context(codes.STORAGE_COMMITMENT_PUSH, UNCOMPRESSED)]
-        )
-        kwargs["ext_neg"] = [
-            build_role(codes.STORAGE_COMMITMENT_PUSH, scu_role=False, scp_role=True)
-        ]
-        report = ae.associate(
-            destination.host, destination.port, ae_title=destination.ae_title, **kwargs
-        )
-        if not report.is_established:
-            log.warning("storage commitment report: association to the caller failed")
-            return
-        try:
-            report.send_n_event_report(
-                information,
-                event_type,
-                codes.STORAGE_COMMITMENT_PUSH,
-                codes.STORAGE_COMMITMENT_INSTANCE,
-            )
-        finally:
-            report.release()
 
     def join(self, timeout_s: float) -> None:
         """Wait for reports in progress (shutdown), all within one ``timeout_s``."""

@@ -776,3 +776,216 @@ class GetReportTextResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetReportTextResponse: _TypeAlias = GetReportTextResponse  # noqa: Y015
+
+@_typing.final
+class CommitmentReference(_message.Message):
+    """CommitmentReference is one SOP instance a Storage Commitment request names."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SOP_CLASS_UID_FIELD_NUMBER: _builtins.int
+    SOP_INSTANCE_UID_FIELD_NUMBER: _builtins.int
+    sop_class_uid: _builtins.str
+    """Referenced SOP Class UID."""
+    sop_instance_uid: _builtins.str
+    """Referenced SOP Instance UID."""
+    def __init__(
+        self,
+        *,
+        sop_class_uid: _builtins.str = ...,
+        sop_instance_uid: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["sop_class_uid", b"sop_class_uid", "sop_instance_uid", b"sop_instance_uid"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CommitmentReference: _TypeAlias = CommitmentReference  # noqa: Y015
+
+@_typing.final
+class CommitmentRequest(_message.Message):
+    """CommitmentRequest is one Storage Commitment request (PS3.4 J.3.2.1.1) awaiting its report."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TENANT_FIELD_NUMBER: _builtins.int
+    TRANSACTION_UID_FIELD_NUMBER: _builtins.int
+    CALLING_AE_TITLE_FIELD_NUMBER: _builtins.int
+    REFERENCES_FIELD_NUMBER: _builtins.int
+    REQUESTED_TIME_FIELD_NUMBER: _builtins.int
+    tenant: _builtins.str
+    """Tenant of the requesting modality."""
+    transaction_uid: _builtins.str
+    """Transaction UID the report must carry."""
+    calling_ae_title: _builtins.str
+    """Calling AE title of the requester: where a report on a new association goes."""
+    requested_time: _builtins.str
+    """When the request was accepted (RFC 3339)."""
+    @_builtins.property
+    def references(self) -> _containers.RepeatedCompositeFieldContainer[Global___CommitmentReference]:
+        """The instances asked about."""
+
+    def __init__(
+        self,
+        *,
+        tenant: _builtins.str = ...,
+        transaction_uid: _builtins.str = ...,
+        calling_ae_title: _builtins.str = ...,
+        references: _abc.Iterable[Global___CommitmentReference] | None = ...,
+        requested_time: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["calling_ae_title", b"calling_ae_title", "references", b"references", "requested_time", b"requested_time", "tenant", b"tenant", "transaction_uid", b"transaction_uid"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CommitmentRequest: _TypeAlias = CommitmentRequest  # noqa: Y015
+
+@_typing.final
+class RecordCommitmentRequestRequest(_message.Message):
+    """RecordCommitmentRequestRequest records one request; recording the same transaction again
+    replaces it (a modality that asks again).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUEST_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def request(self) -> Global___CommitmentRequest:
+        """The request."""
+
+    def __init__(
+        self,
+        *,
+        request: Global___CommitmentRequest | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["request", b"request"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["request", b"request"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecordCommitmentRequestRequest: _TypeAlias = RecordCommitmentRequestRequest  # noqa: Y015
+
+@_typing.final
+class RecordCommitmentRequestResponse(_message.Message):
+    """RecordCommitmentRequestResponse acknowledges that the request is durable."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecordCommitmentRequestResponse: _TypeAlias = RecordCommitmentRequestResponse  # noqa: Y015
+
+@_typing.final
+class CompleteCommitmentRequestRequest(_message.Message):
+    """CompleteCommitmentRequestRequest names a request whose report was sent."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TENANT_FIELD_NUMBER: _builtins.int
+    TRANSACTION_UID_FIELD_NUMBER: _builtins.int
+    tenant: _builtins.str
+    """Tenant of the request."""
+    transaction_uid: _builtins.str
+    """Its Transaction UID."""
+    def __init__(
+        self,
+        *,
+        tenant: _builtins.str = ...,
+        transaction_uid: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["tenant", b"tenant", "transaction_uid", b"transaction_uid"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CompleteCommitmentRequestRequest: _TypeAlias = CompleteCommitmentRequestRequest  # noqa: Y015
+
+@_typing.final
+class CompleteCommitmentRequestResponse(_message.Message):
+    """CompleteCommitmentRequestResponse says whether a request was forgotten."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    COMPLETED_FIELD_NUMBER: _builtins.int
+    completed: _builtins.bool
+    """False when no such request was pending (already completed: harmless)."""
+    def __init__(
+        self,
+        *,
+        completed: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["completed", b"completed"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CompleteCommitmentRequestResponse: _TypeAlias = CompleteCommitmentRequestResponse  # noqa: Y015
+
+@_typing.final
+class ClaimPendingCommitmentRequestsRequest(_message.Message):
+    """ClaimPendingCommitmentRequestsRequest asks for requests older than older_than_seconds whose
+    lease has expired; they are leased to the caller for lease_seconds. Trusted services only.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OLDER_THAN_SECONDS_FIELD_NUMBER: _builtins.int
+    LEASE_SECONDS_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    older_than_seconds: _builtins.float
+    """Only requests accepted at least this long ago (their own process had time to report)."""
+    lease_seconds: _builtins.float
+    """How long the caller holds the claimed requests before another may claim them."""
+    limit: _builtins.int
+    """At most this many (0: 100)."""
+    def __init__(
+        self,
+        *,
+        older_than_seconds: _builtins.float = ...,
+        lease_seconds: _builtins.float = ...,
+        limit: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["lease_seconds", b"lease_seconds", "limit", b"limit", "older_than_seconds", b"older_than_seconds"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ClaimPendingCommitmentRequestsRequest: _TypeAlias = ClaimPendingCommitmentRequestsRequest  # noqa: Y015
+
+@_typing.final
+class ClaimPendingCommitmentRequestsResponse(_message.Message):
+    """ClaimPendingCommitmentRequestsResponse lists the claimed requests."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUESTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def requests(self) -> _containers.RepeatedCompositeFieldContainer[Global___CommitmentRequest]:
+        """Claimed requests, oldest first."""
+
+    def __init__(
+        self,
+        *,
+        requests: _abc.Iterable[Global___CommitmentRequest] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["requests", b"requests"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ClaimPendingCommitmentRequestsResponse: _TypeAlias = ClaimPendingCommitmentRequestsResponse  # noqa: Y015

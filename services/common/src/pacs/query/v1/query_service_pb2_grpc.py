@@ -91,6 +91,21 @@ class QueryServiceStub:
                 request_serializer=pacs_dot_query_dot_v1_dot_query__service__pb2.GetReportTextRequest.SerializeToString,
                 response_deserializer=pacs_dot_query_dot_v1_dot_query__service__pb2.GetReportTextResponse.FromString,
                 _registered_method=True)
+        self.RecordCommitmentRequest = channel.unary_unary(
+                '/pacs.query.v1.QueryService/RecordCommitmentRequest',
+                request_serializer=pacs_dot_query_dot_v1_dot_query__service__pb2.RecordCommitmentRequestRequest.SerializeToString,
+                response_deserializer=pacs_dot_query_dot_v1_dot_query__service__pb2.RecordCommitmentRequestResponse.FromString,
+                _registered_method=True)
+        self.CompleteCommitmentRequest = channel.unary_unary(
+                '/pacs.query.v1.QueryService/CompleteCommitmentRequest',
+                request_serializer=pacs_dot_query_dot_v1_dot_query__service__pb2.CompleteCommitmentRequestRequest.SerializeToString,
+                response_deserializer=pacs_dot_query_dot_v1_dot_query__service__pb2.CompleteCommitmentRequestResponse.FromString,
+                _registered_method=True)
+        self.ClaimPendingCommitmentRequests = channel.unary_unary(
+                '/pacs.query.v1.QueryService/ClaimPendingCommitmentRequests',
+                request_serializer=pacs_dot_query_dot_v1_dot_query__service__pb2.ClaimPendingCommitmentRequestsRequest.SerializeToString,
+                response_deserializer=pacs_dot_query_dot_v1_dot_query__service__pb2.ClaimPendingCommitmentRequestsResponse.FromString,
+                _registered_method=True)
 
 
 class QueryServiceServicer:
@@ -178,6 +193,29 @@ class QueryServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RecordCommitmentRequest(self, request, context):
+        """RecordCommitmentRequest keeps a Storage Commitment request (PS3.4 J.3.2) until its report
+        is sent, so that a gateway restart between the N-ACTION and the N-EVENT-REPORT loses none.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CompleteCommitmentRequest(self, request, context):
+        """CompleteCommitmentRequest forgets a request whose report was sent (or can never be).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ClaimPendingCommitmentRequests(self, request, context):
+        """ClaimPendingCommitmentRequests leases requests left without a report (their gateway
+        process died) to the caller, which reports them on a new association.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_QueryServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -235,6 +273,21 @@ def add_QueryServiceServicer_to_server(servicer, server):
                     servicer.GetReportText,
                     request_deserializer=pacs_dot_query_dot_v1_dot_query__service__pb2.GetReportTextRequest.FromString,
                     response_serializer=pacs_dot_query_dot_v1_dot_query__service__pb2.GetReportTextResponse.SerializeToString,
+            ),
+            'RecordCommitmentRequest': grpc.unary_unary_rpc_method_handler(
+                    servicer.RecordCommitmentRequest,
+                    request_deserializer=pacs_dot_query_dot_v1_dot_query__service__pb2.RecordCommitmentRequestRequest.FromString,
+                    response_serializer=pacs_dot_query_dot_v1_dot_query__service__pb2.RecordCommitmentRequestResponse.SerializeToString,
+            ),
+            'CompleteCommitmentRequest': grpc.unary_unary_rpc_method_handler(
+                    servicer.CompleteCommitmentRequest,
+                    request_deserializer=pacs_dot_query_dot_v1_dot_query__service__pb2.CompleteCommitmentRequestRequest.FromString,
+                    response_serializer=pacs_dot_query_dot_v1_dot_query__service__pb2.CompleteCommitmentRequestResponse.SerializeToString,
+            ),
+            'ClaimPendingCommitmentRequests': grpc.unary_unary_rpc_method_handler(
+                    servicer.ClaimPendingCommitmentRequests,
+                    request_deserializer=pacs_dot_query_dot_v1_dot_query__service__pb2.ClaimPendingCommitmentRequestsRequest.FromString,
+                    response_serializer=pacs_dot_query_dot_v1_dot_query__service__pb2.ClaimPendingCommitmentRequestsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -536,6 +589,87 @@ class QueryService:
             '/pacs.query.v1.QueryService/GetReportText',
             pacs_dot_query_dot_v1_dot_query__service__pb2.GetReportTextRequest.SerializeToString,
             pacs_dot_query_dot_v1_dot_query__service__pb2.GetReportTextResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RecordCommitmentRequest(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pacs.query.v1.QueryService/RecordCommitmentRequest',
+            pacs_dot_query_dot_v1_dot_query__service__pb2.RecordCommitmentRequestRequest.SerializeToString,
+            pacs_dot_query_dot_v1_dot_query__service__pb2.RecordCommitmentRequestResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CompleteCommitmentRequest(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pacs.query.v1.QueryService/CompleteCommitmentRequest',
+            pacs_dot_query_dot_v1_dot_query__service__pb2.CompleteCommitmentRequestRequest.SerializeToString,
+            pacs_dot_query_dot_v1_dot_query__service__pb2.CompleteCommitmentRequestResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ClaimPendingCommitmentRequests(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pacs.query.v1.QueryService/ClaimPendingCommitmentRequests',
+            pacs_dot_query_dot_v1_dot_query__service__pb2.ClaimPendingCommitmentRequestsRequest.SerializeToString,
+            pacs_dot_query_dot_v1_dot_query__service__pb2.ClaimPendingCommitmentRequestsResponse.FromString,
             options,
             channel_credentials,
             insecure,

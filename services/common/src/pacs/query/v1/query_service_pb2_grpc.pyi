@@ -63,6 +63,16 @@ class QueryServiceStub:
     """FindMeasurements lists the numeric measurements of indexed structured reports."""
     GetReportText: _grpc.UnaryUnaryMultiCallable[_query_service_pb2.GetReportTextRequest, _query_service_pb2.GetReportTextResponse]
     """GetReportText renders one indexed structured report as plain text."""
+    RecordCommitmentRequest: _grpc.UnaryUnaryMultiCallable[_query_service_pb2.RecordCommitmentRequestRequest, _query_service_pb2.RecordCommitmentRequestResponse]
+    """RecordCommitmentRequest keeps a Storage Commitment request (PS3.4 J.3.2) until its report
+    is sent, so that a gateway restart between the N-ACTION and the N-EVENT-REPORT loses none.
+    """
+    CompleteCommitmentRequest: _grpc.UnaryUnaryMultiCallable[_query_service_pb2.CompleteCommitmentRequestRequest, _query_service_pb2.CompleteCommitmentRequestResponse]
+    """CompleteCommitmentRequest forgets a request whose report was sent (or can never be)."""
+    ClaimPendingCommitmentRequests: _grpc.UnaryUnaryMultiCallable[_query_service_pb2.ClaimPendingCommitmentRequestsRequest, _query_service_pb2.ClaimPendingCommitmentRequestsResponse]
+    """ClaimPendingCommitmentRequests leases requests left without a report (their gateway
+    process died) to the caller, which reports them on a new association.
+    """
 
 @_typing.type_check_only
 class QueryServiceAsyncStub(QueryServiceStub):
@@ -99,6 +109,16 @@ class QueryServiceAsyncStub(QueryServiceStub):
     """FindMeasurements lists the numeric measurements of indexed structured reports."""
     GetReportText: _aio.UnaryUnaryMultiCallable[_query_service_pb2.GetReportTextRequest, _query_service_pb2.GetReportTextResponse]  # type: ignore[assignment]
     """GetReportText renders one indexed structured report as plain text."""
+    RecordCommitmentRequest: _aio.UnaryUnaryMultiCallable[_query_service_pb2.RecordCommitmentRequestRequest, _query_service_pb2.RecordCommitmentRequestResponse]  # type: ignore[assignment]
+    """RecordCommitmentRequest keeps a Storage Commitment request (PS3.4 J.3.2) until its report
+    is sent, so that a gateway restart between the N-ACTION and the N-EVENT-REPORT loses none.
+    """
+    CompleteCommitmentRequest: _aio.UnaryUnaryMultiCallable[_query_service_pb2.CompleteCommitmentRequestRequest, _query_service_pb2.CompleteCommitmentRequestResponse]  # type: ignore[assignment]
+    """CompleteCommitmentRequest forgets a request whose report was sent (or can never be)."""
+    ClaimPendingCommitmentRequests: _aio.UnaryUnaryMultiCallable[_query_service_pb2.ClaimPendingCommitmentRequestsRequest, _query_service_pb2.ClaimPendingCommitmentRequestsResponse]  # type: ignore[assignment]
+    """ClaimPendingCommitmentRequests leases requests left without a report (their gateway
+    process died) to the caller, which reports them on a new association.
+    """
 
 class QueryServiceServicer(metaclass=_abc_1.ABCMeta):
     """QueryService answers DICOM queries (C-FIND, QIDO-RS) from the index. Matching follows
@@ -198,5 +218,33 @@ class QueryServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_query_service_pb2.GetReportTextResponse, _abc.Awaitable[_query_service_pb2.GetReportTextResponse]]:
         """GetReportText renders one indexed structured report as plain text."""
+
+    @_abc_1.abstractmethod
+    def RecordCommitmentRequest(
+        self,
+        request: _query_service_pb2.RecordCommitmentRequestRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_query_service_pb2.RecordCommitmentRequestResponse, _abc.Awaitable[_query_service_pb2.RecordCommitmentRequestResponse]]:
+        """RecordCommitmentRequest keeps a Storage Commitment request (PS3.4 J.3.2) until its report
+        is sent, so that a gateway restart between the N-ACTION and the N-EVENT-REPORT loses none.
+        """
+
+    @_abc_1.abstractmethod
+    def CompleteCommitmentRequest(
+        self,
+        request: _query_service_pb2.CompleteCommitmentRequestRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_query_service_pb2.CompleteCommitmentRequestResponse, _abc.Awaitable[_query_service_pb2.CompleteCommitmentRequestResponse]]:
+        """CompleteCommitmentRequest forgets a request whose report was sent (or can never be)."""
+
+    @_abc_1.abstractmethod
+    def ClaimPendingCommitmentRequests(
+        self,
+        request: _query_service_pb2.ClaimPendingCommitmentRequestsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_query_service_pb2.ClaimPendingCommitmentRequestsResponse, _abc.Awaitable[_query_service_pb2.ClaimPendingCommitmentRequestsResponse]]:
+        """ClaimPendingCommitmentRequests leases requests left without a report (their gateway
+        process died) to the caller, which reports them on a new association.
+        """
 
 def add_QueryServiceServicer_to_server(servicer: QueryServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
