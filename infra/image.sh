@@ -76,7 +76,7 @@ debian_mirror() {
 MIRROR="$(debian_mirror)"
 BASE_TAR="$IMAGE_CACHE/base-$SUITE.tar"
 BASE_STAMP="$BASE_TAR.stamp"
-base_key="$SUITE minbase $BASE_PACKAGES $MIRROR"
+base_key="$SUITE minbase $BASE_PACKAGES $MIRROR slim-2"   # bump the suffix when the recipe changes
 if [[ -s "$BASE_TAR" && -f "$BASE_STAMP" && "$(cat "$BASE_STAMP")" == "$base_key" ]]; then
     log "base root file system cached: ${BASE_TAR#"$REPO"/} ($(du -h "$BASE_TAR" | cut -f1))"
 else
@@ -91,10 +91,18 @@ else
     ln -sf /usr/bin/python3.11 "$root/usr/local/bin/python3.11"
     ln -sf /usr/bin/python3.11 "$root/usr/local/bin/python3"
     ln -sf /usr/bin/python3.11 "$root/usr/local/bin/python"
-    # What an image does not need: apt lists and caches, docs, man pages, debootstrap's logs.
+    # What an image does not need: apt lists and caches, man pages, translations (33 MB),
+    # debootstrap's logs. The dpkg excludes keep it so for packages a derived image installs
+    # (as Debian's own -slim images do).
     rm -rf "$root"/var/lib/apt/lists/* "$root"/var/cache/apt/*.bin "$root"/var/cache/apt/archives/*.deb \
-        "$root"/usr/share/doc/* "$root"/usr/share/man/* "$root"/usr/share/info/* "$root"/var/log/*.log \
-        "$root"/debootstrap
+        "$root"/usr/share/man/* "$root"/usr/share/info/* "$root"/var/log/*.log \
+        "$root"/usr/share/locale/* "$root"/debootstrap
+    # Docs go too, but each package's copyright file stays (the licences travel with the image).
+    find "$root/usr/share/doc" -mindepth 1 ! -type d ! -name copyright -delete
+    find "$root/usr/share/doc" -mindepth 1 -type d -empty -delete
+    printf '%s\n' 'path-exclude /usr/share/doc/*' 'path-include /usr/share/doc/*/copyright' \
+        'path-exclude /usr/share/man/*' 'path-exclude /usr/share/info/*' \
+        'path-exclude /usr/share/locale/*' >"$root/etc/dpkg/dpkg.cfg.d/cloudpacs-slim"
     # Keep the apt sources of the mirror so `apt-get update` works in a derived image.
     printf 'deb %s %s main\n' "$MIRROR" "$SUITE" >"$root/etc/apt/sources.list"
     tar --numeric-owner --xattrs -C "$root" -cf "$BASE_TAR.tmp" . \
