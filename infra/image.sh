@@ -127,7 +127,7 @@ if [[ "$base_id" != *"cloudpacs.base.tar:$tar_sum"* ]]; then
         || die "podman import of $BASE_TAR failed; remove it (rm ${BASE_TAR#"$REPO"/}*) to rebuild"
 fi
 podman run --rm --network none "$BASE_IMAGE" python3.11 -c 'import ssl, sqlite3, ctypes, zoneinfo' \
-    || die "$BASE_IMAGE cannot run python3.11 with ssl/sqlite3/ctypes/zoneinfo; rm ${BASE_TAR#"$REPO"/}* and re-run"
+    || die "$BASE_IMAGE does not run 'python3.11 -c import ssl, sqlite3, ctypes, zoneinfo' (error above). An OCI runtime or setrlimit error means containers cannot start here: see infra/containers.conf (CONTAINERS_CONF=$CONTAINERS_CONF) and docs/container-image.md; otherwise the base is broken: rm ${BASE_TAR#"$REPO"/}* and re-run"
 log "base image $BASE_IMAGE ready ($(podman image inspect --format '{{.Size}}' "$BASE_IMAGE" | awk '{ printf "%.0f MB", $1 / 1e6 }'))"
 
 # ---------------------------------------------------------------- 2. uv image
@@ -143,13 +143,12 @@ if ! podman image exists "$UV_IMAGE"; then
         whl="$(find "$UV_DIR/wheel" -name "uv-$UV_VERSION-*.whl" | head -n1)"
         [[ -n "$whl" ]] || die "pip download gave no uv wheel in $UV_DIR/wheel"
         python3 - "$whl" "$UV_DIR/uv" "$UV_VERSION" <<'PY' || die "could not extract uv from $whl"
-import stat, sys, zipfile
+import os, sys, zipfile
 wheel, out, version = sys.argv[1:]
 with zipfile.ZipFile(wheel) as z:
     data = z.read(f"uv-{version}.data/scripts/uv")
 with open(out, "wb") as f:
     f.write(data)
-import os
 os.chmod(out, 0o755)
 PY
     fi
@@ -175,6 +174,11 @@ for svc in "${SERVICES[@]}"; do
         --tag "$image" --file "$REPO/Dockerfile" "$REPO" 2>&1 | sed -u 's/^/    /'; then
         die "building $image failed (see above). If the RUN steps cannot start a container, retry with PACS_IMAGE_ISOLATION=chroot; if uv cannot reach PyPI, check the network from a container (podman run --rm $BASE_IMAGE python3 -c 'import urllib.request as u; u.urlopen(\"https://pypi.org\")')"
     fi
+    # buildah 1.28 leaves a working container behind for the `FROM ${UV_IMAGE} AS uv` stage
+    # (used only by COPY --from) on every build; remove those (the lock above makes them ours).
+    buildah containers --format '{{.ContainerID}} {{.ContainerName}}' \
+        | awk '$2 ~ /^cloudpacs-uv-working-container(-[0-9]+)?$/ { print $1 }' \
+        | xargs -r buildah rm >/dev/null
     size="$(podman image inspect --format '{{.Size}}' "$image" | awk '{ printf "%.0f MB", $1 / 1e6 }')"
     log "$image built in $(elapsed "$t1") ($size)"
 done

@@ -120,11 +120,20 @@ class Container:
         raise RuntimeError(f"{self.name} not ready after {timeout_s:.0f}s:\n{self.logs()}")
 
 
+_NOT_FOR_SERVICES = ("PACS_CLI_", "PACS_APP_", "PACS_TEST_", "PACS_HYDRA_", "PACS_IMAGE_")
+"""What infra.env holds for clients and tests (OAuth client secrets, hydra's admin URL): a
+service process inherits them from ``pacs up``'s environment, a container needs none."""
+
+
 def container_env(config: StackConfig, service: str) -> dict[str, str]:
-    """What ``pacs_cli.stack`` gives the service's process, restricted to ``PACS_*`` settings
-    (the host's PATH, HOME… are not the container's), with the certificate directory as it is
-    mounted in the container."""
-    env = {k: v for k, v in config.service_env().items() if k.startswith("PACS_")}
+    """What ``pacs_cli.stack`` gives the service's process, restricted to the services'
+    ``PACS_*`` settings (the host's PATH, HOME… are not the container's; the clients' secrets
+    are not its business), with the certificate directory as it is mounted in the container."""
+    env = {
+        k: v
+        for k, v in config.service_env().items()
+        if k.startswith("PACS_") and not k.startswith(_NOT_FOR_SERVICES)
+    }
     spec = next(s for s in config.services() if s.name == service)
     env.update(spec.env)
     env["PACS_TLS_DIR"] = TLS_MOUNT
