@@ -27,8 +27,10 @@ from tests.e2e.e2e_support import run_dcmtk, s3_client
 from tests.image.podman_support import (
     SERVICE_UID,
     Container,
+    container_tls_dir,
     missing_images,
     podman,
+    run_container,
     running_containers,
 )
 
@@ -159,3 +161,24 @@ def test_c_store_through_the_gateway_container_is_found(
         time.sleep(0.5)
         found = find_instance(config, out_dir, study_uid)
     assert found == [sop_uid], containers["indexer"].logs()
+
+
+def test_a_service_container_stops_cleanly_on_sigterm(
+    infra_env: dict[str, str], tmp_path: Path
+) -> None:
+    """The service is PID 1 of its container (exec-form ENTRYPOINT): `podman stop` (SIGTERM,
+    as the kubelet sends) ends it through its graceful shutdown, exit status 0 — not the
+    SIGKILL after the grace period (137)."""
+    config = StackConfig(
+        run_dir=tmp_path,
+        storage_port=free_port(),
+        env={"PACS_S3_BUCKET": f"image-{uuid.uuid4().hex[:16]}"},
+    )
+    tls = container_tls_dir(tmp_path / "tls", ("storage",))
+    with run_container(config, "storage", tmp_path, tls, uuid.uuid4().hex[:8]) as container:
+        pid1 = podman("top", container.name, "pid", "args").splitlines()[1].split(None, 1)
+        podman("stop", "--time", "60", container.name, timeout=120)
+        status = podman("inspect", "--format", "{{.State.ExitCode}}", container.name).strip()
+        logs = container.logs()
+    assert pid1[0] == "1" and "pacs-service" in pid1[1], pid1
+    assert status == "0", logs
