@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import pydicom
 import pytest
 from pacs_cli.stack import StackConfig
 from pacs_common.local import free_port
@@ -20,7 +21,6 @@ from pacs_common.settings import KafkaSettings
 from pacs_testkit.kafka import group_at_end_of_topic
 from pacs_testkit.postgres import DEFAULT_URL, scratch_database
 from pydicom import dcmread
-from pydicom.data import get_testdata_file
 from pydicom.uid import generate_uid
 
 from tests.e2e.e2e_support import run_dcmtk, s3_client
@@ -77,7 +77,9 @@ def image_stack(
 def unique_instance(directory: Path) -> tuple[Path, str, str]:
     """CT_small with new UIDs (nothing else on the shared topic can match it); its path, Study
     and SOP Instance UIDs."""
-    ds = dcmread(str(get_testdata_file("CT_small.dcm")))
+    # pydicom's bundled file, read from its package directly (get_testdata_file may go to the
+    # network for files it does not bundle, and hang here)
+    ds = dcmread(Path(pydicom.__file__).parent / "data" / "test_files" / "CT_small.dcm")
     ds.StudyInstanceUID = generate_uid()
     ds.SeriesInstanceUID = generate_uid()
     ds.SOPInstanceUID = generate_uid()
