@@ -4,6 +4,12 @@
 #
 #   docker build --build-arg SERVICE=storage -t cloudpacs/storage:dev .
 #
+# Without Docker Hub or ghcr.io, `make image` (infra/image.sh) builds it with Debian's buildah
+# on a base assembled by debootstrap and a uv image made from the uv wheel on PyPI, passed as
+# PYTHON_IMAGE and UV_IMAGE (docs/container-image.md). Behind a TLS-inspecting proxy, hand the
+# build its CA bundle as a secret — it is used by uv and never stored in a layer:
+#   --secret id=ca_bundle,src=/etc/ssl/certs/ca-certificates.crt
+#
 # SERVICE is the folder name under services/ (storage, indexer, gateway, ...); the image runs
 # the console script `pacs-${SERVICE}`. The runtime image holds only a self-contained virtual
 # environment (no sources, no uv, no compilers), runs as uid 10001, writes nothing outside /tmp
@@ -40,11 +46,15 @@ COPY pyproject.toml uv.lock ./
 COPY --from=manifests /manifests/ services/
 # Third-party dependencies only (cached layer); --frozen fails if uv.lock is stale.
 RUN --mount=type=cache,target=/root/.cache/uv \
-    uv sync --frozen --no-dev --package "pacs-${SERVICE}" --no-install-workspace
+    --mount=type=secret,id=ca_bundle \
+    if [ -s /run/secrets/ca_bundle ]; then export SSL_CERT_FILE=/run/secrets/ca_bundle; fi \
+    && uv sync --frozen --no-dev --package "pacs-${SERVICE}" --no-install-workspace
 COPY services/ services/
 # Now the workspace packages, as real wheels (--no-editable) so /src is not needed at run time.
 RUN --mount=type=cache,target=/root/.cache/uv \
-    uv sync --frozen --no-dev --package "pacs-${SERVICE}" --no-editable \
+    --mount=type=secret,id=ca_bundle \
+    if [ -s /run/secrets/ca_bundle ]; then export SSL_CERT_FILE=/run/secrets/ca_bundle; fi \
+    && uv sync --frozen --no-dev --package "pacs-${SERVICE}" --no-editable \
     && test -x "/app/.venv/bin/pacs-${SERVICE}" \
     && ln -s "/app/.venv/bin/pacs-${SERVICE}" /app/.venv/bin/pacs-service
 

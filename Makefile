@@ -100,3 +100,12 @@ chaos: infra ## Chaos at full size: kill -9 of every service, Kafka, S3 and Post
 .PHONY: soak
 soak: infra ## Soak: 30 minutes of mixed C-STORE/C-FIND/C-GET at half capacity; memory of every process as a table
 	PACS_SOAK_SECONDS=1800 PACS_SOAK_STORES_PER_S=20 $(UV) run pytest tests/chaos/test_soak.py -q -s -p no:logging --timeout=7200
+
+IMAGE_SERVICES ?= storage indexer gateway
+.PHONY: image
+image: ## Container images of IMAGE_SERVICES with Debian buildah on a debootstrap base (no Docker Hub/ghcr.io); localhost/cloudpacs/<svc>:dev
+	infra/image.sh $(IMAGE_SERVICES)
+
+.PHONY: image-test
+image-test: infra image ## Run the storage, indexer and gateway images with podman; C-STORE through them, C-FIND finds it
+	$(UV) run pytest tests/image $(PYTEST_ARGS)

@@ -3,7 +3,8 @@
 # cloudpacs infrastructure on a Debian 12 machine (run as root for apt).
 #
 #   * apt packages: dcmtk postgresql orthanc orthanc-postgresql prometheus, the transcoder's
-#     independent decoders, and rsyslog rsyslog-gnutls libxml2-utils for the audit export tests
+#     independent decoders, rsyslog rsyslog-gnutls libxml2-utils for the audit export tests,
+#     and buildah podman runc debootstrap (+ helpers) for `make image`
 #     (apt-get update only if something is missing)
 #   * uv 0.13.8 via pip, if `uv` is not on PATH
 #   * Apache Kafka broker jars -> .cache/kafka-libs (Maven, from infra/kafka/pom.xml;
@@ -28,6 +29,9 @@ APT_PACKAGES+=(rsyslog rsyslog-gnutls libxml2-utils)
 APT_PACKAGES+=(libpixelmed-java)
 # DICOMweb tests: Orthanc's DICOMweb plugin (the differential peer) and headless Chromium (OHIF)
 APT_PACKAGES+=(orthanc-dicomweb chromium chromium-driver)
+# Container images (`make image`, infra/image.sh): buildah/podman, runc (crun refuses hybrid
+# cgroups), debootstrap for the base image; rootless podman's helpers.
+APT_PACKAGES+=(buildah podman runc debootstrap fuse-overlayfs uidmap slirp4netns)
 UV_VERSION="0.13.8"
 POM="$INFRA_DIR/kafka/pom.xml"
 t0="$(now)"
