@@ -208,15 +208,19 @@ class DeadLetterStore:
 
     async def dead_letter_groups(self) -> list[str]:
         """Every group that has a dead-letter topic."""
-        topics = await self._reader.topics()
+        topics = await self._admin.list_topics()
         return sorted(g for t in topics if (g := group_of_topic(t)) is not None)
 
     async def _partitions(self, topic: str) -> list[TopicPartition]:
-        topics = await self._reader.topics()  # refreshes the metadata
-        if topic not in topics:
-            return []
-        found = self._reader.partitions_for_topic(topic) or set()
-        return [TopicPartition(topic, p) for p in sorted(found)]
+        """The partitions of ``topic`` (none if it does not exist), from the admin client: the
+        reader's own metadata knows only topics it was assigned."""
+        described = await self._admin.describe_topics([topic])
+        return sorted(
+            TopicPartition(topic, p["partition"])
+            for found in described
+            if found.get("error_code", 0) == 0
+            for p in found["partitions"]
+        )
 
     async def _read_all(self, topic: str) -> list[ConsumerRecord[bytes, bytes]]:
         """Every record of ``topic`` from its beginning to its end now."""
