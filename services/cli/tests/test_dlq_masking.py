@@ -43,6 +43,7 @@ def test_every_patient_field_of_workflow_events_is_masked() -> None:
     for name in workflow_pb.DESCRIPTOR.message_types_by_name:
         cls = getattr(workflow_pb, name)
         message = cls()
+        before = planted
         for field in message.DESCRIPTOR.fields:
             if field.message_type is not None and field.message_type.name == "Patient":
                 patient = getattr(message, field.name)
@@ -51,7 +52,7 @@ def test_every_patient_field_of_workflow_events_is_masked() -> None:
                         setattr(patient, sub.name, "SECRET")
                         planted += 1
         assert "SECRET" not in repr(to_json(message)), name
-        if planted:
+        if planted > before:
             assert "SECRET" in repr(to_json(message, show_phi=True)), name
     assert planted >= 4
 
