@@ -162,6 +162,7 @@ async def test_list_show_replay_drop(pipeline: Pipeline) -> None:
     assert row["event_time"] and row["dead_lettered_time"] and row["handled"] is None
     code, table = await _pacs(pipeline, "list", "--group", pipeline.group)
     assert code == 0 and dead_letter_id in table and "1 dead letter(s) to handle" in table, table
+    assert "study [redacted]: PatientName not indexable" in table, table
     for listing in (json.dumps(row), table):
         assert STUDY_UID not in listing and "SECRET" not in listing
 

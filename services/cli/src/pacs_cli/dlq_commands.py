@@ -29,6 +29,7 @@ from pacs_common.errors import NotFoundError, PacsError, UnavailableError
 from pacs_common.events import cloudevent_headers, now_rfc3339
 from pacs_common.logging import redact_uids
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from pacs_cli.dead_letters import (
@@ -144,16 +145,17 @@ def list_dead_letters(
         for row in rows:
             typer.echo(json.dumps(row, separators=(",", ":")))
         return
-    table = Table("id", "original topic:partition:offset", "event", "event time", "dead-lettered")
-    table.add_column("reason", overflow="fold")
+    # Text cells are escaped: a reason such as "study [redacted]" is not rich markup.
+    table = Table()
+    for name in ("id", "from topic:partition:offset", "event", "dead-lettered", "reason"):
+        table.add_column(name, overflow="fold")  # IDs are copied from here: never cut short
     if include_handled:
-        table.add_column("handled")
+        table.add_column("handled", overflow="fold")
     for row in rows:
         cells = [
             row["id"],
             f"{row['topic']}:{row['partition']}:{row['offset']}",
-            row["event_type"],
-            row["event_time"],
+            str(row["event_type"]).removeprefix("pacs.events.v1."),
             row["dead_lettered_time"],
             row["reason"][:300],
         ]
@@ -165,7 +167,7 @@ def list_dead_letters(
                 if handled
                 else ""
             )
-        table.add_row(*cells)
+        table.add_row(*(escape(cell) for cell in cells))
     console.print(table)
     console.print(f"{len(rows)} dead letter(s)" + ("" if include_handled else " to handle"))
 
