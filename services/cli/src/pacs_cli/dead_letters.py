@@ -184,6 +184,7 @@ class DeadLetterStore:
             request_timeout_ms=settings.request_timeout_ms,
         )
         self._admin = AIOKafkaAdminClient(**options, client_id=client_id)
+        self._handled_topic_ready = False
 
     async def start(self) -> None:
         """Connect all three. Raises :class:`UnavailableError` when Kafka does not answer."""
@@ -312,7 +313,8 @@ class DeadLetterStore:
     async def ensure_handled_topic(self) -> None:
         """Create :data:`HANDLED_TOPIC` compacted, on first use (auto-creation would make it
         with the broker's default policy, delete, and markers would expire)."""
-        if await self._partitions(HANDLED_TOPIC):
+        if self._handled_topic_ready or await self._partitions(HANDLED_TOPIC):
+            self._handled_topic_ready = True
             return
         brokers = (await self._admin.describe_cluster()).get("brokers", [])
         topic = NewTopic(
@@ -323,6 +325,7 @@ class DeadLetterStore:
         )
         with contextlib.suppress(TopicAlreadyExistsError):  # another operator was first
             await self._admin.create_topics([topic])
+        self._handled_topic_ready = True
 
     async def mark(self, dead_letter_id: DeadLetterId, handled: Handled) -> None:
         """Record what was done with a dead letter (the latest marker wins)."""
