@@ -102,10 +102,17 @@ async def pipeline(infra_env: dict[str, str]) -> AsyncIterator[Pipeline]:
     await publisher.stop()
 
 
-async def _pacs(pipeline: Pipeline, *args: str) -> tuple[int, str]:
+async def _pacs(
+    pipeline: Pipeline, *args: str, env: dict[str, str] | None = None
+) -> tuple[int, str]:
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "pacs_cli", "dlq", *args,
-        env={**os.environ, "COLUMNS": "250", "PACS_AUDIT_EVENTS_TOPIC": pipeline.audit_topic},
+        env={
+            **os.environ,
+            "COLUMNS": "250",
+            "PACS_AUDIT_EVENTS_TOPIC": pipeline.audit_topic,
+            **(env or {}),
+        },
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     out, err = await asyncio.wait_for(process.communicate(), 120)
@@ -260,3 +267,9 @@ async def test_unknown_or_malformed_id_is_a_clear_error(pipeline: Pipeline) -> N
         code, out = await _pacs(pipeline, *args)
         assert code == 2 and says in out, (args, out)
         assert "Traceback" not in out
+    for env, says in (
+        ({"PACS_KAFKA_BOOTSTRAP": "127.0.0.1:1"}, "Kafka at 127.0.0.1:1 unreachable"),
+        ({"PACS_KAFKA_SASL_USERNAME": ""}, "PACS_KAFKA_SASL_USERNAME must be set"),
+    ):
+        code, out = await _pacs(pipeline, "list", env=env)
+        assert code == 2 and says in out and "Traceback" not in out, (env, out)

@@ -42,6 +42,7 @@ from pacs_common.events import dead_letter_topic
 from pacs_common.kafka_client import kafka_client_options
 from pacs_common.local import infra_environment
 from pacs_common.settings import KafkaSettings
+from pydantic import ValidationError
 
 DEAD_LETTER_PREFIX = "pacs.deadletter."
 DEAD_LETTER_SUFFIX = ".v1"
@@ -59,7 +60,7 @@ def kafka_settings() -> KafkaSettings:
     """The services' Kafka settings: the environment, else what ``infra/up.sh`` wrote locally.
 
     Raises:
-        SystemExit: a setting is missing or invalid; the message names it.
+        InvalidArgumentError: a setting is missing or invalid; the message names it.
     """
     env = infra_environment()
     values: dict[str, Any] = {
@@ -71,8 +72,13 @@ def kafka_settings() -> KafkaSettings:
         values["tls_dir"] = env["PACS_TLS_DIR"]
     try:
         return KafkaSettings(**values)
-    except ValueError as exc:
-        raise SystemExit(f"invalid Kafka settings: {exc}") from exc
+    except ValidationError as exc:
+        problems = "; ".join(
+            (f"PACS_KAFKA_{'_'.join(map(str, e['loc'])).upper()}: " if e["loc"] else "")
+            + e["msg"].removeprefix("Value error, ")
+            for e in exc.errors()
+        )
+        raise InvalidArgumentError(f"invalid Kafka settings: {problems}") from exc
 
 
 def group_of_topic(topic: str) -> str | None:
