@@ -2,7 +2,7 @@
 :class:`pacs_common.events.EventConsumer` whose handler fails permanently dead-letters a real
 event; the operator lists it with its reason, shows it decoded (patient data masked), replays
 it once the cause is fixed (the same consumer then handles it), is refused a second replay
-without ``--force``, drops another one, and every replay and drop is on the audit topic."""
+without ``--force``, drops another one, and a real audit service stores every replay and drop."""
 
 from __future__ import annotations
 
@@ -13,17 +13,20 @@ import sys
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
-from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka import ConsumerRecord
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from pacs.events.v1 import audit_events_pb2 as audit_pb
 from pacs.events.v1 import instance_events_pb2 as events_pb
 from pacs.type.v1 import instance_pb2
+from pacs_audit.app import AuditApp
 from pacs_common.errors import InvalidArgumentError
 from pacs_common.events import EventConsumer, EventPublisher, header
 from pacs_common.kafka_client import kafka_client_options
 from pacs_common.settings import KafkaSettings
+from pacs_testkit.audit import start_audit
 
 pytestmark = pytest.mark.integration
 
@@ -85,10 +88,13 @@ async def pipeline(infra_env: dict[str, str]) -> AsyncIterator[Pipeline]:
     suffix = uuid.uuid4().hex[:12]
     kafka = KafkaSettings(max_retries=0)
     topic, group = f"test.dlq-events.{suffix}.v1", f"test-dlq-{suffix}"
+    audit_topic = f"test.dlq-audit.{suffix}.v1"
     admin = AIOKafkaAdminClient(**kafka_client_options(kafka))
     await admin.start()
     try:
-        await admin.create_topics([NewTopic(topic, num_partitions=2, replication_factor=1)])
+        await admin.create_topics(
+            [NewTopic(t, num_partitions=2, replication_factor=1) for t in (topic, audit_topic)]
+        )
     finally:
         await admin.close()
     publisher = EventPublisher(kafka, source="test-dlq")
@@ -97,7 +103,7 @@ async def pipeline(infra_env: dict[str, str]) -> AsyncIterator[Pipeline]:
     consumer = EventConsumer(kafka, group, [topic], handler, publisher)
     await consumer.start()
     await _eventually(lambda: len(consumer.assigned) == 2)
-    yield Pipeline(kafka, topic, group, f"test.dlq-audit.{suffix}", handler, consumer, publisher)
+    yield Pipeline(kafka, topic, group, audit_topic, handler, consumer, publisher)
     await consumer.stop()
     await publisher.stop()
 
@@ -125,36 +131,15 @@ async def _listed(pipeline: Pipeline, *extra: str) -> list[dict[str, object]]:
     return [json.loads(line) for line in out.splitlines() if line.startswith("{")]
 
 
-async def _audit_events(pipeline: Pipeline, count: int) -> list[audit_pb.AuditEvent]:
-    admin = AIOKafkaAdminClient(**kafka_client_options(pipeline.kafka))
-    await admin.start()
-    try:
-        (described,) = await admin.describe_topics([pipeline.audit_topic])
-    finally:
-        await admin.close()
-    assert described["error_code"] == 0, described
-    partitions = [
-        TopicPartition(pipeline.audit_topic, p["partition"]) for p in described["partitions"]
-    ]
-    reader = AIOKafkaConsumer(**kafka_client_options(pipeline.kafka), enable_auto_commit=False)
-    await reader.start()
-    events: list[audit_pb.AuditEvent] = []
-    try:
-        reader.assign(partitions)
-        await reader.seek_to_beginning(*partitions)
-
-        async def read() -> bool:
-            for batch in (await reader.getmany(timeout_ms=500)).values():
-                events.extend(audit_pb.AuditEvent.FromString(r.value or b"") for r in batch)
-            return len(events) >= count
-
-        await _eventually(read)
-    finally:
-        await reader.stop()
-    return events
+@pytest.fixture
+async def audit(pipeline: Pipeline, tmp_path: Path) -> AsyncIterator[AuditApp]:
+    """A real audit service consuming the test's audit topic."""
+    app = await start_audit(tmp_path, pipeline.audit_topic)
+    yield app
+    await app.stop()
 
 
-async def test_list_show_replay_drop(pipeline: Pipeline) -> None:
+async def test_list_show_replay_drop(pipeline: Pipeline, audit: AuditApp) -> None:
     await pipeline.publish("1.2.826.0.1.3680043.8.498.1")
     await _eventually(lambda: pipeline.consumer.stats.dead_lettered == 1)
 
@@ -228,8 +213,13 @@ async def test_list_show_replay_drop(pipeline: Pipeline) -> None:
     code, out = await _pacs(pipeline, "replay", "--all", "--group", pipeline.group)
     assert code == 0 and "0 dead letter(s) replayed" in out, out
 
-    # every replay and drop is audited, with the event's tenant and study
-    events = await _audit_events(pipeline, 3)
+    # every replay and drop is in the audit service's trail, with the event's tenant and study
+    def stored() -> list[audit_pb.AuditEvent]:
+        found = audit.trail.query(tenants=None, study_instance_uid=STUDY_UID)
+        return [record.event for record in found]
+
+    await _eventually(lambda: len(stored()) >= 3)
+    events = stored()
     descriptions = sorted(e.outcome_description for e in events)
     assert descriptions == sorted(
         [
@@ -240,8 +230,8 @@ async def test_list_show_replay_drop(pipeline: Pipeline) -> None:
     )
     for event in events:
         assert event.event_type == audit_pb.AUDIT_EVENT_TYPE_SECURITY_ALERT
-        assert event.event_type_code == "110132"
-        assert (event.tenant, list(event.study_instance_uids)) == ("tdlq", [STUDY_UID])
+        assert event.event_type_code == "110132" and event.source == "pacs-cli"
+        assert event.tenant == "tdlq"
         assert event.actors[0].requestor and "@" in event.actors[0].user_id
 
 
