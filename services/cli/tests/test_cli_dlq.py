@@ -218,7 +218,7 @@ async def test_list_show_replay_drop(pipeline: Pipeline, audit: AuditApp) -> Non
         found = audit.trail.query(tenants=None, study_instance_uid=STUDY_UID)
         return [record.event for record in found]
 
-    await _eventually(lambda: len(stored()) >= 3)
+    await _eventually(lambda: len(stored()) >= 4)
     events = stored()
     descriptions = sorted(e.outcome_description for e in events)
     assert descriptions == sorted(
@@ -226,6 +226,7 @@ async def test_list_show_replay_drop(pipeline: Pipeline, audit: AuditApp) -> Non
             f"dead letter {dead_letter_id} replayed: mapping fixed",
             f"dead letter {dead_letter_id} replayed: ",
             f"dead letter {second['id']} dropped: test object",
+            f"dead letter {dead_letter_id} shown with patient data: --show-phi",
         ]
     )
     for event in events:

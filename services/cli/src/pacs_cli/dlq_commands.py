@@ -175,7 +175,10 @@ def list_dead_letters(
 async def _show(dead_letter_id: str, show_phi: bool) -> dict[str, Any]:
     wanted = DeadLetterId.parse(dead_letter_id)
     async with open_store() as store:
-        return detail(await store.dead_letter(wanted), show_phi)
+        letter = await store.dead_letter(wanted)
+        if show_phi:  # patient data read by an operator: audited before it is printed
+            await _audit(store, letter, "shown with patient data", "--show-phi", _operator())
+        return detail(letter, show_phi)
 
 
 @dlq_app.command("show")
@@ -185,7 +188,8 @@ def show(
         False, "--show-phi", help="print patient data (the key, names, UIDs, the DICOM header)"
     ),
 ) -> None:
-    """One dead letter with its decoded event (patient data masked unless --show-phi)."""
+    """One dead letter with its decoded event (patient data masked unless --show-phi, which
+    is audited)."""
     typer.echo(json.dumps(_run(_show(dead_letter_id, show_phi)), indent=2))
 
 
