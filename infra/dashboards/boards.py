@@ -489,6 +489,22 @@ def kafka_lag() -> Dashboard:
                 width=24,
             )
         )
+        .with_row(row("Dead letters"))
+        .with_panel(
+            graph(
+                "Dead letters per group",
+                "Events each group sent to its dead-letter topic, per hour. They wait there "
+                "until an operator replays or drops them: `pacs dlq list`, then `pacs dlq "
+                "replay` once the cause is fixed (docs/operations.md, Dead letters).",
+                "short",
+                query(
+                    f"sum by (group) (increase(pacs_kafka_events_consumed_total"
+                    f'{{{consumed},outcome="dead_lettered"}}[1h]))',
+                    "{{group}}",
+                ),
+                width=24,
+            )
+        )
         .with_row(row("Audit events"))
         .with_panel(
             graph(

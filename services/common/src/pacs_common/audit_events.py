@@ -25,6 +25,7 @@ from pacs_common.audit_emitter import (
     install,
     start_emitter,
 )
+from pacs_common.logging import redact_uids
 from pacs_common.patient_id import patient_id_of
 
 __all__ = [
@@ -54,6 +55,7 @@ __all__ = [
     "audit_log_used",
     "audited_retrieve",
     "caller_query",
+    "dead_letter_handled",
     "dicom_actor",
     "dicom_instances_stored",
     "dicom_login",
@@ -479,4 +481,33 @@ def application_activity(service: str, started: bool) -> audit_pb.AuditEvent:
         action="E",
         event_type_code=APPLICATION_START if started else APPLICATION_STOP,
         actors=[service_actor(service)],
+    )
+
+
+def dead_letter_handled(
+    operator: str,
+    dead_letter_id: str,
+    outcome: str,
+    reason: str,
+    *,
+    tenant: str = "",
+    study_instance_uids: Iterable[str] = (),
+) -> audit_pb.AuditEvent:
+    """An operator replayed or dropped a dead-lettered event (``pacs dlq``): Security Alert,
+    Use of Restricted Function (PS3.15 A.5.3.11), with the event's tenant and studies as the
+    participants so that "who touched this study" finds it. Not DICOM Instances Accessed
+    (A.5.3.5): a replay or a drop reads and changes no image by itself, it decides whether a
+    consumer applies an event. ``reason`` is the operator's text; UIDs are redacted from it."""
+    return audit_pb.AuditEvent(
+        event_type=audit_pb.AUDIT_EVENT_TYPE_SECURITY_ALERT,
+        action="E",
+        outcome=SUCCESS,
+        outcome_description=redact_uids(f"dead letter {dead_letter_id} {outcome}: {reason}"),
+        event_type_code=RESTRICTED_FUNCTION,
+        tenant=tenant,
+        study_instance_uids=[uid for uid in study_instance_uids if uid],
+        actors=[
+            audit_pb.AuditActor(user_id=operator, requestor=True),
+            service_actor("pacs-cli"),
+        ],
     )
