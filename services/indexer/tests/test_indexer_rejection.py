@@ -5,19 +5,17 @@ stays queryable; other KOS titles hide nothing. The notes are built with highdic
 
 from __future__ import annotations
 
-import io
 import json
 import uuid
 
 import highdicom as hd
 import pytest
-from indexer_helpers import Catalog, make_instance, values
+from indexer_helpers import Catalog, kos, make_instance, values
 from pacs_common.errors import NotFoundError
 from pacs_indexer.attributes import Level
 from pacs_indexer.query import FindQuery, instance_metadata, study_metadata_page
 from pacs_indexer.rejection import KEY_OBJECT_SELECTION
 from pacs_indexer.schema import RejectedInstance
-from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
 from pydicom.uid import generate_uid
@@ -51,27 +49,6 @@ def _study(n_series: int = 2, per_series: int = 3) -> list[Dataset]:
                 make_instance(study, series, SeriesNumber=s + 1, InstanceNumber=i + 1, **PATIENT)
             )
     return datasets
-
-
-def kos(rejected: list[Dataset], title: hd.sr.CodedConcept | None = None) -> Dataset:
-    """A rejection note (highdicom KOS) referencing ``rejected``; its title defaults to
-    (113001, DCM, "Rejected for Quality Reasons")."""
-    content = hd.ko.KeyObjectSelection(
-        document_title=title or codes.DCM.RejectedForQualityReasons,
-        referenced_objects=rejected,
-    )
-    document = hd.ko.KeyObjectSelectionDocument(
-        evidence=rejected,
-        content=content,
-        series_instance_uid=generate_uid(),
-        series_number=99,
-        sop_instance_uid=generate_uid(),
-        instance_number=1,
-    )
-    # Encoded and read back, as the indexer gets it from storage.
-    buffer = io.BytesIO()
-    document.save_as(buffer, enforce_file_format=True)
-    return dcmread(io.BytesIO(buffer.getvalue()))
 
 
 def _sops(catalog: Catalog, tenant: str, study: str) -> set[str]:
