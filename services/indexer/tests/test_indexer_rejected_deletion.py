@@ -17,6 +17,7 @@ from pacs_common.errors import NotFoundError
 from pacs_common.grpc_client import open_channel
 from pacs_common.local import client_tls
 from pacs_indexer.database import Database
+from pacs_indexer.reconcile import check
 from pacs_indexer.records import now_rfc3339
 from pacs_indexer.rejected_deletion import RejectedDeleter, RejectionPolicy
 from pacs_indexer.schema import RejectedInstance
@@ -106,6 +107,10 @@ async def test_rejected_instances_are_deleted_once_their_period_has_passed(
 
     assert await deleter.sweep(now) == 0
     assert [await _stored(storage, tenant, ds) for ds in instances] == [True, True, True]
+    # CheckIndex: the rejected instances in storage are hidden on purpose, not missing.
+    checked = await check(database, storage, tenant)
+    # (The index holds one image and the note, which this test indexes without storing it.)
+    assert (checked.stored_count, checked.indexed_count, checked.not_indexed) == (3, 2, [])
 
     assert await deleter.sweep(now + 31 * DAY) == 2
     assert [await _stored(storage, tenant, ds) for ds in instances] == [False, False, True]
