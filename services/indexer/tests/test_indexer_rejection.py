@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import json
 import uuid
+from dataclasses import replace
 
 import highdicom as hd
 import pytest
 from indexer_helpers import Catalog, kos, make_instance, values
-from pacs_common.errors import NotFoundError
+from pacs_common.errors import InvalidArgumentError, NotFoundError
 from pacs_indexer.attributes import Level
+from pacs_indexer.indexing import upsert_instances
 from pacs_indexer.query import FindQuery, instance_metadata, study_metadata_page
 from pacs_indexer.rejection import KEY_OBJECT_SELECTION
 from pacs_indexer.schema import RejectedInstance
@@ -198,3 +200,16 @@ def test_rejection_stays_inside_its_tenant(catalog: Catalog) -> None:
     study = instances[0].StudyInstanceUID
     assert len(_sops(catalog, tenant, study)) == 2  # one image and the note
     assert len(_sops(catalog, other, study)) == 2  # both images
+
+
+def test_an_unreadable_note_is_refused_and_changes_nothing(catalog: Catalog) -> None:
+    tenant = _tenant()
+    instances = _study(1, 2)
+    catalog.add_many(tenant, instances)
+    note = kos(instances[:1])
+    record = catalog._record(tenant, note, "")
+    broken = replace(record, dicom_json='{"0040A043": {"vr": "SQ", "Value": ["x"]}}')
+    with pytest.raises(InvalidArgumentError), catalog.database.session() as session:
+        upsert_instances(session, [broken])
+    study = instances[0].StudyInstanceUID
+    assert _sops(catalog, tenant, study) == {ds.SOPInstanceUID for ds in instances}

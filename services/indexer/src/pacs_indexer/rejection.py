@@ -26,6 +26,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from pacs_common.errors import InvalidArgumentError
 from pydicom.dataset import Dataset
 from sqlalchemy import Connection, delete, select, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -97,10 +98,17 @@ def rejection_note(record: InstanceRecord) -> RejectionNote | None:
 
     The header is read back from the record's DICOM JSON (the KOS has no bulk data, so the
     whole document is there).
+
+    Raises:
+        InvalidArgumentError: the KOS header cannot be read back.
     """
     if record.sop_class_uid != KEY_OBJECT_SELECTION:
         return None
-    dataset = Dataset.from_json(record.dicom_json)
+    try:
+        dataset = Dataset.from_json(record.dicom_json)
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        # Dead-lettered with this reason (never indexed as if it rejected nothing).
+        raise InvalidArgumentError(f"unreadable Key Object Selection header: {exc}") from exc
     code = rejection_title(dataset)
     if code is None:
         return None
