@@ -4,24 +4,31 @@ once; removed again if they are sent again; per-tenant overrides; 113039 at once
 
 from __future__ import annotations
 
+import asyncio
+import time
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from io import BytesIO
+from pathlib import Path
 
 import pytest
 from indexer_helpers import Catalog, kos
+from pacs.events.v1 import audit_events_pb2 as audit_pb
 from pacs.type.v1 import instance_pb2
+from pacs_common import audit_events
 from pacs_common.clients.storage import StorageClient
 from pacs_common.errors import NotFoundError
 from pacs_common.grpc_client import open_channel
 from pacs_common.local import client_tls
+from pacs_common.settings import KafkaSettings
 from pacs_indexer.database import Database
 from pacs_indexer.reconcile import check
 from pacs_indexer.records import now_rfc3339
 from pacs_indexer.rejected_deletion import RejectedDeleter, RejectionPolicy
 from pacs_indexer.schema import RejectedInstance
 from pacs_storage.app import StorageApp
+from pacs_testkit.audit import audit_topic, emitter_settings, start_audit
 from pacs_testkit.storage import start_storage
 from pydicom import dcmread
 from pydicom.data import get_testdata_file
@@ -33,6 +40,7 @@ from sqlalchemy import select
 pytestmark = pytest.mark.integration
 
 DAY = timedelta(days=1)
+STUDY_DELETED = audit_pb.AUDIT_EVENT_TYPE_STUDY_DELETED
 
 
 @pytest.fixture
@@ -166,3 +174,35 @@ def test_policy_periods() -> None:
     assert policy.keep_for("research", "113039") == timedelta(0)  # 113039: its own setting
     assert RejectionPolicy(retention_expired_delete_after=None).deletes_anything is False
     assert RejectionPolicy().deletes_anything is True
+
+
+async def test_each_deletion_is_audited(tmp_path: Path, storage: StorageClient) -> None:
+    """DICOM Study Deleted (PS3.15 A.5.3.8), by the indexer, reaches a real audit trail."""
+    topic = audit_topic()
+    trail = await start_audit(tmp_path, topic)
+    emitter = await audit_events.start_emitter(KafkaSettings(), "indexer", emitter_settings(topic))
+    database = Database(f"sqlite:///{tmp_path / 'index.sqlite'}")
+    database.create_schema()
+    try:
+        catalog = Catalog(database)
+        tenant = _tenant()
+        instances = await _store(storage, catalog, tenant, 2)
+        catalog.add(tenant, kos(instances[:1], codes.DCM.DataRetentionPolicyExpired))
+        deleter = RejectedDeleter(database, storage, RejectionPolicy(), 1.0)
+        assert await deleter.sweep() == 1
+        deadline = time.monotonic() + 60
+        while True:
+            found = [r.event for r in trail.trail.query(tenants=[tenant], event_type=STUDY_DELETED)]
+            if found or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.5)
+        (event,) = found
+        assert event.action == "D"
+        assert list(event.study_instance_uids) == [instances[0].StudyInstanceUID]
+        assert event.actors[0].user_id == "indexer"
+    finally:
+        if emitter is not None:
+            await emitter.stop()
+        audit_events.install(None)
+        database.dispose()
+        await trail.stop()
