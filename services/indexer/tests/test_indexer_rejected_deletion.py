@@ -148,6 +148,10 @@ async def test_kept_forever_by_default_except_retention_expired(
     later = datetime.now(UTC) + 3650 * DAY
     await deleter.sweep(later)
     assert [await _stored(storage, tenant, ds) for ds in instances] == [True, False, True]
+    # A later 113039 note supersedes the earlier reason of an instance: it is deleted too.
+    catalog.add(tenant, kos(instances[:1], codes.DCM.DataRetentionPolicyExpired))
+    await deleter.sweep(later)
+    assert [await _stored(storage, tenant, ds) for ds in instances] == [False, False, True]
 
 
 async def test_a_tenant_can_delete_at_once(database: Database, storage: StorageClient) -> None:

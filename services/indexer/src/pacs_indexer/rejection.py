@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 from pacs_common.errors import InvalidArgumentError
 from pydicom.dataset import Dataset
-from sqlalchemy import Connection, delete, select, update
+from sqlalchemy import Connection, and_, delete, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from pacs_indexer import statements as sql
@@ -78,6 +78,8 @@ class RejectionNote:
     sop_instance_uid: str
     reason_code: str
     references: tuple[RejectedRef, ...]
+    # When the note was stored (RFC 3339), so that a reindex keeps the rejection's time.
+    stored_time: str = ""
 
 
 def _text(item: Dataset, keyword: str) -> str:
@@ -125,7 +127,13 @@ def rejection_note(record: InstanceRecord) -> RejectionNote | None:
                 # A note never hides itself, nor does an empty reference hide anything.
                 if ref.sop_instance_uid and ref.sop_instance_uid != record.sop_instance_uid:
                     references[ref.sop_instance_uid] = ref
-    return RejectionNote(record.tenant, record.sop_instance_uid, code, tuple(references.values()))
+    return RejectionNote(
+        record.tenant,
+        record.sop_instance_uid,
+        code,
+        tuple(references.values()),
+        normalize_rfc3339(record.stored.stored_time),
+    )
 
 
 def withhold_rejected(
@@ -160,13 +168,28 @@ def _insert_missing(dialect: str) -> type[postgresql.Insert] | type[sqlite.Inser
 
 
 def _record_note(conn: Connection, note: RejectionNote, touched_series: set[int]) -> None:
-    """Remember what ``note`` rejects (the first note to reject an instance is kept) and take
-    the rejected instances already indexed out of the instance table."""
+    """Remember what ``note`` rejects and take the rejected instances already indexed out of
+    the instance table.
+
+    The first note to reject an instance is kept, except that 113039 "Data Retention Policy
+    Expired" supersedes the other reasons (it asks for deletion), so that the outcome does not
+    depend on the order the notes arrive in.
+    """
     if not note.references:
         return
-    now = now_rfc3339()
-    insert = _insert_missing(conn.dialect.name)(REJECTED).on_conflict_do_nothing(
-        index_elements=["tenant", "sop_instance_uid"]
+    now = note.stored_time or now_rfc3339()
+    insert = _insert_missing(conn.dialect.name)(REJECTED)
+    insert = insert.on_conflict_do_update(
+        index_elements=["tenant", "sop_instance_uid"],
+        set_={
+            "reason_code": insert.excluded.reason_code,
+            "note_sop_instance_uid": insert.excluded.note_sop_instance_uid,
+            "rejected_time": insert.excluded.rejected_time,
+        },
+        where=and_(
+            insert.excluded.reason_code == RETENTION_EXPIRED,
+            REJECTED.c.reason_code != RETENTION_EXPIRED,
+        ),
     )
     conn.execute(
         insert,
