@@ -22,6 +22,7 @@ from pacs_common.errors import NotFoundError
 from pacs_common.grpc_client import open_channel
 from pacs_common.local import client_tls
 from pacs_common.settings import KafkaSettings
+from pacs_indexer import rejected_deletion
 from pacs_indexer.database import Database
 from pacs_indexer.reconcile import check
 from pacs_indexer.records import now_rfc3339
@@ -152,6 +153,21 @@ async def test_kept_forever_by_default_except_retention_expired(
     catalog.add(tenant, kos(instances[:1], codes.DCM.DataRetentionPolicyExpired))
     await deleter.sweep(later)
     assert [await _stored(storage, tenant, ds) for ds in instances] == [False, False, True]
+
+
+async def test_instances_kept_forever_never_hold_up_due_ones(
+    database: Database, storage: StorageClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A sweep reads a page of due rows: rows kept forever must not fill it."""
+    monkeypatch.setattr(rejected_deletion, "_PAGE", 2)
+    catalog = Catalog(database)
+    tenant = _tenant()
+    instances = await _store(storage, catalog, tenant, 4)
+    catalog.add(tenant, kos(instances[:3], codes.DCM.RejectedForQualityReasons))
+    catalog.add(tenant, kos(instances[3:], codes.DCM.DataRetentionPolicyExpired))
+    deleter = RejectedDeleter(database, storage, RejectionPolicy(), 1.0)
+    assert await deleter.sweep(datetime.now(UTC) + DAY) == 1
+    assert [await _stored(storage, tenant, ds) for ds in instances] == [True, True, True, False]
 
 
 async def test_a_tenant_can_delete_at_once(database: Database, storage: StorageClient) -> None:

@@ -31,7 +31,7 @@ from pacs.type.v1 import instance_pb2
 from pacs_common import audit_events
 from pacs_common.clients.storage import StorageClient
 from pacs_common.errors import PacsError
-from sqlalchemy import or_, select, update
+from sqlalchemy import ColumnElement, and_, or_, select, true, update
 
 from pacs_indexer.database import Database
 from pacs_indexer.records import now_rfc3339
@@ -65,6 +65,40 @@ class RejectionPolicy:
             return self.by_tenant[tenant]
         return self.delete_after
 
+    def due(self, now: datetime) -> ColumnElement[bool] | None:
+        """The SQL condition on ``rejected_instances`` of the rows whose keeping period has
+        passed at ``now`` (None: none can be). Times compare as strings: both sides are RFC
+        3339 UTC with microseconds (``records.now_rfc3339``)."""
+        table = RejectedInstance
+        overrides = dict(self.by_tenant or {})
+        clauses: list[ColumnElement[bool]] = []
+        if self.retention_expired_delete_after is not None:
+            clauses.append(
+                and_(
+                    table.reason_code == RETENTION_EXPIRED,
+                    table.rejected_time <= _cutoff(now, self.retention_expired_delete_after),
+                )
+            )
+        others = table.reason_code != RETENTION_EXPIRED
+        for tenant, period in overrides.items():
+            if period is not None:
+                clauses.append(
+                    and_(
+                        others,
+                        table.tenant == tenant,
+                        table.rejected_time <= _cutoff(now, period),
+                    )
+                )
+        if self.delete_after is not None:
+            clauses.append(
+                and_(
+                    others,
+                    table.tenant.not_in(list(overrides)) if overrides else true(),
+                    table.rejected_time <= _cutoff(now, self.delete_after),
+                )
+            )
+        return or_(*clauses) if clauses else None
+
     @property
     def deletes_anything(self) -> bool:
         """Whether any rejected instance can ever be deleted."""
@@ -80,8 +114,8 @@ class _Due:
     stored_time: str
 
 
-def _parse(value: str) -> datetime:
-    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+def _cutoff(now: datetime, period: timedelta) -> str:
+    return (now - period).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 class RejectedDeleter:
@@ -146,7 +180,11 @@ class RejectedDeleter:
         return deleted
 
     def _due(self, now: datetime) -> list[_Due]:
-        """Rejected instances in storage whose keeping period has passed."""
+        """Rejected instances in storage whose keeping period has passed (a page of them;
+        the next sweep takes the next)."""
+        condition = self.policy.due(now)
+        if condition is None:
+            return []
         stmt = (
             select(RejectedInstance)
             .where(
@@ -155,6 +193,7 @@ class RejectedDeleter:
                     RejectedInstance.deleted_time == "",
                     RejectedInstance.deleted_time < RejectedInstance.stored_time,
                 ),
+                condition,
             )
             .order_by(RejectedInstance.rejected_time)
             .limit(_PAGE)
@@ -162,9 +201,6 @@ class RejectedDeleter:
         due: list[_Due] = []
         with self.database.session() as session:
             for row in session.execute(stmt).scalars():
-                keep = self.policy.keep_for(row.tenant, row.reason_code)
-                if keep is None or _parse(row.rejected_time) + keep > now:
-                    continue
                 ref = instance_pb2.InstanceRef(
                     tenant=row.tenant,
                     study_instance_uid=row.study_instance_uid,
