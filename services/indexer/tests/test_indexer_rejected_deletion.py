@@ -197,7 +197,7 @@ def test_policy_periods() -> None:
 
 
 async def test_each_deletion_is_audited(tmp_path: Path, storage: StorageClient) -> None:
-    """DICOM Study Deleted (PS3.15 A.5.3.8), by the indexer, reaches a real audit trail."""
+    """DICOM Study Deleted (110105, PS3.15 A.5.3) by the indexer reaches a real audit trail."""
     topic = audit_topic()
     trail = await start_audit(tmp_path, topic)
     emitter = await audit_events.start_emitter(KafkaSettings(), "indexer", emitter_settings(topic))

@@ -4,15 +4,15 @@ A rejection note hides what it rejects at once (:mod:`pacs_indexer.rejection`); 
 rejected objects are then removed from storage is the tenant's policy: kept forever (the
 default for 113001/113037/113038, so that a wrong rejection can still be investigated), removed
 as soon as possible, or removed once a period has passed since the rejection. For 113039 "Data
-Retention Policy Expired" deletion is what the sender asks for (IHE RAD TF-2 4.66.4.1.3), so
-its default is to delete at once.
+Retention Policy Expired" deletion is what the sender asks for (IHE RAD TF-2 RAD-66,
+Rejection Note Stored), so its default is to delete at once.
 
 A sweep finds the rejected instances that are in storage (seen stored since they were last
 deleted) and due, and calls storage's ``Delete`` RPC for every version of each: storage then
 announces ``InstanceDeleted``, which every consumer (this indexer included) handles as any other
-deletion. The deletion is audited (DICOM Study Deleted, PS3.15 A.5.3.8). A failed call is
-retried at the next sweep; deleting what is already gone is harmless, so two indexer replicas
-sweeping together only announce a deletion twice.
+deletion. The deletion is audited (DICOM Study Deleted, event ID 110105, PS3.15 A.5.3). A
+failed call is retried at the next sweep; deleting what is already gone is harmless, so two
+indexer replicas sweeping together only announce a deletion twice.
 """
 
 from __future__ import annotations
@@ -225,7 +225,7 @@ class RejectedDeleter:
 
 
 def _audit(item: _Due, ok: bool) -> None:
-    """DICOM Study Deleted (PS3.15 A.5.3.8), action Delete, by the indexer itself."""
+    """DICOM Study Deleted (PS3.15 A.5.3, event ID 110105), action Delete, by the indexer itself."""
     audit_events.emit(
         audit_pb.AuditEvent(
             event_type=audit_pb.AUDIT_EVENT_TYPE_STUDY_DELETED,
