@@ -89,6 +89,7 @@ bench: infra ## Benchmarks, each printed as a table: storage vs boto3, index loa
 	$(UV) run python services/deid/bench/bench_deid.py
 	$(UV) run python services/dicomweb/bench/bench_dicomweb.py --studies $(BENCH_DICOMWEB_STUDIES)
 	$(UV) run python services/cli/bench/bench_dlq.py
+	$(UV) run python services/indexer/bench/bench_rejection.py
 
 .PHONY: fuzz
 fuzz: infra ## Fuzzing at full size: >= 10 000 malformed inputs at the DICOM socket (hypothesis), C-ECHO within 1 s throughout

@@ -3,15 +3,19 @@ the event handler uses."""
 
 from __future__ import annotations
 
+import io
 from dataclasses import replace
 from typing import Any
 
+import highdicom as hd
 from pacs_indexer.database import Database
 from pacs_indexer.extra_attributes import ExtraAttributes
 from pacs_indexer.indexing import delete_instance, upsert_instances
 from pacs_indexer.query import FindQuery, FindResult, find
 from pacs_indexer.records import InstanceRecord, StoredObject, record_from_dataset
+from pydicom import dcmread
 from pydicom.dataset import Dataset
+from pydicom.sr.codedict import codes
 from pydicom.uid import CTImageStorage, generate_uid
 
 
@@ -77,3 +81,24 @@ class Catalog:
 def values(dataset: dict[str, Any], tag: str) -> list[Any]:
     """The Value array of one attribute of a DICOM JSON result ([] when empty)."""
     return list(dataset.get(tag, {}).get("Value", []))
+
+
+def kos(rejected: list[Dataset], title: hd.sr.CodedConcept | None = None) -> Dataset:
+    """A rejection note (highdicom KOS) referencing ``rejected``; its title defaults to
+    (113001, DCM, "Rejected for Quality Reasons")."""
+    content = hd.ko.KeyObjectSelection(
+        document_title=title or codes.DCM.RejectedForQualityReasons,
+        referenced_objects=rejected,
+    )
+    document = hd.ko.KeyObjectSelectionDocument(
+        evidence=rejected,
+        content=content,
+        series_instance_uid=generate_uid(),
+        series_number=99,
+        sop_instance_uid=generate_uid(),
+        instance_number=1,
+    )
+    # Encoded and read back, as the indexer gets it from storage.
+    buffer = io.BytesIO()
+    document.save_as(buffer, enforce_file_format=True)
+    return dcmread(io.BytesIO(buffer.getvalue()))

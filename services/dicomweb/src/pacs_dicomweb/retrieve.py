@@ -52,11 +52,7 @@ async def instance_refs(
         NotFoundError: nothing is indexed there.
     """
     if address.instance:
-        if not address.series:
-            found = await _find(backend, address, 0, 1)
-            if not found:
-                raise NotFoundError("no such instance")
-        yield address.ref()
+        yield await indexed_ref(backend, address)
         return
     offset = 0
     while True:
@@ -68,6 +64,23 @@ async def instance_refs(
         if len(page) < LIST_PAGE:
             return
         offset += LIST_PAGE
+
+
+async def indexed_ref(backend: Backend, address: Address) -> instance_pb2.InstanceRef:
+    """The storage address of the instance ``address`` names, once the index has it.
+
+    Storage keeps objects the index hides (instances rejected by an IHE IOCM rejection note,
+    kept until the deletion policy removes them), so an instance is read only when the index
+    lists it, even when the path names its series.
+
+    Raises:
+        NotFoundError: the index has no such instance.
+    """
+    found = await _find(backend, address, 0, 1)
+    if not found:
+        raise NotFoundError("no such instance")
+    series, sop = found[0]
+    return address.ref(series, sop)
 
 
 async def _find(

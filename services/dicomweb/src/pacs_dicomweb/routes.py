@@ -41,6 +41,7 @@ from pacs_dicomweb.retrieve import (
     InstanceCache,
     InstancePart,
     frames,
+    indexed_ref,
     instance_refs,
     open_instance,
     prefetched,
@@ -177,7 +178,7 @@ def routes(ctx: Context) -> list[Route]:  # noqa: PLR0915  (one closure per reso
         ranges = parse_accept(request.headers.get("accept"))
         choice, data = await frames(
             ctx.backend,
-            address.ref(),
+            await indexed_ref(ctx.backend, address),
             numbers,
             ranges,
             default=DEFAULT_PIXELS,
@@ -192,7 +193,8 @@ def routes(ctx: Context) -> list[Route]:  # noqa: PLR0915  (one closure per reso
         address = await _address(ctx, request, Role.RETRIEVE)
         tag = _tag(str(request.path_params["tag"]))
         ranges = parse_accept(request.headers.get("accept"))
-        stored, data = await read_whole(ctx.backend, address.ref(), ctx.settings.max_decode_bytes)
+        ref = await indexed_ref(ctx.backend, address)
+        stored, data = await read_whole(ctx.backend, ref, ctx.settings.max_decode_bytes)
         choice = choose(ranges, stored, instance=False, default=DEFAULT_PIXELS)
         if tag != Tag("PixelData"):
             choice = choose([], EXPLICIT_VR_LITTLE_ENDIAN, instance=False, default=DEFAULT_PIXELS)
@@ -223,7 +225,11 @@ def routes(ctx: Context) -> list[Route]:  # noqa: PLR0915  (one closure per reso
             number = 1
             if "frames" in request.path_params:
                 number = _frame_numbers(str(request.path_params["frames"]))[0]
-            ref = address.ref() if address.instance else await _representative(ctx, address)
+            ref = (
+                await indexed_ref(ctx.backend, address)
+                if address.instance
+                else await _representative(ctx, address)
+            )
             _, data = await read_whole(ctx.backend, ref, ctx.settings.max_decode_bytes, ctx.cache)
 
             def work() -> bytes:

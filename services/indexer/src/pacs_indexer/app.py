@@ -21,6 +21,7 @@ from pacs_indexer.database import Database
 from pacs_indexer.extra_attributes import ExtraAttributes, backfill
 from pacs_indexer.header import HeaderReader
 from pacs_indexer.reconcile import Reconciler
+from pacs_indexer.rejected_deletion import RejectedDeleter, RejectionPolicy
 from pacs_indexer.servicer import QueryServicer, authorization
 from pacs_indexer.settings import IndexerSettings
 from pacs_indexer.workflow import WorkflowHandler
@@ -44,6 +45,7 @@ class IndexerApp(HostedApp):
         self._publisher: EventPublisher | None = None
         self.consumer: EventConsumer | None = None
         self.workflow_consumer: EventConsumer | None = None
+        self.rejected_deleter: RejectedDeleter | None = None
         self.servicer = QueryServicer(
             self.database, settings.max_results, settings.fuzzy_matching_default, self.extras
         )
@@ -57,6 +59,7 @@ class IndexerApp(HostedApp):
         host = self.host
         host.on_stop("statistics", self._stop_statistics, StopStage.CONSUMERS)
         host.on_stop("consumer", self._stop_consumer, StopStage.CONSUMERS)
+        host.on_stop("rejected-deletion", self._stop_rejected_deletion, StopStage.CONSUMERS)
         host.on_stop("workflow", self._stop_workflow, StopStage.CONSUMERS)
         host.on_stop("publisher", self._stop_publisher, StopStage.PRODUCERS)
         host.on_stop("resources", self._close, StopStage.RESOURCES)
@@ -105,6 +108,15 @@ class IndexerApp(HostedApp):
                 batch_max_records=self.settings.batch_max_events,
             )
             await self.workflow_consumer.start()
+            # IHE IOCM: rejected instances leave storage by policy (pacs_indexer.rejected_deletion).
+            self.rejected_deleter = RejectedDeleter(
+                self.database,
+                storage,
+                self.rejection_policy(),
+                self.settings.rejected_sweep_interval_s,
+                handler.write_lock,
+            )
+            self.rejected_deleter.start()
         await self.host.start_audit(self.settings.kafka, self.settings.audit)
         await self.host.start()
         log.info("indexer started", extra={"grpc_port": self.grpc_port})
@@ -123,6 +135,18 @@ class IndexerApp(HostedApp):
     async def _stop_consumer(self) -> None:
         if self.consumer is not None:
             await self.consumer.stop()
+
+    def rejection_policy(self) -> RejectionPolicy:
+        """How long rejected instances stay in storage, from the settings."""
+        return RejectionPolicy(
+            delete_after=self.settings.rejected_delete_after,
+            retention_expired_delete_after=self.settings.retention_expired_delete_after,
+            by_tenant=self.settings.rejected_delete_after_by_tenant,
+        )
+
+    async def _stop_rejected_deletion(self) -> None:
+        if self.rejected_deleter is not None:
+            await self.rejected_deleter.stop()
 
     async def _stop_workflow(self) -> None:
         if self.workflow_consumer is not None:

@@ -73,6 +73,10 @@ class _Delete:
 _Step = _Upsert | _Delete
 
 
+def _key(ref: instance_pb2.InstanceRef) -> tuple[str, str]:
+    return ref.tenant, ref.sop_instance_uid
+
+
 class IndexEventHandler:
     """Applies storage events to the index and announces what became queryable."""
 
@@ -109,7 +113,11 @@ class IndexEventHandler:
         if not steps:
             return
         written = await asyncio.to_thread(self._apply, steps)
-        await self._announce_reports([s for s in steps if isinstance(s, _Upsert)])
+        # Only reports that were indexed: not a rejected one (IOCM) nor an older version.
+        shown = {_key(ref) for ref in written}
+        await self._announce_reports(
+            [s for s in steps if isinstance(s, _Upsert) and _key(s.ref) in shown]
+        )
         await self.publisher.publish_many(
             TOPIC_INDEXED,
             [
@@ -199,8 +207,8 @@ class IndexEventHandler:
         if upsert is None:
             return
         written = await asyncio.to_thread(self._upsert, upsert)
-        await self._announce_reports([upsert])
         if written:
+            await self._announce_reports([upsert])
             await self._announce(upsert.ref)
 
     async def _upsert_of(

@@ -23,6 +23,7 @@ from pacs_indexer.dicom_time import normalize_datetime, normalize_time
 from pacs_indexer.extra_attributes import ExtraAttributes, write_values
 from pacs_indexer.patients import locked_demographics, merged_into
 from pacs_indexer.records import InstanceRecord, fold_person_name, identity_of, normalize_rfc3339
+from pacs_indexer.rejection import withhold_rejected
 from pacs_indexer.schema import InstanceAttribute, SeriesAttribute, StudyAttribute
 
 _CHUNK = 500
@@ -145,8 +146,11 @@ def upsert_instances(
     """
     conn = session.connection()
     touched = _Touched()
+    # IHE IOCM: rejection notes hide what they reject, and rejected instances stay out.
+    records = withhold_rejected(conn, records, touched.series)
     fresh = _fresh(conn, records, touched)
     if not fresh:
+        recompute(session, touched)
         return []
     patients = _upsert_patients(conn, fresh)
     fresh = _with_registry_demographics(conn, fresh, patients)

@@ -18,6 +18,7 @@ from sqlalchemy import select
 
 from pacs_indexer.consumer import IndexEventHandler
 from pacs_indexer.database import Database
+from pacs_indexer.rejection import rejected_uids
 from pacs_indexer.schema import Instance, Series, Study
 
 log = logging.getLogger(__name__)
@@ -90,16 +91,23 @@ async def reindex(
     yield progress
 
 
+def _rejected(database: Database, tenant: str) -> set[str]:
+    with database.session() as session:
+        return rejected_uids(session.connection(), tenant)
+
+
 async def check(database: Database, storage: StorageClient, tenant: str) -> IndexCheck:
     """Compare storage and the index for ``tenant`` by SOP Instance UID."""
     stored = await stored_instances(storage, tenant)
     indexed = await asyncio.to_thread(indexed_instances, database, tenant)
+    # Instances rejected by an IOCM rejection note are kept out of the index on purpose.
+    hidden = await asyncio.to_thread(_rejected, database, tenant)
     stored_uids = {ref.sop_instance_uid for ref in stored}
     indexed_uids = {ref.sop_instance_uid for ref in indexed}
     return IndexCheck(
         stored_count=len(stored_uids),
         indexed_count=len(indexed_uids),
-        not_indexed=[ref for ref in stored if ref.sop_instance_uid not in indexed_uids],
+        not_indexed=[ref for ref in stored if ref.sop_instance_uid not in indexed_uids | hidden],
         not_in_storage=[ref for ref in indexed if ref.sop_instance_uid not in stored_uids],
     )
 

@@ -163,6 +163,33 @@ class DeletedInstance(Base):
     deleted_time: Mapped[str] = mapped_column(BYTEWISE, default="")
 
 
+class RejectedInstance(Base):
+    """An instance rejected by an IHE IOCM rejection note (a Key Object Selection titled with
+    a code of PS3.16 CID 7011), hidden from every query and retrieve: it is kept out of the
+    instance table whether it arrives before or after its note (``pacs_indexer.rejection``).
+
+    ``stored_time`` is when an object of it was last seen stored ('' while it has not
+    arrived); ``deleted_time`` when the deletion policy last removed it from storage
+    (``pacs_indexer.rejected_deletion``)."""
+
+    __tablename__ = "rejected_instances"
+    __table_args__ = (Index("ix_rejected_instances_note", "tenant", "note_sop_instance_uid"),)
+
+    tenant: Mapped[str] = mapped_column(BYTEWISE, primary_key=True)
+    sop_instance_uid: Mapped[str] = mapped_column(BYTEWISE, primary_key=True)
+    study_instance_uid: Mapped[str] = mapped_column(BYTEWISE, default="")
+    series_instance_uid: Mapped[str] = mapped_column(BYTEWISE, default="")
+    sop_class_uid: Mapped[str] = mapped_column(BYTEWISE, default="")
+    patient_id: Mapped[str] = mapped_column(BYTEWISE, default="")
+    # The rejection note's document title (DCM code value: 113001, 113037, 113038, 113039).
+    reason_code: Mapped[str] = mapped_column(BYTEWISE, default="")
+    note_sop_instance_uid: Mapped[str] = mapped_column(BYTEWISE, default="")
+    # RFC 3339 UTC with microseconds (string order is time order), as Instance.stored_time.
+    rejected_time: Mapped[str] = mapped_column(BYTEWISE, default="")
+    stored_time: Mapped[str] = mapped_column(BYTEWISE, default="")
+    deleted_time: Mapped[str] = mapped_column(BYTEWISE, default="")
+
+
 class _ExtraAttribute:
     """Shape of the operator-configured searchable attributes of one level: one row per value
     (multi-valued attributes match on any value)."""

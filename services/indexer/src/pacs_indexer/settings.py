@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+from typing import Any
+
 from pacs_common.audit_events import AuditSettings
 from pacs_common.auth import AuthSettings
 from pacs_common.settings import KafkaSettings, ServiceSettings
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import SettingsConfigDict
 
 
@@ -57,6 +60,44 @@ class IndexerSettings(ServiceSettings):
         default_factory=dict,
         description='extra searchable attributes per level, JSON: {"STUDY": ["InstitutionName"]}',
     )
+    rejected_delete_after: timedelta | None = Field(
+        None,
+        description="how long instances rejected by an IOCM rejection note (113001, 113037, "
+        "113038) stay in storage: 'never' (keep; the default), 0 (delete at once), seconds or "
+        "an ISO 8601 duration such as P30D",
+    )
+    rejected_delete_after_by_tenant: dict[str, timedelta | None] = Field(
+        default_factory=dict,
+        description='per-tenant overrides of rejected_delete_after, JSON: {"research": "P0D"}',
+    )
+    retention_expired_delete_after: timedelta | None = Field(
+        timedelta(0),
+        description="the same for 113039 Data Retention Policy Expired (default 0: at once)",
+    )
+    rejected_sweep_interval_s: float = Field(
+        60.0, gt=0, description="how often rejected instances due for deletion are looked for"
+    )
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
     audit: AuditSettings = Field(default_factory=AuditSettings)
+
+    @field_validator("rejected_delete_after", "retention_expired_delete_after", mode="before")
+    @classmethod
+    def _never(cls, value: Any) -> Any:
+        """'never' (or empty) keeps rejected instances forever; a number is seconds."""
+        if not isinstance(value, str):
+            return value
+        text = value.strip().lower()
+        if text in ("", "never"):
+            return None
+        try:
+            return float(text)
+        except ValueError:
+            return value.strip()  # ISO 8601 (P30D), or an error that names the key
+
+    @field_validator("rejected_delete_after_by_tenant", mode="before")
+    @classmethod
+    def _never_by_tenant(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            return {tenant: cls._never(period) for tenant, period in value.items()}
+        return value
