@@ -12,13 +12,11 @@ check`` calls), and indexes new instances beside the old ones. On SQLite and Pos
 from __future__ import annotations
 
 import asyncio
-import base64
 import io
 import json
 import os
 import subprocess
 import sys
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -32,36 +30,25 @@ from pacs_common.auth import Role
 from pacs_common.clients.storage import StorageClient
 from pacs_common.dicom import instance_ref_of
 from pacs_common.errors import FailedPreconditionError
-from pacs_common.events import TOPIC_WORKFLOW
 from pacs_common.grpc_client import open_channel
 from pacs_common.local import client_tls
-from pacs_common.s3 import make_s3_client
-from pacs_common.settings import KafkaSettings, S3Settings
-from pacs_indexer.app import IndexerApp, create_app
 from pacs_indexer.database import Database, head_revision
-from pacs_indexer.settings import IndexerSettings
 from pacs_storage.app import StorageApp
-from pacs_storage.versions import object_metadata
 from pacs_testkit.channels import plain_aio_channel
 from pacs_testkit.hydra import Hydra
-from pacs_testkit.kafka import group_at_end_of_topic
 from pacs_testkit.postgres import DEFAULT_URL, scratch_database
 from pacs_testkit.storage import start_storage
 from pydicom import dcmread
 from pydicom.data import get_testdata_file
 from pydicom.uid import generate_uid
+from upgrade_support import (
+    PREVIOUS_REVISION,
+    previous_release,
+    restore_previous_objects,
+    start_deployed_indexer,
+)
 
 pytestmark = pytest.mark.integration
-
-FIXTURES = Path(__file__).parent / "fixtures" / "upgrade"
-PREVIOUS_REVISION = "0001"
-
-
-def previous_release() -> dict[str, Any]:
-    """Rows and objects written by the previous release (see make_fixtures.py)."""
-    dump: dict[str, Any] = json.loads((FIXTURES / "index_0001.json").read_text())
-    assert dump["revision"] == PREVIOUS_REVISION
-    return dump
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -103,25 +90,6 @@ def restore_previous_index(url: str, dump: dict[str, Any]) -> None:
         database.dispose()
 
 
-def restore_previous_objects(bucket: str, dump: dict[str, Any]) -> None:
-    """The objects the previous release's rows point to, as its storage wrote them."""
-    client = make_s3_client(S3Settings(bucket=bucket))
-    client.create_bucket(Bucket=bucket)
-    for obj in dump["objects"]:
-        path = get_testdata_file(obj["file"])
-        assert path is not None
-        data = Path(path).read_bytes()
-        ref = instance_ref_of(data, dump["objects"][0]["key"].split("/")[0])
-        client.put_object(
-            Bucket=bucket,
-            Key=obj["key"],
-            Body=data,
-            ChecksumSHA256=base64.b64encode(bytes.fromhex(obj["sha256"])).decode(),
-            Metadata=object_metadata(ref, obj["sha256"], obj["version_id"], obj["stored_time"]),
-            ContentType="application/dicom",
-        )
-
-
 def run_migration_hook(url: str) -> subprocess.CompletedProcess[str]:
     """``pacs-indexer migrate`` as the chart's hook Job runs it: a process of its own with the
     indexer's environment."""
@@ -133,26 +101,6 @@ def run_migration_hook(url: str) -> subprocess.CompletedProcess[str]:
         timeout=300,
         check=False,
     )
-
-
-async def start_deployed_indexer(storage_port: int, url: str) -> IndexerApp:
-    """An indexer configured as the chart configures it: it checks the schema, never migrates;
-    its consumer group starts at the end of the shared topics (only what the test stores)."""
-    group = f"test-upgrade-{uuid.uuid4().hex[:12]}"
-    await group_at_end_of_topic(group, KafkaSettings())
-    await group_at_end_of_topic(f"{group}-workflow", KafkaSettings(), TOPIC_WORKFLOW)
-    app = create_app(
-        IndexerSettings(
-            grpc_port=0,
-            database_url=url,
-            storage_target=f"127.0.0.1:{storage_port}",
-            consumer_group=group,
-            workflow_consumer_group=f"{group}-workflow",
-            migrate_on_start=False,
-        )
-    )
-    await app.start()
-    return app
 
 
 @pytest.fixture
