@@ -95,7 +95,8 @@ def run_migration_hook(url: str) -> subprocess.CompletedProcess[str]:
     indexer's environment."""
     return subprocess.run(
         [sys.executable, "-m", "pacs_indexer", "migrate"],
-        env={**os.environ, "PACS_INDEXER_DATABASE_URL": url},
+        # Only what the chart's Job gets (tests/chart/test_migrations.py): no Kafka, no storage.
+        env={"PATH": os.environ["PATH"], "PACS_INDEXER_DATABASE_URL": url},
         capture_output=True,
         text=True,
         timeout=300,
@@ -212,3 +213,21 @@ async def _eventually(check: Any, within: float = 60.0) -> None:
         if loop.time() > deadline:
             pytest.fail(f"condition not reached within {within} s")
         await asyncio.sleep(0.2)
+
+
+def test_a_newer_schema_is_accepted_for_a_rollback_and_never_migrated_down(
+    tmp_path: Path,
+) -> None:
+    url = f"sqlite:///{tmp_path / 'index.sqlite'}"
+    database = Database(url)
+    database.migrate()
+    with database.engine.begin() as connection:
+        connection.execute(sa.text("UPDATE alembic_version SET version_num = '9999'"))
+    # A pod of the previous release after `helm rollback`: it serves (the schema only grew).
+    assert database.check_schema() == "9999"
+    database.dispose()
+    # The previous release's hook on that database refuses, and changes nothing.
+    refused = run_migration_hook(url)
+    assert refused.returncode == 1
+    assert "9999" in refused.stdout + refused.stderr
+    assert Database(url).revision() == "9999"

@@ -16,13 +16,28 @@ from __future__ import annotations
 import argparse
 import logging
 
+from alembic.util import CommandError
 from pacs_common.errors import PacsError
 from pacs_common.logging import configure_logging
+from pydantic import Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from pacs_indexer.database import Database, head_revision
 from pacs_indexer.settings import IndexerSettings
 
 log = logging.getLogger(__name__)
+
+
+class MigrationSettings(BaseSettings):
+    """The few indexer settings a migration reads (the same ``PACS_INDEXER_*`` variables): the
+    hook Job gets only these, not Kafka's or storage's, which the full
+    :class:`~pacs_indexer.settings.IndexerSettings` would require."""
+
+    model_config = SettingsConfigDict(env_prefix="PACS_INDEXER_", extra="ignore")
+
+    database_url: str = IndexerSettings.model_fields["database_url"].default
+    log_level: str = "INFO"
+    log_patient_data: bool = Field(False, description="never needed: no patient data is read")
 
 
 def main(argv: list[str]) -> int:
@@ -36,8 +51,11 @@ def main(argv: list[str]) -> int:
         help="change nothing: exit 1 unless the schema is current (or newer)",
     )
     args = parser.parse_args(argv)
-    settings = IndexerSettings.load()
-    configure_logging(settings.service_name, settings.log_level, settings.log_patient_data)
+    try:
+        settings = MigrationSettings()
+    except ValidationError as exc:
+        raise SystemExit(f"invalid PACS_INDEXER_* settings: {exc}") from exc
+    configure_logging("indexer", settings.log_level, settings.log_patient_data)
     database = Database(settings.database_url)
     try:
         before = database.revision()
@@ -52,6 +70,10 @@ def main(argv: list[str]) -> int:
         return 0
     except PacsError as exc:
         log.error("index schema migration failed", extra={"error": exc.message})
+        return 1
+    except CommandError as exc:
+        # For example a revision this release does not know: a newer release migrated it.
+        log.error("index schema migration refused", extra={"error": str(exc)})
         return 1
     finally:
         database.dispose()
