@@ -20,13 +20,14 @@ from pacs_testkit.kafka import group_at_end_of_topic
 from pydicom.data import get_testdata_file
 
 FIXTURES = Path(__file__).parent / "fixtures" / "upgrade"
-PREVIOUS_REVISION = "0001"
+PREVIOUS_REVISIONS = ["0001", "0002"]
+"""Schema revisions with rows written by the last main commit at each (make_fixtures.py)."""
 
 
-def previous_release() -> dict[str, Any]:
-    """Rows and objects written by the previous release (see make_fixtures.py)."""
-    dump: dict[str, Any] = json.loads((FIXTURES / "index_0001.json").read_text())
-    assert dump["revision"] == PREVIOUS_REVISION
+def previous_release(revision: str = PREVIOUS_REVISIONS[-1]) -> dict[str, Any]:
+    """Rows and objects written by the release at ``revision`` (see make_fixtures.py)."""
+    dump: dict[str, Any] = json.loads((FIXTURES / f"index_{revision}.json").read_text())
+    assert dump["revision"] == revision
     return dump
 
 
