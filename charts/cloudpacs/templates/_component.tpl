@@ -129,6 +129,10 @@ PACS_AUTH_REQUIRED=false is only for a stack without mutual TLS, never a deploym
 {{- $_ := set $data (print $p "TLS_REQUIRE_CLIENT_CERT") (toString $d.tls.requireClientCert) -}}
 {{- end -}}
 {{- end -}}
+{{- if and (eq .name "indexer") $root.Values.database.migrations.enabled -}}
+{{- /* The pre-upgrade hook migrates (templates/indexer-migrations.yaml); the pods only check. */ -}}
+{{- $_ := set $data (print $p "MIGRATE_ON_START") "false" -}}
+{{- end -}}
 {{- include "cloudpacs.egress.settings" (merge (dict "data" $data) .) -}}
 {{- if $c.http.enabled -}}
 {{- $_ := set $data (print $p "HTTP_HOST") "0.0.0.0" -}}

@@ -75,12 +75,12 @@ async def test_workers_share_the_port_and_stop_on_sigterm() -> None:
         sys.executable, "-m", "pacs_gateway", env=env, stderr=asyncio.subprocess.PIPE
     )
     try:
-        await wait_for_port(port, within_s=30)
+        await wait_for_port(port, within_s=120)
 
         async def all_listening() -> bool:
             return _listeners(port) == 2
 
-        assert await eventually(all_listening, within_s=30), _listeners(port)
+        assert await eventually(all_listening, within_s=120), _listeners(port)
 
         results = await asyncio.gather(
             *(run_dcmtk("echoscu", "-aec", "CLOUDPACS", "127.0.0.1", str(port)) for _ in range(12))
@@ -107,7 +107,7 @@ async def test_workers_die_with_a_killed_primary() -> None:
         async def all_listening() -> bool:
             return _listeners(port) == 2
 
-        assert await eventually(all_listening, within_s=30), _listeners(port)
+        assert await eventually(all_listening, within_s=120), _listeners(port)
         workers.extend(pid for pid in _children(proc.pid) if _is_worker(pid))
         assert len(workers) == 1, workers
         proc.kill()

@@ -38,7 +38,9 @@ async def _run(*args: str | Path) -> tuple[int, str]:
         stderr=asyncio.subprocess.STDOUT,
         env={**os.environ, "TCP_NODELAY": "1"},
     )
-    out, _ = await asyncio.wait_for(proc.communicate(), 60)
+    # A deadline against a hung tool, not a speed check: the JVM validator alone can take a
+    # minute on a loaded 2-core machine.
+    out, _ = await asyncio.wait_for(proc.communicate(), 240)
     return int(proc.returncode or 0), out.decode(errors="replace")
 
 

@@ -10,7 +10,7 @@ import grpc
 from pacs.query.v1 import query_service_pb2 as query_pb
 from pacs.query.v1 import query_service_pb2_grpc as query_grpc
 from pacs_common.clients.storage import StorageClient
-from pacs_common.errors import PacsError
+from pacs_common.errors import FailedPreconditionError, PacsError
 from pacs_common.events import TOPIC_INSTANCES, TOPIC_WORKFLOW, EventConsumer, EventPublisher
 from pacs_common.grpc_client import open_channel
 from pacs_common.hosted_app import HostedApp
@@ -65,7 +65,14 @@ class IndexerApp(HostedApp):
         host.on_stop("resources", self._close, StopStage.RESOURCES)
 
     async def _start(self) -> None:
-        await asyncio.to_thread(self.database.create_schema)
+        if self.settings.migrate_on_start:
+            await asyncio.to_thread(self.database.create_schema)
+        else:
+            # Deployed: the Helm hook migrated before the pods roll; a pod never races it.
+            try:
+                await asyncio.to_thread(self.database.check_schema)
+            except FailedPreconditionError as exc:
+                raise SystemExit(exc.message) from exc
         await asyncio.to_thread(self.database.refresh_statistics)
         self._statistics = asyncio.create_task(self._refresh_statistics(), name="statistics")
         if self.extras:

@@ -17,7 +17,10 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from pacs_common.errors import UnavailableError
+from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from alembic.util import CommandError
+from pacs_common.errors import FailedPreconditionError, UnavailableError
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
@@ -89,8 +92,7 @@ class Database:
         On PostgreSQL an advisory lock serialises replicas that start at the same time, so
         only one of them migrates and the others find the schema current.
         """
-        config = Config()
-        config.set_main_option("script_location", str(MIGRATIONS))
+        config = _alembic_config()
         with translate_errors(), self.engine.begin() as connection:
             if connection.dialect.name == "postgresql":
                 connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _LOCK})
@@ -99,6 +101,46 @@ class Database:
                 command.downgrade(config, revision)
             else:
                 command.upgrade(config, revision)
+
+    def revision(self) -> str | None:
+        """The migration revision the database is at (None: no schema yet)."""
+        with translate_errors(), self.engine.connect() as connection:
+            return MigrationContext.configure(connection).get_current_revision()
+
+    def check_schema(self) -> str:
+        """Check that the schema is the one this code needs, without changing it; return
+        the database's revision.
+
+        A database at an older revision (or without a schema) must be migrated first: the
+        Helm pre-upgrade hook does it (``pacs-indexer migrate``). A database at a revision
+        this code does not know was migrated by a newer release: it is accepted, because every
+        migration keeps the previous release working (docs/operations.md, "Upgrades"), which is
+        what lets a newer release be rolled back without downgrading the schema.
+
+        Raises:
+            FailedPreconditionError: the schema is missing or older than this code's.
+            UnavailableError: the database cannot be reached.
+        """
+        current = self.revision()
+        head = head_revision()
+        if current == head:
+            return current
+        if current is None:
+            raise FailedPreconditionError(
+                f"the index database has no schema; run `pacs-indexer migrate` (to {head})"
+            )
+        try:
+            ScriptDirectory.from_config(_alembic_config()).get_revision(current)
+        except CommandError:
+            log.warning(
+                "index schema is newer than this indexer's (rolled back?)",
+                extra={"revision": current, "head": head},
+            )
+            return current
+        raise FailedPreconditionError(
+            f"the index database is at revision {current}, this indexer needs {head}; "
+            "run `pacs-indexer migrate` (the chart's pre-upgrade hook does)"
+        )
 
     def refresh_statistics(self) -> None:
         """Refresh the planner's statistics where the database does not do it by itself.
@@ -126,6 +168,19 @@ class Database:
     def dispose(self) -> None:
         """Close every pooled connection."""
         self.engine.dispose()
+
+
+def _alembic_config() -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    return config
+
+
+def head_revision() -> str:
+    """The newest migration revision of this code."""
+    head = ScriptDirectory.from_config(_alembic_config()).get_current_head()
+    assert head is not None, "the indexer has migrations"
+    return head
 
 
 @contextmanager

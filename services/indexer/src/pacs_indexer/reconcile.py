@@ -72,23 +72,43 @@ async def reindex(
     handler: IndexEventHandler, storage: StorageClient, tenant: str, every: int = 50
 ) -> AsyncIterator[ReindexProgress]:
     """Index every stored instance of ``tenant`` again; yields progress every ``every``
-    instances and once at the end. Upserts are idempotent, so a rerun is harmless."""
+    instances and once at the end. Upserts are idempotent, so a rerun is harmless.
+
+    Instances go ``every`` at a time: their descriptions (``Head``) and headers are read from
+    storage concurrently and written in one transaction (:meth:`IndexEventHandler.index_objects`).
+    When a group fails (an object removed meanwhile, a header that does not parse), its
+    instances are indexed one by one, so that only the failing ones are counted and logged.
+    """
     refs = await stored_instances(storage, tenant)
     progress = ReindexProgress(total=len(refs))
     yield progress
-    for done, ref in enumerate(refs, start=1):
+    for start in range(0, len(refs), every):
+        group = refs[start : start + every]
         try:
-            await handler.index_object(await storage.head(ref))
-            progress.processed += 1
-        except Exception as exc:
-            progress.failed += 1
-            log.warning(
-                "reindex: instance not indexed",
-                extra={"sop_instance_uid": ref.sop_instance_uid, "error": repr(exc)},
-            )
-        if done % every == 0:
-            yield progress
-    yield progress
+            infos = await asyncio.gather(*(storage.head(ref) for ref in group))
+            await handler.index_objects(infos)
+            progress.processed += len(group)
+        except Exception:  # retried one by one below, where each failure is logged
+            for ref in group:
+                await _reindex_one(handler, storage, ref, progress)
+        yield progress
+
+
+async def _reindex_one(
+    handler: IndexEventHandler,
+    storage: StorageClient,
+    ref: instance_pb2.InstanceRef,
+    progress: ReindexProgress,
+) -> None:
+    try:
+        await handler.index_object(await storage.head(ref))
+        progress.processed += 1
+    except Exception as exc:
+        progress.failed += 1
+        log.warning(
+            "reindex: instance not indexed",
+            extra={"sop_instance_uid": ref.sop_instance_uid, "error": repr(exc)},
+        )
 
 
 def _rejected(database: Database, tenant: str) -> set[str]:

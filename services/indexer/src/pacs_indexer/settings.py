@@ -31,6 +31,13 @@ class IndexerSettings(ServiceSettings):
         description="SQLAlchemy URL: sqlite:///path or postgresql+psycopg://user@host/db",
     )
     storage_target: str = Field("127.0.0.1:50051", description="host:port of StorageService")
+    migrate_on_start: bool = Field(
+        True,
+        description=(
+            "migrate the index schema at start-up; false (the chart, whose pre-upgrade hook "
+            "runs `pacs-indexer migrate`): only check the schema and refuse to start if older"
+        ),
+    )
     consumer_group: str = "pacs-indexer"
     workflow_consumer_group: str = Field(
         "pacs-indexer-workflow", description="group consuming HL7 patient and order events"
