@@ -57,9 +57,7 @@ async def storage_client(storage: StorageApp) -> AsyncIterator[StorageClient]:
 
 
 @pytest.fixture
-async def start_router(
-    storage: StorageApp, tmp_path: Path
-) -> AsyncIterator[RouterFactory]:
+async def start_router(storage: StorageApp, tmp_path: Path) -> AsyncIterator[RouterFactory]:
     """Start routers next to the test's storage with the given rules (a dict written as the
     rules file); each test has its own topics and groups. All stopped at the end."""
     apps: list[RouterApp] = []
@@ -120,4 +118,3 @@ async def channel_to() -> AsyncIterator[Callable[[RouterApp], grpc.aio.Channel]]
     yield make
     for channel in channels:
         await channel.close()
-

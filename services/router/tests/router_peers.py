@@ -97,7 +97,7 @@ class StoreScp:
     def start(self) -> StoreScp:
         """Start listening (returns once the port accepts connections)."""
         log = (self.folder.parent / f"{self.folder.name}.log").open("wb")
-        self.process = subprocess.Popen(  # noqa: S603  (the installed DCMTK)
+        self.process = subprocess.Popen(
             [
                 DCMTK_STORESCP,
                 "+xa",

@@ -8,6 +8,7 @@ import asyncio
 from collections.abc import Callable
 
 from aiokafka import AIOKafkaConsumer
+from pacs.events.v1 import route_events_pb2
 from pacs_common.clients.storage import StorageClient
 from pacs_common.dicom import instance_ref_of
 from pacs_common.events import dead_letter_topic, header
@@ -146,7 +147,5 @@ async def test_a_refused_instance_is_dead_lettered_and_the_queue_moves_on(
     finally:
         await reader.stop()
     assert "SOP class not supported" in (header(record, "dlq_error") or "")
-    from pacs.events.v1 import route_events_pb2
-
     routed = route_events_pb2.InstanceRouted.FromString(record.value or b"")
     assert routed.object.instance.sop_instance_uid == refused
