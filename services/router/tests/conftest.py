@@ -13,7 +13,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 import contextlib
 import json
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import grpc
@@ -28,9 +28,7 @@ from pacs_router.settings import RouterSettings
 from pacs_storage.app import StorageApp
 from pacs_testkit.kafka import group_at_end_of_topic
 from pacs_testkit.storage import start_storage
-from router_peers import StoreScp
-
-RouterFactory = Callable[..., Awaitable[RouterApp]]
+from router_peers import RouterFactory, StoreScp
 
 
 @pytest.fixture

@@ -16,11 +16,14 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pydicom
+from pacs_router.app import RouterApp
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 
 TEST_FILES = Path(pydicom.__file__).parent / "data" / "test_files"
 T = TypeVar("T")
+RouterFactory = Callable[..., Awaitable[RouterApp]]
+"""Starts a router with a rules dict (the ``start_router`` fixture)."""
 DCMTK_STORESCP = "/usr/bin/storescp"
 """DCMTK's, by path: the virtual environment has a Python storescp of its own on PATH."""
 

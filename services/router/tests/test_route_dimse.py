@@ -14,9 +14,15 @@ from pacs_common.dicom import instance_ref_of
 from pacs_common.events import dead_letter_topic, header
 from pacs_common.kafka_client import kafka_client_options
 from pacs_common.settings import KafkaSettings
-from router_peers import StoreScp, data_set_bytes, dataset_of, dimse, eventually, sample
-
-from conftest import RouterFactory
+from router_peers import (
+    RouterFactory,
+    StoreScp,
+    data_set_bytes,
+    dataset_of,
+    dimse,
+    eventually,
+    sample,
+)
 
 CT_ONLY = {"modality": ["CT"]}
 

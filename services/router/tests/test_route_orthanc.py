@@ -17,9 +17,7 @@ from pacs_common.clients.storage import StorageClient
 from pacs_common.dicom import instance_ref_of
 from pacs_testkit.hydra import Hydra
 from pacs_testkit.orthanc import OrthancDicomweb
-from router_peers import data_set_bytes, dataset_of, eventually, sample
-
-from conftest import RouterFactory
+from router_peers import RouterFactory, data_set_bytes, dataset_of, eventually, sample
 
 CT_ONLY = {"modality": ["CT"]}
 

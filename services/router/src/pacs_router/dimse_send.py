@@ -24,6 +24,7 @@ The result is one of three outcomes, which decide what the sender does:
 from __future__ import annotations
 
 import logging
+import socket
 import ssl
 import tempfile
 from dataclasses import dataclass
@@ -133,8 +134,15 @@ def c_store(
             f"{sop_class_uid}: SOP class not supported"
         )
     if not assoc.is_established:
-        what = "rejected" if assoc.is_rejected else "aborted" if assoc.is_aborted else "failed"
-        raise DestinationUnavailableError(f"association {what}")
+        where = f"{destination.ae_title}@{destination.host}:{destination.port}"
+        if assoc.is_rejected:
+            raise DestinationUnavailableError(f"association rejected by {where}")
+        # pynetdicom reports a refused connection as an abort: tell the operator which.
+        try:
+            socket.create_connection((destination.host, destination.port), timeout=5).close()
+        except OSError as exc:
+            raise DestinationUnavailableError(f"cannot connect to {where}: {exc}") from exc
+        raise DestinationUnavailableError(f"association aborted by {where}")
     try:
         return _send_on(assoc, part10, sop_class_uid, transfer_syntax_uid)
     finally:
