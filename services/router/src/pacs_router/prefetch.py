@@ -4,7 +4,8 @@ archive into cloudpacs, so that they are there when the new study is read.
 Consumes ``pacs.workflow.v1`` (group ``router-prefetch``). On ``OrderPlaced`` for a tenant
 with a ``prefetch`` entry in the rules file, the router asks the tenant's remote archive with
 C-FIND in the Study Root Query/Retrieve Information Model at the STUDY level (PS3.4 C.6.2.1)
-for the order's Patient ID (and Issuer of Patient ID when the order has one), leaves out the
+for the order's Patient ID (and its Issuer of Patient ID with ``match_issuer``: the archive
+must then record the same issuer name as the HIS sends, which is rare), leaves out the
 ordered study itself, keeps the most recent ``max_studies`` (of the configured modalities, if
 any), and asks the archive with C-MOVE (PS3.4 C.4.2) to send each one to cloudpacs' gateway
 (``move_destination``, an AE title the archive knows). The archive then sends the instances to
@@ -124,7 +125,7 @@ class Prefetcher:
         query = Dataset()
         query.QueryRetrieveLevel = "STUDY"
         query.PatientID = order.patient.patient_id
-        if order.patient.issuer_of_patient_id:
+        if config.match_issuer and order.patient.issuer_of_patient_id:
             query.IssuerOfPatientID = order.patient.issuer_of_patient_id
         query.StudyInstanceUID = ""
         query.StudyDate = ""

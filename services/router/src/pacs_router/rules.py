@@ -182,6 +182,9 @@ class Prefetch(_Strict):
     modalities: list[str] = Field(
         default_factory=list, description="only priors of these modalities (all if empty)"
     )
+    match_issuer: bool = Field(
+        False, description="also match Issuer of Patient ID (the archive must use the HIS's)"
+    )
 
 
 class RulesFile(_Strict):
