@@ -8,12 +8,14 @@ import asyncio
 from collections.abc import Callable
 
 from aiokafka import AIOKafkaConsumer
+from pacs.events.v1 import audit_events_pb2 as audit_pb
 from pacs.events.v1 import route_events_pb2
 from pacs_common.clients.storage import StorageClient
 from pacs_common.dicom import instance_ref_of
 from pacs_common.events import dead_letter_topic, header
 from pacs_common.kafka_client import kafka_client_options
 from pacs_common.settings import KafkaSettings
+from pacs_testkit.audit import audit_topic, emitter_settings
 from router_peers import (
     RouterFactory,
     StoreScp,
@@ -40,11 +42,13 @@ async def test_a_matching_instance_reaches_storescp_unchanged(
     tenant: str,
 ) -> None:
     peer = storescp().start()
+    topic = audit_topic()
     await start_router(
         {
             "destinations": {"site-b": dimse(peer)},
             "tenants": {tenant: [{"name": "ct", "destinations": ["site-b"], "match": CT_ONLY}]},
-        }
+        },
+        audit=emitter_settings(topic),
     )
     study = dataset_of(sample()).StudyInstanceUID
     mr = sample("MR_small.dcm", study_uid=study)
@@ -61,6 +65,33 @@ async def test_a_matching_instance_reaches_storescp_unchanged(
     got = received[0].read_bytes()
     assert dataset_of(got).SOPInstanceUID == uid
     assert data_set_bytes(got) == data_set_bytes(ct)  # the data set byte for byte
+
+    # The disclosure to another facility is audited (PS3.15 A.5.3.4, the router as source).
+    event = await _transfer_event(topic)
+    assert event.tenant == tenant
+    assert event.study_instance_uids == [study]
+    assert event.patient_id == dataset_of(ct).PatientID
+    assert [a.ae_title for a in event.actors if not a.requestor] == ["CLOUDPACS", "REMOTE"]
+
+
+async def _transfer_event(topic: str) -> audit_pb.AuditEvent:
+    """The first DICOM Instances Transferred event of an audit topic (waiting for it)."""
+    reader = AIOKafkaConsumer(
+        topic,
+        **kafka_client_options(KafkaSettings()),
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+    )
+    await reader.start()
+    try:
+        async with asyncio.timeout(60):
+            async for record in reader:
+                event = audit_pb.AuditEvent.FromString(record.value or b"")
+                if event.event_type == audit_pb.AUDIT_EVENT_TYPE_INSTANCES_TRANSFERRED:
+                    return event
+    finally:
+        await reader.stop()
+    raise AssertionError("no transfer event")
 
 
 async def test_a_destination_down_for_a_while_gets_everything_in_order(

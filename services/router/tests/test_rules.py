@@ -98,6 +98,7 @@ tenants:
         ("tenants: {a: [{name: r, match: {attributes: {NoSuchKeyword: x}}}]}", "NoSuchKeyword"),
         ("tenants: {a: [{name: r, match: {time_of_day: {start: '25:00', end: '01:00'}}}]}", ""),
         ("destinations: [", "is not valid"),
+        ("tenants: {a: [{name: r, match: {time_of_day: {start: 18:00, end: '07:00'}}}]}", "HH:MM"),
     ],
 )
 def test_an_invalid_file_names_the_field(tmp_path: Path, content: str, says: str) -> None:

@@ -120,6 +120,15 @@ class TimeWindow(_Strict):
     end: time
     timezone: str = "UTC"
 
+    @field_validator("start", "end", mode="before")
+    @classmethod
+    def _clock_text(cls, value: object) -> object:
+        # YAML 1.1 reads an unquoted 18:00 as the number 1080 (base 60): refuse it rather than
+        # take it as seconds.
+        if not isinstance(value, (str, time)):
+            raise ValueError('write the time as a quoted "HH:MM" string')
+        return value
+
     @field_validator("timezone")
     @classmethod
     def _known_zone(cls, value: str) -> str:

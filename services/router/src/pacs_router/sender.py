@@ -26,6 +26,7 @@ import urllib3
 from aiokafka import ConsumerRecord
 from google.protobuf.message import DecodeError
 from pacs.events.v1 import route_events_pb2 as route_pb
+from pacs.type.v1 import instance_pb2
 from pacs_common.clients.direct import DirectStorage
 from pacs_common.errors import InvalidArgumentError, NotFoundError, is_permanent, is_retriable
 from pacs_common.events import now_rfc3339
@@ -38,6 +39,7 @@ from pacs_common.metrics import (
     ROUTE_SENT,
 )
 
+from pacs_router.audit import audit_sent
 from pacs_router.dimse_send import SendResult, c_store
 from pacs_router.rules import Destination, DimseDestination, StowDestination
 from pacs_router.stow_send import stow
@@ -105,15 +107,22 @@ class DestinationSender:
             raise InvalidArgumentError(f"undecodable InstanceRouted: {exc}") from exc
         key = (record.partition, record.offset)
         started = time.perf_counter()
+        info = routed.object
+        part10 = b""
         try:
-            result = await self._send(routed)
+            part10 = await self.storage.get(info.instance, version_id=info.version_id)
+            result = await self._send(info, part10)
         except NotFoundError:
             self.state.skipped += 1
             log.info("queued instance no longer stored; not sent", extra={"destination": self.name})
             return
         except Exception as exc:
-            self._note_failure(key, exc)
+            if self._note_failure(key, exc):
+                audit_sent(
+                    self.calling_ae, self.name, self.destination, info.instance, part10, ok=False
+                )
             raise
+        audit_sent(self.calling_ae, self.name, self.destination, info.instance, part10, ok=True)
         self._attempts.pop(key, None)
         ROUTE_SEND_DURATION.labels(self.name).observe(time.perf_counter() - started)
         ROUTE_SENT.labels(self.name).inc()
@@ -126,9 +135,7 @@ class DestinationSender:
                 extra={"destination": self.name, "status": f"0x{result.status:04X}"},
             )
 
-    async def _send(self, routed: route_pb.InstanceRouted) -> SendResult:
-        info = routed.object
-        part10 = await self.storage.get(info.instance, version_id=info.version_id)
+    async def _send(self, info: instance_pb2.ObjectInfo, part10: bytes) -> SendResult:
         destination = self.destination
         if isinstance(destination, DimseDestination):
             return await asyncio.to_thread(
@@ -146,8 +153,9 @@ class DestinationSender:
             stow, destination, self._http, part10, info.instance.sop_instance_uid
         )
 
-    def _note_failure(self, key: tuple[int, int], exc: Exception) -> None:
-        """Record the error for Status and metrics, the way the consumer will treat it."""
+    def _note_failure(self, key: tuple[int, int], exc: Exception) -> bool:
+        """Record the error for Status and metrics, the way the consumer will treat it;
+        True when the consumer dead-letters the record (no more attempts)."""
         message = redact_uids(getattr(exc, "message", None) or repr(exc))[:500]
         self.state.last_error = message
         self.state.last_error_time = now_rfc3339()
@@ -161,10 +169,11 @@ class DestinationSender:
                 "destination refused an instance; dead-lettered",
                 extra={"destination": self.name, "error": message},
             )
-        else:
-            self.state.retries += 1
-            ROUTE_RETRIES.labels(self.name).inc()
-            log.warning("send failed; retrying", extra={"destination": self.name, "error": message})
+            return True
+        self.state.retries += 1
+        ROUTE_RETRIES.labels(self.name).inc()
+        log.warning("send failed; retrying", extra={"destination": self.name, "error": message})
+        return False
 
     def close(self) -> None:
         """Release the HTTP connections."""
