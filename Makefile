@@ -88,6 +88,7 @@ bench: infra ## Benchmarks, each printed as a table: storage vs boto3, index loa
 	$(UV) run python services/hl7/bench/bench_hl7.py --steps $(BENCH_WORKLIST_STEPS)
 	$(UV) run python services/deid/bench/bench_deid.py
 	$(UV) run python services/dicomweb/bench/bench_dicomweb.py --studies $(BENCH_DICOMWEB_STUDIES)
+	$(UV) run python services/router/bench/bench_route.py
 
 .PHONY: fuzz
 fuzz: infra ## Fuzzing at full size: >= 10 000 malformed inputs at the DICOM socket (hypothesis), C-ECHO within 1 s throughout
