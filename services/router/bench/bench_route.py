@@ -6,16 +6,17 @@ the same files to the same DCMTK ``storescp``.
    on its destination's topic while the destination is down.
 2. ``storescp`` starts; the time from the first instance accepted to the last, scaled to all
    of them, is the **drain** (the sender may be in its retry back-off when storescp starts):
-   per instance the sender reads the object from S3 through a storage read grant, opens an
-   association, sends one C-STORE, releases, and commits the offset (one at a time, in order).
+   per instance the sender reads the object from S3 through a storage read grant, sends one
+   C-STORE on the association it keeps open, and commits the offset (one at a time, in order).
 3. The peer: ``storescu`` sends the same files to a fresh ``storescp``, one association for all
-   (``storescu`` with every file on the command line), and one association per file (a loop),
-   which is what the router does.
+   (``storescu`` with every file on the command line, what the router does for one study), and
+   one association per file (a loop).
 
 CPU-ms per instance is this process's CPU time during the drain (the router and the in-process
 storage service, which only signs read grants) divided by the instances; storescu's is its own
-user+system time. What bounds the router is one association per instance and a storage read per
-instance, one after the other (the queue is drained in order, never in parallel).
+user+system time. What bounds the router is, per instance and one after the other (the queue
+is drained in order, never in parallel): a read grant from storage, the S3 GET, a Kafka commit,
+and the C-STORE round trip.
 
     uv run python services/router/bench/bench_route.py [--instances N]
 """
@@ -210,7 +211,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="bench-route-"))
     try:
         rows = [
-            ("router drain (read grant + 1 association each)", *asyncio.run(
+            ("router drain (grant + S3 read + C-STORE + commit)", *asyncio.run(
                 _router_drain(parts, work)
             )),
             ("storescu, 1 association per file", *_storescu(parts, work, False)),

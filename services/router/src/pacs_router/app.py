@@ -125,14 +125,19 @@ class RouterApp(HostedApp):
         )
 
     async def _refresh_gauges(self) -> None:
-        """Keep ``pacs_route_queued`` current (Kafka's view of each queue)."""
+        """Keep ``pacs_route_queued`` current (Kafka's view of each queue), and release
+        associations left idle."""
         while True:
+            for sender in self.senders.values():
+                await sender.release_idle(self.settings.association_idle_s)
             for name in self.senders:
                 try:
                     ROUTE_QUEUED.labels(name).set(await self.servicer.queued(name))
                 except PacsError as exc:
                     log.debug("queue depth not refreshed", extra={"error": repr(exc)})
-            await asyncio.sleep(self.settings.status_interval_s)
+            await asyncio.sleep(
+                min(self.settings.status_interval_s, self.settings.association_idle_s)
+            )
 
     async def _stop_gauges(self) -> None:
         if self._gauges is not None:

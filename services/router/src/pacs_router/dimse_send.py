@@ -1,10 +1,12 @@
 """Send one instance to a DICOM destination with C-STORE (PS3.4 Annex B, PS3.7 9.1.1).
 
-pynetdicom is blocking; each send runs in a worker thread. The association proposes the
-instance's SOP class with its stored transfer syntax first, then the two uncompressed little
-endian syntaxes (PS3.5 A.1, A.2). When the destination accepts the stored syntax the object
-goes from a temporary file, unchanged (pynetdicom streams a Part 10 file's data set as is), so
-the peer receives the exact stored bytes; when it only accepts an uncompressed syntax and the
+pynetdicom is blocking; each send runs in a worker thread. The association
+(:class:`DimseLink`, kept open while instances of one SOP class and syntax follow each other)
+proposes the instance's SOP class with its stored transfer syntax, and with each of the two
+uncompressed little endian syntaxes (PS3.5 A.1, A.2), one presentation context each. When the
+destination accepts the stored syntax the object goes from a temporary file, unchanged
+(pynetdicom streams a Part 10 file's data set as is), so the peer receives the exact stored
+bytes; when it only accepts an uncompressed syntax and the
 instance is uncompressed, pynetdicom re-encodes the data set.
 
 The result is one of three outcomes, which decide what the sender does:
@@ -27,6 +29,8 @@ import logging
 import socket
 import ssl
 import tempfile
+import threading
+import time
 from dataclasses import dataclass
 from io import BytesIO
 from pathlib import Path
@@ -92,62 +96,111 @@ def classify(status: int, comment: str) -> SendResult:
     raise DestinationFailedError(reason)
 
 
-def c_store(
-    destination: DimseDestination,
-    part10: bytes,
-    *,
-    sop_class_uid: str,
-    transfer_syntax_uid: str,
-    calling_ae: str,
-    timeout_s: float,
-) -> SendResult:
-    """Send one Part 10 object; blocking (call it in a worker thread).
+class DimseLink:
+    """The association to one destination, kept open between sends of the same SOP class and
+    transfer syntax (a study's instances mostly share both), released when another is needed,
+    when it failed, or when idle (:meth:`release_if_idle`). Blocking: call it in a worker
+    thread; one send at a time (a lock)."""
 
-    Raises:
-        DestinationUnavailableError, DestinationRefusedError, DestinationFailedError:
-            see the module docstring.
-    """
-    ae = AE(ae_title=calling_ae)
-    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = timeout_s
-    ae.connection_timeout = timeout_s
-    syntaxes = list(dict.fromkeys([transfer_syntax_uid, *_UNCOMPRESSED]))
-    contexts = [build_context(sop_class_uid, syntaxes)]
-    tls_args = None
-    if destination.tls.enabled:
-        # The host name is sent for SNI; it is checked only when verify_hostname is set.
-        tls_args = (ssl_context(destination.tls), destination.host)
-    try:
-        assoc = ae.associate(
-            destination.host,
-            destination.port,
-            contexts=contexts,
-            ae_title=destination.ae_title,
-            tls_args=tls_args,
-        )
-    except (OSError, ssl.SSLError) as exc:
-        raise DestinationUnavailableError(f"cannot connect: {exc}") from exc
-    if not assoc.is_established and assoc.rejected_contexts:
-        # The peer answered, but accepted no context for this SOP class (PS3.8 9.3.3.2,
-        # results 3 and 4): sending again cannot help.
-        raise DestinationRefusedError(
-            f"the destination rejected every presentation context of SOP class "
-            f"{sop_class_uid}: SOP class not supported"
-        )
-    if not assoc.is_established:
-        where = f"{destination.ae_title}@{destination.host}:{destination.port}"
-        if assoc.is_rejected:
-            raise DestinationUnavailableError(f"association rejected by {where}")
-        # pynetdicom reports a refused connection as an abort: tell the operator which.
-        try:
-            socket.create_connection((destination.host, destination.port), timeout=5).close()
-        except OSError as exc:
-            raise DestinationUnavailableError(f"cannot connect to {where}: {exc}") from exc
-        raise DestinationUnavailableError(f"association aborted by {where}")
-    try:
-        return _send_on(assoc, part10, sop_class_uid, transfer_syntax_uid)
-    finally:
-        if assoc.is_established:
+    def __init__(self, destination: DimseDestination, calling_ae: str, timeout_s: float) -> None:
+        self.destination = destination
+        self.calling_ae = calling_ae
+        self.timeout_s = timeout_s
+        self._assoc: Association | None = None
+        self._key: tuple[str, str] | None = None
+        self._last_used = 0.0
+        self._lock = threading.Lock()
+
+    def send(self, part10: bytes, sop_class_uid: str, transfer_syntax_uid: str) -> SendResult:
+        """Send one Part 10 object.
+
+        Raises:
+            DestinationUnavailableError, DestinationRefusedError, DestinationFailedError:
+                see the module docstring.
+        """
+        key = (sop_class_uid, transfer_syntax_uid)
+        with self._lock:
+            reused = self._assoc is not None and self._assoc.is_established and self._key == key
+            if not reused:
+                self._release()
+                self._assoc, self._key = self._associate(sop_class_uid, transfer_syntax_uid), key
+            assert self._assoc is not None
+            try:
+                return _send_on(self._assoc, part10, sop_class_uid, transfer_syntax_uid)
+            except DestinationUnavailableError:
+                self._release()
+                if not reused:
+                    raise
+                # The peer may have closed an association we kept: once more on a fresh one.
+                self._assoc = self._associate(sop_class_uid, transfer_syntax_uid)
+                return _send_on(self._assoc, part10, sop_class_uid, transfer_syntax_uid)
+            finally:
+                self._last_used = time.monotonic()
+                if self._assoc is not None and not self._assoc.is_established:
+                    self._assoc = self._key = None
+
+    def release_if_idle(self, idle_s: float) -> None:
+        """Release the association if nothing was sent on it for ``idle_s`` seconds (a kept
+        association holds one of the peer's association slots)."""
+        if time.monotonic() - self._last_used < idle_s:
+            return
+        if self._lock.acquire(blocking=False):
+            try:
+                self._release()
+            finally:
+                self._lock.release()
+
+    def close(self) -> None:
+        """Release the association; safe to call twice."""
+        with self._lock:
+            self._release()
+
+    def _release(self) -> None:
+        assoc, self._assoc, self._key = self._assoc, None, None
+        if assoc is not None and assoc.is_established:
             assoc.release()
+
+    def _associate(self, sop_class_uid: str, transfer_syntax_uid: str) -> Association:
+        destination = self.destination
+        ae = AE(ae_title=self.calling_ae)
+        ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = self.timeout_s
+        ae.connection_timeout = self.timeout_s
+        # One context per syntax, so that the peer accepts or refuses the stored syntax on its
+        # own (within one context it would pick the syntax it prefers).
+        syntaxes = list(dict.fromkeys([transfer_syntax_uid, *_UNCOMPRESSED]))
+        contexts = [build_context(sop_class_uid, [syntax]) for syntax in syntaxes]
+        tls_args = None
+        if destination.tls.enabled:
+            # The host name is sent for SNI; it is checked only when verify_hostname is set.
+            tls_args = (ssl_context(destination.tls), destination.host)
+        try:
+            assoc = ae.associate(
+                destination.host,
+                destination.port,
+                contexts=contexts,
+                ae_title=destination.ae_title,
+                tls_args=tls_args,
+            )
+        except (OSError, ssl.SSLError) as exc:
+            raise DestinationUnavailableError(f"cannot connect: {exc}") from exc
+        if not assoc.is_established and assoc.rejected_contexts:
+            # The peer answered, but accepted no context for this SOP class (PS3.8 9.3.3.2,
+            # results 3 and 4): sending again cannot help.
+            raise DestinationRefusedError(
+                f"the destination rejected every presentation context of SOP class "
+                f"{sop_class_uid}: SOP class not supported"
+            )
+        if not assoc.is_established:
+            where = f"{destination.ae_title}@{destination.host}:{destination.port}"
+            if assoc.is_rejected:
+                raise DestinationUnavailableError(f"association rejected by {where}")
+            # pynetdicom reports a refused connection as an abort: tell the operator which.
+            try:
+                socket.create_connection((destination.host, destination.port), timeout=5).close()
+            except OSError as exc:
+                raise DestinationUnavailableError(f"cannot connect to {where}: {exc}") from exc
+            raise DestinationUnavailableError(f"association aborted by {where}")
+        return assoc
 
 
 def _send_on(

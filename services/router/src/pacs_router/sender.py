@@ -17,7 +17,6 @@ and sending a deleted instance would be wrong); it is counted as skipped in the 
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import time
 from dataclasses import dataclass
@@ -40,7 +39,7 @@ from pacs_common.metrics import (
 )
 
 from pacs_router.audit import audit_sent
-from pacs_router.dimse_send import SendResult, c_store
+from pacs_router.dimse_send import DimseLink, SendResult
 from pacs_router.rules import Destination, DimseDestination, StowDestination
 from pacs_router.stow_send import stow
 
@@ -87,6 +86,11 @@ class DestinationSender:
             ca_certs=str(destination.ca_file)
             if isinstance(destination, StowDestination) and destination.ca_file
             else None,
+        )
+        self.link = (
+            DimseLink(destination, calling_ae, timeout_s)
+            if isinstance(destination, DimseDestination)
+            else None
         )
         ROUTE_SENT.labels(name)
         ROUTE_FAILED.labels(name)
@@ -138,16 +142,12 @@ class DestinationSender:
     async def _send(self, info: instance_pb2.ObjectInfo, part10: bytes) -> SendResult:
         destination = self.destination
         if isinstance(destination, DimseDestination):
+            assert self.link is not None
             return await asyncio.to_thread(
-                functools.partial(
-                    c_store,
-                    destination,
-                    part10,
-                    sop_class_uid=info.instance.sop_class_uid,
-                    transfer_syntax_uid=info.instance.transfer_syntax_uid,
-                    calling_ae=self.calling_ae,
-                    timeout_s=self.timeout_s,
-                )
+                self.link.send,
+                part10,
+                info.instance.sop_class_uid,
+                info.instance.transfer_syntax_uid,
             )
         return await asyncio.to_thread(
             stow, destination, self._http, part10, info.instance.sop_instance_uid
@@ -175,6 +175,13 @@ class DestinationSender:
         log.warning("send failed; retrying", extra={"destination": self.name, "error": message})
         return False
 
+    async def release_idle(self, idle_s: float) -> None:
+        """Release a kept association after ``idle_s`` seconds without a send."""
+        if self.link is not None:
+            await asyncio.to_thread(self.link.release_if_idle, idle_s)
+
     def close(self) -> None:
-        """Release the HTTP connections."""
+        """Release the association and the HTTP connections."""
+        if self.link is not None:
+            self.link.close()
         self._http.clear()

@@ -53,6 +53,9 @@ class RouterSettings(ServiceSettings):
     dimse_timeout_s: float = Field(
         60.0, gt=0, description="association, DIMSE and network timeout towards destinations"
     )
+    association_idle_s: float = Field(
+        5.0, gt=0, description="release an association to a destination idle this long"
+    )
     status_interval_s: float = Field(
         10.0, gt=0, description="how often the queue depth metric (pacs_route_queued) is refreshed"
     )
