@@ -90,8 +90,16 @@ class StoreScp:
     """DCMTK ``storescp`` on a loopback port, writing each received object bit-preserved
     (``+B``) into its own folder; ``start()`` may come later than the test's sends."""
 
-    def __init__(self, ae_title: str = "REMOTE", port: int | None = None) -> None:
+    def __init__(
+        self,
+        ae_title: str = "REMOTE",
+        port: int | None = None,
+        tls: tuple[Path, Path] | None = None,
+    ) -> None:
+        """``tls``: (key, certificate) PEM files: DICOM over TLS only (DCMTK ``+tls``), client
+        certificates not asked for (``-ic``)."""
         self.ae_title = ae_title
+        self.tls = tls
         self.port = port or free_port()
         self.folder = Path(tempfile.mkdtemp(prefix="storescp-"))
         self.order_file = self.folder.parent / f"{self.folder.name}.order"
@@ -114,6 +122,7 @@ class StoreScp:
                 "-xcr",
                 f"echo #f >> {self.order_file}",
                 "-xs",
+                *(["+tls", str(self.tls[0]), str(self.tls[1]), "-ic"] if self.tls else []),
                 str(self.port),
             ],
             stdout=log,

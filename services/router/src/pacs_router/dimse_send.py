@@ -194,13 +194,25 @@ class DimseLink:
             where = f"{destination.ae_title}@{destination.host}:{destination.port}"
             if assoc.is_rejected:
                 raise DestinationUnavailableError(f"association rejected by {where}")
-            # pynetdicom reports a refused connection as an abort: tell the operator which.
-            try:
-                socket.create_connection((destination.host, destination.port), timeout=5).close()
-            except OSError as exc:
-                raise DestinationUnavailableError(f"cannot connect to {where}: {exc}") from exc
-            raise DestinationUnavailableError(f"association aborted by {where}")
+            raise DestinationUnavailableError(f"{_why_not_connected(destination)} ({where})")
         return assoc
+
+
+def _why_not_connected(destination: DimseDestination) -> str:
+    """pynetdicom reports a refused connection and a failed TLS handshake as an abort: connect
+    again, without DICOM, to tell the operator which."""
+    address = (destination.host, destination.port)
+    try:
+        with socket.create_connection(address, timeout=5) as sock:
+            if destination.tls.enabled:
+                context = ssl_context(destination.tls)
+                with context.wrap_socket(sock, server_hostname=destination.host):
+                    pass
+    except ssl.SSLError as exc:
+        return f"TLS handshake failed: {exc}"
+    except OSError as exc:
+        return f"cannot connect: {exc}"
+    return "association aborted"
 
 
 def _send_on(
