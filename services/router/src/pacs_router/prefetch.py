@@ -31,6 +31,7 @@ from pacs_common.errors import InvalidArgumentError, UnavailableError
 from pacs_common.events import event_type, header
 from pacs_common.metrics import ROUTE_PREFETCHED
 from pydicom.dataset import Dataset
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE
 from pynetdicom.association import Association
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]  # generated at import
@@ -106,8 +107,9 @@ class Prefetcher:
         ae = AE(ae_title=self.calling_ae)
         ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = self.timeout_s
         ae.connection_timeout = self.timeout_s
-        ae.add_requested_context(StudyRootQueryRetrieveInformationModelFind)
-        ae.add_requested_context(StudyRootQueryRetrieveInformationModelMove)
+        little_endian = [ImplicitVRLittleEndian, ExplicitVRLittleEndian]
+        ae.add_requested_context(StudyRootQueryRetrieveInformationModelFind, little_endian)
+        ae.add_requested_context(StudyRootQueryRetrieveInformationModelMove, little_endian)
         archive = config.archive
         try:
             assoc = ae.associate(archive.host, archive.port, ae_title=archive.ae_title)
