@@ -93,6 +93,7 @@ bench: infra ## Benchmarks, each printed as a table: storage vs boto3, index loa
 	$(UV) run python services/cli/bench/bench_dlq.py
 	$(UV) run python services/indexer/bench/bench_rejection.py
 	$(UV) run python services/indexer/bench/bench_reindex.py --backend postgresql --instances $(BENCH_REINDEX_INSTANCES)
+	$(UV) run python services/router/bench/bench_route.py
 
 .PHONY: fuzz
 fuzz: infra ## Fuzzing at full size: >= 10 000 malformed inputs at the DICOM socket (hypothesis), C-ECHO within 1 s throughout

@@ -14,7 +14,7 @@ KAFKA_LIBS="$CACHE/kafka-libs"
 # The local CA and one certificate per identity (pacs_common.pki); outside $RUN, so it
 # survives `down.sh --purge` and clients keep trusting the same CA.
 PKI_DIR="$CACHE/pki"
-PKI_IDENTITIES=(kafka gateway storage indexer cli transcoder deid audit dicomweb hl7)
+PKI_IDENTITIES=(kafka gateway storage indexer cli transcoder deid audit dicomweb hl7 router)
 
 # Endpoints (env-overridable).
 PACS_KAFKA_PORT="${PACS_KAFKA_PORT:-19092}"

@@ -873,6 +873,114 @@ def deid() -> Dashboard:
     )
 
 
+def router() -> Dashboard:
+    """Routing between facilities: each destination's queue, what was sent and refused, and
+    prefetch of priors."""
+    return (
+        new_dashboard(
+            "cloudpacs-router",
+            "cloudpacs / Router",
+            "Per destination: instances queued (the sender group's lag), sent, refused "
+            "(dead-lettered) and retried; time since the last success; prefetched priors.",
+        )
+        .with_row(row("Now"))
+        .with_panel(
+            single(
+                "Queued",
+                "Instances waiting in every destination's queue; it grows while one is down.",
+                "short",
+                f"sum(pacs_route_queued{{{NS}}})",
+                thresholds=[(None, "green"), (100, "orange"), (1000, "red")],
+            )
+        )
+        .with_panel(
+            single(
+                "Sent / s",
+                "Instances the destinations accepted.",
+                "ops",
+                f"sum(rate(pacs_route_sent_total{{{NS}}}[5m]))",
+            )
+        )
+        .with_panel(
+            single(
+                "Refused (24 h)",
+                "Instances a destination refused for good, on the senders' dead-letter topics.",
+                "short",
+                f"sum(increase(pacs_route_failed_total{{{NS}}}[24h]))",
+                thresholds=[(None, "green"), (1, "orange")],
+            )
+        )
+        .with_row(row("Destinations"))
+        .with_panel(
+            graph(
+                "Queued by destination",
+                "Consumer lag of each destination's sender group (pacs.route.<name>.v1).",
+                "short",
+                query(f"max by (destination) (pacs_route_queued{{{NS}}})", "{{destination}}"),
+            )
+        )
+        .with_panel(
+            graph(
+                "Enqueued, sent, refused and retried by destination",
+                "Enqueued: matched a rule. Retried: the destination was down or out of "
+                "resources; the queue waits.",
+                "ops",
+                query(
+                    f"sum by (destination) (rate(pacs_route_sent_total{{{NS}}}[{RATE}]))",
+                    "{{destination}} sent",
+                ),
+                query(
+                    f"sum by (destination) (rate(pacs_route_failed_total{{{NS}}}[{RATE}]))",
+                    "{{destination}} refused",
+                    "B",
+                ),
+                query(
+                    f"sum by (destination) (rate(pacs_route_retries_total{{{NS}}}[{RATE}]))",
+                    "{{destination}} retried",
+                    "C",
+                ),
+                query(
+                    f"sum by (destination) (rate(pacs_route_enqueued_total{{{NS}}}[{RATE}]))",
+                    "{{destination}} enqueued",
+                    "D",
+                ),
+            )
+        )
+        .with_panel(
+            graph(
+                "Since the last success",
+                "Seconds since each destination last accepted an instance (while it has one).",
+                "s",
+                query(
+                    f"time() - max by (destination) "
+                    f"(pacs_route_last_success_timestamp_seconds{{{NS}}} > 0)",
+                    "{{destination}}",
+                ),
+            )
+        )
+        .with_panel(
+            graph(
+                "Time per instance sent",
+                "Reading from storage and the C-STORE or STOW-RS exchange.",
+                "s",
+                *quantiles("pacs_route_send_duration_seconds", "destination"),
+            )
+        )
+        .with_panel(
+            graph(
+                "Prefetched priors",
+                "Prior studies moved from the remote archive when an order arrived.",
+                "ops",
+                query(
+                    f"sum by (outcome) (rate(pacs_route_prefetched_studies_total{{{NS}}}[{RATE}]))",
+                    "{{outcome}}",
+                ),
+            )
+        )
+        .build()
+    )
+
+
 DASHBOARDS = {
     "ingest-overview": ingest_overview,
     "service-health": service_health,
@@ -880,5 +988,6 @@ DASHBOARDS = {
     "storage": storage,
     "transcoder": transcoder,
     "deid": deid,
+    "router": router,
 }
 """File name (without .json) -> builder."""

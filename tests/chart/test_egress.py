@@ -129,6 +129,27 @@ def configured_peers(values: dict[str, Any], name: str, c: dict[str, Any]) -> li
                     tuple(_canon(p) for p in entry.get("peers") or ()),
                 )
             )
+    routes = c.get("routes") or {}
+    for key, d in (routes.get("destinations") or {}).items():
+        cidrs = tuple(d.get("cidrs") or ())
+        in_cluster = tuple(_canon(p) for p in d.get("peers") or ())
+        if d.get("kind") == "stow":
+            url = urlsplit(d["url"])
+            port = url.port or SCHEME_PORTS[url.scheme]
+            peers.append(Peer(f"route {key}", url.hostname, port, cidrs, in_cluster))
+        else:
+            peers.append(Peer(f"route {key}", d["host"], int(d["port"]), cidrs, in_cluster))
+    for tenant, f in (routes.get("prefetch") or {}).items():
+        a = f["archive"]
+        peers.append(
+            Peer(
+                f"prefetch archive of {tenant}",
+                a["host"],
+                int(a["port"]),
+                tuple(a.get("cidrs") or ()),
+                tuple(_canon(p) for p in a.get("peers") or ()),
+            )
+        )
     return peers
 
 

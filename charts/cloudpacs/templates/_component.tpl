@@ -134,6 +134,9 @@ PACS_AUTH_REQUIRED=false is only for a stack without mutual TLS, never a deploym
 {{- $_ := set $data (print $p "MIGRATE_ON_START") "false" -}}
 {{- end -}}
 {{- include "cloudpacs.egress.settings" (merge (dict "data" $data) .) -}}
+{{- if $c.routes -}}
+{{- $_ := set $data (print $p "RULES_FILE") "/etc/cloudpacs/routes/routes.yaml" -}}
+{{- end -}}
 {{- if $c.http.enabled -}}
 {{- $_ := set $data (print $p "HTTP_HOST") "0.0.0.0" -}}
 {{- $_ := set $data (print $p "HTTP_PORT") (include "cloudpacs.envValue" $c.http.port) -}}
@@ -167,6 +170,19 @@ metadata:
 data:
   sites.yaml: |
     {{- include "cloudpacs.egress.registryForGateway" .c.dicom.siteRegistry | nindent 4 }}
+{{- end -}}
+
+{{- define "cloudpacs.component.routes" -}}
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: {{ include "cloudpacs.component.fullname" . }}-routes
+  namespace: {{ .root.Release.Namespace }}
+  labels:
+    {{- include "cloudpacs.component.labels" . | nindent 4 }}
+data:
+  routes.yaml: |
+    {{- include "cloudpacs.egress.routesForRouter" .c.routes | nindent 4 }}
 {{- end -}}
 
 {{/* ---- identity ------------------------------------------------------------------------- */}}
@@ -280,6 +296,9 @@ spec:
         checksum/secrets: {{ include (print $root.Template.BasePath "/secrets.yaml") $root | sha256sum }}
         {{- if and $d.enabled $d.siteRegistry }}
         checksum/site-registry: {{ include "cloudpacs.component.siteRegistry" . | sha256sum }}
+        {{- end }}
+        {{- if $c.routes }}
+        checksum/routes: {{ include "cloudpacs.component.routes" . | sha256sum }}
         {{- end }}
         {{- with $c.podAnnotations }}
         {{- toYaml . | nindent 8 }}
@@ -420,6 +439,11 @@ spec:
               mountPath: /etc/cloudpacs/grpc-tls
               readOnly: true
             {{- end }}
+            {{- if $c.routes }}
+            - name: routes
+              mountPath: /etc/cloudpacs/routes
+              readOnly: true
+            {{- end }}
             {{- if $d.enabled }}
             {{- if $d.siteRegistry }}
             - name: site-registry
@@ -480,6 +504,11 @@ spec:
           secret:
             {{- include "cloudpacs.component.grpcTlsSecret" . | nindent 12 }}
             defaultMode: 0440
+        {{- end }}
+        {{- if $c.routes }}
+        - name: routes
+          configMap:
+            name: {{ include "cloudpacs.component.fullname" . }}-routes
         {{- end }}
         {{- if $d.enabled }}
         {{- if $d.siteRegistry }}

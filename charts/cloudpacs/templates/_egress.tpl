@@ -165,6 +165,17 @@ dependencies: the external systems its `uses` name, the site registry's DICOM de
 {{- end -}}
 {{- end -}}
 {{- end -}}
+{{- range $name, $d := ($c.routes.destinations | default dict) -}}
+{{- $host := dict "host" $d.host "port" $d.port -}}
+{{- if eq $d.kind "stow" -}}
+{{- $host = include "cloudpacs.egress.urlPeer" (dict "url" $d.url) | fromJson -}}
+{{- end }}
+{{ include "cloudpacs.egress.rule" (dict "comment" (printf "Routing destination %s (%s)." $name $d.kind) "hosts" (list $host) "ports" (list) "cidrs" ($d.cidrs | default list) "peers" ($d.peers | default list) "what" (printf "components.%s.routes destination %s" $.name $name) "cidrsKey" "the destination's cidrs" "peersKey" "its peers" "portsKey" "") }}
+{{- end -}}
+{{- range $tenant, $f := ($c.routes.prefetch | default dict) -}}
+{{- $a := $f.archive }}
+{{ include "cloudpacs.egress.rule" (dict "comment" (printf "Prefetch archive %s of %s (C-FIND, C-MOVE)." $a.ae_title $tenant) "hosts" (list (dict "host" $a.host "port" $a.port)) "ports" (list) "cidrs" ($a.cidrs | default list) "peers" ($a.peers | default list) "what" (printf "components.%s.routes prefetch archive of %s" $.name $tenant) "cidrsKey" "the archive's cidrs" "peersKey" "its peers" "portsKey" "") }}
+{{- end -}}
 {{- range $key, $entry := $c.egress -}}
 {{- if $entry.host }}
 {{ include "cloudpacs.egress.rule" (dict "comment" (printf "components.%s.egress.%s." $.name $key) "hosts" (list (dict "host" $entry.host "port" $entry.port)) "ports" (list) "cidrs" ($entry.cidrs | default list) "peers" ($entry.peers | default list) "what" (printf "components.%s.egress.%s" $.name $key) "cidrsKey" (printf "components.%s.egress.%s.cidrs" $.name $key) "peersKey" (printf "components.%s.egress.%s.peers" $.name $key) "portsKey" "") }}
@@ -204,4 +215,19 @@ value with {host} and {port} replaced by the entry's. Context: the component con
 {{- end -}}
 {{- end -}}
 {{- toYaml $registry -}}
+{{- end -}}
+
+{{/* The routing rules as the router reads them: destinations and archives without the chart's
+cidrs/peers. */}}
+{{- define "cloudpacs.egress.routesForRouter" -}}
+{{- $routes := deepCopy . -}}
+{{- $clean := dict -}}
+{{- range $name, $d := ($routes.destinations | default dict) -}}
+{{- $_ := set $clean $name (omit $d "cidrs" "peers") -}}
+{{- end -}}
+{{- if $routes.destinations }}{{ $_ := set $routes "destinations" $clean }}{{ end -}}
+{{- range $tenant, $f := ($routes.prefetch | default dict) -}}
+{{- $_ := set $f "archive" (omit $f.archive "cidrs" "peers") -}}
+{{- end -}}
+{{- toYaml $routes -}}
 {{- end -}}

@@ -14,6 +14,7 @@ from pacs_cli.audit_commands import audit_app
 from pacs_cli.deid_commands import deid_app
 from pacs_cli.dlq_commands import dlq_app
 from pacs_cli.index_commands import index_app, reindex
+from pacs_cli.route_commands import route_app
 from pacs_cli.stack import Stack, StackConfig, grpc_serving, port_open
 
 app = typer.Typer(help="Run a local cloudpacs stack.", no_args_is_help=True)
@@ -22,6 +23,7 @@ app.add_typer(index_app, name="index")
 app.add_typer(audit_app, name="audit")
 app.add_typer(deid_app, name="deid")
 app.add_typer(dlq_app, name="dlq")
+app.add_typer(route_app, name="route")
 console = Console()
 
 

@@ -62,6 +62,9 @@ class StackConfig:
     deid_port: int | None = None
     dicomweb_port: int = 8080
     dicomweb_grpc_port: int = 50057
+    # The router runs only when the stack's run folder has a rules file (routes.yaml,
+    # docs/routing.md): `pacs up` starts it once the operator wrote one.
+    router_port: int = 50059
     env: dict[str, str] = field(default_factory=dict)
 
     def services(self) -> list[ServiceSpec]:
@@ -86,6 +89,14 @@ class StackConfig:
         if self.deid_port is not None:
             deid_env = {**local_deid_env(self.run_dir), "PACS_DEID_GRPC_PORT": str(self.deid_port)}
             specs.append(ServiceSpec("deid", "pacs_deid", self.deid_port, env=deid_env))
+        routes = self.run_dir / "routes.yaml"
+        if routes.exists():
+            router_env = {
+                "PACS_ROUTER_GRPC_PORT": str(self.router_port),
+                "PACS_ROUTER_RULES_FILE": str(routes),
+                "PACS_ROUTER_STORAGE_TARGET": f"127.0.0.1:{self.storage_port}",
+            }
+            specs.append(ServiceSpec("router", "pacs_router", self.router_port, env=router_env))
         return specs
 
     def service_env(self) -> dict[str, str]:

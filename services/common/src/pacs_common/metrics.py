@@ -436,3 +436,47 @@ STORAGE_RECONCILED = Counter(
     "delete-announced, delete-not-made, foreign)",
     ["outcome"],
 )
+
+# --- Routing between facilities (router) -----------------------------------------------------
+
+ROUTE_ENQUEUED = Counter(
+    "pacs_route_enqueued",
+    "Instances a routing rule put on a destination's queue (pacs.route.<destination>.v1).",
+    ["destination"],
+)
+ROUTE_SENT = Counter(
+    "pacs_route_sent",
+    "Instances a destination accepted (C-STORE success or warning, STOW-RS 200/202).",
+    ["destination"],
+)
+ROUTE_FAILED = Counter(
+    "pacs_route_failed",
+    "Instances a destination refused for good, sent to the sender's dead-letter topic.",
+    ["destination"],
+)
+ROUTE_RETRIES = Counter(
+    "pacs_route_retries",
+    "Send attempts that failed and will be retried (destination down, out of resources).",
+    ["destination"],
+)
+ROUTE_QUEUED = Gauge(
+    "pacs_route_queued",
+    "Instances waiting in a destination's queue (its sender group's consumer lag).",
+    ["destination"],
+)
+ROUTE_LAST_SUCCESS = Gauge(
+    "pacs_route_last_success_timestamp_seconds",
+    "Unix time a destination last accepted an instance (0: never since start).",
+    ["destination"],
+)
+ROUTE_SEND_DURATION = Histogram(
+    "pacs_route_send_duration_seconds",
+    "Time to send one instance to a destination, reading it from storage included.",
+    ["destination"],
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+)
+ROUTE_PREFETCHED = Counter(
+    "pacs_route_prefetched_studies",
+    "Prior studies prefetched from a remote archive on an order, by outcome (moved, failed).",
+    ["outcome"],
+)

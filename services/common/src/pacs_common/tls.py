@@ -38,6 +38,7 @@ LOCAL_IDENTITIES = (
     "audit",
     "dicomweb",
     "hl7",
+    "router",
 )
 
 

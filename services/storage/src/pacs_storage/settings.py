@@ -30,7 +30,15 @@ class StorageSettings(ServiceSettings):
 
     service_name: str = "storage"
     allowed_peers: list[str] = Field(
-        default_factory=lambda: ["gateway", "indexer", "cli", "transcoder", "deid", "dicomweb"],
+        default_factory=lambda: [
+            "gateway",
+            "indexer",
+            "cli",
+            "transcoder",
+            "deid",
+            "dicomweb",
+            "router",
+        ],
         description="identities that may call StorageService (PACS_STORAGE_ALLOWED_PEERS, JSON)",
     )
     grpc_port: int = Field(50051, ge=0, le=65535, description="StorageService; 0 = free port")

@@ -34,11 +34,15 @@ def _free_port() -> int:
 class OrthancDicomweb:
     """``with OrthancDicomweb() as orthanc: orthanc.dicomweb_url ...``"""
 
-    def __init__(self, metadata_mode: str = "Full") -> None:
+    def __init__(
+        self, metadata_mode: str = "Full", extra_config: dict[str, Any] | None = None
+    ) -> None:
         self.folder = Path(tempfile.mkdtemp(prefix="orthanc-dicomweb-"))
         self.http_port = _free_port()
         self.dicom_port = _free_port()
         self.metadata_mode = metadata_mode
+        # More of Orthanc's configuration (for example DicomModalities for C-FIND/C-MOVE peers).
+        self.extra_config = extra_config or {}
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -72,6 +76,7 @@ class OrthancDicomweb:
                 "SeriesMetadata": self.metadata_mode,
             },
         }
+        config.update(self.extra_config)
         (self.folder / "orthanc.json").write_text(json.dumps(config))
         with (self.folder / "orthanc.log").open("wb") as log:
             self.process = subprocess.Popen(  # noqa: S603  (the installed Orthanc)
