@@ -165,14 +165,14 @@ dependencies: the external systems its `uses` name, the site registry's DICOM de
 {{- end -}}
 {{- end -}}
 {{- end -}}
-{{- range $name, $d := ($c.routes.destinations | default dict) -}}
+{{- range $name, $d := (($c.routes | default dict).destinations | default dict) -}}
 {{- $host := dict "host" $d.host "port" $d.port -}}
 {{- if eq $d.kind "stow" -}}
 {{- $host = include "cloudpacs.egress.urlPeer" (dict "url" $d.url) | fromJson -}}
 {{- end }}
 {{ include "cloudpacs.egress.rule" (dict "comment" (printf "Routing destination %s (%s)." $name $d.kind) "hosts" (list $host) "ports" (list) "cidrs" ($d.cidrs | default list) "peers" ($d.peers | default list) "what" (printf "components.%s.routes destination %s" $.name $name) "cidrsKey" "the destination's cidrs" "peersKey" "its peers" "portsKey" "") }}
 {{- end -}}
-{{- range $tenant, $f := ($c.routes.prefetch | default dict) -}}
+{{- range $tenant, $f := (($c.routes | default dict).prefetch | default dict) -}}
 {{- $a := $f.archive }}
 {{ include "cloudpacs.egress.rule" (dict "comment" (printf "Prefetch archive %s of %s (C-FIND, C-MOVE)." $a.ae_title $tenant) "hosts" (list (dict "host" $a.host "port" $a.port)) "ports" (list) "cidrs" ($a.cidrs | default list) "peers" ($a.peers | default list) "what" (printf "components.%s.routes prefetch archive of %s" $.name $tenant) "cidrsKey" "the archive's cidrs" "peersKey" "its peers" "portsKey" "") }}
 {{- end -}}
