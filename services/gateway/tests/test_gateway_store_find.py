@@ -102,6 +102,8 @@ async def test_dcmsend_samples_are_stored_as_sent_and_findscu_finds_them(
         stored = await storage.get(_ref(tenant, original))
         assert hashlib.sha256(stored).hexdigest() == info.sha256
         assert info.size == len(stored)
+        # the calling AE that delivered it is recorded with the object (routing rules match it)
+        assert info.sending_ae_title == "MODALITY1"
         # stored in the syntax it travelled in (compressed ones exactly as in the file)
         assert info.instance.transfer_syntax_uid == sent_syntax[path.name]
         copy = dcmread(io.BytesIO(stored))

@@ -54,6 +54,18 @@ def test_calling_ae_is_the_source_ae_title_of_the_file_meta() -> None:
     assert not matches(Match(calling_ae=["CT_*"]), ct, NOON)  # unknown sender: no match
 
 
+def test_calling_ae_recorded_by_storage_comes_before_the_file_meta() -> None:
+    """The gateway has storage record the calling AE with the object (its file meta has none);
+    (0002,0017) Sending AE Title is used when storage recorded none."""
+    ct = _header()
+    ct.file_meta = FileMetaDataset(ct.file_meta)
+    ct.file_meta.SourceApplicationEntityTitle = "ARCHIVE"
+    assert matches(Match(calling_ae=["CT_*"]), ct, NOON, "CT_SCANNER_1")
+    assert not matches(Match(calling_ae=["ARCHIVE"]), ct, NOON, "CT_SCANNER_1")
+    ct.file_meta.add_new(0x00020017, "AE", "MR_SCANNER_2")
+    assert matches(Match(calling_ae=["MR_*"]), ct, NOON)
+
+
 def test_time_of_day_windows_in_their_time_zone_and_across_midnight() -> None:
     ct = _header()
     office = {"start": "08:00", "end": "18:00", "timezone": "Europe/Paris"}

@@ -65,6 +65,25 @@ async def test_a_granted_write_is_stored_announced_with_its_header_and_readable(
     assert await direct.get(ref) == data
 
 
+async def test_the_sending_ae_title_is_recorded_with_the_object_and_announced(
+    direct: DirectStorage, client: StorageClient, events: InstanceEvents, tenant: str
+) -> None:
+    """Through a grant (the gateway's C-STORE) and through Put; a value that is no AE title is
+    left out, never a reason to refuse the image."""
+    granted = instance_ref_of(data := synthetic_part10(4096), tenant)
+    await direct.put(granted, data, sending_ae_title="CT_SCANNER_1 ")
+    event = await events.next(for_tenant(tenant))
+    assert event.message.object.sending_ae_title == "CT_SCANNER_1"
+    assert (await client.head(granted)).sending_ae_title == "CT_SCANNER_1"
+
+    streamed = instance_ref_of(other := synthetic_part10(4096), tenant)
+    await client.put(streamed, other, sending_ae_title="MR\\BAD")
+    event = await events.next(for_tenant(tenant))
+    assert event.message.object.sending_ae_title == ""
+    await client.put(streamed, other, sending_ae_title="MR_2")  # same bytes: nothing new
+    assert (await client.head(streamed)).sending_ae_title == ""
+
+
 async def test_s3_refuses_bytes_other_than_the_granted_ones(
     client: StorageClient, tenant: str
 ) -> None:

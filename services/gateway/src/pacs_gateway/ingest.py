@@ -35,6 +35,7 @@ class InstanceStore(Protocol):
         *,
         size_hint: int = 0,
         expected_sha256: str = "",
+        sending_ae_title: str = "",
     ) -> storage_pb.PutResponse: ...
 
 
@@ -66,7 +67,12 @@ class GrantedStore(Protocol):
     (:class:`pacs_common.clients.direct.DirectStorage`)."""
 
     async def put(
-        self, instance: instance_pb2.InstanceRef, data: bytes, *, sha256: str = ""
+        self,
+        instance: instance_pb2.InstanceRef,
+        data: bytes,
+        *,
+        sha256: str = "",
+        sending_ae_title: str = "",
     ) -> storage_pb.CommitWriteResponse: ...
 
 
@@ -131,9 +137,11 @@ class Ingest:
         *,
         size: int = 0,
         sha256: str = "",
+        sending_ae_title: str = "",
     ) -> StoredInstance:
         """Store ``part10`` (bytes, or chunks of ``size`` bytes with digest ``sha256``) under
-        ``instance``; returns only once storage made it durable.
+        ``instance``, recording the calling AE title that delivered it (C-STORE); returns only
+        once storage made it durable.
 
         Raises:
             UnavailableError: storage (or its S3/Kafka) is unreachable: retry later.
@@ -148,9 +156,17 @@ class Ingest:
                 sha256 = digest or ""
             writing: Awaitable[StoreResponse]
             if self._granted is not None and isinstance(part10, bytes):
-                writing = self._granted.put(instance, part10, sha256=sha256)
+                writing = self._granted.put(
+                    instance, part10, sha256=sha256, sending_ae_title=sending_ae_title
+                )
             else:
-                writing = self._store.put(instance, part10, size_hint=size, expected_sha256=sha256)
+                writing = self._store.put(
+                    instance,
+                    part10,
+                    size_hint=size,
+                    expected_sha256=sha256,
+                    sending_ae_title=sending_ae_title,
+                )
             response: StoreResponse = await asyncio.wait_for(writing, self._timeout_s)
         except PacsError:
             raise

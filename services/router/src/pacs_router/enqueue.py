@@ -79,7 +79,9 @@ class RouteEnqueuer:
         dataset = await self._header(stored)
         if dataset is None:
             return
-        matched = matching_rules(rules, dataset, parse_stored_time(info.stored_time))
+        matched = matching_rules(
+            rules, dataset, parse_stored_time(info.stored_time), info.sending_ae_title
+        )
         destinations: dict[str, str] = {}
         for rule in matched:
             for name in rule.destinations:

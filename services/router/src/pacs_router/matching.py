@@ -62,10 +62,23 @@ def in_window(window: TimeWindow, stored: datetime) -> bool:
     return local >= window.start or local < window.end  # spans midnight
 
 
-def matches(match: Match, header: Dataset, stored: datetime) -> bool:
+def calling_ae_of(header: Dataset, sending_ae_title: str) -> list[str]:
+    """The calling AE title that delivered an instance: the one storage recorded with the
+    object (``ObjectInfo.sending_ae_title``, set by the gateway), else the file meta's Sending
+    (0002,0017) or Source (0002,0016) Application Entity Title (PS3.10 Table 7.1-1) that
+    another writer may have set."""
+    if sending_ae_title:
+        return [sending_ae_title]
+    return values_of(header, "00020017") or values_of(header, "00020016")
+
+
+def matches(match: Match, header: Dataset, stored: datetime, sending_ae_title: str = "") -> bool:
     """Whether an instance satisfies every criterion of ``match``."""
+    if match.calling_ae and not wildcard_match(
+        match.calling_ae, calling_ae_of(header, sending_ae_title)
+    ):
+        return False
     checks: list[tuple[list[str], str]] = [
-        (match.calling_ae, "SourceApplicationEntityTitle"),
         (match.modality, "Modality"),
         (match.sop_class_uid, "SOPClassUID"),
     ]
@@ -77,9 +90,11 @@ def matches(match: Match, header: Dataset, stored: datetime) -> bool:
     return match.time_of_day is None or in_window(match.time_of_day, stored)
 
 
-def matching_rules(rules: Sequence[Rule], header: Dataset, stored: datetime) -> list[Rule]:
+def matching_rules(
+    rules: Sequence[Rule], header: Dataset, stored: datetime, sending_ae_title: str = ""
+) -> list[Rule]:
     """The rules whose criteria the instance satisfies, in file order."""
-    return [rule for rule in rules if matches(rule.match, header, stored)]
+    return [rule for rule in rules if matches(rule.match, header, stored, sending_ae_title)]
 
 
 def parse_stored_time(value: str) -> datetime:

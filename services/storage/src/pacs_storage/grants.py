@@ -50,6 +50,7 @@ from pacs_storage.versions import (
     META_SHA256,
     META_VERSION,
     b64_digest,
+    checked_ae_title,
     new_version_id,
     object_info,
     object_metadata,
@@ -106,7 +107,9 @@ class Grants:
         self.announcer.check_ready()
         now = datetime.now(UTC)
         version_id = new_version_id(now, sha)
-        metadata = object_metadata(ref, sha, version_id, rfc3339(now))
+        metadata = object_metadata(
+            ref, sha, version_id, rfc3339(now), checked_ae_title(request.sending_ae_title)
+        )
         key = object_key(ref)
         expires_s = self.settings.grant_ttl_s
         token = pb.WriteGrantToken(version_id=version_id)

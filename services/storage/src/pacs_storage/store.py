@@ -53,6 +53,7 @@ from pacs_storage.versions import (
     META_SHA256,
     META_VERSION,
     b64_digest,
+    checked_ae_title,
     new_version_id,
     object_info,
     object_metadata,
@@ -129,6 +130,7 @@ class InstanceStore:
             raise InvalidArgumentError("expected_sha256 must be 64 lowercase hex digits")
         if header.size_hint < 0:
             raise InvalidArgumentError("size_hint must not be negative")
+        sending_ae = checked_ae_title(header.sending_ae_title)
         # Fail before writing anything when the write could not be announced anyway.
         self.announcer.check_ready()
         await self.ensure_bucket()
@@ -138,7 +140,7 @@ class InstanceStore:
         intent_key = await self.intents.record(Intent("write", object_key(ref), expected))
         try:
             result, received = await self._receive_and_commit(
-                ref, expected, header.size_hint, chunks
+                ref, expected, header.size_hint, chunks, sending_ae=sending_ae
             )
         except InvalidArgumentError:
             self.intents.clear_later(intent_key)  # refused: nothing of it was kept
@@ -166,11 +168,13 @@ class InstanceStore:
         expected: str,
         size_hint: int,
         chunks: AsyncIterator[bytes],
+        *,
+        sending_ae: str = "",
     ) -> tuple[PutResult, ReceivedObject]:
         """Take in the object and make it current (or find it already stored); undo what was
         written if that fails."""
         now = datetime.now(UTC)
-        received = await self._receive(ref, expected, size_hint, chunks, now)
+        received = await self._receive(ref, expected, size_hint, chunks, now, sending_ae=sending_ae)
         try:
             if expected and received.sha256_hex != expected:
                 raise InvalidArgumentError("the bytes received do not match expected_sha256")
@@ -193,13 +197,17 @@ class InstanceStore:
         size_hint: int,
         chunks: AsyncIterator[bytes],
         now: datetime,
+        *,
+        sending_ae: str = "",
     ) -> ReceivedObject:
         """Take in the Put stream, writing it to S3 meanwhile where that is possible."""
         if expected:
             # The digest is known up front: the object can go straight to its final key with
             # its metadata (multipart: completed only once the digest is confirmed).
             final_key = object_key(ref)
-            final_meta = object_metadata(ref, expected, new_version_id(now, expected), rfc3339(now))
+            final_meta = object_metadata(
+                ref, expected, new_version_id(now, expected), rfc3339(now), sending_ae
+            )
         else:
             final_key, final_meta = staging_key(), {}
         stream_to = self._stream_target(ref, expected, size_hint, final_meta)
@@ -219,6 +227,7 @@ class InstanceStore:
         finally:
             if stream_to is not None:
                 self._streamed_puts -= 1
+        received.sending_ae_title = sending_ae
         return received
 
     async def _discard(self, received: ReceivedObject) -> None:
@@ -315,7 +324,7 @@ class InstanceStore:
         key = object_key(ref)
         sha = received.sha256_hex
         version_id = new_version_id(now, sha)
-        metadata = object_metadata(ref, sha, version_id, rfc3339(now))
+        metadata = object_metadata(ref, sha, version_id, rfc3339(now), received.sending_ae_title)
         expected_b64 = b64_digest(bytes.fromhex(sha))
         upload = received.multipart
         if received.data is not None:
@@ -460,4 +469,5 @@ def _object_info(
         sha256=received.sha256_hex,
         version_id=new_version_id(now, received.sha256_hex),
         stored_time=rfc3339(now),
+        sending_ae_title=received.sending_ae_title,
     )

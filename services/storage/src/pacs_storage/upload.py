@@ -136,6 +136,8 @@ class ReceivedObject:
     """True when S3 confirmed that write."""
     prefix: bytes = b""
     """The object's first bytes, up to the ``keep_prefix`` asked for (all of a smaller one)."""
+    sending_ae_title: str = ""
+    """The calling AE title the writer named (``PutHeader.sending_ae_title``), for metadata."""
 
 
 @dataclass(frozen=True)

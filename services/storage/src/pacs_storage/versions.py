@@ -9,6 +9,8 @@ version id is ``{UTC time}-{first 16 hex of the SHA-256}``: sortable by age, and
 from __future__ import annotations
 
 import base64
+import logging
+import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
 
@@ -16,12 +18,19 @@ from pacs.type.v1 import instance_pb2
 
 from pacs_storage.bucket import StoredObject
 
+log = logging.getLogger(__name__)
+
 # User metadata (x-amz-meta-*) written with every object; S3 lower-cases the names.
 META_SHA256 = "sha256"
 META_SOP_CLASS = "sop-class-uid"
 META_TRANSFER_SYNTAX = "transfer-syntax-uid"
 META_VERSION = "version-id"
 META_STORED = "stored-time"
+META_SENDING_AE = "sending-ae-title"
+
+# An AE title (PS3.5 6.2, VR AE): at most 16 characters of the default repertoire without
+# backslash or control characters; S3 metadata holds only such ASCII anyway.
+_AE_TITLE = re.compile(r"[\x20-\x5b\x5d-\x7e]{0,16}")
 
 
 def rfc3339(moment: datetime) -> str:
@@ -39,17 +48,35 @@ def b64_digest(digest: bytes) -> str:
     return base64.b64encode(digest).decode("ascii")
 
 
+def checked_ae_title(value: str) -> str:
+    """``value`` stripped if it is a valid AE title (PS3.5 6.2), else empty: the title is a
+    label recorded with the object, and an image is never refused for it (the gateway only
+    passes titles pynetdicom accepted at association time)."""
+    title = value.strip()
+    if _AE_TITLE.fullmatch(title):
+        return title
+    log.warning("sending AE title not recorded: not a valid AE title")
+    return ""
+
+
 def object_metadata(
-    ref: instance_pb2.InstanceRef, sha256_hex: str, version_id: str, stored_time: str
+    ref: instance_pb2.InstanceRef,
+    sha256_hex: str,
+    version_id: str,
+    stored_time: str,
+    sending_ae_title: str = "",
 ) -> dict[str, str]:
     """User metadata recorded with an object."""
-    return {
+    metadata = {
         META_SHA256: sha256_hex,
         META_SOP_CLASS: ref.sop_class_uid,
         META_TRANSFER_SYNTAX: ref.transfer_syntax_uid,
         META_VERSION: version_id,
         META_STORED: stored_time,
     }
+    if sending_ae_title:
+        metadata[META_SENDING_AE] = sending_ae_title
+    return metadata
 
 
 def version_of(stored: StoredObject) -> str:
@@ -84,4 +111,5 @@ def object_info(
         sha256=meta.get(META_SHA256, ""),
         version_id=version_of(stored),
         stored_time=stored_time,
+        sending_ae_title=meta.get(META_SENDING_AE, ""),
     )

@@ -85,10 +85,16 @@ class DirectStorage:
     # --- write ---------------------------------------------------------------------------
 
     async def put(
-        self, instance: instance_pb2.InstanceRef, data: bytes, *, sha256: str = ""
+        self,
+        instance: instance_pb2.InstanceRef,
+        data: bytes,
+        *,
+        sha256: str = "",
+        sending_ae_title: str = "",
     ) -> pb.CommitWriteResponse:
-        """Store one object (``sha256``: its digest when the caller computed it already);
-        returns once it is durable in S3 and announced on Kafka.
+        """Store one object (``sha256``: its digest when the caller computed it already;
+        ``sending_ae_title``: the calling AE that delivered it, recorded with it); returns
+        once it is durable in S3 and announced on Kafka.
 
         Raises:
             UnavailableError: storage, S3 or Kafka cannot be reached: retry later.
@@ -96,12 +102,13 @@ class DirectStorage:
         """
         # One span over grant, PUT and commit, so that they stay one trace with the caller's.
         with trace.get_tracer(__name__).start_as_current_span("storage write through a grant"):
-            return await self._put(instance, data, sha256)
+            return await self._put(instance, data, sha256, sending_ae_title)
 
     async def _put(
-        self, instance: instance_pb2.InstanceRef, data: bytes, sha256: str
+        self, instance: instance_pb2.InstanceRef, data: bytes, sha256: str, sending_ae_title: str
     ) -> pb.CommitWriteResponse:
         request = await asyncio.to_thread(self._grant_request, instance, data, sha256)
+        request.sending_ae_title = sending_ae_title
         grant = await self.storage.grant_write(request)
         if len(grant.requests) == 1:
             await self._send(grant.requests[0], data)
@@ -115,7 +122,12 @@ class DirectStorage:
         except FailedPreconditionError:
             # Stored with other bytes: only Put keeps the stored object as a version.
             log.info("instance stored with other bytes; replacing it through Put")
-            response = await self.storage.put(instance, data, expected_sha256=request.sha256)
+            response = await self.storage.put(
+                instance,
+                data,
+                expected_sha256=request.sha256,
+                sending_ae_title=sending_ae_title,
+            )
             return pb.CommitWriteResponse(
                 object=response.object,
                 already_existed=response.already_existed,

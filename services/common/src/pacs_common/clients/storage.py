@@ -61,6 +61,7 @@ class StorageClient:
         *,
         size_hint: int = 0,
         expected_sha256: str = "",
+        sending_ae_title: str = "",
     ) -> pb.PutResponse:
         """Store one Part 10 object; returns once it is durable and announced.
 
@@ -73,11 +74,15 @@ class StorageClient:
                 instance=instance,
                 size_hint=len(payload),
                 expected_sha256=expected_sha256 or hashlib.sha256(payload).hexdigest(),
+                sending_ae_title=sending_ae_title,
             )
             requests = self._requests(header, _slices(payload, self.chunk_size))
         else:
             header = pb.PutHeader(
-                instance=instance, size_hint=size_hint, expected_sha256=expected_sha256
+                instance=instance,
+                size_hint=size_hint,
+                expected_sha256=expected_sha256,
+                sending_ae_title=sending_ae_title,
             )
             requests = self._requests(header, data)
         with translated(SERVICE):

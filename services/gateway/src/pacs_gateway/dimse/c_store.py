@@ -57,8 +57,9 @@ class StoreScp(DimseHandler):
 
     def _store(self, event: Any) -> Dataset:
         instance, part10 = self._checked(event)
+        calling_ae = self.caller(event).calling_ae_title
         try:
-            stored = self.run(self._ingest.put(instance, part10))
+            stored = self.run(self._ingest.put(instance, part10, sending_ae_title=calling_ae))
         except DuplicateInstanceError as exc:
             raise DimseFailure(codes.DUPLICATE_SOP_INSTANCE, exc.message) from exc
         except PacsError as exc:

@@ -90,12 +90,17 @@ class GrantWriteRequest(_message.Message):
     SHA256_FIELD_NUMBER: _builtins.int
     PART_SIZE_FIELD_NUMBER: _builtins.int
     PART_SHA256_FIELD_NUMBER: _builtins.int
+    SENDING_AE_TITLE_FIELD_NUMBER: _builtins.int
     size: _builtins.int
     """Exact size in bytes."""
     sha256: _builtins.str
     """Lowercase hex SHA-256 of the whole object."""
     part_size: _builtins.int
     """For a multipart write: the size of every part but the last (at least 5 MiB)."""
+    sending_ae_title: _builtins.str
+    """Calling AE title of the association that delivered the object, when it came over DICOM
+    (recorded with the object, see ObjectInfo.sending_ae_title).
+    """
     @_builtins.property
     def instance(self) -> _instance_pb2.InstanceRef:
         """The instance; tenant, study, series and SOP instance UIDs are required."""
@@ -112,10 +117,11 @@ class GrantWriteRequest(_message.Message):
         sha256: _builtins.str = ...,
         part_size: _builtins.int = ...,
         part_sha256: _abc.Iterable[_builtins.str] | None = ...,
+        sending_ae_title: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["instance", b"instance"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["instance", b"instance", "part_sha256", b"part_sha256", "part_size", b"part_size", "sha256", b"sha256", "size", b"size"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["instance", b"instance", "part_sha256", b"part_sha256", "part_size", b"part_size", "sending_ae_title", b"sending_ae_title", "sha256", b"sha256", "size", b"size"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -330,10 +336,15 @@ class PutHeader(_message.Message):
     INSTANCE_FIELD_NUMBER: _builtins.int
     SIZE_HINT_FIELD_NUMBER: _builtins.int
     EXPECTED_SHA256_FIELD_NUMBER: _builtins.int
+    SENDING_AE_TITLE_FIELD_NUMBER: _builtins.int
     size_hint: _builtins.int
     """Expected total size in bytes, 0 if unknown; used to choose multipart upload."""
     expected_sha256: _builtins.str
     """Optional lowercase hex SHA-256 the caller computed; the write fails if it differs."""
+    sending_ae_title: _builtins.str
+    """Calling AE title of the association that delivered the object, when it came over DICOM
+    (recorded with the object, see ObjectInfo.sending_ae_title).
+    """
     @_builtins.property
     def instance(self) -> _instance_pb2.InstanceRef:
         """The instance being stored; tenant, study, series and SOP instance UIDs are required."""
@@ -344,10 +355,11 @@ class PutHeader(_message.Message):
         instance: _instance_pb2.InstanceRef | None = ...,
         size_hint: _builtins.int = ...,
         expected_sha256: _builtins.str = ...,
+        sending_ae_title: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["instance", b"instance"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["expected_sha256", b"expected_sha256", "instance", b"instance", "size_hint", b"size_hint"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["expected_sha256", b"expected_sha256", "instance", b"instance", "sending_ae_title", b"sending_ae_title", "size_hint", b"size_hint"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bpacs/type/v1/instance.proto\x12\x0cpacs.type.v1\"\xa4\x01\n\x0bInstanceRef\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x1a\n\x12study_instance_uid\x18\x02 \x01(\t\x12\x1b\n\x13series_instance_uid\x18\x03 \x01(\t\x12\x18\n\x10sop_instance_uid\x18\x04 \x01(\t\x12\x15\n\rsop_class_uid\x18\x05 \x01(\t\x12\x1b\n\x13transfer_syntax_uid\x18\x06 \x01(\t\"\x8d\x01\n\nObjectInfo\x12+\n\x08instance\x18\x01 \x01(\x0b\x32\x19.pacs.type.v1.InstanceRef\x12\x0b\n\x03key\x18\x02 \x01(\t\x12\x0c\n\x04size\x18\x03 \x01(\x03\x12\x0e\n\x06sha256\x18\x04 \x01(\t\x12\x12\n\nversion_id\x18\x05 \x01(\t\x12\x13\n\x0bstored_time\x18\x06 \x01(\tb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bpacs/type/v1/instance.proto\x12\x0cpacs.type.v1\"\xa4\x01\n\x0bInstanceRef\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x1a\n\x12study_instance_uid\x18\x02 \x01(\t\x12\x1b\n\x13series_instance_uid\x18\x03 \x01(\t\x12\x18\n\x10sop_instance_uid\x18\x04 \x01(\t\x12\x15\n\rsop_class_uid\x18\x05 \x01(\t\x12\x1b\n\x13transfer_syntax_uid\x18\x06 \x01(\t\"\xa7\x01\n\nObjectInfo\x12+\n\x08instance\x18\x01 \x01(\x0b\x32\x19.pacs.type.v1.InstanceRef\x12\x0b\n\x03key\x18\x02 \x01(\t\x12\x0c\n\x04size\x18\x03 \x01(\x03\x12\x0e\n\x06sha256\x18\x04 \x01(\t\x12\x12\n\nversion_id\x18\x05 \x01(\t\x12\x13\n\x0bstored_time\x18\x06 \x01(\t\x12\x18\n\x10sending_ae_title\x18\x07 \x01(\tb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,5 +34,5 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_INSTANCEREF']._serialized_start=46
   _globals['_INSTANCEREF']._serialized_end=210
   _globals['_OBJECTINFO']._serialized_start=213
-  _globals['_OBJECTINFO']._serialized_end=354
+  _globals['_OBJECTINFO']._serialized_end=380
 # @@protoc_insertion_point(module_scope)

@@ -72,6 +72,7 @@ class ObjectInfo(_message.Message):
     SHA256_FIELD_NUMBER: _builtins.int
     VERSION_ID_FIELD_NUMBER: _builtins.int
     STORED_TIME_FIELD_NUMBER: _builtins.int
+    SENDING_AE_TITLE_FIELD_NUMBER: _builtins.int
     key: _builtins.str
     """Object key inside the bucket."""
     size: _builtins.int
@@ -82,6 +83,12 @@ class ObjectInfo(_message.Message):
     """Version of the object (S3 version id or the storage service's own); empty if unversioned."""
     stored_time: _builtins.str
     """When the object was stored, RFC 3339 UTC."""
+    sending_ae_title: _builtins.str
+    """Calling AE title of the DICOM association that delivered the object (PS3.10 Table 7.1-1
+    calls it the Sending Application Entity Title); empty when it came another way. Kept as
+    object metadata rather than written into the file meta, so that the same instance sent by
+    two modalities is still the same bytes.
+    """
     @_builtins.property
     def instance(self) -> Global___InstanceRef:
         """The instance this object holds."""
@@ -95,10 +102,11 @@ class ObjectInfo(_message.Message):
         sha256: _builtins.str = ...,
         version_id: _builtins.str = ...,
         stored_time: _builtins.str = ...,
+        sending_ae_title: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["instance", b"instance"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["instance", b"instance", "key", b"key", "sha256", b"sha256", "size", b"size", "stored_time", b"stored_time", "version_id", b"version_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["instance", b"instance", "key", b"key", "sending_ae_title", b"sending_ae_title", "sha256", b"sha256", "size", b"size", "stored_time", b"stored_time", "version_id", b"version_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
