@@ -18,7 +18,6 @@ indexer replicas sweeping together only announce a deletion twice.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import threading
 from collections.abc import Mapping
@@ -31,6 +30,7 @@ from pacs.type.v1 import instance_pb2
 from pacs_common import audit_events
 from pacs_common.clients.storage import StorageClient
 from pacs_common.errors import PacsError
+from pacs_common.periodic import PeriodicTask
 from sqlalchemy import ColumnElement, and_, or_, select, true, update
 
 from pacs_indexer.database import Database
@@ -134,29 +134,17 @@ class RejectedDeleter:
         self.policy = policy
         self.interval_s = interval_s
         self._write_lock = write_lock
-        self._task: asyncio.Task[None] | None = None
+        self._loop = PeriodicTask("rejected-deletion", self.sweep, interval_s, log)
 
     def start(self) -> None:
         """Sweep every ``interval_s`` in the background (nothing to do when nothing is ever
         deleted)."""
-        if self.policy.deletes_anything and self._task is None:
-            self._task = asyncio.create_task(self._run(), name="rejected-deletion")
+        if self.policy.deletes_anything:
+            self._loop.start()
 
     async def stop(self) -> None:
         """Stop sweeping (safe to call twice)."""
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-
-    async def _run(self) -> None:
-        while True:
-            try:
-                await self.sweep()
-            except PacsError as exc:
-                log.warning("rejected-instance sweep failed", extra={"error": repr(exc)})
-            await asyncio.sleep(self.interval_s)
+        await self._loop.stop()
 
     async def sweep(self, now: datetime | None = None) -> int:
         """Delete every rejected instance due at ``now``; returns how many were deleted."""

@@ -44,6 +44,7 @@ from pacs_common.metrics import (
     STORAGE_RECONCILED,
     STORAGE_UNANNOUNCED,
 )
+from pacs_common.periodic import PeriodicTask
 
 from pacs_storage.announcer import Announcer
 from pacs_storage.bucket import Bucket
@@ -159,29 +160,13 @@ class Reconciler:
         self.interval_s = interval_s
         self.header_cap = header_cap
         self.abandon_after_s = abandon_after_s
-        self._task: asyncio.Task[None] | None = None
+        self._loop = PeriodicTask("reconciler", self.reconcile_once, interval_s, log)
 
     def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="reconciler")
+        self._loop.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-
-    async def _run(self) -> None:
-        while True:
-            try:
-                await self.reconcile_once()
-            except PacsError as exc:
-                # S3 or Kafka down: the intents stay and the next pass takes them.
-                log.warning("reconciler pass incomplete: %s", exc.message)
-            except Exception:
-                log.exception("reconciler pass failed; retrying at the next interval")
-            await asyncio.sleep(self.interval_s)
+        await self._loop.stop()
 
     async def reconcile_once(self) -> int:
         """One pass; returns how many intents were settled."""

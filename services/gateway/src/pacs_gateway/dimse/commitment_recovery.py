@@ -16,14 +16,13 @@ that has waited that long has long since asked again or given up (its own timeou
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from pacs.query.v1 import query_service_pb2 as query_pb
 from pacs_common.clients.query import QueryClient
-from pacs_common.errors import PacsError
+from pacs_common.periodic import PeriodicTask
 
 from pacs_gateway.dimse.commitment import Committer, Delivery, Reference, Reporter
 
@@ -41,29 +40,19 @@ class CommitmentRecovery:
     older_than_s: float
     lease_s: float = 120.0
     give_up_after_s: float = 24 * 3600.0
-    _task: asyncio.Task[None] | None = None
+    _loop: PeriodicTask | None = None
 
     def start(self) -> None:
         """Start the loop in the running event loop (the gateway's io loop)."""
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="commitment-recovery")
+        if self._loop is None:
+            self._loop = PeriodicTask(
+                "commitment-recovery", self.recover_once, self.interval_s, log
+            )
+        self._loop.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-
-    async def _run(self) -> None:
-        while True:
-            try:
-                await self.recover_once()
-            except PacsError as exc:
-                log.warning("commitment recovery pass incomplete", extra={"error": exc.message})
-            except Exception:
-                log.exception("commitment recovery pass failed; retrying at the next interval")
-            await asyncio.sleep(self.interval_s)
+        if self._loop is not None:
+            await self._loop.stop()
 
     async def recover_once(self) -> int:
         """One pass; returns how many reports were sent."""
