@@ -429,6 +429,18 @@ class Bucket:
         """Remove one object (no error if it is already gone)."""
         await self._call("delete_object", self.client.delete_object, Bucket=self.name, Key=key)
 
+    async def delete_prefix(self, prefix: str) -> int:
+        """Remove every object under ``prefix``; returns how many there were."""
+        removed = 0
+        token = ""
+        while True:
+            items, token = await self.list(prefix, 1000, token)
+            for item in items:
+                await self.delete(item.key)
+                removed += 1
+            if not token:
+                return removed
+
     async def list(
         self, prefix: str, max_keys: int, token: str = ""
     ) -> tuple[list[ListedObject], str]:

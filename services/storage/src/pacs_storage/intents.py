@@ -48,7 +48,7 @@ from pacs_common.metrics import (
 from pacs_storage.announcer import Announcer
 from pacs_storage.bucket import Bucket
 from pacs_storage.event_header import event_header, prefix_to_keep
-from pacs_storage.keys import instance_of_key
+from pacs_storage.keys import instance_of_key, versions_prefix
 from pacs_storage.versions import META_SHA256, b64_digest, object_info
 
 log = logging.getLogger(__name__)
@@ -278,6 +278,8 @@ class Reconciler:
     async def _settle_delete(self, intent: Intent, ref: instance_pb2.InstanceRef) -> str:
         if await self.bucket.head(intent.key) is not None:
             return "delete-not-made"
+        if intent.kind == "delete-all":
+            await self.bucket.delete_prefix(versions_prefix(ref))
         await self.announcer.instance_deleted(ref, all_versions=intent.kind == "delete-all")
         return "delete-announced"
 

@@ -399,22 +399,11 @@ class InstanceStore:
                 await self.bucket.delete(object_key(ref))
                 removed += 1
             if all_versions:
-                removed += await self._delete_prefix(versions_prefix(ref))
+                removed += await self.bucket.delete_prefix(versions_prefix(ref))
         await self.announcer.instance_deleted(ref, all_versions)
         self.intents.clear_later(intent_key)
         log.info("instance deleted", extra={"versions": removed, "all_versions": all_versions})
         return removed
-
-    async def _delete_prefix(self, prefix: str) -> int:
-        removed = 0
-        token = ""
-        while True:
-            items, token = await self.bucket.list(prefix, 1000, token)
-            for item in items:
-                await self.bucket.delete(item.key)
-                removed += 1
-            if not token:
-                return removed
 
     # --- List ----------------------------------------------------------------------------
 
