@@ -337,3 +337,22 @@ class SrMeasurement(Base):
     finding_site: Mapped[str] = mapped_column(BYTEWISE, default="")
     tracking_identifier: Mapped[str] = mapped_column(BYTEWISE, default="")
     referenced_sop_instance_uids: Mapped[str] = mapped_column(Text, default="")
+
+
+class LegalHold(Base):
+    """A legal hold: while set, no study of the patient (or the one study) may be deleted, by
+    an operator or by retention (see :mod:`pacs_indexer.lifecycle`)."""
+
+    __tablename__ = "legal_holds"
+    __table_args__ = (
+        UniqueConstraint("tenant", "level", "subject", "issuer", name="uq_legal_holds_subject"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    tenant: Mapped[str] = mapped_column(BYTEWISE)
+    level: Mapped[str] = mapped_column(BYTEWISE)  # "PATIENT" or "STUDY"
+    subject: Mapped[str] = mapped_column(BYTEWISE)  # Patient ID or Study Instance UID
+    issuer: Mapped[str] = mapped_column(BYTEWISE, default="")  # Issuer of Patient ID
+    reason: Mapped[str] = mapped_column(Text, default="")
+    set_time: Mapped[str] = mapped_column(BYTEWISE, default="")
+    set_by: Mapped[str] = mapped_column(BYTEWISE, default="")

@@ -8,6 +8,8 @@ from pacs_common.settings import KafkaSettings, ServiceSettings
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
+from pacs_indexer.retention import RetentionRule
+
 
 class IndexerSettings(ServiceSettings):
     """Everything the indexer reads from its environment, once, at start-up."""
@@ -56,6 +58,11 @@ class IndexerSettings(ServiceSettings):
     extra_attributes: dict[str, list[str]] = Field(
         default_factory=dict,
         description='extra searchable attributes per level, JSON: {"STUDY": ["InstitutionName"]}',
+    )
+    retention: dict[str, RetentionRule] = Field(
+        default_factory=dict,
+        description='retention rules per tenant ("*": every other tenant), JSON: '
+        '{"*": {"years": 10, "pediatric_years": 25}}; none: nothing is ever due',
     )
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
