@@ -13,6 +13,7 @@ from rich.table import Table
 from pacs_cli.audit_commands import audit_app
 from pacs_cli.deid_commands import deid_app
 from pacs_cli.index_commands import index_app, reindex
+from pacs_cli.lifecycle_commands import delete, hold_app, retention_app
 from pacs_cli.stack import Stack, StackConfig, grpc_serving, port_open
 
 app = typer.Typer(help="Run a local cloudpacs stack.", no_args_is_help=True)
@@ -20,6 +21,9 @@ app.command()(reindex)
 app.add_typer(index_app, name="index")
 app.add_typer(audit_app, name="audit")
 app.add_typer(deid_app, name="deid")
+app.command()(delete)
+app.add_typer(hold_app, name="hold")
+app.add_typer(retention_app, name="retention")
 console = Console()
 
 
