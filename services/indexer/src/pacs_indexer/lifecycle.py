@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from collections import Counter
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
@@ -32,7 +33,12 @@ from pacs.type.v1 import instance_pb2
 from pacs_common import audit_events
 from pacs_common.clients.storage import StorageClient
 from pacs_common.dicom import is_valid_uid
-from pacs_common.errors import FailedPreconditionError, InvalidArgumentError, PacsError
+from pacs_common.errors import (
+    FailedPreconditionError,
+    InvalidArgumentError,
+    PacsError,
+    UnavailableError,
+)
 from pacs_common.tenants import check_tenant
 from sqlalchemy import Select, and_, or_, select
 from sqlalchemy import delete as sql_delete
@@ -48,6 +54,8 @@ log = logging.getLogger(__name__)
 PATIENT, STUDY = "PATIENT", "STUDY"
 _CONCURRENT_DELETES = 8
 """Storage Delete calls in flight for one deletion (each is a few S3 requests)."""
+_ROW_ATTEMPTS = 5
+"""Tries of one instance's row removal that a concurrent transaction aborted."""
 
 
 @dataclass(frozen=True)
@@ -348,15 +356,35 @@ async def _delete_stored(
 def _remove_rows(
     database: Database, tenant: str, sop_uids: list[str], write_lock: threading.Lock | None
 ) -> set[str]:
-    """Remove the instances from the index (tombstoned); the SOP UIDs that were indexed."""
+    """Remove the instances from the index (tombstoned); the SOP UIDs that were indexed.
+
+    One short transaction per instance, in UID order: the consumer is removing the same rows
+    as storage's ``InstanceDeleted`` events arrive, and PostgreSQL aborts one of two
+    transactions that lock the same rows in another order (deadlock, SQLSTATE 40P01); that
+    one is retried (the other one's work makes the retry a no-op).
+    """
     removed: set[str] = set()
     deleted_time = now_rfc3339()
-    lock: AbstractContextManager[object] = write_lock or nullcontext()
-    with lock, database.session() as session:
-        for sop_uid in sop_uids:
-            if delete_instance(session, tenant, sop_uid, deleted_time):
-                removed.add(sop_uid)
+    for sop_uid in sorted(set(sop_uids)):
+        for attempt in range(_ROW_ATTEMPTS):
+            try:
+                lock: AbstractContextManager[object] = write_lock or nullcontext()
+                with lock, database.session() as session:
+                    if delete_instance(session, tenant, sop_uid, deleted_time):
+                        removed.add(sop_uid)
+                break
+            except UnavailableError as exc:
+                if not _conflict(exc) or attempt == _ROW_ATTEMPTS - 1:
+                    raise
+                time.sleep(0.05 * (attempt + 1))
     return removed
+
+
+def _conflict(exc: UnavailableError) -> bool:
+    """True when PostgreSQL aborted the transaction for a deadlock or a serialization
+    failure (SQLSTATE 40P01 / 40001): retrying it is the documented answer."""
+    state = getattr(getattr(exc.__cause__, "orig", None), "sqlstate", "")
+    return state in {"40P01", "40001"}
 
 
 def _audit(

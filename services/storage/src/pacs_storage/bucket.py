@@ -40,7 +40,7 @@ if TYPE_CHECKING:
     from hashlib import _Hash as Hash
 
     from mypy_boto3_s3 import S3Client
-    from mypy_boto3_s3.type_defs import CompletedPartTypeDef
+    from mypy_boto3_s3.type_defs import CompletedPartTypeDef, ObjectIdentifierTypeDef
 
 T = TypeVar("T")
 
@@ -440,6 +440,49 @@ class Bucket:
                 removed += 1
             if not token:
                 return removed
+
+    async def purge_versions(self, prefix: str, key: str = "") -> int:
+        """Remove every S3 object version and delete marker under ``prefix`` (only of ``key``
+        when given); returns how many.
+
+        Storage keeps its own versions (:mod:`pacs_storage.versions`), but operators may also
+        turn on S3 bucket versioning (docs/operations.md, Backups): a DeleteObject then only
+        adds a delete marker and the bytes stay as noncurrent versions. A deletion of every
+        version must remove those too. On a bucket without versioning the listing holds only
+        current objects, which the caller has already removed: nothing is sent.
+        """
+        removed = 0
+        markers: dict[str, str] = {}
+        while True:
+            response = await self._call(
+                "list_object_versions",
+                self.client.list_object_versions,
+                Bucket=self.name,
+                Prefix=prefix,
+                **markers,
+            )
+            found: list[ObjectIdentifierTypeDef] = [
+                {"Key": item["Key"], "VersionId": item["VersionId"]}
+                for item in [*response.get("Versions", []), *response.get("DeleteMarkers", [])]
+                if "Key" in item and "VersionId" in item and (not key or item["Key"] == key)
+            ]
+            if found:
+                result = await self._call(
+                    "delete_objects",
+                    self.client.delete_objects,
+                    Bucket=self.name,
+                    Delete={"Objects": found, "Quiet": True},
+                )
+                if result.get("Errors"):
+                    S3_ERRORS.labels("delete_objects").inc()
+                    raise UnavailableError("S3 refused to remove some object versions; retry")
+                removed += len(found)
+            if not response.get("IsTruncated"):
+                return removed
+            markers = {
+                "KeyMarker": response.get("NextKeyMarker", ""),
+                "VersionIdMarker": response.get("NextVersionIdMarker", ""),
+            }
 
     async def list(
         self, prefix: str, max_keys: int, token: str = ""
