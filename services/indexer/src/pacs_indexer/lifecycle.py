@@ -358,10 +358,14 @@ def _remove_rows(
 ) -> set[str]:
     """Remove the instances from the index (tombstoned); the SOP UIDs that were indexed.
 
-    One short transaction per instance, in UID order: the consumer is removing the same rows
-    as storage's ``InstanceDeleted`` events arrive, and PostgreSQL aborts one of two
-    transactions that lock the same rows in another order (deadlock, SQLSTATE 40P01); that
-    one is retried (the other one's work makes the retry a no-op).
+    One short transaction per instance, in UID order: the consumer is removing the same
+    study's rows as storage's ``InstanceDeleted`` events arrive. On PostgreSQL two such
+    transactions under READ COMMITTED could each count the other's instance as still there
+    and leave an empty series and study behind (write skew); so this one first locks the
+    study row, which turns that interleaving into a wait or a deadlock (SQLSTATE 40P01) that
+    PostgreSQL resolves by aborting one side: this side retries here, the consumer retries
+    its batch, and the retry counts committed rows. On SQLite the writer lock shared with
+    the consumer serializes them.
     """
     removed: set[str] = set()
     deleted_time = now_rfc3339()
@@ -370,6 +374,7 @@ def _remove_rows(
             try:
                 lock: AbstractContextManager[object] = write_lock or nullcontext()
                 with lock, database.session() as session:
+                    _lock_study_of(session, tenant, sop_uid)
                     if delete_instance(session, tenant, sop_uid, deleted_time):
                         removed.add(sop_uid)
                 break
@@ -378,6 +383,19 @@ def _remove_rows(
                     raise
                 time.sleep(0.05 * (attempt + 1))
     return removed
+
+
+def _lock_study_of(session: Session, tenant: str, sop_uid: str) -> None:
+    """Lock the row of the study holding an instance (PostgreSQL; see :func:`_remove_rows`)."""
+    if session.get_bind().dialect.name != "postgresql":
+        return
+    study_pk = session.execute(
+        select(Series.study_pk)
+        .join(Instance, Instance.series_pk == Series.id)
+        .where(Instance.tenant == tenant, Instance.sop_instance_uid == sop_uid)
+    ).scalar_one_or_none()
+    if study_pk is not None:
+        session.execute(select(Study.id).where(Study.id == study_pk).with_for_update())
 
 
 def _conflict(exc: UnavailableError) -> bool:

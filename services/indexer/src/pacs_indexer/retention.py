@@ -28,7 +28,18 @@ from pacs_common import audit_events
 from pacs_common.clients.storage import StorageClient
 from pacs_common.errors import InvalidArgumentError, PacsError
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import ColumnElement, Integer, and_, case, cast, exists, literal, or_, select
+from sqlalchemy import (
+    ColumnElement,
+    Integer,
+    SQLColumnExpression,
+    and_,
+    case,
+    cast,
+    exists,
+    literal,
+    or_,
+    select,
+)
 
 from pacs_indexer import lifecycle
 from pacs_indexer.database import Database
@@ -36,6 +47,7 @@ from pacs_indexer.schema import LegalHold, Patient, Study
 
 ANY_TENANT = "*"
 _DA = "^[0-9]{8}$"
+_DA_GLOB = "[0-9]" * 8
 
 
 class RetentionRule(BaseModel):
@@ -99,13 +111,22 @@ class _Selection:
     where: list[ColumnElement[bool]]
 
 
-def _selection(tenant: str, rule: RetentionRule, as_of: date) -> _Selection:
+def _is_date(column: SQLColumnExpression[str], dialect: str) -> ColumnElement[bool]:
+    """``column`` holds eight digits (DA, PS3.5 6.2): GLOB on SQLite (native, where
+    SQLAlchemy's REGEXP would call back into Python for every row), a regular expression on
+    PostgreSQL."""
+    if dialect == "sqlite":
+        return column.op("GLOB")(literal(_DA_GLOB))
+    return column.regexp_match(_DA)
+
+
+def _selection(tenant: str, rule: RetentionRule, as_of: date, dialect: str) -> _Selection:
     adult_cutoff = years_before(as_of, rule.years)
     child_cutoff = years_before(as_of, rule.pediatric_years or rule.years)
     # Unknown age: the longer period, i.e. the earlier cutoff.
     unknown_cutoff = min(adult_cutoff, child_cutoff)
-    dated = Study.study_date.regexp_match(_DA)
-    born = Patient.patient_birth_date.regexp_match(_DA)
+    dated = _is_date(Study.study_date, dialect)
+    born = _is_date(Patient.patient_birth_date, dialect)
     # CASE guards the casts: only well-formed dates are converted, on both backends.
     age_digits = case(
         (
@@ -145,7 +166,7 @@ def _selection(tenant: str, rule: RetentionRule, as_of: date) -> _Selection:
 def due_studies(database: Database, tenant: str, rule: RetentionRule, as_of: date) -> list[Due]:
     """The studies of ``tenant`` due under ``rule`` on ``as_of``, held ones included (marked),
     oldest first."""
-    selection = _selection(tenant, rule, as_of)
+    selection = _selection(tenant, rule, as_of, database.dialect)
     query = (
         select(
             Study.study_instance_uid,
