@@ -142,6 +142,9 @@ def _error_for(operation: str, exc: Exception) -> PacsError:
     return UnavailableError(f"S3 unreachable during {operation}: {type(exc).__name__}")
 
 
+_VERSIONING_TTL_S = 60.0
+
+
 class Bucket:
     """The service's bucket, addressed through one boto3 client (thread-safe)."""
 
@@ -158,6 +161,7 @@ class Bucket:
         """
         self.client = client
         self.name = settings.bucket
+        self._versioning: tuple[float, bool] | None = None  # (checked at, on)
         self._sse = dict(sse)
         self._presign_endpoint = (presign_endpoint or settings.endpoint).rstrip("/")
         self._region = settings.region
@@ -440,6 +444,29 @@ class Bucket:
                 removed += 1
             if not token:
                 return removed
+
+    async def versioning(self) -> bool:
+        """Whether S3 versioning is on (or suspended: noncurrent versions may remain) for the
+        bucket; asked at most once a minute. An answer that is not a clear "never configured"
+        counts as on, so that a deletion of every version looks for S3's versions."""
+        now = time.monotonic()
+        if self._versioning is not None and now - self._versioning[0] < _VERSIONING_TTL_S:
+            return self._versioning[1]
+        try:
+            response = await self._call(
+                "get_bucket_versioning", self.client.get_bucket_versioning, Bucket=self.name
+            )
+            on = bool(response.get("Status"))
+        except PacsError as exc:
+            cause = exc.__cause__
+            code = (
+                cause.response.get("Error", {}).get("Code")
+                if isinstance(cause, ClientError)
+                else ""
+            )
+            on = code != "VersioningNotConfigured"  # versitygw without --versioning-dir
+        self._versioning = (now, on)
+        return on
 
     async def purge_versions(self, prefix: str, key: str = "") -> int:
         """Remove every S3 object version and delete marker under ``prefix`` (only of ``key``

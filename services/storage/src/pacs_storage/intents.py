@@ -287,10 +287,12 @@ class Reconciler:
 async def remove_earlier_versions(bucket: Bucket, ref: instance_pb2.InstanceRef) -> int:
     """Remove an instance's earlier versions (storage's own, under its versions prefix) and,
     on a bucket with S3 versioning, every S3 version and delete marker of its keys; returns
-    how many of storage's versions there were. The current object is the caller's."""
+    how many of storage's versions there were. The current object is the caller's. (A bucket
+    whose versioning was turned on in the last minute may keep S3 versions of a deletion.)"""
     removed = await bucket.delete_prefix(versions_prefix(ref))
-    await bucket.purge_versions(object_key(ref), key=object_key(ref))
-    await bucket.purge_versions(versions_prefix(ref))
+    if await bucket.versioning():
+        await bucket.purge_versions(object_key(ref), key=object_key(ref))
+        await bucket.purge_versions(versions_prefix(ref))
     return removed
 
 
