@@ -143,3 +143,28 @@ def test_malformed_holds_are_refused_and_change_nothing(
     with pytest.raises(InvalidArgumentError):
         lifecycle.set_hold(database, tenant, hold)
     assert lifecycle.list_holds(database, tenant) == []
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        lifecycle.Target("Bad Tenant", "1.2.3"),
+        lifecycle.Target("t1", ""),
+        lifecycle.Target("t1", "1.2.abc"),
+        lifecycle.Target("t1", "1.2.3", series_instance_uid="01.2"),
+        lifecycle.Target("t1", "1.2.3", sop_instance_uid="1..2"),
+    ],
+)
+def test_malformed_deletion_targets_are_refused(target: lifecycle.Target) -> None:
+    """Checked before anything is read or deleted (the servicer answers INVALID_ARGUMENT)."""
+    with pytest.raises(InvalidArgumentError):
+        target.check()
+
+
+def test_a_hold_refusal_names_the_hold_and_what_to_do() -> None:
+    error = lifecycle.refusal(
+        lifecycle.Target("t1", "1.2.3"),
+        [lifecycle.Hold(lifecycle.PATIENT, "P-1", reason="litigation 42")],
+    )
+    assert "1.2.3 is under legal hold: patient P-1 (litigation 42)" in error.message
+    assert "nothing was deleted" in error.message and "pacs hold release" in error.message
