@@ -67,3 +67,21 @@ def test_refused_without_the_token_endpoint_or_the_client(setting: str, named: s
     with pytest.raises(RenderRefusedError) as refused:
         render([ci_values_file("everything")], "--set", setting)
     assert named in str(refused.value)
+
+
+def test_one_job_per_tenant_each_with_its_own_client() -> None:
+    jobs = {
+        job["metadata"]["name"]: job["spec"]["jobTemplate"]["spec"]["template"]["spec"][
+            "containers"
+        ][0]
+        for job in _cronjobs(render([ci_values_file("production")]))
+    }
+
+    assert sorted(jobs) == ["pacs-cloudpacs-retention-north", "pacs-cloudpacs-retention-south"]
+    for tenant in ("north", "south"):
+        container = jobs[f"pacs-cloudpacs-retention-{tenant}"]
+        env = {e["name"]: e for e in container["env"]}
+        assert container["args"][-2:] == ["--tenant", tenant]
+        assert env["PACS_CLI_CLIENT_ID"]["valueFrom"]["secretKeyRef"]["name"] == (
+            f"retention-{tenant}"
+        )
