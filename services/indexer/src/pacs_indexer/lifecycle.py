@@ -40,7 +40,7 @@ from pacs_common.errors import (
     UnavailableError,
 )
 from pacs_common.tenants import check_tenant
-from sqlalchemy import Select, and_, or_, select
+from sqlalchemy import Select, and_, or_, select, text
 from sqlalchemy import delete as sql_delete
 from sqlalchemy.orm import Session
 
@@ -54,6 +54,7 @@ log = logging.getLogger(__name__)
 PATIENT, STUDY = "PATIENT", "STUDY"
 _CONCURRENT_DELETES = 8
 """Storage Delete calls in flight for one deletion (each is a few S3 requests)."""
+_WRITE_LOCK = 0x7061_6373_6465_6C  # "pacsdel": the advisory lock of index writes vs deletions
 _ROW_ATTEMPTS = 5
 """Tries of one instance's row removal that a concurrent transaction aborted."""
 
@@ -358,14 +359,13 @@ def _remove_rows(
 ) -> set[str]:
     """Remove the instances from the index (tombstoned); the SOP UIDs that were indexed.
 
-    One short transaction per instance, in UID order: the consumer is removing the same
-    study's rows as storage's ``InstanceDeleted`` events arrive. On PostgreSQL two such
-    transactions under READ COMMITTED could each count the other's instance as still there
-    and leave an empty series and study behind (write skew); so this one first locks the
-    study row, which turns that interleaving into a wait or a deadlock (SQLSTATE 40P01) that
-    PostgreSQL resolves by aborting one side: this side retries here, the consumer retries
-    its batch, and the retry counts committed rows. On SQLite the writer lock shared with
-    the consumer serializes them.
+    One short transaction per instance, in UID order, each serialized with the consumer's
+    write transactions (:func:`shared_with_deletions`; on SQLite the shared writer lock): the
+    consumer is handling storage's ``InstanceDeleted`` events for the same rows meanwhile, and
+    two such transactions under READ COMMITTED could each count the other's instance as still
+    there and leave an empty study behind, or a batch in flight could upsert a late
+    ``InstanceStored`` back. A deadlock or serialization failure reported by PostgreSQL anyway
+    is retried.
     """
     removed: set[str] = set()
     deleted_time = now_rfc3339()
@@ -374,7 +374,7 @@ def _remove_rows(
             try:
                 lock: AbstractContextManager[object] = write_lock or nullcontext()
                 with lock, database.session() as session:
-                    _lock_study_of(session, tenant, sop_uid)
+                    _exclusive(session)
                     if delete_instance(session, tenant, sop_uid, deleted_time):
                         removed.add(sop_uid)
                 break
@@ -385,17 +385,21 @@ def _remove_rows(
     return removed
 
 
-def _lock_study_of(session: Session, tenant: str, sop_uid: str) -> None:
-    """Lock the row of the study holding an instance (PostgreSQL; see :func:`_remove_rows`)."""
-    if session.get_bind().dialect.name != "postgresql":
-        return
-    study_pk = session.execute(
-        select(Series.study_pk)
-        .join(Instance, Instance.series_pk == Series.id)
-        .where(Instance.tenant == tenant, Instance.sop_instance_uid == sop_uid)
-    ).scalar_one_or_none()
-    if study_pk is not None:
-        session.execute(select(Study.id).where(Study.id == study_pk).with_for_update())
+def shared_with_deletions(session: Session) -> None:
+    """Called by the consumer at the start of each write transaction: on PostgreSQL it takes
+    the index-write lock shared (many consumer transactions at once), so that a deletion
+    (which takes it exclusively) waits for the batches in flight and the next ones read its
+    tombstones. Without it, a batch that read the tombstones before a deletion committed
+    could upsert a late ``InstanceStored`` of a deleted instance back, after it. On SQLite the
+    consumer's writer lock, which deletions share, already serializes them."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock_shared(:key)"), {"key": _WRITE_LOCK})
+
+
+def _exclusive(session: Session) -> None:
+    """Take the index-write lock exclusively (see :func:`shared_with_deletions`)."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _WRITE_LOCK})
 
 
 def _conflict(exc: UnavailableError) -> bool:
