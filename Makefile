@@ -82,6 +82,8 @@ bench: infra ## Benchmarks, each printed as a table: storage vs boto3, index loa
 	$(UV) run python services/storage/bench/bench_memory.py
 	$(UV) run python services/indexer/bench/bench_index.py --studies $(BENCH_STUDIES)
 	$(UV) run python services/indexer/bench/bench_header.py
+	$(UV) run python services/indexer/bench/bench_retention.py --studies $(BENCH_STUDIES)
+	$(UV) run python services/indexer/bench/bench_delete.py
 	$(UV) run python services/gateway/bench/bench_ingest.py
 	$(UV) run python services/gateway/bench/bench_findable.py --minutes $(BENCH_FINDABLE_MINUTES)
 	$(UV) run python services/transcoder/bench/bench_codecs.py

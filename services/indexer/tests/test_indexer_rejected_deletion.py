@@ -24,6 +24,7 @@ from pacs_common.local import client_tls
 from pacs_common.settings import KafkaSettings
 from pacs_indexer import rejected_deletion
 from pacs_indexer.database import Database
+from pacs_indexer.lifecycle import PATIENT, Hold, release_hold, set_hold
 from pacs_indexer.reconcile import check
 from pacs_indexer.records import now_rfc3339
 from pacs_indexer.rejected_deletion import RejectedDeleter, RejectionPolicy
@@ -168,6 +169,25 @@ async def test_instances_kept_forever_never_hold_up_due_ones(
     deleter = RejectedDeleter(database, storage, RejectionPolicy(), 1.0)
     assert await deleter.sweep(datetime.now(UTC) + DAY) == 1
     assert [await _stored(storage, tenant, ds) for ds in instances] == [True, True, True, False]
+
+
+async def test_a_legal_hold_stops_the_policy_until_released(
+    database: Database, storage: StorageClient
+) -> None:
+    catalog = Catalog(database)
+    tenant = _tenant()
+    instances = await _store(storage, catalog, tenant, 2)
+    catalog.add(tenant, kos(instances, codes.DCM.DataRetentionPolicyExpired))
+    deleter = RejectedDeleter(database, storage, RejectionPolicy(), 1.0)
+    hold = Hold(PATIENT, str(instances[0].PatientID), reason="litigation")
+    set_hold(database, tenant, hold)
+
+    assert await deleter.sweep(datetime.now(UTC) + DAY) == 0
+    assert [await _stored(storage, tenant, ds) for ds in instances] == [True, True]
+
+    release_hold(database, tenant, hold)
+    assert await deleter.sweep(datetime.now(UTC) + DAY) == 2
+    assert [await _stored(storage, tenant, ds) for ds in instances] == [False, False]
 
 
 async def test_a_tenant_can_delete_at_once(database: Database, storage: StorageClient) -> None:

@@ -22,11 +22,14 @@ from pacs_storage.app import StorageApp
 from pacs_storage.settings import StorageSettings
 from storage_testkit import (
     InstanceEvents,
+    address_of,
     for_tenant,
     grant_request,
     intent_records,
     marker_part10,
+    modified_part10,
     sample_part10,
+    stored_keys,
     synthetic_part10,
 )
 
@@ -263,3 +266,39 @@ async def test_a_grant_still_valid_is_left_alone_however_old_its_intent(
 
     assert len(intent_records(raw_s3, bucket)) == 1
     assert len(raw_s3.list_multipart_uploads(Bucket=bucket).get("Uploads", [])) == 1
+
+
+async def test_a_delete_of_every_version_interrupted_is_finished_by_the_reconciler(
+    app: StorageApp,
+    client: StorageClient,
+    events: InstanceEvents,
+    monkeypatch: pytest.MonkeyPatch,
+    raw_s3: Any,
+    storage_settings: StorageSettings,
+    tenant: str,
+) -> None:
+    """Storage stops between the current object and the earlier versions of a delete of every
+    version: the reconciler removes the versions left before it announces the deletion."""
+    original = sample_part10()
+    ref = instance_ref_of(original, tenant)
+    await client.put(ref, original)
+    await client.put(ref, modified_part10(original))
+    address = address_of(ref)
+
+    async def stop(prefix: str) -> int:
+        raise UnavailableError("storage stopped here (injected)")
+
+    monkeypatch.setattr(app.bucket, "delete_prefix", stop)
+    with pytest.raises(UnavailableError):
+        await client.delete(address, all_versions=True)
+    monkeypatch.undo()
+    versions_left = [
+        k for k in stored_keys(raw_s3, storage_settings.s3.bucket) if ".versions/" in k
+    ]
+    deleted = await events.next(for_tenant(tenant, "pacs.events.v1.InstanceDeleted"), within=30)
+
+    assert versions_left, "the injected stop left an earlier version behind"
+    assert deleted.message.all_versions
+    assert [
+        k for k in stored_keys(raw_s3, storage_settings.s3.bucket) if ref.sop_instance_uid in k
+    ] == []

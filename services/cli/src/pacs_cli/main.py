@@ -14,6 +14,7 @@ from pacs_cli.audit_commands import audit_app
 from pacs_cli.deid_commands import deid_app
 from pacs_cli.dlq_commands import dlq_app
 from pacs_cli.index_commands import index_app, reindex
+from pacs_cli.lifecycle_commands import delete, hold_app, retention_app
 from pacs_cli.route_commands import route_app
 from pacs_cli.stack import Stack, StackConfig, grpc_serving, port_open
 
@@ -24,6 +25,9 @@ app.add_typer(audit_app, name="audit")
 app.add_typer(deid_app, name="deid")
 app.add_typer(dlq_app, name="dlq")
 app.add_typer(route_app, name="route")
+app.command()(delete)
+app.add_typer(hold_app, name="hold")
+app.add_typer(retention_app, name="retention")
 console = Console()
 
 

@@ -69,6 +69,7 @@ __all__ = [
     "rpc_refused",
     "service_actor",
     "start_emitter",
+    "study_deleted",
     "token_actor",
 ]
 
@@ -509,5 +510,35 @@ def dead_letter_handled(
         actors=[
             audit_pb.AuditActor(user_id=operator, requestor=True),
             service_actor("pacs-cli"),
+        ],
+    )
+
+
+def study_deleted(
+    caller: TokenCaller,
+    service: str,
+    *,
+    tenant: str,
+    study_instance_uid: str,
+    patient_id: str,
+    sop_classes: dict[str, int],
+    ok: bool,
+    description: str = "",
+) -> audit_pb.AuditEvent:
+    """A study, or part of it, was deleted: DICOM Study Deleted, action Delete (PS3.15
+    A.5.3.6), one event per study with the SOP classes and counts removed. ``description``
+    says what was asked (series, instance, retention) and why."""
+    return audit_pb.AuditEvent(
+        event_type=audit_pb.AUDIT_EVENT_TYPE_STUDY_DELETED,
+        action="D",
+        outcome=_outcome(ok),
+        outcome_description=description,
+        tenant=tenant,
+        actors=[token_actor(caller.subject), service_actor(service)],
+        patient_id=patient_id,
+        study_instance_uids=[study_instance_uid],
+        sop_classes=[
+            audit_pb.SopClassCount(sop_class_uid=uid, number_of_instances=count)
+            for uid, count in sorted(sop_classes.items())
         ],
     )

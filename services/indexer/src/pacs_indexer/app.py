@@ -7,6 +7,7 @@ import contextlib
 import logging
 
 import grpc
+from pacs.admin.v1 import admin_service_pb2_grpc as admin_grpc
 from pacs.query.v1 import query_service_pb2 as query_pb
 from pacs.query.v1 import query_service_pb2_grpc as query_grpc
 from pacs_common.clients.storage import StorageClient
@@ -16,6 +17,8 @@ from pacs_common.grpc_client import open_channel
 from pacs_common.hosted_app import HostedApp
 from pacs_common.service_host import ServiceHost, StopStage, configure_process
 
+from pacs_indexer.admin import SERVICE as ADMIN_SERVICE
+from pacs_indexer.admin import AdminServicer, admin_authorization
 from pacs_indexer.consumer import IndexEventHandler
 from pacs_indexer.database import Database
 from pacs_indexer.extra_attributes import ExtraAttributes, backfill
@@ -49,11 +52,12 @@ class IndexerApp(HostedApp):
         self.servicer = QueryServicer(
             self.database, settings.max_results, settings.fuzzy_matching_default, self.extras
         )
+        self.admin = AdminServicer(self.database, settings.retention)
         self.host = ServiceHost(
             settings,
-            [SERVICE_NAME],
-            lambda s: query_grpc.add_QueryServiceServicer_to_server(self.servicer, s),
-            interceptors=[authorization(settings.auth)],
+            [SERVICE_NAME, ADMIN_SERVICE],
+            self._register,
+            interceptors=[authorization(settings.auth), admin_authorization(settings.auth)],
         )
         self._statistics: asyncio.Task[None] | None = None
         host = self.host
@@ -63,6 +67,10 @@ class IndexerApp(HostedApp):
         host.on_stop("workflow", self._stop_workflow, StopStage.CONSUMERS)
         host.on_stop("publisher", self._stop_publisher, StopStage.PRODUCERS)
         host.on_stop("resources", self._close, StopStage.RESOURCES)
+
+    def _register(self, server: grpc.aio.Server) -> None:
+        query_grpc.add_QueryServiceServicer_to_server(self.servicer, server)
+        admin_grpc.add_AdminServiceServicer_to_server(self.admin, server)
 
     async def _start(self) -> None:
         if self.settings.migrate_on_start:
@@ -124,6 +132,10 @@ class IndexerApp(HostedApp):
                 handler.write_lock,
             )
             self.rejected_deleter.start()
+            self.admin.write_lock = handler.write_lock
+        if self._storage is None:  # AdminService deletes through storage in every mode
+            self._storage = open_channel(self.settings.storage_target, self.settings.grpc_tls)
+        self.admin.storage = StorageClient(self._storage, timeout=60)
         await self.host.start_audit(self.settings.kafka, self.settings.audit)
         await self.host.start()
         log.info("indexer started", extra={"grpc_port": self.grpc_port})

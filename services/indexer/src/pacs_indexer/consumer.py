@@ -45,6 +45,7 @@ from pacs_indexer.database import Database
 from pacs_indexer.extra_attributes import ExtraAttributes
 from pacs_indexer.header import HeaderReader, parse_event_header
 from pacs_indexer.indexing import delete_instance, upsert_instances
+from pacs_indexer.lifecycle import shared_with_deletions
 from pacs_indexer.records import InstanceRecord, StoredObject, record_from_dataset
 from pacs_indexer.report_index import replace_measurements, report_event
 from pacs_indexer.reports import MeasurementRow, is_structured_report, measurements
@@ -178,6 +179,7 @@ class IndexEventHandler:
     def _writing(self) -> Iterator[Session]:
         """One write transaction (on SQLite, one at a time)."""
         with self._write_lock or nullcontext(), self.database.session() as session:
+            shared_with_deletions(session)  # a deletion in progress finishes first
             yield session
 
     async def __call__(self, record: ConsumerRecord[bytes, bytes]) -> None:

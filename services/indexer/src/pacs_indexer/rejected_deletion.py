@@ -34,6 +34,7 @@ from pacs_common.periodic import PeriodicTask
 from sqlalchemy import ColumnElement, and_, or_, select, true, update
 
 from pacs_indexer.database import Database
+from pacs_indexer.lifecycle import holds_covering
 from pacs_indexer.records import now_rfc3339
 from pacs_indexer.rejection import RETENTION_EXPIRED
 from pacs_indexer.schema import RejectedInstance
@@ -189,6 +190,12 @@ class RejectedDeleter:
         due: list[_Due] = []
         with self.database.session() as session:
             for row in session.execute(stmt).scalars():
+                # A legal hold stops every deletion, this policy's too (the issuer of the
+                # rejected instance's Patient ID is not kept: any hold on the ID counts).
+                if holds_covering(
+                    session, row.tenant, row.study_instance_uid, row.patient_id, None
+                ):
+                    continue
                 ref = instance_pb2.InstanceRef(
                     tenant=row.tenant,
                     study_instance_uid=row.study_instance_uid,

@@ -383,3 +383,22 @@ class PendingCommitment(Base):
     # Seconds since the epoch: when accepted, and until when a claim holds it.
     requested_at: Mapped[float] = mapped_column(Float, index=True, default=0.0)
     leased_until: Mapped[float] = mapped_column(Float, default=0.0)
+
+
+class LegalHold(Base):
+    """A legal hold: while set, no study of the patient (or the one study) may be deleted, by
+    an operator or by retention (see :mod:`pacs_indexer.lifecycle`)."""
+
+    __tablename__ = "legal_holds"
+    __table_args__ = (
+        UniqueConstraint("tenant", "level", "subject", "issuer", name="uq_legal_holds_subject"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    tenant: Mapped[str] = mapped_column(BYTEWISE)
+    level: Mapped[str] = mapped_column(BYTEWISE)  # "PATIENT" or "STUDY"
+    subject: Mapped[str] = mapped_column(BYTEWISE)  # Patient ID or Study Instance UID
+    issuer: Mapped[str] = mapped_column(BYTEWISE, default="")  # Issuer of Patient ID
+    reason: Mapped[str] = mapped_column(Text, default="")
+    set_time: Mapped[str] = mapped_column(BYTEWISE, default="")
+    set_by: Mapped[str] = mapped_column(BYTEWISE, default="")

@@ -11,6 +11,8 @@ from pacs_common.settings import KafkaSettings, ServiceSettings
 from pydantic import Field, field_validator
 from pydantic_settings import SettingsConfigDict
 
+from pacs_indexer.retention import RetentionRule
+
 
 class IndexerSettings(ServiceSettings):
     """Everything the indexer reads from its environment, once, at start-up."""
@@ -83,6 +85,11 @@ class IndexerSettings(ServiceSettings):
     )
     rejected_sweep_interval_s: float = Field(
         60.0, gt=0, description="how often rejected instances due for deletion are looked for"
+    )
+    retention: dict[str, RetentionRule] = Field(
+        default_factory=dict,
+        description='retention rules per tenant ("*": every other tenant), JSON: '
+        '{"*": {"years": 10, "pediatric_years": 25}}; none: nothing is ever due',
     )
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)

@@ -40,7 +40,7 @@ if TYPE_CHECKING:
     from hashlib import _Hash as Hash
 
     from mypy_boto3_s3 import S3Client
-    from mypy_boto3_s3.type_defs import CompletedPartTypeDef
+    from mypy_boto3_s3.type_defs import CompletedPartTypeDef, ObjectIdentifierTypeDef
 
 T = TypeVar("T")
 
@@ -142,6 +142,9 @@ def _error_for(operation: str, exc: Exception) -> PacsError:
     return UnavailableError(f"S3 unreachable during {operation}: {type(exc).__name__}")
 
 
+_VERSIONING_TTL_S = 60.0
+
+
 class Bucket:
     """The service's bucket, addressed through one boto3 client (thread-safe)."""
 
@@ -158,6 +161,7 @@ class Bucket:
         """
         self.client = client
         self.name = settings.bucket
+        self._versioning: tuple[float, bool] | None = None  # (checked at, on)
         self._sse = dict(sse)
         self._presign_endpoint = (presign_endpoint or settings.endpoint).rstrip("/")
         self._region = settings.region
@@ -428,6 +432,84 @@ class Bucket:
     async def delete(self, key: str) -> None:
         """Remove one object (no error if it is already gone)."""
         await self._call("delete_object", self.client.delete_object, Bucket=self.name, Key=key)
+
+    async def delete_prefix(self, prefix: str) -> int:
+        """Remove every object under ``prefix``; returns how many there were."""
+        removed = 0
+        token = ""
+        while True:
+            items, token = await self.list(prefix, 1000, token)
+            for item in items:
+                await self.delete(item.key)
+                removed += 1
+            if not token:
+                return removed
+
+    async def versioning(self) -> bool:
+        """Whether S3 versioning is on (or suspended: noncurrent versions may remain) for the
+        bucket; asked at most once a minute. An answer that is not a clear "never configured"
+        counts as on, so that a deletion of every version looks for S3's versions."""
+        now = time.monotonic()
+        if self._versioning is not None and now - self._versioning[0] < _VERSIONING_TTL_S:
+            return self._versioning[1]
+        try:
+            response = await self._call(
+                "get_bucket_versioning", self.client.get_bucket_versioning, Bucket=self.name
+            )
+            on = bool(response.get("Status"))
+        except PacsError as exc:
+            cause = exc.__cause__
+            code = (
+                cause.response.get("Error", {}).get("Code")
+                if isinstance(cause, ClientError)
+                else ""
+            )
+            on = code != "VersioningNotConfigured"  # versitygw without --versioning-dir
+        self._versioning = (now, on)
+        return on
+
+    async def purge_versions(self, prefix: str, key: str = "") -> int:
+        """Remove every S3 object version and delete marker under ``prefix`` (only of ``key``
+        when given); returns how many.
+
+        Storage keeps its own versions (:mod:`pacs_storage.versions`), but operators may also
+        turn on S3 bucket versioning (docs/operations.md, Backups): a DeleteObject then only
+        adds a delete marker and the bytes stay as noncurrent versions. A deletion of every
+        version must remove those too. On a bucket without versioning the listing holds only
+        current objects, which the caller has already removed: nothing is sent.
+        """
+        removed = 0
+        markers: dict[str, str] = {}
+        while True:
+            response = await self._call(
+                "list_object_versions",
+                self.client.list_object_versions,
+                Bucket=self.name,
+                Prefix=prefix,
+                **markers,
+            )
+            found: list[ObjectIdentifierTypeDef] = [
+                {"Key": item["Key"], "VersionId": item["VersionId"]}
+                for item in [*response.get("Versions", []), *response.get("DeleteMarkers", [])]
+                if "Key" in item and "VersionId" in item and (not key or item["Key"] == key)
+            ]
+            if found:
+                result = await self._call(
+                    "delete_objects",
+                    self.client.delete_objects,
+                    Bucket=self.name,
+                    Delete={"Objects": found, "Quiet": True},
+                )
+                if result.get("Errors"):
+                    S3_ERRORS.labels("delete_objects").inc()
+                    raise UnavailableError("S3 refused to remove some object versions; retry")
+                removed += len(found)
+            if not response.get("IsTruncated"):
+                return removed
+            markers = {
+                "KeyMarker": response.get("NextKeyMarker", ""),
+                "VersionIdMarker": response.get("NextVersionIdMarker", ""),
+            }
 
     async def list(
         self, prefix: str, max_keys: int, token: str = ""

@@ -49,7 +49,7 @@ from pacs_common.periodic import PeriodicTask
 from pacs_storage.announcer import Announcer
 from pacs_storage.bucket import Bucket
 from pacs_storage.event_header import event_header, prefix_to_keep
-from pacs_storage.keys import instance_of_key
+from pacs_storage.keys import instance_of_key, object_key, versions_prefix
 from pacs_storage.versions import META_SHA256, b64_digest, object_info
 
 log = logging.getLogger(__name__)
@@ -263,8 +263,22 @@ class Reconciler:
     async def _settle_delete(self, intent: Intent, ref: instance_pb2.InstanceRef) -> str:
         if await self.bucket.head(intent.key) is not None:
             return "delete-not-made"
+        if intent.kind == "delete-all":
+            await remove_earlier_versions(self.bucket, ref)
         await self.announcer.instance_deleted(ref, all_versions=intent.kind == "delete-all")
         return "delete-announced"
+
+
+async def remove_earlier_versions(bucket: Bucket, ref: instance_pb2.InstanceRef) -> int:
+    """Remove an instance's earlier versions (storage's own, under its versions prefix) and,
+    on a bucket with S3 versioning, every S3 version and delete marker of its keys; returns
+    how many of storage's versions there were. The current object is the caller's. (A bucket
+    whose versioning was turned on in the last minute may keep S3 versions of a deletion.)"""
+    removed = await bucket.delete_prefix(versions_prefix(ref))
+    if await bucket.versioning():
+        await bucket.purge_versions(object_key(ref), key=object_key(ref))
+        await bucket.purge_versions(versions_prefix(ref))
+    return removed
 
 
 def _sha256_b64(body: bytes) -> str:

@@ -33,7 +33,7 @@ from pacs_common.errors import DataLossError, InvalidArgumentError, PacsError, U
 from pacs_storage.announcer import Announcer
 from pacs_storage.bucket import Bucket, StoredObject, WriteConflictError
 from pacs_storage.event_header import event_header, prefix_to_keep
-from pacs_storage.intents import Intent, IntentLog
+from pacs_storage.intents import Intent, IntentLog, remove_earlier_versions
 from pacs_storage.keys import (
     check_descriptors,
     check_instance,
@@ -42,7 +42,6 @@ from pacs_storage.keys import (
     object_key,
     staging_key,
     version_key,
-    versions_prefix,
 )
 from pacs_storage.locks import KeyLocks
 from pacs_storage.retrieve import OpenObject, locate, open_object
@@ -408,22 +407,11 @@ class InstanceStore:
                 await self.bucket.delete(object_key(ref))
                 removed += 1
             if all_versions:
-                removed += await self._delete_prefix(versions_prefix(ref))
+                removed += await remove_earlier_versions(self.bucket, ref)
         await self.announcer.instance_deleted(ref, all_versions)
         self.intents.clear_later(intent_key)
         log.info("instance deleted", extra={"versions": removed, "all_versions": all_versions})
         return removed
-
-    async def _delete_prefix(self, prefix: str) -> int:
-        removed = 0
-        token = ""
-        while True:
-            items, token = await self.bucket.list(prefix, 1000, token)
-            for item in items:
-                await self.bucket.delete(item.key)
-                removed += 1
-            if not token:
-                return removed
 
     # --- List ----------------------------------------------------------------------------
 
