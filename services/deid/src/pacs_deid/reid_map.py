@@ -51,7 +51,8 @@ class ReidentificationMap:
     def __init__(self, url: str, key: bytes) -> None:
         if url.startswith("sqlite:///"):
             Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-        self.engine: Engine = create_engine(url, pool_pre_ping=True)
+        # hide_parameters: bound values (patient data) stay out of database error texts.
+        self.engine: Engine = create_engine(url, pool_pre_ping=True, hide_parameters=True)
         self.fernet = Fernet(key)
 
     def create_schema(self) -> None:
