@@ -144,7 +144,10 @@ def reindex_and_check(
     repaired = pacs(stack, "reindex", "--tenant", stack.tenant)
     seconds = time.monotonic() - started
     assert repaired.returncode == 0, repaired.stdout + repaired.stderr
-    assert found(stack, out_dir, studies) == wanted
+    assert "instances indexed, 0 failed" in repaired.stdout, repaired.stdout
+    # Every one is findable; a C-FIND that fails on a loaded machine (an A700 while the index
+    # is busy) is asked again, as a modality would, within wait_all_found's deadline.
+    wait_all_found(stack, out_dir, studies)
     after = pacs(stack, "index", "check", "--tenant", stack.tenant)
     assert "; 0 not indexed," in after.stdout, after.stdout
     return after.stdout, seconds

@@ -38,7 +38,15 @@ from tests.e2e.e2e_support import RunningStack, run_dcmtk, running_stack
 
 pytestmark = pytest.mark.integration
 
-DASHBOARDS = sorted((REPO / "charts" / "cloudpacs" / "dashboards").glob("*.json"))
+# The router's board needs remote facilities (a destination that accepts, one that refuses, one
+# that is down for a while, an archive to prefetch from): its panels are checked against the
+# metrics the code exports by `infra/dashboards/generate.sh check`, not scraped here.
+NOT_SCRAPED = {"router.json"}
+DASHBOARDS = sorted(
+    path
+    for path in (REPO / "charts" / "cloudpacs" / "dashboards").glob("*.json")
+    if path.name not in NOT_SCRAPED
+)
 COMPONENTS = ("storage", "indexer", "gateway", "transcoder", "deid")
 # The first is RLE-compressed: retrieving its study makes the gateway ask the transcoder for a
 # syntax getscu accepts (the transcoder panels' traffic, besides its on-store policy).
