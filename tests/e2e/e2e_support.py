@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from pacs_cli.stack import Stack, StackConfig
+from pacs_common.audit_events import TOPIC_AUDIT
+from pacs_common.events import TOPIC_INSTANCES
 from pacs_common.local import REPO, free_port
 from pacs_common.s3 import make_s3_client
 from pacs_common.settings import KafkaSettings, S3Settings
@@ -128,12 +130,20 @@ def running_stack(
             "PACS_S3_BUCKET": bucket,
             "PACS_INDEXER_CONSUMER_GROUP": f"e2e-indexer-{uuid.uuid4().hex[:8]}",
             "PACS_TRANSCODER_CONSUMER_GROUP": f"e2e-transcoder-{uuid.uuid4().hex[:8]}",
+            # Each stack's audit trail its own group too: a shared one would make this stack's
+            # audit service first read every audit event other tests emitted since the last
+            # stack stopped (and wait on the group's rebalances), before this stack's events.
+            "PACS_AUDIT_CONSUMER_GROUP": f"e2e-audit-{uuid.uuid4().hex[:8]}",
             **(env or {}),
         },
     )
     # A fresh group would replay the whole shared topic (every earlier test's events) first.
-    for group in ("PACS_INDEXER_CONSUMER_GROUP", "PACS_TRANSCODER_CONSUMER_GROUP"):
-        asyncio.run(group_at_end_of_topic(config.env[group], KafkaSettings()))
+    for group, topic in (
+        ("PACS_INDEXER_CONSUMER_GROUP", TOPIC_INSTANCES),
+        ("PACS_TRANSCODER_CONSUMER_GROUP", TOPIC_INSTANCES),
+        ("PACS_AUDIT_CONSUMER_GROUP", TOPIC_AUDIT),
+    ):
+        asyncio.run(group_at_end_of_topic(config.env[group], KafkaSettings(), topic))
     stack = Stack(config)
     stack.start(timeout_s=90)
     try:

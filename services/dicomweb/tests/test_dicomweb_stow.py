@@ -176,6 +176,13 @@ async def test_json_with_bulk_data_parts(
         timeout=60,
     )
     assert response.status_code == 200, response.text
+
+    # WADO-RS finds the instance through the index, which learns of it asynchronously.
+    async def indexed() -> bool:
+        found = await asyncio.to_thread(client.search_for_instances, source.StudyInstanceUID)
+        return len(found) == 1
+
+    assert await eventually(indexed)
     stored = await asyncio.to_thread(
         client.retrieve_instance,
         source.StudyInstanceUID,
