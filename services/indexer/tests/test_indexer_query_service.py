@@ -16,6 +16,7 @@ import pytest
 from indexer_helpers import Catalog, make_instance, values
 from pacs.query.v1 import query_service_pb2 as pb
 from pacs.query.v1 import query_service_pb2_grpc as pb_grpc
+from pacs_common.audit_events import AuditSettings
 from pacs_common.auth import Role
 from pacs_common.oauth_client import bearer_interceptors
 from pacs_common.settings import KafkaSettings
@@ -37,6 +38,8 @@ async def app(database: Database) -> AsyncIterator[IndexerApp]:
         max_results=5,
         # Queries only: no Kafka client is made, and a unit run has no broker credentials.
         kafka=KafkaSettings(security_protocol="PLAINTEXT"),
+        # Nor an audit trail: an emitter that cannot reach Kafka holds the stop to its deadline.
+        audit=AuditSettings(enabled=False),
     )
     indexer = create_app(settings)
     await indexer.start()
