@@ -11,20 +11,16 @@ import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import grpc
 import typer
 from pacs.audit.v1 import audit_service_pb2 as pb
 from pacs.events.v1 import audit_events_pb2 as audit_pb
 from pacs_common.audit_events import EVENT_ID_CODES
 from pacs_common.clients.audit import AuditClient
-from pacs_common.errors import PacsError, UnavailableError
-from pacs_common.grpc_client import open_channel
-from pacs_common.local import client_tls
-from pacs_common.oauth_client import bearer_interceptors
+from pacs_common.errors import PacsError
 from rich.console import Console
 from rich.table import Table
 
-from pacs_cli.credentials import cli_credentials
+from pacs_cli.remote import AUDIT
 
 console = Console()
 audit_app = typer.Typer(help="Read and verify the audit trail.", no_args_is_help=True)
@@ -103,32 +99,13 @@ def record_json(record: pb.AuditRecord) -> dict[str, Any]:
     }
 
 
-def _fail(exc: PacsError, target: str) -> typer.Exit:
-    console.print(f"[red]audit service at {target} answered {exc.code.name}: {exc.message}[/red]")
-    if isinstance(exc, UnavailableError):
-        console.print("Is the stack running? Start it with `pacs up` (or pass --audit).")
-    elif exc.code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
-        console.print("Check PACS_CLI_CLIENT_ID/SECRET (a client with the role audit-read).")
-    return typer.Exit(2)
-
-
-def _channel(target: str) -> grpc.aio.Channel:
-    credentials = cli_credentials()
-    try:
-        credentials.token()
-    except PacsError as exc:
-        console.print(f"[red]no bearer token: {exc.message}[/red]")
-        raise typer.Exit(2) from exc
-    return open_channel(target, client_tls(), interceptors=bearer_interceptors(credentials))
-
-
 async def _query(target: str, request: pb.QueryRequest) -> list[pb.AuditRecord]:
-    async with _channel(target) as channel:
+    async with AUDIT.channel(target) as channel:
         return await AuditClient(channel, timeout=120).query(request)
 
 
 async def _verify(target: str) -> pb.VerifyResponse:
-    async with _channel(target) as channel:
+    async with AUDIT.channel(target) as channel:
         return await AuditClient(channel, timeout=3600).verify()
 
 
@@ -159,7 +136,7 @@ def list_records(  # noqa: PLR0917  (typer maps each option to a parameter)
     try:
         records = asyncio.run(_query(audit, request))
     except PacsError as exc:
-        raise _fail(exc, audit) from exc
+        raise AUDIT.failure(exc, audit) from exc
     if as_json:
         for record in records:
             typer.echo(json.dumps(record_json(record), separators=(",", ":")))
@@ -187,7 +164,7 @@ def verify(audit: str = AUDIT_OPTION) -> None:
     try:
         verdict = asyncio.run(_verify(audit))
     except PacsError as exc:
-        raise _fail(exc, audit) from exc
+        raise AUDIT.failure(exc, audit) from exc
     if verdict.intact:
         console.print(
             f"intact: {verdict.records_checked} records, "

@@ -21,14 +21,11 @@ import typer
 from pacs.deid.v1 import deid_service_pb2 as pb
 from pacs_common.clients.deid import DeidClient
 from pacs_common.errors import PacsError, UnavailableError
-from pacs_common.grpc_client import open_channel
-from pacs_common.local import client_tls
-from pacs_common.oauth_client import bearer_interceptors
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 from rich.table import Table
 
-from pacs_cli.credentials import cli_credentials
+from pacs_cli.remote import DEID
 
 console = Console()
 deid_app = typer.Typer(help="De-identify DICOM files (PS3.15 Annex E).", no_args_is_help=True)
@@ -146,11 +143,7 @@ def _write(target: Path, data: bytes) -> None:
 
 
 async def _run(job: Job, target: str) -> Summary:
-    credentials = cli_credentials()
-    credentials.token()
-    async with open_channel(
-        target, client_tls(), interceptors=bearer_interceptors(credentials)
-    ) as channel:
+    async with DEID.channel(target) as channel:
         client = DeidClient(channel, timeout=300)
         columns = [*Progress.get_default_columns()[:-1], MofNCompleteColumn(), TimeElapsedColumn()]
         with Progress(*columns, BarColumn(bar_width=None), console=console) as progress:
@@ -205,10 +198,7 @@ def files(  # noqa: PLR0917 - a command's parameters are its command line
         job = Job(source, destination, project, tuple(option), workers)
         summary = asyncio.run(_run(job, deid))
     except PacsError as exc:
-        console.print(f"[red]deid service at {deid} answered {exc.code.name}: {exc.message}[/red]")
-        if isinstance(exc, UnavailableError):
-            console.print("Is the stack running? Start it with `pacs up` (or pass --deid).")
-        raise typer.Exit(1) from exc
+        raise DEID.failure(exc, deid) from exc
     _print(summary, destination)
     if summary.refused:
         raise typer.Exit(1)

@@ -6,19 +6,15 @@ from __future__ import annotations
 
 import asyncio
 
-import grpc
 import typer
 from pacs.query.v1 import query_service_pb2 as pb
 from pacs_common.clients.query import QueryClient
-from pacs_common.errors import PacsError, UnavailableError
-from pacs_common.grpc_client import open_channel
-from pacs_common.local import client_tls
-from pacs_common.oauth_client import bearer_interceptors
+from pacs_common.errors import PacsError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 from rich.table import Table
 
-from pacs_cli.credentials import cli_credentials
+from pacs_cli.remote import INDEXER
 
 console = Console()
 index_app = typer.Typer(help="Inspect the index.", no_args_is_help=True)
@@ -27,33 +23,8 @@ INDEXER_OPTION = typer.Option("127.0.0.1:50052", help="host:port of the indexer'
 TENANT_HELP = "; default: the tenant of the CLI's credentials"
 
 
-def _fail(exc: PacsError, target: str) -> typer.Exit:
-    console.print(f"[red]indexer at {target} answered {exc.code.name}: {exc.message}[/red]")
-    if isinstance(exc, UnavailableError):
-        console.print("Is the stack running? Start it with `pacs up` (or pass --indexer).")
-    elif exc.code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
-        console.print("Check PACS_CLI_CLIENT_ID/SECRET (an admin client of that tenant).")
-    return typer.Exit(1)
-
-
-def _indexer(target: str) -> grpc.aio.Channel:
-    """A channel to the indexer that presents the CLI's certificate and bearer token.
-
-    The first token is fetched here, before any call: a refusal by the token endpoint is then
-    reported as what it is, not as the indexer's answer.
-    """
-    credentials = cli_credentials()
-    try:
-        credentials.token()
-    except PacsError as exc:
-        console.print(f"[red]no bearer token: {exc.message}[/red]")
-        console.print("Check PACS_CLI_CLIENT_ID/SECRET (an admin client of that tenant).")
-        raise typer.Exit(1) from exc
-    return open_channel(target, client_tls(), interceptors=bearer_interceptors(credentials))
-
-
 async def _reindex(tenant: str, target: str) -> pb.ReindexResponse:
-    async with _indexer(target) as channel:
+    async with INDEXER.channel(target) as channel:
         last = pb.ReindexResponse()
         columns = [*Progress.get_default_columns()[:-1], MofNCompleteColumn(), TimeElapsedColumn()]
         with Progress(*columns, BarColumn(bar_width=None), console=console) as progress:
@@ -64,7 +35,7 @@ async def _reindex(tenant: str, target: str) -> pb.ReindexResponse:
 
 
 async def _check(tenant: str, target: str, max_listed: int) -> pb.CheckIndexResponse:
-    async with _indexer(target) as channel:
+    async with INDEXER.channel(target) as channel:
         return await QueryClient(channel).check_index(tenant, max_listed)
 
 
@@ -76,7 +47,7 @@ def reindex(
     try:
         last = asyncio.run(_reindex(tenant, indexer))
     except PacsError as exc:
-        raise _fail(exc, indexer) from exc
+        raise INDEXER.failure(exc, indexer) from exc
     console.print(f"{last.processed} of {last.total} instances indexed, {last.failed} failed")
     if last.failed:
         console.print("See the indexer's log for why; `pacs index check` lists what is missing.")
@@ -93,7 +64,7 @@ def check(
     try:
         result = asyncio.run(_check(tenant, indexer, max_listed))
     except PacsError as exc:
-        raise _fail(exc, indexer) from exc
+        raise INDEXER.failure(exc, indexer) from exc
     console.print(
         f"tenant {tenant or '(of the credentials)'}: {result.stored_count} in storage, "
         f"{result.indexed_count} indexed; "

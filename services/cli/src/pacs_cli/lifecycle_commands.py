@@ -13,7 +13,8 @@ from pacs_common.errors import FailedPreconditionError, PacsError
 from rich.console import Console
 from rich.table import Table
 
-from pacs_cli.index_commands import INDEXER_OPTION, TENANT_HELP, _fail, _indexer
+from pacs_cli.index_commands import INDEXER_OPTION, TENANT_HELP
+from pacs_cli.remote import INDEXER
 
 console = Console()
 hold_app = typer.Typer(
@@ -29,14 +30,14 @@ def _report_failure(exc: PacsError, target: str) -> typer.Exit:
     if isinstance(exc, FailedPreconditionError):
         console.print(f"[red]refused: {exc.message}[/red]")
         return typer.Exit(1)
-    return _fail(exc, target)
+    return INDEXER.failure(exc, target)
 
 
 # --- pacs delete ---------------------------------------------------------------------------
 
 
 async def _delete(request: pb.DeleteRequest, target: str) -> pb.DeleteResponse:
-    async with _indexer(target) as channel:
+    async with INDEXER.channel(target) as channel:
         return await AdminClient(channel).delete(request)
 
 
@@ -112,13 +113,13 @@ def hold_set(  # noqa: PLR0917  (typer maps each option to a parameter)
     hold = _hold_of(patient, issuer, study, reason)
 
     async def run() -> pb.SetLegalHoldResponse:
-        async with _indexer(indexer) as channel:
+        async with INDEXER.channel(indexer) as channel:
             return await AdminClient(channel).set_hold(hold, tenant)
 
     try:
         result = asyncio.run(run())
     except PacsError as exc:
-        raise _fail(exc, indexer) from exc
+        raise INDEXER.failure(exc, indexer) from exc
     verb = "set" if result.created else "already set; reason updated"
     console.print(f"legal hold {verb}: {_describe(result.hold)}")
 
@@ -135,13 +136,13 @@ def hold_release(
     hold = _hold_of(patient, issuer, study)
 
     async def run() -> bool:
-        async with _indexer(indexer) as channel:
+        async with INDEXER.channel(indexer) as channel:
             return await AdminClient(channel).release_hold(hold, tenant)
 
     try:
         released = asyncio.run(run())
     except PacsError as exc:
-        raise _fail(exc, indexer) from exc
+        raise INDEXER.failure(exc, indexer) from exc
     if released:
         console.print(f"legal hold released: {_describe(hold)}")
     else:
@@ -153,13 +154,13 @@ def hold_list(tenant: str = TENANT_OPTION, indexer: str = INDEXER_OPTION) -> Non
     """List the tenant's legal holds."""
 
     async def run() -> list[pb.LegalHold]:
-        async with _indexer(indexer) as channel:
+        async with INDEXER.channel(indexer) as channel:
             return await AdminClient(channel).list_holds(tenant)
 
     try:
         holds = asyncio.run(run())
     except PacsError as exc:
-        raise _fail(exc, indexer) from exc
+        raise INDEXER.failure(exc, indexer) from exc
     if not holds:
         console.print("no legal holds")
         return
@@ -210,7 +211,7 @@ async def _retention(
     summary = pb.RetentionSummary()
     reported = False
     errors = 0
-    async with _indexer(target) as channel:
+    async with INDEXER.channel(target) as channel:
         stream = AdminClient(channel).run_retention(dry_run=dry_run, tenant=tenant, as_of=as_of)
         async for item in stream:
             kind = item.WhichOneof("item")
@@ -247,7 +248,7 @@ def retention_run(
     try:
         summary, errors = asyncio.run(_retention(indexer, tenant, dry_run, as_of))
     except PacsError as exc:
-        raise _fail(exc, indexer) from exc
+        raise INDEXER.failure(exc, indexer) from exc
     console.print(f"rule: {summary.rule_description} (as of {summary.as_of})")
     unheld = summary.due - summary.held
     if dry_run:

@@ -7,18 +7,14 @@ from __future__ import annotations
 import asyncio
 import json
 
-import grpc
 import typer
 from pacs.router.v1 import router_service_pb2 as pb
 from pacs_common.clients.router import RouterClient
-from pacs_common.errors import PacsError, UnavailableError
-from pacs_common.grpc_client import open_channel
-from pacs_common.local import client_tls
-from pacs_common.oauth_client import bearer_interceptors
+from pacs_common.errors import PacsError
 from rich.console import Console
 from rich.table import Table
 
-from pacs_cli.credentials import cli_credentials
+from pacs_cli.remote import ROUTER
 
 console = Console()
 route_app = typer.Typer(help="Routing to other facilities.", no_args_is_help=True)
@@ -26,24 +22,8 @@ route_app = typer.Typer(help="Routing to other facilities.", no_args_is_help=Tru
 ROUTER_OPTION = typer.Option("127.0.0.1:50059", help="host:port of the router")
 
 
-def _fail(exc: PacsError, target: str) -> typer.Exit:
-    console.print(f"[red]router at {target} answered {exc.code.name}: {exc.message}[/red]")
-    if isinstance(exc, UnavailableError):
-        console.print("Is the router running? Start it with `pacs-router` (or pass --router).")
-    elif exc.code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
-        console.print("Check PACS_CLI_CLIENT_ID/SECRET (a client with the role admin).")
-    return typer.Exit(2)
-
-
 async def _status(target: str) -> list[pb.DestinationStatus]:
-    credentials = cli_credentials()
-    try:
-        credentials.token()
-    except PacsError as exc:
-        console.print(f"[red]no bearer token: {exc.message}[/red]")
-        raise typer.Exit(2) from exc
-    channel = open_channel(target, client_tls(), interceptors=bearer_interceptors(credentials))
-    async with channel:
+    async with ROUTER.channel(target) as channel:
         return await RouterClient(channel, timeout=60).status()
 
 
@@ -75,7 +55,7 @@ def status(
     try:
         destinations = asyncio.run(_status(router))
     except PacsError as exc:
-        raise _fail(exc, router) from exc
+        raise ROUTER.failure(exc, router) from exc
     if as_json:
         for destination in destinations:
             typer.echo(json.dumps(destination_json(destination), separators=(",", ":")))
