@@ -24,10 +24,10 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from pacs.events.v1 import audit_events_pb2 as audit_pb
+from pacs_common import sql
 from pacs_common.errors import InvalidArgumentError, UnavailableError
 from sqlalchemy import (
     BigInteger,
@@ -39,13 +39,11 @@ from sqlalchemy import (
     String,
     Table,
     Text,
-    create_engine,
-    event,
     insert,
     select,
     update,
 )
-from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import OperationalError
 
 GENESIS = bytes(32)
@@ -141,27 +139,14 @@ class StoredRecord:
     recorded_time: str
 
 
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=FULL")  # an acknowledged audit record survives a crash
-    cursor.execute("PRAGMA busy_timeout=30000")
-    cursor.execute("PRAGMA case_sensitive_like=ON")
-    cursor.close()
-
-
 def make_engine(url: str) -> Engine:
-    """An engine for SQLite (its folder created) or PostgreSQL; bound values (patient data)
-    are never put into error texts."""
-    parsed = make_url(url)
-    if parsed.get_backend_name() == "sqlite":
-        database = parsed.database or ""
-        if database and database != ":memory:":
-            Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"timeout": 30}, hide_parameters=True)
-        event.listen(engine, "connect", _sqlite_pragmas)
-        return engine
-    return create_engine(url, pool_pre_ping=True, hide_parameters=True, pool_size=5)
+    """The trail's engine (see :func:`pacs_common.sql.make_engine`)."""
+    return sql.make_engine(
+        url,
+        # FULL: an acknowledged audit record survives a power loss, not only a crash.
+        sqlite_pragmas=["PRAGMA synchronous=FULL"],
+        postgres_options={"pool_size": 5},
+    )
 
 
 class Trail:

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from pathlib import Path
 
 from cryptography.fernet import Fernet, InvalidToken
 from pacs_common.errors import DataLossError
-from sqlalchemy import String, Text, create_engine, select
+from pacs_common.sql import make_engine
+from sqlalchemy import String, Text, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
@@ -49,10 +49,8 @@ class ReidentificationMap:
     """The map in one database, under one encryption key."""
 
     def __init__(self, url: str, key: bytes) -> None:
-        if url.startswith("sqlite:///"):
-            Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-        # hide_parameters: bound values (patient data) stay out of database error texts.
-        self.engine: Engine = create_engine(url, pool_pre_ping=True, hide_parameters=True)
+        # Bound values (patient data) stay out of database error texts there.
+        self.engine: Engine = make_engine(url, sqlite_pragmas=["PRAGMA synchronous=FULL"])
         self.fernet = Fernet(key)
 
     def create_schema(self) -> None:

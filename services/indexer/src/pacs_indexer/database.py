@@ -13,16 +13,15 @@ import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 from alembic import command
 from alembic.config import Config
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from alembic.util import CommandError
+from pacs_common import sql
 from pacs_common.errors import FailedPreconditionError, UnavailableError
-from sqlalchemy import Engine, create_engine, event, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import Engine, text
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -32,40 +31,20 @@ MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 _LOCK = 0x7061_6373_6964_78  # "pacsidx": the advisory lock key of index migrations
 
 
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute("PRAGMA busy_timeout=30000")
-    cursor.execute("PRAGMA case_sensitive_like=ON")
-    cursor.close()
-
-
 def make_engine(url: str) -> Engine:
-    """Create an engine for ``url``; for a SQLite file, create its folder first.
-
-    Both engines hide bound parameters: SQLAlchemy otherwise puts them (names, IDs, UIDs) into
-    the text of every database error, and from there into logs.
-    """
-    parsed = make_url(url)
-    if parsed.get_backend_name() == "sqlite":
-        database = parsed.database or ""
-        if database and database != ":memory:":
-            Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"timeout": 30}, hide_parameters=True)
-        event.listen(engine, "connect", _sqlite_pragmas)
-        return engine
-    # No server-side prepared statements: psycopg prepares a statement after a few runs, and
-    # PostgreSQL may then keep a generic plan made while a table was still small (a sequential
-    # scan) long after the table grew. Planning these short queries costs well under 1 ms.
-    return create_engine(
+    """The index's engine (see :func:`pacs_common.sql.make_engine`)."""
+    return sql.make_engine(
         url,
-        pool_pre_ping=True,
-        hide_parameters=True,  # bound values are patient data; never in error texts
-        pool_size=5,
-        max_overflow=5,
-        connect_args={"prepare_threshold": None},
+        sqlite_pragmas=["PRAGMA synchronous=NORMAL", "PRAGMA foreign_keys=ON"],
+        # No server-side prepared statements: psycopg prepares a statement after a few runs,
+        # and PostgreSQL may then keep a generic plan made while a table was still small (a
+        # sequential scan) long after the table grew. Planning these short queries costs well
+        # under 1 ms.
+        postgres_options={
+            "pool_size": 5,
+            "max_overflow": 5,
+            "connect_args": {"prepare_threshold": None},
+        },
     )
 
 
