@@ -3,7 +3,6 @@ S3 server and Kafka of ``infra/up.sh``, reached through a real gRPC channel."""
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
@@ -16,6 +15,7 @@ from pacs_common.s3 import make_s3_client
 from pacs_common.settings import KafkaSettings, S3Settings
 from pacs_storage.app import StorageApp, create_app
 from pacs_storage.settings import StorageSettings
+from pacs_testkit.storage import remove_bucket
 from storage_testkit import InstanceEvents
 
 
@@ -31,12 +31,7 @@ def raw_s3(s3_settings: S3Settings) -> Iterator[Any]:
     bucket and everything in it is removed afterwards."""
     client = make_s3_client(s3_settings)
     yield client
-    with contextlib.suppress(Exception):
-        paginator = client.get_paginator("list_objects_v2")
-        for page in paginator.paginate(Bucket=s3_settings.bucket):
-            for item in page.get("Contents", []):
-                client.delete_object(Bucket=s3_settings.bucket, Key=item["Key"])
-        client.delete_bucket(Bucket=s3_settings.bucket)
+    remove_bucket(client, s3_settings.bucket)
     client.close()
 
 

@@ -10,7 +10,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 
 
-import contextlib
 import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -21,11 +20,10 @@ from pacs_common.clients.storage import StorageClient
 from pacs_common.clients.transcode import TranscodeClient
 from pacs_common.grpc_client import open_channel
 from pacs_common.local import client_tls
-from pacs_common.s3 import make_s3_client
-from pacs_common.settings import KafkaSettings, S3Settings
+from pacs_common.settings import KafkaSettings
 from pacs_storage.app import StorageApp
 from pacs_testkit.kafka import group_at_end_of_topic
-from pacs_testkit.storage import start_storage
+from pacs_testkit.storage import storage_client_as, storage_on_own_bucket
 from pacs_transcoder.app import TranscoderApp, create_app
 from pacs_transcoder.settings import TranscoderSettings
 from transcoder_events import InstanceEvents, TranscoderFactory
@@ -34,16 +32,8 @@ from transcoder_events import InstanceEvents, TranscoderFactory
 @pytest.fixture
 async def storage(infra_env: dict[str, str], bucket_name: str) -> AsyncIterator[StorageApp]:
     """A real storage service on a bucket of this test (removed afterwards)."""
-    app = await start_storage(bucket_name, kafka_retry_s=0.2)
-    yield app
-    await app.stop()
-    client = make_s3_client(S3Settings(bucket=bucket_name))
-    with contextlib.suppress(Exception):
-        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket_name):
-            for item in page.get("Contents", []):
-                client.delete_object(Bucket=bucket_name, Key=item["Key"])
-        client.delete_bucket(Bucket=bucket_name)
-    client.close()
+    async with storage_on_own_bucket(bucket_name, kafka_retry_s=0.2) as app:
+        yield app
 
 
 @pytest.fixture
@@ -81,9 +71,8 @@ async def transcoder(start_transcoder: TranscoderFactory) -> TranscoderApp:
 @pytest.fixture
 async def storage_client(storage: StorageApp) -> AsyncIterator[StorageClient]:
     """A client of the test's storage, as the gateway."""
-    channel = open_channel(f"127.0.0.1:{storage.grpc_port}", client_tls("gateway"))
-    yield StorageClient(channel, timeout=60)
-    await channel.close()
+    async with storage_client_as(storage, "gateway") as client:
+        yield client
 
 
 @pytest.fixture
