@@ -12,10 +12,14 @@ from pathlib import Path
 import pytest
 from gateway_helpers import sample_path, scu_store_dataset, wait_indexed
 from pacs.type.v1 import instance_pb2
+from pacs_common.clients.direct import DirectStorage
 from pacs_common.clients.storage import StorageClient
+from pacs_common.dicom import instance_ref_of
 from pacs_common.grpc_client import open_channel
 from pacs_common.local import client_tls
 from pacs_gateway.dimse import codes
+from pacs_gateway.duplicates import DuplicateGuard, DuplicateInstanceError, DuplicatePolicy
+from pacs_gateway.ingest import Ingest, RecentInstances, StoredInstance
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
@@ -102,3 +106,61 @@ async def test_the_same_uid_under_another_study_is_refused(
     original.save_as(path, enforce_file_format=True)
     await wait_indexed(first_gateway.dicom_port, [path], within_s=90)
     assert await _store(other_gateway.dicom_port, moved) == codes.DUPLICATE_SOP_INSTANCE
+
+
+class _NoIndexedInstance:
+    """The index's answer when neither sender's instance is indexed yet."""
+
+    async def locate(self, tenant: str, sop_instance_uid: str) -> None:
+        return None
+
+
+async def test_other_bytes_at_the_same_moment_are_refused_when_the_tenant_refuses(
+    storage_app, tenant: str
+) -> None:
+    """Two senders, one SOP Instance UID, other bytes, at the same moment: the rules' HEAD of
+    storage finds nothing for either (both ask before either writes), so the first write to
+    reach S3 must win and the other be refused, not kept as a new version. Real storage, S3
+    and Kafka; only the moment of the two HEADs is arranged."""
+    channel = open_channel(f"127.0.0.1:{storage_app.grpc_port}", client_tls("gateway"))
+    storage = StorageClient(channel, timeout=30)
+    direct = DirectStorage(storage)
+    both_asked = asyncio.Barrier(2)
+
+    class HeadThenWaitForTheOther:
+        async def head(self, instance: instance_pb2.InstanceRef) -> instance_pb2.ObjectInfo:
+            try:
+                return await storage.head(instance)
+            finally:
+                await asyncio.wait_for(both_asked.wait(), 30)
+
+    guard = DuplicateGuard(
+        _NoIndexedInstance(),
+        HeadThenWaitForTheOther(),
+        lambda _tenant, _uid: None,
+        lambda _tenant: DuplicatePolicy.REFUSE,
+    )
+    ingest = Ingest(storage, 30, RecentInstances(), guard, granted=direct)
+    original = _instance()
+    sent = [_part10(original), _part10(_changed(original))]
+    ref = instance_ref_of(sent[0], tenant)
+    try:
+        results = await asyncio.gather(
+            *(ingest.put(ref, data) for data in sent), return_exceptions=True
+        )
+        current = await storage.get(ref)
+    finally:
+        direct.close()
+        await channel.close(None)
+
+    stored = [r for r in results if isinstance(r, StoredInstance)]
+    refused = [r for r in results if isinstance(r, DuplicateInstanceError)]
+    assert len(stored) == 1 and len(refused) == 1, results
+    assert not stored[0].new_version
+    assert current == sent[results.index(stored[0])], "the refused bytes were written"
+
+
+def _part10(dataset: Dataset) -> bytes:
+    buffer = io.BytesIO()
+    dataset.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()

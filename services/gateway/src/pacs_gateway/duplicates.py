@@ -25,7 +25,9 @@ index (one ``FindInstances`` by SOP Instance UID), and, for ``refuse``, storage'
 same address. Known gaps, stated in docs/reliability.md: an instance stored by another gateway
 process less than the index's lag ago (seconds) is not yet in the index, and while the indexer
 is unreachable the other-study check is skipped (ingest keeps working; a warning is logged)
-rather than refusing every store.
+rather than refusing every store. Two senders of other bytes at the same moment can both pass
+``refuse``'s HEAD: through write grants S3's create-only PUT then refuses the second
+(:meth:`pacs_gateway.ingest.Ingest.put`); through the streamed Put it becomes a version.
 """
 
 from __future__ import annotations
@@ -92,6 +94,10 @@ class DuplicateGuard:
         self._recent = recent
         self.policy_of = policy_of
 
+    def refuses_new_versions(self, tenant: str) -> bool:
+        """True when ``tenant`` refuses other bytes under a stored SOP Instance UID."""
+        return self.policy_of(tenant) is DuplicatePolicy.REFUSE
+
     async def check(self, instance: instance_pb2.InstanceRef, sha256: str | None) -> None:
         """Refuse ``instance`` (with bytes of digest ``sha256``, when known) if the rules say so.
 
@@ -110,7 +116,7 @@ class DuplicateGuard:
                 )
         if earlier is not None and earlier.study_instance_uid != instance.study_instance_uid:
             raise DuplicateInstanceError("SOP Instance UID already stored in another study")
-        if self.policy_of(instance.tenant) is DuplicatePolicy.REFUSE and sha256 is not None:
+        if self.refuses_new_versions(instance.tenant) and sha256 is not None:
             try:
                 current = await self._storage.head(instance)
             except NotFoundError:

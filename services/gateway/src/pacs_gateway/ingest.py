@@ -21,7 +21,9 @@ from pacs.storage.v1 import storage_service_pb2 as storage_pb
 from pacs.type.v1 import instance_pb2
 from pacs_common.clients.errors import from_exception
 from pacs_common.dicom import instance_ref_of
-from pacs_common.errors import PacsError
+from pacs_common.errors import FailedPreconditionError, PacsError
+
+from pacs_gateway.duplicates import DuplicateInstanceError
 
 
 class InstanceStore(Protocol):
@@ -73,6 +75,7 @@ class GrantedStore(Protocol):
         *,
         sha256: str = "",
         sending_ae_title: str = "",
+        new_version_allowed: bool = True,
     ) -> storage_pb.CommitWriteResponse: ...
 
 
@@ -80,6 +83,8 @@ class DuplicateCheck(Protocol):
     """The duplicate rules (:class:`pacs_gateway.duplicates.DuplicateGuard`)."""
 
     async def check(self, instance: instance_pb2.InstanceRef, sha256: str | None) -> None: ...
+
+    def refuses_new_versions(self, tenant: str) -> bool: ...
 
 
 class RecentInstances:
@@ -147,6 +152,9 @@ class Ingest:
             UnavailableError: storage (or its S3/Kafka) is unreachable: retry later.
             PacsError: storage refused the object.
         """
+        refuse_new_version = self._duplicates is not None and (
+            self._duplicates.refuses_new_versions(instance.tenant)
+        )
         try:
             if self._duplicates is not None:
                 digest = sha256 or (
@@ -157,7 +165,11 @@ class Ingest:
             writing: Awaitable[StoreResponse]
             if self._granted is not None and isinstance(part10, bytes):
                 writing = self._granted.put(
-                    instance, part10, sha256=sha256, sending_ae_title=sending_ae_title
+                    instance,
+                    part10,
+                    sha256=sha256,
+                    sending_ae_title=sending_ae_title,
+                    new_version_allowed=not refuse_new_version,
                 )
             else:
                 writing = self._store.put(
@@ -168,6 +180,14 @@ class Ingest:
                     sending_ae_title=sending_ae_title,
                 )
             response: StoreResponse = await asyncio.wait_for(writing, self._timeout_s)
+        except FailedPreconditionError as exc:
+            if refuse_new_version:
+                # Other bytes reached S3 first, after the rules' HEAD had found nothing (two
+                # senders at the same moment): the grant's create-only PUT settled it.
+                raise DuplicateInstanceError(
+                    "SOP Instance UID already stored with other bytes"
+                ) from exc
+            raise
         except PacsError:
             raise
         except Exception as exc:

@@ -91,21 +91,32 @@ class DirectStorage:
         *,
         sha256: str = "",
         sending_ae_title: str = "",
+        new_version_allowed: bool = True,
     ) -> pb.CommitWriteResponse:
         """Store one object (``sha256``: its digest when the caller computed it already;
         ``sending_ae_title``: the calling AE that delivered it, recorded with it); returns
         once it is durable in S3 and announced on Kafka.
 
+        When other bytes are stored at the address already, they are kept as a version and
+        these become current; with ``new_version_allowed`` False nothing is written instead.
+
         Raises:
+            FailedPreconditionError: other bytes are stored there and ``new_version_allowed``
+                is False.
             UnavailableError: storage, S3 or Kafka cannot be reached: retry later.
             PacsError: storage refused the object (for example INVALID_ARGUMENT).
         """
         # One span over grant, PUT and commit, so that they stay one trace with the caller's.
         with trace.get_tracer(__name__).start_as_current_span("storage write through a grant"):
-            return await self._put(instance, data, sha256, sending_ae_title)
+            return await self._put(instance, data, sha256, sending_ae_title, new_version_allowed)
 
     async def _put(
-        self, instance: instance_pb2.InstanceRef, data: bytes, sha256: str, sending_ae_title: str
+        self,
+        instance: instance_pb2.InstanceRef,
+        data: bytes,
+        sha256: str,
+        sending_ae_title: str,
+        new_version_allowed: bool,
     ) -> pb.CommitWriteResponse:
         request = await asyncio.to_thread(self._grant_request, instance, data, sha256)
         request.sending_ae_title = sending_ae_title
@@ -120,6 +131,10 @@ class DirectStorage:
         try:
             return await self.storage.commit_write(commit)
         except FailedPreconditionError:
+            if not new_version_allowed:
+                # The grant's PUT could only create the object (If-None-Match: *), so S3 itself
+                # decided that the other bytes came first: nothing of these was written.
+                raise
             # Stored with other bytes: only Put keeps the stored object as a version.
             log.info("instance stored with other bytes; replacing it through Put")
             response = await self.storage.put(
