@@ -15,6 +15,7 @@ from pacs.type.v1 import instance_pb2
 from pacs_common.clients.direct import DirectStorage
 from pacs_common.clients.storage import StorageClient
 from pacs_common.dicom import instance_ref_of
+from pacs_common.errors import NotFoundError
 from pacs_common.grpc_client import open_channel
 from pacs_common.local import client_tls
 from pacs_gateway.dimse import codes
@@ -115,13 +116,15 @@ class _NoIndexedInstance:
         return None
 
 
+@pytest.mark.parametrize("write_path", ["grant", "stream"])
 async def test_other_bytes_at_the_same_moment_are_refused_when_the_tenant_refuses(
-    storage_app, tenant: str
+    storage_app, tenant: str, write_path: str
 ) -> None:
     """Two senders, one SOP Instance UID, other bytes, at the same moment: the rules' HEAD of
     storage finds nothing for either (both ask before either writes), so the first write to
-    reach S3 must win and the other be refused, not kept as a new version. Real storage, S3
-    and Kafka; only the moment of the two HEADs is arranged."""
+    reach S3 must win and the other be refused, not kept as a new version; through write
+    grants (C-STORE) and through storage's streamed Put (IngestService uploads). Real storage,
+    S3 and Kafka; only the moment of the two HEADs is arranged."""
     channel = open_channel(f"127.0.0.1:{storage_app.grpc_port}", client_tls("gateway"))
     storage = StorageClient(channel, timeout=30)
     direct = DirectStorage(storage)
@@ -140,7 +143,8 @@ async def test_other_bytes_at_the_same_moment_are_refused_when_the_tenant_refuse
         lambda _tenant, _uid: None,
         lambda _tenant: DuplicatePolicy.REFUSE,
     )
-    ingest = Ingest(storage, 30, RecentInstances(), guard, granted=direct)
+    granted = direct if write_path == "grant" else None
+    ingest = Ingest(storage, 30, RecentInstances(), guard, granted=granted)
     original = _instance()
     sent = [_part10(original), _part10(_changed(original))]
     ref = instance_ref_of(sent[0], tenant)
@@ -158,6 +162,43 @@ async def test_other_bytes_at_the_same_moment_are_refused_when_the_tenant_refuse
     assert len(stored) == 1 and len(refused) == 1, results
     assert not stored[0].new_version
     assert current == sent[results.index(stored[0])], "the refused bytes were written"
+
+
+@pytest.mark.parametrize("write_path", ["grant", "stream"])
+async def test_another_study_is_refused_before_the_index_or_this_process_knows_the_uid(
+    storage_app, tenant: str, write_path: str
+) -> None:
+    """Another gateway process stored the UID a moment ago: it is not in this process's
+    recent instances and not yet in the index (its lag), so only storage can refuse it
+    (pacs_storage.uid_claims). Nothing of the refused object may be stored."""
+    channel = open_channel(f"127.0.0.1:{storage_app.grpc_port}", client_tls("gateway"))
+    storage = StorageClient(channel, timeout=30)
+    direct = DirectStorage(storage)
+
+    def a_gateway_process() -> Ingest:
+        guard = DuplicateGuard(
+            _NoIndexedInstance(),
+            storage,
+            lambda _tenant, _uid: None,
+            lambda _tenant: DuplicatePolicy.NEW_VERSION,
+        )
+        granted = direct if write_path == "grant" else None
+        return Ingest(storage, 30, RecentInstances(), guard, granted=granted)
+
+    original = _instance()
+    moved = copy.deepcopy(original)
+    moved.StudyInstanceUID = generate_uid()
+    moved.SeriesInstanceUID = generate_uid()
+    moved_ref = instance_ref_of(_part10(moved), tenant)
+    try:
+        await a_gateway_process().put(instance_ref_of(_part10(original), tenant), _part10(original))
+        with pytest.raises(DuplicateInstanceError, match="another study"):
+            await a_gateway_process().put(moved_ref, _part10(moved))
+        with pytest.raises(NotFoundError):
+            await storage.head(moved_ref)
+    finally:
+        direct.close()
+        await channel.close(None)
 
 
 def _part10(dataset: Dataset) -> bytes:

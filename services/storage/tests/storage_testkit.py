@@ -51,13 +51,14 @@ def grant_request(
 
 
 def stored_keys(raw_s3: Any, bucket: str) -> list[str]:
-    """The keys of the bucket's objects, without storage's intent records (``_intents/``:
-    bookkeeping the reconciler settles, tested in ``test_storage_reconciler.py``)."""
+    """The keys of the bucket's objects, without storage's bookkeeping: intent records
+    (``_intents/``, settled by the reconciler, tested in ``test_storage_reconciler.py``) and
+    SOP Instance UID claims (``_claims/``, tested in ``test_storage_uid_claims.py``)."""
     response = raw_s3.list_objects_v2(Bucket=bucket)
     return [
         item["Key"]
         for item in response.get("Contents", [])
-        if not item["Key"].startswith("_intents/")
+        if not item["Key"].startswith(("_intents/", "_claims/"))
     ]
 
 

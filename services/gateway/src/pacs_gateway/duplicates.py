@@ -22,12 +22,12 @@ called, for C-STORE and ``IngestService.Store`` alike (:class:`pacs_gateway.inge
 
 Where the earlier instance is found: this process's recently stored instances, else the
 index (one ``FindInstances`` by SOP Instance UID), and, for ``refuse``, storage's HEAD of the
-same address. Known gaps, stated in docs/reliability.md: an instance stored by another gateway
-process less than the index's lag ago (seconds) is not yet in the index, and while the indexer
-is unreachable the other-study check is skipped (ingest keeps working; a warning is logged)
-rather than refusing every store. Two senders of other bytes at the same moment can both pass
-``refuse``'s HEAD: through write grants S3's create-only PUT then refuses the second
-(:meth:`pacs_gateway.ingest.Ingest.put`); through the streamed Put it becomes a version.
+same address. Neither sees an instance another gateway process stored less than the index's
+lag ago, nor two senders at the same moment: storage settles those atomically at S3 (a claim
+per SOP Instance UID, :mod:`pacs_storage.uid_claims`; ``refuse_other_bytes`` and the grant's
+create-only PUT) and answers ALREADY_EXISTS, which :class:`pacs_gateway.ingest.Ingest` turns
+into :class:`DuplicateInstanceError`. While the indexer is unreachable the index lookup is
+skipped (ingest keeps working; a warning is logged): storage's claim still refuses.
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ from pacs.storage.v1 import storage_service_pb2 as storage_pb
 from pacs.type.v1 import instance_pb2
 from pacs_common.clients.errors import from_exception
 from pacs_common.dicom import instance_ref_of
-from pacs_common.errors import FailedPreconditionError, PacsError
+from pacs_common.errors import AlreadyExistsError, FailedPreconditionError, PacsError
 
 from pacs_gateway.duplicates import DuplicateInstanceError
 
@@ -38,6 +38,7 @@ class InstanceStore(Protocol):
         size_hint: int = 0,
         expected_sha256: str = "",
         sending_ae_title: str = "",
+        refuse_other_bytes: bool = False,
     ) -> storage_pb.PutResponse: ...
 
 
@@ -178,6 +179,7 @@ class Ingest:
                     size_hint=size,
                     expected_sha256=sha256,
                     sending_ae_title=sending_ae_title,
+                    refuse_other_bytes=refuse_new_version,
                 )
             response: StoreResponse = await asyncio.wait_for(writing, self._timeout_s)
         except FailedPreconditionError as exc:
@@ -188,6 +190,12 @@ class Ingest:
                     "SOP Instance UID already stored with other bytes"
                 ) from exc
             raise
+        except DuplicateInstanceError:
+            raise
+        except AlreadyExistsError as exc:
+            # Storage's own check (pacs_storage.uid_claims; or refuse_other_bytes through the
+            # streamed Put): another study holds the UID, or other bytes are stored.
+            raise DuplicateInstanceError(exc.message) from exc
         except PacsError:
             raise
         except Exception as exc:

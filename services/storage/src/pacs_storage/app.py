@@ -27,6 +27,7 @@ from pacs_storage.intents import IntentLog, Reconciler
 from pacs_storage.servicer import SERVICE_NAME, StorageServicer
 from pacs_storage.settings import StorageSettings
 from pacs_storage.store import InstanceStore
+from pacs_storage.uid_claims import UidClaims
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +40,20 @@ def sse_arguments(settings: StorageSettings) -> dict[str, str]:
     if settings.sse == "aws:kms" and settings.sse_kms_key_id:
         arguments["SSEKMSKeyId"] = settings.sse_kms_key_id
     return arguments
+
+
+def uid_claims_of(bucket: Bucket, settings: StorageSettings) -> UidClaims | None:
+    """The SOP Instance UID claims, when settings ask for them and S3 can make them atomic."""
+    if not settings.uid_claims:
+        return None
+    if not settings.conditional_writes:
+        log.warning(
+            "uid_claims needs conditional_writes: a SOP Instance UID is not checked against "
+            "other studies at the store"
+        )
+        return None
+    # A granted PUT may arrive until its grant expires; a claim is stale only after that.
+    return UidClaims(bucket, stale_after_s=settings.grant_ttl_s + settings.reconcile_after_s)
 
 
 class StorageApp(HostedApp):
@@ -54,8 +69,9 @@ class StorageApp(HostedApp):
             settings.kafka, settings.service_name, settings.kafka_retry_s, self._kafka_changed
         )
         self.intents = IntentLog(self.bucket)
-        self.store = InstanceStore(self.bucket, self.announcer, settings, self.intents)
-        grants = Grants(self.bucket, self.announcer, self.intents, settings)
+        claims = uid_claims_of(self.bucket, settings)
+        self.store = InstanceStore(self.bucket, self.announcer, settings, self.intents, claims)
+        grants = Grants(self.bucket, self.announcer, self.intents, settings, claims)
         servicer = StorageServicer(self.store, grants)
         self.reconciler = Reconciler(
             self.bucket,

@@ -8,7 +8,9 @@ one copy of every byte fewer). The rules:
   PUT per part of a multipart upload that storage opened). Every request signs the SHA-256 the
   writer announced (``x-amz-checksum-sha256``, per part for multipart), so S3 itself refuses
   other bytes; the object's metadata (its SHA-256 and version id) is signed too; and the PUT is
-  conditional (``If-None-Match: *``): a grant can create an instance, never replace one.
+  conditional (``If-None-Match: *``): a grant can create an instance, never replace one. No
+  grant is given for a SOP Instance UID that another study holds (ALREADY_EXISTS,
+  :mod:`pacs_storage.uid_claims`).
 * **CommitWrite** trusts nothing it can read from S3 instead: it completes the multipart upload
   (S3 checks each part's checksum again), then reads the object's first bytes, which also give
   its size and metadata. The object must be the granted one (same SHA-256 and size); it is new
@@ -46,6 +48,7 @@ from pacs_storage.intents import Intent, IntentLog
 from pacs_storage.keys import check_descriptors, check_instance, object_key
 from pacs_storage.retrieve import locate
 from pacs_storage.settings import StorageSettings
+from pacs_storage.uid_claims import UidClaims, claim_and_record
 from pacs_storage.versions import (
     META_SHA256,
     META_VERSION,
@@ -79,12 +82,18 @@ class Grants:
     """Issues write and read grants for one bucket and commits granted writes."""
 
     def __init__(
-        self, bucket: Bucket, announcer: Announcer, intents: IntentLog, settings: StorageSettings
+        self,
+        bucket: Bucket,
+        announcer: Announcer,
+        intents: IntentLog,
+        settings: StorageSettings,
+        claims: UidClaims | None = None,
     ) -> None:
         self.bucket = bucket
         self.announcer = announcer
         self.intents = intents
         self.settings = settings
+        self.claims = claims
 
     # --- write ---------------------------------------------------------------------------
 
@@ -126,6 +135,8 @@ class Grants:
             requests = [pb.SignedRequest(method="PUT", url=url, headers=headers)]
         else:
             part_shas = _checked_parts(request)
+            if self.claims is not None:
+                await self.claims.claim(ref)  # before the upload is opened
             upload_id = await self.bucket.create_multipart(key, metadata)
             token.upload_id = upload_id
             token.part_sha256.extend(part_shas)
@@ -150,8 +161,11 @@ class Grants:
                 )
         # Before any byte can move: a write whose commit never comes is then still found and
         # announced by the reconciler (pacs_storage.intents).
-        token.intent_key = await self.intents.record(
-            Intent("write", key, sha, version_id, token.upload_id)
+        token.intent_key = await claim_and_record(
+            None if token.upload_id else self.claims,
+            ref,
+            self.intents,
+            Intent("write", key, sha, version_id, token.upload_id),
         )
         return pb.GrantWriteResponse(
             requests=requests,

@@ -75,6 +75,12 @@ class StorageSettings(ServiceSettings):
         description="use If-Match/If-None-Match writes (AWS S3, versitygw); turn off only for "
         "stores that reject them (a store that ignores them loses versions under races)",
     )
+    uid_claims: bool = Field(
+        True,
+        description="refuse a SOP Instance UID that another study of the tenant holds, checked "
+        "atomically at S3 with one claim object per UID (needs conditional_writes); off: "
+        "only the gateway's check against its own recent instances and the index",
+    )
     max_streamed_puts: int = Field(
         16,
         ge=0,

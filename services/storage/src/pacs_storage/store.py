@@ -4,6 +4,8 @@ Write rules (the contract of ``StorageService.Put``):
 
 * The bytes are verified end to end: S3 checks the SHA-256 of every PutObject and every part,
   and the caller may send ``expected_sha256`` to check the whole stream.
+* A SOP Instance UID belongs to one study: one stored under another study is refused
+  (ALREADY_EXISTS) before anything is written (:mod:`pacs_storage.uid_claims`).
 * Identical bytes for an instance that is already stored write nothing (``already_existed``).
   Different bytes become the new current version; the previous one is first copied to the
   instance's versions prefix, so it stays readable by its version id.
@@ -28,7 +30,13 @@ from datetime import UTC, datetime
 
 from pacs.storage.v1 import storage_service_pb2 as pb
 from pacs.type.v1 import instance_pb2
-from pacs_common.errors import DataLossError, InvalidArgumentError, PacsError, UnavailableError
+from pacs_common.errors import (
+    AlreadyExistsError,
+    DataLossError,
+    InvalidArgumentError,
+    PacsError,
+    UnavailableError,
+)
 
 from pacs_storage.announcer import Announcer
 from pacs_storage.bucket import Bucket, StoredObject, WriteConflictError
@@ -47,6 +55,7 @@ from pacs_storage.locks import KeyLocks
 from pacs_storage.retrieve import OpenObject, locate, open_object
 from pacs_storage.settings import StorageSettings
 from pacs_storage.streamed_put import StreamTarget
+from pacs_storage.uid_claims import UidClaims, claim_and_record
 from pacs_storage.upload import ReceivedObject, UploadPolicy, receive_object
 from pacs_storage.versions import (
     META_SHA256,
@@ -85,11 +94,17 @@ class InstanceStore:
         announcer: Announcer,
         settings: StorageSettings,
         intents: IntentLog | None = None,
+        claims: UidClaims | None = None,
     ) -> None:
+        """Args:
+        claims: SOP Instance UID claims (:mod:`pacs_storage.uid_claims`); None stores an
+            instance under any study without asking.
+        """
         self.bucket = bucket
         self.announcer = announcer
         self.settings = settings
         self.intents = intents or IntentLog(bucket)
+        self.claims = claims
         self.policy = UploadPolicy(
             multipart_threshold=settings.multipart_threshold,
             part_size=settings.part_size,
@@ -135,13 +150,21 @@ class InstanceStore:
         await self.ensure_bucket()
 
         # Before any byte is written: a write that is never announced (this process dies, or
-        # Kafka fails and the sender gives up) is found and announced by the reconciler.
-        intent_key = await self.intents.record(Intent("write", object_key(ref), expected))
+        # Kafka fails and the sender gives up) is found and announced by the reconciler; and
+        # the UID must not belong to another study.
+        intent_key = await claim_and_record(
+            self.claims, ref, self.intents, Intent("write", object_key(ref), expected)
+        )
         try:
             result, received = await self._receive_and_commit(
-                ref, expected, header.size_hint, chunks, sending_ae=sending_ae
+                ref,
+                expected,
+                header.size_hint,
+                chunks,
+                sending_ae=sending_ae,
+                refuse_other_bytes=header.refuse_other_bytes,
             )
-        except InvalidArgumentError:
+        except (InvalidArgumentError, AlreadyExistsError):
             self.intents.clear_later(intent_key)  # refused: nothing of it was kept
             raise
         header_part10 = event_header(
@@ -169,6 +192,7 @@ class InstanceStore:
         chunks: AsyncIterator[bytes],
         *,
         sending_ae: str = "",
+        refuse_other_bytes: bool = False,
     ) -> tuple[PutResult, ReceivedObject]:
         """Take in the object and make it current (or find it already stored); undo what was
         written if that fails."""
@@ -183,7 +207,7 @@ class InstanceStore:
             else:
                 async with self._locks.hold(object_key(ref)):
                     optimistic = received.streamed is None  # else that was the optimistic write
-                    result = await self._commit(ref, received, now, optimistic)
+                    result = await self._commit(ref, received, now, optimistic, refuse_other_bytes)
         except BaseException:
             await asyncio.shield(self._discard(received))
             raise
@@ -271,8 +295,10 @@ class InstanceStore:
         received: ReceivedObject,
         now: datetime,
         optimistic: bool,
+        refuse_other_bytes: bool = False,
     ) -> PutResult:
-        """Make the received object current unless identical bytes already are.
+        """Make the received object current unless identical bytes already are (or, with
+        ``refuse_other_bytes``, unless any other bytes are: then raise AlreadyExistsError).
 
         With conditional writes the new object is written only if the current one is still
         the one that was read (``IfMatch`` its ETag, or ``IfNoneMatch: *`` when there was
@@ -299,6 +325,8 @@ class InstanceStore:
                 return PutResult(
                     object_info(ref, current), already_existed=not own, new_version=False
                 )
+            if current is not None and refuse_other_bytes:
+                raise AlreadyExistsError("SOP Instance UID already stored with other bytes")
             condition: dict[str, str] = {}
             if conditional:
                 condition = {"IfMatch": current.etag} if current else {"IfNoneMatch": "*"}
@@ -408,6 +436,8 @@ class InstanceStore:
                 removed += 1
             if all_versions:
                 removed += await remove_earlier_versions(self.bucket, ref)
+                if self.claims is not None:
+                    await self.claims.release(ref)
         await self.announcer.instance_deleted(ref, all_versions)
         self.intents.clear_later(intent_key)
         log.info("instance deleted", extra={"versions": removed, "all_versions": all_versions})

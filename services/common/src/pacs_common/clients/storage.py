@@ -62,8 +62,12 @@ class StorageClient:
         size_hint: int = 0,
         expected_sha256: str = "",
         sending_ae_title: str = "",
+        refuse_other_bytes: bool = False,
     ) -> pb.PutResponse:
         """Store one Part 10 object; returns once it is durable and announced.
+
+        With ``refuse_other_bytes`` an instance stored with other bytes is left as it is and
+        AlreadyExistsError raised (else those bytes are kept as a version).
 
         With ``bytes`` the size and SHA-256 are sent along (the service then verifies the
         whole stream end to end and can upload large objects straight to their final key).
@@ -75,6 +79,7 @@ class StorageClient:
                 size_hint=len(payload),
                 expected_sha256=expected_sha256 or hashlib.sha256(payload).hexdigest(),
                 sending_ae_title=sending_ae_title,
+                refuse_other_bytes=refuse_other_bytes,
             )
             requests = self._requests(header, _slices(payload, self.chunk_size))
         else:
@@ -83,6 +88,7 @@ class StorageClient:
                 size_hint=size_hint,
                 expected_sha256=expected_sha256,
                 sending_ae_title=sending_ae_title,
+                refuse_other_bytes=refuse_other_bytes,
             )
             requests = self._requests(header, data)
         with translated(SERVICE):

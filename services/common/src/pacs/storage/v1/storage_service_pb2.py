@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from pacs.type.v1 import instance_pb2 as pacs_dot_type_dot_v1_dot_instance__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%pacs/storage/v1/storage_service.proto\x12\x0fpacs.storage.v1\x1a\x1bpacs/type/v1/instance.proto\"\xba\x01\n\rSignedRequest\x12\x0e\n\x06method\x18\x01 \x01(\t\x12\x0b\n\x03url\x18\x02 \x01(\t\x12<\n\x07headers\x18\x03 \x03(\x0b\x32+.pacs.storage.v1.SignedRequest.HeadersEntry\x12\x0e\n\x06offset\x18\x04 \x01(\x03\x12\x0e\n\x06length\x18\x05 \x01(\x03\x1a.\n\x0cHeadersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xa0\x01\n\x11GrantWriteRequest\x12+\n\x08instance\x18\x01 \x01(\x0b\x32\x19.pacs.type.v1.InstanceRef\x12\x0c\n\x04size\x18\x02 \x01(\x03\x12\x0e\n\x06sha256\x18\x03 \x01(\t\x12\x11\n\tpart_size\x18\x04 \x01(\x03\x12\x13\n\x0bpart_sha256\x18\x05 \x03(\t\x12\x18\n\x10sending_ae_title\x18\x06 \x01(\t\"p\n\x12GrantWriteResponse\x12\x30\n\x08requests\x18\x01 \x03(\x0b\x32\x1e.pacs.storage.v1.SignedRequest\x12\x13\n\x0bgrant_token\x18\x02 \x01(\x0c\x12\x13\n\x0b\x65xpire_time\x18\x03 \x01(\t\"t\n\x12\x43ommitWriteRequest\x12+\n\x08instance\x18\x01 \x01(\x0b\x32\x19.pacs.type.v1.InstanceRef\x12\x0c\n\x04size\x18\x02 \x01(\x03\x12\x0e\n\x06sha256\x18\x03 \x01(\t\x12\x13\n\x0bgrant_token\x18\x04 \x01(\x0c\"m\n\x13\x43ommitWriteResponse\x12(\n\x06object\x18\x01 \x01(\x0b\x32\x18.pacs.type.v1.ObjectInfo\x12\x17\n\x0f\x61lready_existed\x18\x02 \x01(\x08\x12\x13\n\x0bnew_version\x18\x03 \x01(\x08\"S\n\x10GrantReadRequest\x12+\n\x08instance\x18\x01 \x01(\x0b\x32\x19.pacs.type.v1.InstanceRef\x12\x12\n\nversion_id\x18\x02 \x01(\t\"\x83\x01\n\x11GrantReadResponse\x12(\n\x06object\x18\x01 \x01(\x0b\x32\x18.pacs.type.v1.ObjectInfo\x12/\n\x07request\x18\x02 \x01(\x0b\x32\x1e.pacs.storage.v1.SignedRequest\x12\x13\n\x0b\x65xpire_time\x18\x03 \x01(\t\"a\n\x0fWriteGrantToken\x12\x12\n\nversion_id\x18\x01 \x01(\t\x12\x11\n\tupload_id\x18\x02 \x01(\t\x12\x13\n\x0bpart_sha256\x18\x03 \x03(\t\x12\x12\n\nintent_key\x18\x04 \x01(\t\"~\n\tPutHeader\x12+\n\x08instance\x18\x01 \x01(\x0b\x32\x19.pacs.type.v1.InstanceRef\x12\x11\n\tsize_hint\x18\x02 \x01(\x03\x12\x17\n\x0f\x65xpected_sha256\x18\x03 \x01(\t\x12\x18\n\x10sending_ae_title\x18\x04 \x01(\t\"S\n\nPutRequest\x12,\n\x06header\x18\x01 \x01(\x0b\x32\x1a.pacs.storage.v1.PutHeaderH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part\"e\n\x0bPutResponse\x12(\n\x06object\x18\x01 \x01(\x0b\x32\x18.pacs.type.v1.ObjectInfo\x12\x17\n\x0f\x61lready_existed\x18\x02 \x01(\x08\x12\x13\n\x0bnew_version\x18\x03 \x01(\x08\"m\n\nGetRequest\x12+\n\x08instance\x18\x01 \x01(\x0b\x32\x19.pacs.type.v1.InstanceRef\x12\x0e\n\x06offset\x18\x02 \x01(\x03\x12\x0e\n\x06length\x18\x03 \x01(\x03\x12\x12\n\nversion_id\x18\x04 \x01(\t\"F\n\x0bGetResponse\x12(\n\x06object\x18\x01 \x01(\x0b\x32\x18.pacs.type.v1.ObjectInfo\x12\r\n\x05\x63hunk\x18\x02 \x01(\x0c\"N\n\x0bHeadRequest\x12+\n\x08instance\x18\x01 \x01(\x0b\x32\x19.pacs.type.v1.InstanceRef\x12\x12\n\nversion_id\x18\x02 \x01(\t\"8\n\x0cHeadResponse\x12(\n\x06object\x18\x01 \x01(\x0b\x32\x18.pacs.type.v1.ObjectInfo\"R\n\rDeleteRequest\x12+\n\x08instance\x18\x01 \x01(\x0b\x32\x19.pacs.type.v1.InstanceRef\x12\x14\n\x0c\x61ll_versions\x18\x02 \x01(\x08\"*\n\x0e\x44\x65leteResponse\x12\x18\n\x10\x64\x65leted_versions\x18\x01 \x01(\x05\"}\n\x0bListRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x1a\n\x12study_instance_uid\x18\x02 \x01(\t\x12\x1b\n\x13series_instance_uid\x18\x03 \x01(\t\x12\x11\n\tpage_size\x18\x04 \x01(\x05\x12\x12\n\npage_token\x18\x05 \x01(\t\"R\n\x0cListResponse\x12)\n\x07objects\x18\x01 \x03(\x0b\x32\x18.pacs.type.v1.ObjectInfo\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t2\xf2\x04\n\x0eStorageService\x12\x42\n\x03Put\x12\x1b.pacs.storage.v1.PutRequest\x1a\x1c.pacs.storage.v1.PutResponse(\x01\x12\x42\n\x03Get\x12\x1b.pacs.storage.v1.GetRequest\x1a\x1c.pacs.storage.v1.GetResponse0\x01\x12\x43\n\x04Head\x12\x1c.pacs.storage.v1.HeadRequest\x1a\x1d.pacs.storage.v1.HeadResponse\x12I\n\x06\x44\x65lete\x12\x1e.pacs.storage.v1.DeleteRequest\x1a\x1f.pacs.storage.v1.DeleteResponse\x12\x43\n\x04List\x12\x1c.pacs.storage.v1.ListRequest\x1a\x1d.pacs.storage.v1.ListResponse\x12U\n\nGrantWrite\x12\".pacs.storage.v1.GrantWriteRequest\x1a#.pacs.storage.v1.GrantWriteResponse\x12X\n\x0b\x43ommitWrite\x12#.pacs.storage.v1.CommitWriteRequest\x1a$.pacs.storage.v1.CommitWriteResponse\x12R\n\tGrantRead\x12!.pacs.storage.v1.GrantReadRequest\x1a\".pacs.storage.v1.GrantReadResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%pacs/storage/v1/storage_service.proto\x12\x0fpacs.storage.v1\x1a\x1bpacs/type/v1/instance.proto\"\xba\x01\n\rSignedRequest\x12\x0e\n\x06method\x18\x01 \x01(\t\x12\x0b\n\x03url\x18\x02 \x01(\t\x12<\n\x07headers\x18\x03 \x03(\x0b\x32+.pacs.storage.v1.SignedRequest.HeadersEntry\x12\x0e\n\x06offset\x18\x04 \x01(\x03\x12\x0e\n\x06length\x18\x05 \x01(\x03\x1a.\n\x0cHeadersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xa0\x01\n\x11GrantWriteRequest\x12+\n\x08instance\x18\x01 \x01(\x0b\x32\x19.pacs.type.v1.InstanceRef\x12\x0c\n\x04size\x18\x02 \x01(\x03\x12\x0e\n\x06sha256\x18\x03 \x01(\t\x12\x11\n\tpart_size\x18\x04 \x01(\x03\x12\x13\n\x0bpart_sha256\x18\x05 \x03(\t\x12\x18\n\x10sending_ae_title\x18\x06 \x01(\t\"p\n\x12GrantWriteResponse\x12\x30\n\x08requests\x18\x01 \x03(\x0b\x32\x1e.pacs.storage.v1.SignedRequest\x12\x13\n\x0bgrant_token\x18\x02 \x01(\x0c\x12\x13\n\x0b\x65xpire_time\x18\x03 \x01(\t\"t\n\x12\x43ommitWriteRequest\x12+\n\x08instance\x18\x01 \x01(\x0b\x32\x19.pacs.type.v1.InstanceRef\x12\x0c\n\x04size\x18\x02 \x01(\x03\x12\x0e\n\x06sha256\x18\x03 \x01(\t\x12\x13\n\x0bgrant_token\x18\x04 \x01(\x0c\"m\n\x13\x43ommitWriteResponse\x12(\n\x06object\x18\x01 \x01(\x0b\x32\x18.pacs.type.v1.ObjectInfo\x12\x17\n\x0f\x61lready_existed\x18\x02 \x01(\x08\x12\x13\n\x0bnew_version\x18\x03 \x01(\x08\"S\n\x10GrantReadRequest\x12+\n\x08instance\x18\x01 \x01(\x0b\x32\x19.pacs.type.v1.InstanceRef\x12\x12\n\nversion_id\x18\x02 \x01(\t\"\x83\x01\n\x11GrantReadResponse\x12(\n\x06object\x18\x01 \x01(\x0b\x32\x18.pacs.type.v1.ObjectInfo\x12/\n\x07request\x18\x02 \x01(\x0b\x32\x1e.pacs.storage.v1.SignedRequest\x12\x13\n\x0b\x65xpire_time\x18\x03 \x01(\t\"a\n\x0fWriteGrantToken\x12\x12\n\nversion_id\x18\x01 \x01(\t\x12\x11\n\tupload_id\x18\x02 \x01(\t\x12\x13\n\x0bpart_sha256\x18\x03 \x03(\t\x12\x12\n\nintent_key\x18\x04 \x01(\t\"\x9a\x01\n\tPutHeader\x12+\n\x08instance\x18\x01 \x01(\x0b\x32\x19.pacs.type.v1.InstanceRef\x12\x11\n\tsize_hint\x18\x02 \x01(\x03\x12\x17\n\x0f\x65xpected_sha256\x18\x03 \x01(\t\x12\x18\n\x10sending_ae_title\x18\x04 \x01(\t\x12\x1a\n\x12refuse_other_bytes\x18\x05 \x01(\x08\"S\n\nPutRequest\x12,\n\x06header\x18\x01 \x01(\x0b\x32\x1a.pacs.storage.v1.PutHeaderH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part\"e\n\x0bPutResponse\x12(\n\x06object\x18\x01 \x01(\x0b\x32\x18.pacs.type.v1.ObjectInfo\x12\x17\n\x0f\x61lready_existed\x18\x02 \x01(\x08\x12\x13\n\x0bnew_version\x18\x03 \x01(\x08\"m\n\nGetRequest\x12+\n\x08instance\x18\x01 \x01(\x0b\x32\x19.pacs.type.v1.InstanceRef\x12\x0e\n\x06offset\x18\x02 \x01(\x03\x12\x0e\n\x06length\x18\x03 \x01(\x03\x12\x12\n\nversion_id\x18\x04 \x01(\t\"F\n\x0bGetResponse\x12(\n\x06object\x18\x01 \x01(\x0b\x32\x18.pacs.type.v1.ObjectInfo\x12\r\n\x05\x63hunk\x18\x02 \x01(\x0c\"N\n\x0bHeadRequest\x12+\n\x08instance\x18\x01 \x01(\x0b\x32\x19.pacs.type.v1.InstanceRef\x12\x12\n\nversion_id\x18\x02 \x01(\t\"8\n\x0cHeadResponse\x12(\n\x06object\x18\x01 \x01(\x0b\x32\x18.pacs.type.v1.ObjectInfo\"R\n\rDeleteRequest\x12+\n\x08instance\x18\x01 \x01(\x0b\x32\x19.pacs.type.v1.InstanceRef\x12\x14\n\x0c\x61ll_versions\x18\x02 \x01(\x08\"*\n\x0e\x44\x65leteResponse\x12\x18\n\x10\x64\x65leted_versions\x18\x01 \x01(\x05\"}\n\x0bListRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x1a\n\x12study_instance_uid\x18\x02 \x01(\t\x12\x1b\n\x13series_instance_uid\x18\x03 \x01(\t\x12\x11\n\tpage_size\x18\x04 \x01(\x05\x12\x12\n\npage_token\x18\x05 \x01(\t\"R\n\x0cListResponse\x12)\n\x07objects\x18\x01 \x03(\x0b\x32\x18.pacs.type.v1.ObjectInfo\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t2\xf2\x04\n\x0eStorageService\x12\x42\n\x03Put\x12\x1b.pacs.storage.v1.PutRequest\x1a\x1c.pacs.storage.v1.PutResponse(\x01\x12\x42\n\x03Get\x12\x1b.pacs.storage.v1.GetRequest\x1a\x1c.pacs.storage.v1.GetResponse0\x01\x12\x43\n\x04Head\x12\x1c.pacs.storage.v1.HeadRequest\x1a\x1d.pacs.storage.v1.HeadResponse\x12I\n\x06\x44\x65lete\x12\x1e.pacs.storage.v1.DeleteRequest\x1a\x1f.pacs.storage.v1.DeleteResponse\x12\x43\n\x04List\x12\x1c.pacs.storage.v1.ListRequest\x1a\x1d.pacs.storage.v1.ListResponse\x12U\n\nGrantWrite\x12\".pacs.storage.v1.GrantWriteRequest\x1a#.pacs.storage.v1.GrantWriteResponse\x12X\n\x0b\x43ommitWrite\x12#.pacs.storage.v1.CommitWriteRequest\x1a$.pacs.storage.v1.CommitWriteResponse\x12R\n\tGrantRead\x12!.pacs.storage.v1.GrantReadRequest\x1a\".pacs.storage.v1.GrantReadResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -52,28 +52,28 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GRANTREADRESPONSE']._serialized_end=999
   _globals['_WRITEGRANTTOKEN']._serialized_start=1001
   _globals['_WRITEGRANTTOKEN']._serialized_end=1098
-  _globals['_PUTHEADER']._serialized_start=1100
-  _globals['_PUTHEADER']._serialized_end=1226
-  _globals['_PUTREQUEST']._serialized_start=1228
-  _globals['_PUTREQUEST']._serialized_end=1311
-  _globals['_PUTRESPONSE']._serialized_start=1313
-  _globals['_PUTRESPONSE']._serialized_end=1414
-  _globals['_GETREQUEST']._serialized_start=1416
-  _globals['_GETREQUEST']._serialized_end=1525
-  _globals['_GETRESPONSE']._serialized_start=1527
-  _globals['_GETRESPONSE']._serialized_end=1597
-  _globals['_HEADREQUEST']._serialized_start=1599
-  _globals['_HEADREQUEST']._serialized_end=1677
-  _globals['_HEADRESPONSE']._serialized_start=1679
-  _globals['_HEADRESPONSE']._serialized_end=1735
-  _globals['_DELETEREQUEST']._serialized_start=1737
-  _globals['_DELETEREQUEST']._serialized_end=1819
-  _globals['_DELETERESPONSE']._serialized_start=1821
-  _globals['_DELETERESPONSE']._serialized_end=1863
-  _globals['_LISTREQUEST']._serialized_start=1865
-  _globals['_LISTREQUEST']._serialized_end=1990
-  _globals['_LISTRESPONSE']._serialized_start=1992
-  _globals['_LISTRESPONSE']._serialized_end=2074
-  _globals['_STORAGESERVICE']._serialized_start=2077
-  _globals['_STORAGESERVICE']._serialized_end=2703
+  _globals['_PUTHEADER']._serialized_start=1101
+  _globals['_PUTHEADER']._serialized_end=1255
+  _globals['_PUTREQUEST']._serialized_start=1257
+  _globals['_PUTREQUEST']._serialized_end=1340
+  _globals['_PUTRESPONSE']._serialized_start=1342
+  _globals['_PUTRESPONSE']._serialized_end=1443
+  _globals['_GETREQUEST']._serialized_start=1445
+  _globals['_GETREQUEST']._serialized_end=1554
+  _globals['_GETRESPONSE']._serialized_start=1556
+  _globals['_GETRESPONSE']._serialized_end=1626
+  _globals['_HEADREQUEST']._serialized_start=1628
+  _globals['_HEADREQUEST']._serialized_end=1706
+  _globals['_HEADRESPONSE']._serialized_start=1708
+  _globals['_HEADRESPONSE']._serialized_end=1764
+  _globals['_DELETEREQUEST']._serialized_start=1766
+  _globals['_DELETEREQUEST']._serialized_end=1848
+  _globals['_DELETERESPONSE']._serialized_start=1850
+  _globals['_DELETERESPONSE']._serialized_end=1892
+  _globals['_LISTREQUEST']._serialized_start=1894
+  _globals['_LISTREQUEST']._serialized_end=2019
+  _globals['_LISTRESPONSE']._serialized_start=2021
+  _globals['_LISTRESPONSE']._serialized_end=2103
+  _globals['_STORAGESERVICE']._serialized_start=2106
+  _globals['_STORAGESERVICE']._serialized_end=2732
 # @@protoc_insertion_point(module_scope)

@@ -337,6 +337,7 @@ class PutHeader(_message.Message):
     SIZE_HINT_FIELD_NUMBER: _builtins.int
     EXPECTED_SHA256_FIELD_NUMBER: _builtins.int
     SENDING_AE_TITLE_FIELD_NUMBER: _builtins.int
+    REFUSE_OTHER_BYTES_FIELD_NUMBER: _builtins.int
     size_hint: _builtins.int
     """Expected total size in bytes, 0 if unknown; used to choose multipart upload."""
     expected_sha256: _builtins.str
@@ -344,6 +345,11 @@ class PutHeader(_message.Message):
     sending_ae_title: _builtins.str
     """Calling AE title of the association that delivered the object, when it came over DICOM
     (recorded with the object, see ObjectInfo.sending_ae_title).
+    """
+    refuse_other_bytes: _builtins.bool
+    """When true, an instance already stored with other bytes is not replaced: the Put fails with
+    ALREADY_EXISTS and writes nothing (a tenant that refuses new versions of an instance).
+    Identical bytes still answer already_existed.
     """
     @_builtins.property
     def instance(self) -> _instance_pb2.InstanceRef:
@@ -356,10 +362,11 @@ class PutHeader(_message.Message):
         size_hint: _builtins.int = ...,
         expected_sha256: _builtins.str = ...,
         sending_ae_title: _builtins.str = ...,
+        refuse_other_bytes: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["instance", b"instance"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["expected_sha256", b"expected_sha256", "instance", b"instance", "sending_ae_title", b"sending_ae_title", "size_hint", b"size_hint"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["expected_sha256", b"expected_sha256", "instance", b"instance", "refuse_other_bytes", b"refuse_other_bytes", "sending_ae_title", b"sending_ae_title", "size_hint", b"size_hint"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
