@@ -106,6 +106,10 @@ cmd_start() {
     fi
     log "postgres: starting on 127.0.0.1:$PACS_PG_PORT"
     # pg_ctl daemonises the postmaster (setsid) itself; 8>&-: keep our lock fd out of it.
+    # fsync and full_page_writes off: what they skip is lost only when the machine crashes,
+    # which a test run does not survive anyway. synchronous_commit=off is a tuning a real
+    # server may have too; the services raise it per session (pacs_common.sql), and the
+    # chaos suite's kill -9 of PostgreSQL checks that they do.
     if ! as_pg "$PGBIN/pg_ctl" -D "$DATA" -l "$LOGFILE" -w -t "$START_TIMEOUT" -s \
         -o "-p $PACS_PG_PORT -k $PDIR -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off" \
         start 8>&-; then

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import grpc
 import numpy as np
 from pacs.storage.v1 import storage_service_pb2, storage_service_pb2_grpc
 from pacs.type.v1 import instance_pb2
@@ -216,6 +217,27 @@ def found_by_c_find(port: int, studies: set[str]) -> list[str]:
     return found
 
 
+def _where_they_are(stack: RunningStack, instances: dict[str, Dataset]) -> str:
+    """Which of ``instances`` storage holds (then the index lost them) and which it does not
+    (then an acknowledged write was lost): what a failure report needs to say."""
+    stored, absent = [], []
+    with sync_channel(f"127.0.0.1:{stack.storage_port}") as channel:
+        storage = storage_service_pb2_grpc.StorageServiceStub(channel)
+        for uid, dataset in instances.items():
+            ref = instance_pb2.InstanceRef(
+                tenant=stack.tenant,
+                study_instance_uid=str(dataset.StudyInstanceUID),
+                series_instance_uid=str(dataset.SeriesInstanceUID),
+                sop_instance_uid=uid,
+            )
+            try:
+                head = storage.Head(storage_service_pb2.HeadRequest(instance=ref), timeout=30)
+                stored.append(f"{uid} (stored {head.object.stored_time})")
+            except grpc.RpcError as exc:
+                absent.append(f"{uid} ({exc.code().name})")
+    return f"in storage but not indexed: {stored}; not in storage: {absent}"
+
+
 def check_everything_acknowledged(stack: RunningStack, ledger: Ledger, within_s: float) -> None:
     """Every acknowledged instance is found by C-FIND exactly once and its stored bytes carry
     exactly the data set that was sent."""
@@ -228,7 +250,10 @@ def check_everything_acknowledged(stack: RunningStack, ledger: Ledger, within_s:
             break
         time.sleep(1.0)
     missing = set(acknowledged) - set(found)
-    assert not missing, f"{len(missing)} acknowledged instances not found by C-FIND"
+    assert not missing, (
+        f"{len(missing)} acknowledged instances not found by C-FIND: "
+        + _where_they_are(stack, {uid: acknowledged[uid] for uid in missing})
+    )
     twice = {uid for uid in found if found.count(uid) > 1}
     assert not twice, f"{len(twice)} instances found more than once"
     with sync_channel(f"127.0.0.1:{stack.storage_port}") as channel:

@@ -3,7 +3,8 @@ trail, the re-identification map): SQLite for one process, PostgreSQL for a clus
 
 One place decides what all of them must share: bound values (names, IDs, UIDs: patient data)
 never go into the text of a database error, and from there into logs; a SQLite file's folder
-exists before the first connection; a dropped PostgreSQL connection is noticed before use.
+exists before the first connection; a dropped PostgreSQL connection is noticed before use; a
+PostgreSQL commit is durable before it returns, whatever the server's default.
 """
 
 from __future__ import annotations
@@ -59,4 +60,33 @@ def make_engine(
 
         event.listen(engine, "connect", run_pragmas)
         return engine
-    return create_engine(url, pool_pre_ping=True, hide_parameters=True, **(postgres_options or {}))
+    engine = create_engine(
+        url, pool_pre_ping=True, hide_parameters=True, **(postgres_options or {})
+    )
+    event.listen(engine, "connect", _commit_durably)
+    return engine
+
+
+def _commit_durably(dbapi_connection: Any, _record: Any) -> None:
+    """Make this session's commits wait for their WAL when the server's default does not.
+
+    Every service here reports a row as kept right after its commit: the indexer then commits
+    its Kafka offsets, the audit trail acknowledges the event, the re-identification map answers
+    the caller. With ``synchronous_commit=off`` (a common tuning, and the local infra's) a
+    commit returns before its WAL is written, and a crash of PostgreSQL loses the last moments'
+    commits: measured by ``tests/chaos`` (``kill -9`` of PostgreSQL during an ingest left
+    3 acknowledged instances of 1 000 out of the index in 2 of 4 runs). Only ``off`` is raised:
+    ``local``, ``on``, ``remote_write`` and ``remote_apply`` all wait at least for the local
+    WAL, and an operator's stronger choice is kept.
+    """
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute("SHOW synchronous_commit")
+        row = cursor.fetchone()
+        if row is not None and row[0] == "off":
+            cursor.execute("SET synchronous_commit TO on")
+    finally:
+        cursor.close()
+    # The statements opened a transaction; a session SET inside one that is rolled back would
+    # be undone, so end it here.
+    dbapi_connection.commit()
