@@ -217,6 +217,16 @@ def found_by_c_find(port: int, studies: set[str]) -> list[str]:
     return found
 
 
+def _ref_of(stack: RunningStack, dataset: Dataset) -> instance_pb2.InstanceRef:
+    """The address of a sent instance in the stack's tenant."""
+    return instance_pb2.InstanceRef(
+        tenant=stack.tenant,
+        study_instance_uid=str(dataset.StudyInstanceUID),
+        series_instance_uid=str(dataset.SeriesInstanceUID),
+        sop_instance_uid=str(dataset.SOPInstanceUID),
+    )
+
+
 def _where_they_are(stack: RunningStack, instances: dict[str, Dataset]) -> str:
     """Which of ``instances`` storage holds (then the index lost them) and which it does not
     (then an acknowledged write was lost): what a failure report needs to say."""
@@ -224,12 +234,7 @@ def _where_they_are(stack: RunningStack, instances: dict[str, Dataset]) -> str:
     with sync_channel(f"127.0.0.1:{stack.storage_port}") as channel:
         storage = storage_service_pb2_grpc.StorageServiceStub(channel)
         for uid, dataset in instances.items():
-            ref = instance_pb2.InstanceRef(
-                tenant=stack.tenant,
-                study_instance_uid=str(dataset.StudyInstanceUID),
-                series_instance_uid=str(dataset.SeriesInstanceUID),
-                sop_instance_uid=uid,
-            )
+            ref = _ref_of(stack, dataset)
             try:
                 head = storage.Head(storage_service_pb2.HeadRequest(instance=ref), timeout=30)
                 stored.append(f"{uid} (stored {head.object.stored_time})")
@@ -259,12 +264,7 @@ def check_everything_acknowledged(stack: RunningStack, ledger: Ledger, within_s:
     with sync_channel(f"127.0.0.1:{stack.storage_port}") as channel:
         storage = storage_service_pb2_grpc.StorageServiceStub(channel)
         for uid, dataset in acknowledged.items():
-            ref = instance_pb2.InstanceRef(
-                tenant=stack.tenant,
-                study_instance_uid=str(dataset.StudyInstanceUID),
-                series_instance_uid=str(dataset.SeriesInstanceUID),
-                sop_instance_uid=uid,
-            )
+            ref = _ref_of(stack, dataset)
             stored = b"".join(
                 r.chunk
                 for r in storage.Get(storage_service_pb2.GetRequest(instance=ref), timeout=60)

@@ -48,33 +48,28 @@ def direct(client: StorageClient) -> DirectStorage:
     return DirectStorage(client)
 
 
-async def test_a_uid_of_one_study_is_refused_under_another_through_put(
-    client: StorageClient, tenant: str, raw_s3: Any, bucket_name: str
+@pytest.mark.parametrize("write_path", ["put", "grant"])
+async def test_a_uid_of_one_study_is_refused_under_another(
+    client: StorageClient,
+    direct: DirectStorage,
+    tenant: str,
+    raw_s3: Any,
+    bucket_name: str,
+    write_path: str,
 ) -> None:
+    """Through Put (nothing received) and through GrantWrite (nothing signed)."""
+    write = client.put if write_path == "put" else direct.put
     first = fresh_instance()
-    stored = await client.put(instance_ref_of(first, tenant), first)
+    stored = await write(instance_ref_of(first, tenant), first)
     other = in_another_study(first)
     other_ref = instance_ref_of(other, tenant)
 
     with pytest.raises(AlreadyExistsError, match="another study"):
-        await client.put(other_ref, other)
+        await write(other_ref, other)
 
     assert stored_keys(raw_s3, bucket_name) == [stored.object.key]
     with pytest.raises(NotFoundError):
         await client.head(address_of(other_ref))
-
-
-async def test_a_uid_of_one_study_gets_no_write_grant_under_another(
-    direct: DirectStorage, tenant: str, raw_s3: Any, bucket_name: str
-) -> None:
-    first = fresh_instance()
-    stored = await direct.put(instance_ref_of(first, tenant), first)
-    other = in_another_study(first)
-
-    with pytest.raises(AlreadyExistsError, match="another study"):
-        await direct.put(instance_ref_of(other, tenant), other)
-
-    assert stored_keys(raw_s3, bucket_name) == [stored.object.key]
 
 
 async def test_two_studies_sending_one_uid_at_the_same_moment_store_exactly_one(
