@@ -18,6 +18,10 @@ receives anything) storage creates it with a create-only PUT (``If-None-Match: *
   (a write that never happened, or an instance removed without its claim). A stale claim is
   replaced under ``If-Match`` its ETag, so of two senders taking it over only one wins.
 
+Claims of one UID are serialized within a storage process; between replicas the S3 server's
+preconditions decide, which AWS S3 evaluates atomically and versitygw does not (two creates at
+the very same instant through two replicas can, rarely, both succeed there).
+
 ``Delete`` with every version removes the claim when it names the deleted instance's study.
 
 Keys: one flat folder with a sentinel, like ``_intents/`` (a POSIX-backed S3 server removes a
@@ -45,6 +49,7 @@ from pacs_common.errors import AlreadyExistsError, NotFoundError
 from pacs_storage.bucket import Bucket, WriteConflictError
 from pacs_storage.intents import Intent, IntentLog
 from pacs_storage.keys import object_key
+from pacs_storage.locks import KeyLocks
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +85,7 @@ class UidClaims:
         self.bucket = bucket
         self.stale_after = timedelta(seconds=stale_after_s)
         self._sentinel_written = False
+        self._locks = KeyLocks()
 
     async def claim(self, ref: instance_pb2.InstanceRef) -> None:
         """Claim ``ref``'s SOP Instance UID for its study, or find it claimed by the same one.
@@ -92,6 +98,13 @@ class UidClaims:
             await self.bucket.put(SENTINEL_KEY, b"", _sha256_b64(b""), {}, None)
             self._sentinel_written = True
         key = claim_key(ref)
+        # One claim of a UID at a time in this process: S3 settles the race between replicas,
+        # but versitygw checks If-None-Match non-atomically (two creates at the same instant
+        # can both succeed, measured 1 in 30), so within a replica a lock settles it.
+        async with self._locks.hold(key):
+            await self._claim(ref, key)
+
+    async def _claim(self, ref: instance_pb2.InstanceRef, key: str) -> None:
         body = json.dumps(
             {
                 "study": ref.study_instance_uid,
