@@ -85,6 +85,8 @@ class StorageServiceServicer:
 
     def Put(self, request_iterator, context):
         """Put stores one Part 10 object: the first message carries the header, the next ones chunks.
+        ALREADY_EXISTS when the tenant's SOP Instance UID belongs to another study (nothing is
+        written), or other bytes are stored and the header sets refuse_other_bytes.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -122,6 +124,7 @@ class StorageServiceServicer:
         """GrantWrite lets an in-cluster writer send one object's bytes straight to S3: it returns
         pre-signed requests that carry the object's SHA-256 (S3 itself refuses other bytes) and
         only create an object that does not exist yet. Nothing is announced until CommitWrite.
+        ALREADY_EXISTS when the tenant's SOP Instance UID belongs to another study.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -36,7 +36,10 @@ class StorageServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> StorageServiceAsyncStub: ...
     Put: _grpc.StreamUnaryMultiCallable[_storage_service_pb2.PutRequest, _storage_service_pb2.PutResponse]
-    """Put stores one Part 10 object: the first message carries the header, the next ones chunks."""
+    """Put stores one Part 10 object: the first message carries the header, the next ones chunks.
+    ALREADY_EXISTS when the tenant's SOP Instance UID belongs to another study (nothing is
+    written), or other bytes are stored and the header sets refuse_other_bytes.
+    """
     Get: _grpc.UnaryStreamMultiCallable[_storage_service_pb2.GetRequest, _storage_service_pb2.GetResponse]
     """Get streams one object, optionally a byte range of it."""
     Head: _grpc.UnaryUnaryMultiCallable[_storage_service_pb2.HeadRequest, _storage_service_pb2.HeadResponse]
@@ -49,6 +52,7 @@ class StorageServiceStub:
     """GrantWrite lets an in-cluster writer send one object's bytes straight to S3: it returns
     pre-signed requests that carry the object's SHA-256 (S3 itself refuses other bytes) and
     only create an object that does not exist yet. Nothing is announced until CommitWrite.
+    ALREADY_EXISTS when the tenant's SOP Instance UID belongs to another study.
     """
     CommitWrite: _grpc.UnaryUnaryMultiCallable[_storage_service_pb2.CommitWriteRequest, _storage_service_pb2.CommitWriteResponse]
     """CommitWrite checks what a write grant uploaded (size and SHA-256 as stored in S3), and
@@ -67,7 +71,10 @@ class StorageServiceAsyncStub(StorageServiceStub):
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     Put: _aio.StreamUnaryMultiCallable[_storage_service_pb2.PutRequest, _storage_service_pb2.PutResponse]  # type: ignore[assignment]
-    """Put stores one Part 10 object: the first message carries the header, the next ones chunks."""
+    """Put stores one Part 10 object: the first message carries the header, the next ones chunks.
+    ALREADY_EXISTS when the tenant's SOP Instance UID belongs to another study (nothing is
+    written), or other bytes are stored and the header sets refuse_other_bytes.
+    """
     Get: _aio.UnaryStreamMultiCallable[_storage_service_pb2.GetRequest, _storage_service_pb2.GetResponse]  # type: ignore[assignment]
     """Get streams one object, optionally a byte range of it."""
     Head: _aio.UnaryUnaryMultiCallable[_storage_service_pb2.HeadRequest, _storage_service_pb2.HeadResponse]  # type: ignore[assignment]
@@ -80,6 +87,7 @@ class StorageServiceAsyncStub(StorageServiceStub):
     """GrantWrite lets an in-cluster writer send one object's bytes straight to S3: it returns
     pre-signed requests that carry the object's SHA-256 (S3 itself refuses other bytes) and
     only create an object that does not exist yet. Nothing is announced until CommitWrite.
+    ALREADY_EXISTS when the tenant's SOP Instance UID belongs to another study.
     """
     CommitWrite: _aio.UnaryUnaryMultiCallable[_storage_service_pb2.CommitWriteRequest, _storage_service_pb2.CommitWriteResponse]  # type: ignore[assignment]
     """CommitWrite checks what a write grant uploaded (size and SHA-256 as stored in S3), and
@@ -101,7 +109,10 @@ class StorageServiceServicer(metaclass=_abc_1.ABCMeta):
         request_iterator: _MaybeAsyncIterator[_storage_service_pb2.PutRequest],
         context: _ServicerContext,
     ) -> _typing.Union[_storage_service_pb2.PutResponse, _abc.Awaitable[_storage_service_pb2.PutResponse]]:
-        """Put stores one Part 10 object: the first message carries the header, the next ones chunks."""
+        """Put stores one Part 10 object: the first message carries the header, the next ones chunks.
+        ALREADY_EXISTS when the tenant's SOP Instance UID belongs to another study (nothing is
+        written), or other bytes are stored and the header sets refuse_other_bytes.
+        """
 
     @_abc_1.abstractmethod
     def Get(
@@ -144,6 +155,7 @@ class StorageServiceServicer(metaclass=_abc_1.ABCMeta):
         """GrantWrite lets an in-cluster writer send one object's bytes straight to S3: it returns
         pre-signed requests that carry the object's SHA-256 (S3 itself refuses other bytes) and
         only create an object that does not exist yet. Nothing is announced until CommitWrite.
+        ALREADY_EXISTS when the tenant's SOP Instance UID belongs to another study.
         """
 
     @_abc_1.abstractmethod
