@@ -15,6 +15,7 @@ import requests
 from dicomweb_client.api import DICOMwebClient
 from dicomweb_helpers import eventually, series_from
 from pacs_common.dicom import instance_ref_of
+from pydicom.uid import generate_uid
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -81,6 +82,33 @@ async def test_failures_are_listed_per_instance(dicomweb_app: Any, token: str) -
     assert len(answer["00081199"]["Value"]) == 1
     reasons = sorted(item["00081197"]["Value"][0] for item in answer["00081198"]["Value"])
     assert reasons == [0xA900, 0xC000]  # another study; cannot understand
+
+
+async def test_the_same_uid_under_another_study_is_a_duplicate(
+    client: DICOMwebClient, dicomweb_app: Any, token: str
+) -> None:
+    """Stored under one study, the SOP Instance UID is refused under another (0x0111, nothing
+    stored), however soon after the first: storage's UID claim decides, not the index."""
+    dataset = pydicom.dcmread(io.BytesIO(series_from("CT_small.dcm", 1)[0]))
+    await asyncio.to_thread(client.store_instances, [dataset])
+    dataset.StudyInstanceUID = generate_uid()
+    moved = io.BytesIO()
+    dataset.save_as(moved, enforce_file_format=True)
+    boundary = uuid.uuid4().hex
+    response = await asyncio.to_thread(
+        requests.post,
+        f"{dicomweb_app.url}/studies",
+        data=_body([("application/dicom", moved.getvalue())], boundary),
+        headers={
+            "Authorization": f"Bearer {token}",
+            "Content-Type": f"multipart/related; type=application/dicom; boundary={boundary}",
+            "Accept": "application/dicom+json",
+        },
+        timeout=60,
+    )
+    assert response.status_code == 409, response.text
+    failed = response.json()["00081198"]["Value"]
+    assert [item["00081197"]["Value"][0] for item in failed] == [0x0111]
 
 
 async def test_all_failed_is_409_and_wrong_media_type_is_415(dicomweb_app: Any, token: str) -> None:

@@ -26,7 +26,12 @@ from typing import Any
 
 from pacs.type.v1 import instance_pb2
 from pacs_common.dicom import instance_ref_of
-from pacs_common.errors import InvalidArgumentError, PacsError, UnavailableError
+from pacs_common.errors import (
+    AlreadyExistsError,
+    InvalidArgumentError,
+    PacsError,
+    UnavailableError,
+)
 from pydicom import Dataset
 from pydicom.dataset import FileMetaDataset
 from pydicom.uid import UID, ExplicitVRLittleEndian
@@ -41,6 +46,9 @@ log = logging.getLogger(__name__)
 
 # PS3.4 Table B.2-1 / PS3.18 10.5.3.1: Failure Reason (0008,1197) values.
 REASON_PROCESSING_FAILURE = 0x0110
+# The SOP Instance UID is stored already under another study (storage's UID claim): PS3.7 C,
+# Duplicate SOP Instance, as a C-STORE of the same object through the gateway answers.
+REASON_DUPLICATE_SOP_INSTANCE = 0x0111
 REASON_OUT_OF_RESOURCES = 0xA700
 REASON_DOES_NOT_MATCH = 0xA900  # also: the instance belongs to another study than the path's
 REASON_CANNOT_UNDERSTAND = 0xC000
@@ -303,6 +311,9 @@ class Stower:
             return
         except InvalidArgumentError as exc:
             self._failed(outcome, REASON_CANNOT_UNDERSTAND, exc.message)
+            return
+        except AlreadyExistsError as exc:
+            self._failed(outcome, REASON_DUPLICATE_SOP_INSTANCE, exc.message)
             return
         except PacsError as exc:
             self._failed(outcome, REASON_PROCESSING_FAILURE, exc.message)
