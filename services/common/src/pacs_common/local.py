@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
 from pathlib import Path
 
 import grpc
@@ -78,9 +79,22 @@ def sync_channel(target: str, tls: TlsSettings | None = None) -> grpc.Channel:
     return grpc.secure_channel(target, tls.channel_credentials())
 
 
+_handed_out: set[int] = set()
+_handed_out_lock = threading.Lock()
+
+
 def free_port() -> int:
-    """A TCP port free on loopback right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+    """A TCP port free on loopback right now, and never returned before by this process.
+
+    The kernel may give the same port to two ``bind(0)`` calls once the first socket is closed,
+    and a caller that takes several ports before binding any (a test stack's services) then
+    got one port twice: a CI run's e2e stack had its DICOM port equal to storage's gRPC port.
+    """
+    with _handed_out_lock:
+        while True:
+            with socket.socket() as sock:
+                sock.bind(("127.0.0.1", 0))
+                port: int = sock.getsockname()[1]
+            if port not in _handed_out:
+                _handed_out.add(port)
+                return port
