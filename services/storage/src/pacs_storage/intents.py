@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import json
 import logging
 import re
@@ -50,7 +49,7 @@ from pacs_storage.announcer import Announcer
 from pacs_storage.bucket import Bucket
 from pacs_storage.event_header import event_header, prefix_to_keep
 from pacs_storage.keys import instance_of_key, object_key, versions_prefix
-from pacs_storage.versions import META_SHA256, b64_digest, object_info
+from pacs_storage.versions import META_SHA256, object_info, sha256_b64
 
 log = logging.getLogger(__name__)
 
@@ -104,12 +103,12 @@ class IntentLog:
             UnavailableError: S3 is unreachable (then the change must not be made).
         """
         if not self._sentinel_written:
-            await self.bucket.put(SENTINEL_KEY, b"", _sha256_b64(b""), {}, None)
+            await self.bucket.put(SENTINEL_KEY, b"", sha256_b64(b""), {}, None)
             self._sentinel_written = True
         moment = datetime.now(UTC).strftime(_TIME)
         record_key = f"{INTENTS_PREFIX}{moment}-{uuid.uuid4().hex}"
         body = intent.encode()
-        await self.bucket.put(record_key, body, _sha256_b64(body), {}, None)
+        await self.bucket.put(record_key, body, sha256_b64(body), {}, None)
         return record_key
 
     def clear_later(self, record_key: str) -> None:
@@ -279,7 +278,3 @@ async def remove_earlier_versions(bucket: Bucket, ref: instance_pb2.InstanceRef)
         await bucket.purge_versions(object_key(ref), key=object_key(ref))
         await bucket.purge_versions(versions_prefix(ref))
     return removed
-
-
-def _sha256_b64(body: bytes) -> str:
-    return b64_digest(hashlib.sha256(body).digest())

@@ -41,8 +41,6 @@ guarantee UID uniqueness.
 from __future__ import annotations
 
 import asyncio
-import base64
-import hashlib
 import json
 import logging
 from datetime import UTC, datetime, timedelta
@@ -54,6 +52,7 @@ from pacs_storage.bucket import Bucket, WriteConflictError
 from pacs_storage.intents import Intent, IntentLog
 from pacs_storage.keys import object_key
 from pacs_storage.locks import KeyLocks
+from pacs_storage.versions import sha256_b64
 
 log = logging.getLogger(__name__)
 
@@ -72,10 +71,6 @@ class OtherStudyError(AlreadyExistsError):
 def claim_key(ref: instance_pb2.InstanceRef) -> str:
     """The key of the claim on ``ref``'s SOP Instance UID within its tenant."""
     return f"{CLAIMS_PREFIX}{ref.tenant}~{ref.sop_instance_uid}"
-
-
-def _sha256_b64(body: bytes) -> str:
-    return base64.b64encode(hashlib.sha256(body).digest()).decode()
 
 
 class UidClaims:
@@ -99,7 +94,7 @@ class UidClaims:
             UnavailableError: S3 is unreachable (then nothing may be written).
         """
         if not self._sentinel_written:
-            await self.bucket.put(SENTINEL_KEY, b"", _sha256_b64(b""), {}, None)
+            await self.bucket.put(SENTINEL_KEY, b"", sha256_b64(b""), {}, None)
             self._sentinel_written = True
         key = claim_key(ref)
         # One claim of a UID at a time in this process: S3 settles the race between replicas,
@@ -119,7 +114,7 @@ class UidClaims:
         condition = {"IfNoneMatch": "*"}
         for _ in range(_ATTEMPTS):
             try:
-                await self.bucket.put(key, body, _sha256_b64(body), {}, condition)
+                await self.bucket.put(key, body, sha256_b64(body), {}, condition)
                 return
             except WriteConflictError:
                 pass

@@ -9,6 +9,7 @@ version id is ``{UTC time}-{first 16 hex of the SHA-256}``: sortable by age, and
 from __future__ import annotations
 
 import base64
+import hashlib
 import logging
 import re
 from collections.abc import Mapping
@@ -46,6 +47,11 @@ def new_version_id(moment: datetime, sha256_hex: str) -> str:
 def b64_digest(digest: bytes) -> str:
     """The base64 form of a digest that S3 checksum headers carry."""
     return base64.b64encode(digest).decode("ascii")
+
+
+def sha256_b64(body: bytes) -> str:
+    """The base64 SHA-256 of a small body written in one PUT (S3 verifies it)."""
+    return b64_digest(hashlib.sha256(body).digest())
 
 
 def checked_ae_title(value: str) -> str:
