@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pydicom
+from pacs_common.local import free_port  # re-exported: one port never handed out twice
 from pacs_router.app import RouterApp
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
@@ -26,13 +27,6 @@ RouterFactory = Callable[..., Awaitable[RouterApp]]
 """Starts a router with a rules dict (the ``start_router`` fixture)."""
 DCMTK_STORESCP = "/usr/bin/storescp"
 """DCMTK's, by path: the virtual environment has a Python storescp of its own on PATH."""
-
-
-def free_port() -> int:
-    """A free loopback TCP port."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def sample(
