@@ -196,10 +196,17 @@ def generate_small_studies(count: int) -> list[Path]:
 
 
 def send(
-    files: list[Path], port: int, called_ae: str, associations: int, meter: CpuMeter
+    files: list[Path],
+    port: int,
+    called_ae: str,
+    associations: int,
+    meter: CpuMeter,
+    *,
+    findable_timeout_s: float = 300,
 ) -> tuple[float, float, dict[str, float]]:
     """Wall time to send ``files`` with ``associations`` parallel storescu processes, then wall
-    time until a C-FIND finds them all (``meter`` counts the CPU time of the whole span).
+    time until a C-FIND finds them all, waiting at most ``findable_timeout_s`` after the last
+    C-STORE (``meter`` counts the CPU time of the whole span).
 
     Raises:
         RuntimeError: a storescu process failed.
@@ -226,9 +233,9 @@ def send(
         codes = [process.wait() for process in processes]
         elapsed = time.perf_counter() - started
         if _one_series(files):
-            wait_findable(files, port, called_ae, timeout_s=300)
+            wait_findable(files, port, called_ae, findable_timeout_s)
         else:
-            wait_studies_findable(len(files), port, called_ae, timeout_s=300)
+            wait_studies_findable(len(files), port, called_ae, findable_timeout_s)
         findable = time.perf_counter() - started
         cpu = meter.stop()
         failed = [
@@ -349,9 +356,12 @@ def drop_bucket(client: Any, bucket: str) -> None:
 
 
 class CloudpacsTarget:
-    """A fresh cloudpacs stack (own bucket, index and consumer group) for one run."""
+    """A fresh cloudpacs stack (own bucket, index and consumer group) for one run; ``env``
+    adds to (or overrides) the services' environment, e.g. ``PACS_INDEXER_DATABASE_URL``."""
 
-    def __init__(self, workers: int, write_path: str = "grant") -> None:
+    def __init__(
+        self, workers: int, write_path: str = "grant", env: dict[str, str] | None = None
+    ) -> None:
         self.run = uuid.uuid4().hex[:12]
         self.bucket = f"bench-{self.run}"
         self.run_dir = Path(tempfile.mkdtemp(prefix="bench-stack-"))
@@ -373,6 +383,7 @@ class CloudpacsTarget:
                     "PACS_INDEXER_CONSUMER_GROUP": self.consumer_group,
                     "PACS_GATEWAY_WORKERS": str(workers),
                     "PACS_GATEWAY_WRITE_PATH": write_path,
+                    **(env or {}),
                 },
             )
         )
