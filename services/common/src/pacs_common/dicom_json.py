@@ -189,10 +189,9 @@ def _many(value: Any) -> bool:
 
 
 def _element_json(element: DataElement) -> dict[str, Any]:  # noqa: PLR0911  (one exit per VR kind)
+    """One converted element other than a sequence (:func:`dicom_json` encodes those)."""
     vr = element.VR
     value = element.value
-    if vr == VR.SQ:
-        return {"vr": vr, "Value": [dicom_json(item) for item in value]}
     if vr in _BINARY:
         if isinstance(value, bytes):
             return _binary_json(vr, value)
