@@ -519,18 +519,26 @@ def print_load_table(loads: list[Load]) -> None:
     console.print(table)
 
 
-def percentile_ms(timings: list[Timing], q: float) -> float:
-    return 1000 * float(np.percentile([t.seconds for t in timings], q))
+def percentile_ms(timings: list[Timing], q: float, answered: bool = False) -> float:
+    return 1000 * float(
+        np.percentile([t.answered_seconds if answered else t.seconds for t in timings], q)
+    )
 
 
 def print_query_table(
-    results: dict[str, dict[str, list[Timing]]], queries: dict[str, list[Query]], studies: int
+    results: dict[str, dict[str, list[Timing]]],
+    queries: dict[str, list[Query]],
+    studies: int,
+    answered: bool = False,
 ) -> None:
+    """One table of p50 / p95 per kind and target: the whole association (``answered``
+    False), or until the final response, before the release."""
     targets = list(results)
     per_kind = len(next(iter(queries.values()))) - 1
+    span = "until the final response" if answered else "association request to release"
     table = Table(
         title=f"Study-level C-FIND over a new association each, {studies:,} studies,"
-        f" {per_kind} queries per kind: p50 / p95 ms"
+        f" {per_kind} queries per kind, {span}: p50 / p95 ms"
     )
     table.add_column("kind", no_wrap=True)
     table.add_column("matches (median)", justify="right")
@@ -544,10 +552,11 @@ def print_query_table(
         row = [kind, f"{np.median([q.expected for q in batch[1:]]):g}"]
         for target in targets:
             timings = results[target][kind]
-            row.append(f"{percentile_ms(timings, 50):.1f} / {percentile_ms(timings, 95):.1f}")
+            p50, p95 = (percentile_ms(timings, q, answered) for q in (50, 95))
+            row.append(f"{p50:.1f} / {p95:.1f}")
         if "cloudpacs" in results:
-            ours = percentile_ms(results["cloudpacs"][kind], 50)
-            row += [f"{ours / percentile_ms(results[t][kind], 50):.3f}" for t in orthancs]
+            ours = percentile_ms(results["cloudpacs"][kind], 50, answered)
+            row += [f"{ours / percentile_ms(results[t][kind], 50, answered):.3f}" for t in orthancs]
         table.add_row(*row)
     console.print(table)
 
@@ -592,6 +601,7 @@ def main() -> int:
 
     print_load_table(loads)
     print_query_table(results, queries, args.studies)
+    print_query_table(results, queries, args.studies, answered=True)
     console.print(f"load average at end: {os.getloadavg()}")
     if args.json:
         args.json.write_text(json.dumps(report(args, loads, results, queries), indent=2))
