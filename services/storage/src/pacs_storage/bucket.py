@@ -13,7 +13,9 @@ event loop keeps serving other calls meanwhile. Each request is timed
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import hashlib
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -187,6 +189,7 @@ class Bucket:
         )
         # Single-object requests of the write path, at half boto3's CPU (see signed_http).
         self._signed = SignedS3Requests(settings, self.name)
+        self._kept_folders: set[str] = set()
 
     async def _call(self, operation: str, fn: Callable[..., T], **kwargs: Any) -> T:
         started = time.perf_counter()
@@ -300,6 +303,17 @@ class Bucket:
             last_modified=None,
             checksum_sha256=response.headers.get("x-amz-checksum-sha256"),
         )
+
+    async def keep_folder(self, prefix: str) -> None:
+        """Make sure the flat folder ``prefix`` is never empty (once per process).
+
+        A POSIX-backed S3 server (versitygw) removes a folder emptied by a delete, and a write
+        into it at that moment fails; a permanent ``~sentinel`` object keeps the folder.
+        """
+        if prefix in self._kept_folders:
+            return
+        await self._put_bytes(f"{prefix}~sentinel", b"", _EMPTY_SHA256_B64, {}, None)
+        self._kept_folders.add(prefix)
 
     async def create_multipart(self, key: str, metadata: Mapping[str, str]) -> str:
         """Open a multipart upload with per-part SHA-256 checksums; returns its upload id."""
@@ -585,6 +599,7 @@ class Bucket:
         return items, next_token
 
 
+_EMPTY_SHA256_B64 = base64.b64encode(hashlib.sha256(b"").digest()).decode()
 _CONDITION_HEADERS = {"IfNoneMatch": "If-None-Match", "IfMatch": "If-Match"}
 _META_PREFIX = "x-amz-meta-"
 

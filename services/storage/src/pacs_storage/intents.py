@@ -53,10 +53,7 @@ from pacs_storage.versions import META_SHA256, object_info, sha256_b64
 
 log = logging.getLogger(__name__)
 
-INTENTS_PREFIX = "_intents/"
-# One flat folder, never empty: a POSIX-backed S3 server (versitygw) removes a folder emptied by
-# a delete, and a write into it at that moment fails; the sentinel keeps it.
-SENTINEL_KEY = f"{INTENTS_PREFIX}~sentinel"
+INTENTS_PREFIX = "_intents/"  # one flat folder, kept by its sentinel (Bucket.keep_folder)
 _TIME = "%Y%m%dT%H%M%S"
 # Removals of settled intents are gathered this long and sent as one request.
 _CLEAR_BATCH_S = 0.5
@@ -94,7 +91,6 @@ class IntentLog:
         self.bucket = bucket
         self._to_clear: list[str] = []
         self._flusher: asyncio.Task[None] | None = None
-        self._sentinel_written = False
 
     async def record(self, intent: Intent) -> str:
         """Write ``intent`` before the change; returns its record's key.
@@ -102,9 +98,7 @@ class IntentLog:
         Raises:
             UnavailableError: S3 is unreachable (then the change must not be made).
         """
-        if not self._sentinel_written:
-            await self.bucket.put(SENTINEL_KEY, b"", sha256_b64(b""), {}, None)
-            self._sentinel_written = True
+        await self.bucket.keep_folder(INTENTS_PREFIX)
         moment = datetime.now(UTC).strftime(_TIME)
         record_key = f"{INTENTS_PREFIX}{moment}-{uuid.uuid4().hex}"
         body = intent.encode()

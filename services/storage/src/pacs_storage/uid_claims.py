@@ -57,7 +57,6 @@ from pacs_storage.versions import sha256_b64
 log = logging.getLogger(__name__)
 
 CLAIMS_PREFIX = "_claims/"
-SENTINEL_KEY = f"{CLAIMS_PREFIX}~sentinel"
 # Reading a claim that another writer replaces at the same moment: read it again this often.
 _ATTEMPTS = 3
 # A claim is ~150 bytes; anything longer is not one of ours and is read as unreadable.
@@ -83,7 +82,6 @@ class UidClaims:
         """
         self.bucket = bucket
         self.stale_after = timedelta(seconds=stale_after_s)
-        self._sentinel_written = False
         self._locks = KeyLocks()
 
     async def claim(self, ref: instance_pb2.InstanceRef) -> None:
@@ -93,9 +91,7 @@ class UidClaims:
             OtherStudyError: another study holds the UID.
             UnavailableError: S3 is unreachable (then nothing may be written).
         """
-        if not self._sentinel_written:
-            await self.bucket.put(SENTINEL_KEY, b"", sha256_b64(b""), {}, None)
-            self._sentinel_written = True
+        await self.bucket.keep_folder(CLAIMS_PREFIX)
         key = claim_key(ref)
         # One claim of a UID at a time in this process: S3 settles the race between replicas,
         # but versitygw checks If-None-Match non-atomically (two creates at the same instant
