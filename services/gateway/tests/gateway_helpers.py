@@ -5,13 +5,13 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import socket
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import yaml
+from pacs_common.local import free_port
 from pacs_gateway.dimse import codes
 from pacs_gateway.dimse.codes import STUDY_ROOT_FIND
 from pydicom import dcmread
@@ -42,10 +42,9 @@ def sample_path(name: str) -> Path:
 
 
 def closed_port() -> int:
-    """A loopback port nobody listens on (connections are refused)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A loopback port nobody listens on (connections are refused), never handed out before
+    by this process (:func:`pacs_common.local.free_port`)."""
+    return free_port()
 
 
 def dcmtk(tool: str) -> str:
@@ -208,11 +207,6 @@ class Storescp:
     def received(self) -> list[Dataset]:
         """Every dataset received so far."""
         return [dcmread(p) for p in sorted(self.directory.iterdir()) if p.is_file()]
-
-
-def free_port() -> int:
-    """A loopback port free right now."""
-    return closed_port()
 
 
 async def wait_for_port(port: int, within_s: float = 10) -> None:
