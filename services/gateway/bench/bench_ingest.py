@@ -254,8 +254,11 @@ def _one_series(files: list[Path]) -> bool:
     return bool(first.SeriesInstanceUID == last.SeriesInstanceUID)
 
 
-def _find_association(port: int, called_ae: str) -> Any:
+def _find_association(port: int, called_ae: str, response_timeout_s: float = 30) -> Any:
     ae = AE(ae_title="BENCHFIND")
+    # A C-FIND listing 100 000 studies takes Orthanc with its PostgreSQL index minutes; past
+    # pynetdicom's default 30 s between responses the association is aborted.
+    ae.dimse_timeout = ae.network_timeout = response_timeout_s
     ae.add_requested_context(StudyRootQueryRetrieveInformationModelFind)
     assoc = ae.associate("127.0.0.1", port, ae_title=called_ae)
     if not assoc.is_established:
@@ -273,7 +276,7 @@ def wait_studies_findable(count: int, port: int, called_ae: str, timeout_s: floa
     query = Dataset()
     query.QueryRetrieveLevel = "STUDY"
     query.StudyInstanceUID = ""
-    assoc = _find_association(port, called_ae)
+    assoc = _find_association(port, called_ae, response_timeout_s=timeout_s)
     deadline = time.monotonic() + timeout_s
     found = 0
     try:
