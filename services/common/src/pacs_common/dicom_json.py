@@ -25,6 +25,7 @@ from __future__ import annotations
 import base64
 import re
 import struct
+from collections.abc import Sequence
 from typing import Any
 
 from pydicom.dataelem import DataElement, RawDataElement, empty_value_for_VR
@@ -169,12 +170,7 @@ def _raw_names_json(value: bytes, encoding: str) -> dict[str, Any] | None:
             components.pop()
         if not components:
             return None  # an empty name among several: pydicom's own (failing) encoding
-        group = {"Alphabetic": components[0]}
-        if len(components) > 1:
-            group["Ideographic"] = components[1]
-        if len(components) > 2:
-            group["Phonetic"] = components[2]
-        groups.append(group)
+        groups.append(_name_group(components))
     return {"vr": VR.PN, "Value": groups}
 
 
@@ -223,16 +219,17 @@ def _names_json(vr: str, names: list[PersonName]) -> dict[str, Any]:
     """PN values as component groups (PS3.18 F.2.2)."""
     if not names:
         return {"vr": vr}
-    groups = []
-    for name in names:
-        components = name.components
-        group = {"Alphabetic": components[0]}
-        if len(components) > 1:
-            group["Ideographic"] = components[1]
-        if len(components) > 2:
-            group["Phonetic"] = components[2]
-        groups.append(group)
-    return {"vr": vr, "Value": groups}
+    return {"vr": vr, "Value": [_name_group(name.components) for name in names]}
+
+
+def _name_group(components: Sequence[str]) -> dict[str, str]:
+    """One PN value's component groups, by their DICOM JSON names (PS3.18 F.2.2)."""
+    group = {"Alphabetic": components[0]}
+    if len(components) > 1:
+        group["Ideographic"] = components[1]
+    if len(components) > 2:
+        group["Phonetic"] = components[2]
+    return group
 
 
 def _values_json(vr: str, values: list[Any]) -> dict[str, Any]:
