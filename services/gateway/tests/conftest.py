@@ -45,6 +45,7 @@ def start_gateway() -> Iterator[GatewayFactory]:
             "shutdown_grace_s": 1,
             "workers": 1,
             "audit": {"enabled": False},  # tests of auditing turn it on
+            "index_lag_max_events": 0,  # test_gateway_index_lag_cstore.py turns it on
         }
         values.update(overrides)
         app = create_app(GatewaySettings(**values))

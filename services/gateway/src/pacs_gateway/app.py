@@ -22,9 +22,12 @@ from pacs_common.clients.direct import DirectStorage
 from pacs_common.clients.query import QueryClient
 from pacs_common.clients.storage import StorageClient
 from pacs_common.clients.transcode import TranscodeClient
+from pacs_common.consumer_lag import ConsumerLagProbe
+from pacs_common.events import TOPIC_INSTANCES
 from pacs_common.grpc_client import open_channel
 from pacs_common.metrics import MetricsServer
 from pacs_common.service_host import ServiceHost
+from pacs_common.settings import KafkaSettings
 from pynetdicom import _config as pynetdicom_config
 from pynetdicom import evt
 
@@ -46,6 +49,7 @@ from pacs_gateway.dimse.retrieve import RetrieveScp
 from pacs_gateway.dimse.retrieve_request import Retriever
 from pacs_gateway.dimse.worklist import WorklistFinder, WorklistScp, route_find
 from pacs_gateway.dimse_server import DimseServer
+from pacs_gateway.index_lag import IndexLagGate, IndexLagWatch
 from pacs_gateway.ingest import Ingest, RecentInstances
 from pacs_gateway.io_loop import IoLoop
 from pacs_gateway.peer_limits import PeerLimits, SharedTable, new_table
@@ -146,6 +150,7 @@ class GatewayApp:
         self._commitment: StorageCommitmentScp | None = None
         self._recovery: CommitmentRecovery | None = None
         self._audit: audit_events.AuditEmitter | None = None
+        self._index_lag: IndexLagWatch | None = None
         self._started = False
         self._stopped = False
 
@@ -221,6 +226,9 @@ class GatewayApp:
         self._clients = clients = _Clients(settings)
         if (kafka := settings.audit_kafka()) is not None:
             self._audit = await audit_events.start_emitter(kafka, "gateway", settings.audit)
+        self._index_lag = index_lag_watch(settings)
+        if self._index_lag is not None:
+            self._index_lag.start()
         if not settings.serve_grpc:
             return
         servicer = IngestServicer(
@@ -258,7 +266,13 @@ class GatewayApp:
         settings = self.settings
         clients = self._clients
         assert clients is not None
-        store = StoreScp(self._ingest(), self._io, self.callers.get, settings.storage_timeout)
+        store = StoreScp(
+            self._ingest(),
+            self._io,
+            self.callers.get,
+            settings.storage_timeout,
+            self._index_lag.gate if self._index_lag is not None else None,
+        )
         find = FindScp(
             clients.finder,
             io=self._io,
@@ -389,9 +403,36 @@ class GatewayApp:
             grpc_stopped.result(_remaining(deadline) + 10)
         if self._audit is not None:  # after the DICOM side: its last events are queued
             self._io.run(self._audit.stop(_remaining(deadline)), timeout=_remaining(deadline) + 15)
+        if self._index_lag is not None:
+            self._io.run(self._index_lag.stop(), timeout=10)
         if self._clients is not None:
             self._io.run(self._clients.close(), timeout=10)
         self._io.stop()
+
+
+def index_lag_watch(settings: GatewaySettings) -> IndexLagWatch | None:
+    """The indexer-lag gate of C-STORE (:mod:`pacs_gateway.index_lag`), when it is on and
+    Kafka is configured."""
+    if settings.index_lag_max_events <= 0:
+        return None
+    kafka = settings.kafka
+    if kafka is None:
+        try:
+            kafka = KafkaSettings()
+        except ValueError:
+            log.warning("no Kafka settings (PACS_KAFKA_*): C-STORE is not held for the indexer")
+            return None
+    probe = ConsumerLagProbe(kafka)
+    gate = IndexLagGate(
+        probe,
+        settings.indexer_consumer_group,
+        TOPIC_INSTANCES,
+        max_events=settings.index_lag_max_events,
+        hold_max_s=settings.index_lag_hold_max_s,
+        stall_s=settings.index_lag_stall_s,
+        poll_s=settings.index_lag_poll_s,
+    )
+    return IndexLagWatch(probe, gate)
 
 
 def _remaining(deadline: float) -> float:

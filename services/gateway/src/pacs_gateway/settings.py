@@ -16,7 +16,7 @@ from pacs_common.auth import AuthSettings
 from pacs_common.errors import InvalidArgumentError
 from pacs_common.settings import KafkaSettings, ServiceSettings
 from pacs_common.tenants import check_tenant
-from pydantic import Field, field_validator, model_validator
+from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
 # PS3.5 6.2: an AE title is 1-16 characters of the default repertoire without backslash or
@@ -128,6 +128,29 @@ class GatewaySettings(ServiceSettings):
     )
     s3_ca_bundle: str | None = Field(
         None, description="CA bundle of an HTTPS S3 endpoint reached through grants"
+    )
+    index_lag_max_events: int = Field(
+        100,
+        ge=0,
+        description="hold a C-STORE while the indexer has more than this many stored instances "
+        "left to index (its consumer lag), so that Success does not outrun the index; "
+        "0 = never hold",
+    )
+    index_lag_hold_max_s: float = Field(
+        2.0, ge=0, description="longest a C-STORE is held for the indexer to catch up"
+    )
+    index_lag_stall_s: float = Field(
+        5.0, gt=0, description="an indexer without progress this long no longer holds C-STOREs"
+    )
+    index_lag_poll_s: float = Field(0.2, gt=0, description="how often the lag is read")
+    indexer_consumer_group: str = Field(
+        "pacs-indexer",
+        validation_alias=AliasChoices(
+            "indexer_consumer_group",
+            "PACS_GATEWAY_INDEXER_CONSUMER_GROUP",
+            "PACS_INDEXER_CONSUMER_GROUP",
+        ),
+        description="the indexer's consumer group (PACS_INDEXER_CONSUMER_GROUP when set)",
     )
     query_timeout: float = Field(30.0, gt=0, description="deadline of one indexer query page")
     find_page_size: int = Field(500, ge=1, le=10_000, description="C-FIND results per page")

@@ -14,6 +14,7 @@ import logging
 from pacs.router.v1 import router_service_pb2_grpc as pb_grpc
 from pacs_common.clients.direct import DirectStorage
 from pacs_common.clients.storage import StorageClient
+from pacs_common.consumer_lag import ConsumerLagProbe
 from pacs_common.errors import PacsError
 from pacs_common.events import TOPIC_INSTANCES, TOPIC_WORKFLOW, EventConsumer, EventPublisher
 from pacs_common.grpc_client import open_channel
@@ -23,7 +24,6 @@ from pacs_common.service_host import ServiceHost, StopStage, configure_process
 
 from pacs_router.enqueue import RouteEnqueuer, route_topic
 from pacs_router.prefetch import Prefetcher
-from pacs_router.queues import QueueProbe
 from pacs_router.rules import load_rules
 from pacs_router.sender import DestinationSender
 from pacs_router.servicer import SERVICE, RouterServicer, authorization
@@ -41,7 +41,7 @@ class RouterApp(HostedApp):
         self._channel = open_channel(settings.storage_target, settings.grpc_tls)
         self.storage = StorageClient(self._channel, timeout=settings.storage_timeout_s)
         self.direct = DirectStorage(self.storage, ca_certs=settings.s3_ca_bundle)
-        self.probe = QueueProbe(settings.kafka)
+        self.probe = ConsumerLagProbe(settings.kafka)
         self.senders = {
             name: DestinationSender(
                 name,

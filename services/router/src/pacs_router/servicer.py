@@ -15,9 +15,9 @@ import grpc
 from pacs.router.v1 import router_service_pb2 as pb
 from pacs.router.v1 import router_service_pb2_grpc as pb_grpc
 from pacs_common.auth import AuthorizationInterceptor, AuthSettings, Role, caller_of
+from pacs_common.consumer_lag import ConsumerLagProbe
 
 from pacs_router.enqueue import route_topic
-from pacs_router.queues import QueueProbe
 from pacs_router.rules import RulesFile
 from pacs_router.sender import SenderState
 
@@ -39,7 +39,7 @@ class RouterServicer(pb_grpc.RouterServiceServicer):
     def __init__(
         self,
         rules: RulesFile,
-        probe: QueueProbe,
+        probe: ConsumerLagProbe,
         states: Mapping[str, SenderState],
         topic_prefix: str,
         group_prefix: str,

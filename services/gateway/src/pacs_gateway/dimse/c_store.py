@@ -26,6 +26,7 @@ from pacs_gateway.admission import CallerOf
 from pacs_gateway.dimse import codes
 from pacs_gateway.dimse.handler_base import DimseFailure, DimseHandler
 from pacs_gateway.duplicates import DuplicateInstanceError
+from pacs_gateway.index_lag import IndexLagGate
 from pacs_gateway.ingest import Ingest
 from pacs_gateway.io_loop import IoLoop
 
@@ -47,9 +48,15 @@ class StoreScp(DimseHandler):
         io: IoLoop,
         caller_of: CallerOf,
         timeout_s: float,
+        index_gate: IndexLagGate | None = None,
     ) -> None:
+        """Args:
+        index_gate: holds an instance while the indexer is behind (None: never), before
+            anything is written (:mod:`pacs_gateway.index_lag`).
+        """
         super().__init__(io, caller_of, timeout_s)
         self._ingest = ingest
+        self._index_gate = index_gate
 
     def handle(self, event: Any) -> Dataset:
         """EVT_C_STORE handler: the C-STORE response status (PS3.4 B.2.3)."""
@@ -58,6 +65,8 @@ class StoreScp(DimseHandler):
     def _store(self, event: Any) -> Dataset:
         instance, part10 = self._checked(event)
         calling_ae = self.caller(event).calling_ae_title
+        if self._index_gate is not None:
+            self.run(self._index_gate.admit())
         try:
             stored = self.run(self._ingest.put(instance, part10, sending_ae_title=calling_ae))
         except DuplicateInstanceError as exc:

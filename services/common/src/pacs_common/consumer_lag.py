@@ -1,9 +1,10 @@
-"""How many instances wait in each destination's queue: its sender group's consumer lag.
+"""A consumer group's lag on a topic: how many records it has not committed past.
 
 Computed from Kafka itself (the group's committed offsets against the ends of the topic's
 partitions), not from this process's counters, so that it is right after a restart and for a
-queue whose sender runs in another replica. Reads are ``read_committed`` everywhere, so the
-end is the last stable offset.
+group whose consumers run in other processes: the router's destination queues, the indexer as
+the gateway sees it (:mod:`pacs_gateway.index_lag`). Reads are ``read_committed`` everywhere,
+so the end is the last stable offset.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import logging
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
+
 from pacs_common.errors import UnavailableError
 from pacs_common.kafka_client import kafka_client_options
 from pacs_common.settings import KafkaSettings
@@ -20,7 +22,7 @@ from pacs_common.settings import KafkaSettings
 log = logging.getLogger(__name__)
 
 
-class QueueProbe:
+class ConsumerLagProbe:
     """Measures consumer lag of (group, topic) pairs; ``start()`` / ``stop()``."""
 
     def __init__(self, settings: KafkaSettings) -> None:
@@ -59,22 +61,35 @@ class QueueProbe:
         Raises:
             UnavailableError: Kafka did not answer.
         """
+        ends, committed = await self.positions(group, topic)
+        return ends - committed
+
+    async def positions(self, group: str, topic: str) -> tuple[int, int]:
+        """The ends of ``topic``'s partitions and ``group``'s committed offsets, each summed
+        over the partitions (a partition it never committed counts from its start; the
+        committed sum grows as the group makes progress).
+
+        Raises:
+            UnavailableError: Kafka did not answer.
+        """
         if self._admin is None or self._consumer is None:
-            raise UnavailableError("queue probe is not started")
+            raise UnavailableError("consumer lag probe is not started")
         try:
             partitions = await self._partitions(topic)
             if not partitions:
-                return 0
+                return 0, 0
             ends = await self._consumer.end_offsets(partitions)
             committed = await self._admin.list_consumer_group_offsets(group, partitions=partitions)
         except KafkaError as exc:
             raise UnavailableError(f"Kafka did not answer: {exc!r}") from exc
-        total = 0
+        end_total = committed_total = 0
         for tp in partitions:
             meta = committed.get(tp)
+            end = ends.get(tp, 0)
             position = meta.offset if meta is not None and meta.offset >= 0 else 0
-            total += max(0, ends.get(tp, 0) - position)
-        return total
+            end_total += end
+            committed_total += min(position, end)
+        return end_total, committed_total
 
     async def _partitions(self, topic: str) -> list[TopicPartition]:
         assert self._admin is not None

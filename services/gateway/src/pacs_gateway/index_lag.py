@@ -1,0 +1,157 @@
+"""Backpressure from the index: a C-STORE waits while the indexer is behind.
+
+"Acknowledged means findable": a Success should not run ahead of the index by more than a
+moment. When senders outpace the indexer (a sustained full rate on shared cores, a migration
+pushing a whole archive), the index falls behind without bound and acknowledged instances stay
+unfindable for minutes. So before taking an instance the gateway looks at the indexer's
+consumer lag: the records of ``pacs.instances.v1`` its group has not committed past, read from
+Kafka every ``poll_s`` (:class:`pacs_common.consumer_lag.ConsumerLagProbe`). Above
+``max_events`` the C-STORE waits, at most ``hold_max_s``, for the lag to come down. The sender
+keeps its image meanwhile (an association has one operation outstanding), so ingest slows to
+the pace of the index instead of outrunning it; nothing is refused.
+
+It never stops ingest:
+
+* only an indexer seen making progress holds anything; one that makes none for ``stall_s``
+  (stopped, crashed, rebalancing, stuck on a record) opens the gate: durability first, the
+  index catches up later;
+* Kafka not answering the probe opens it too (the write itself then fails or succeeds on its
+  own terms);
+* no wait is longer than ``hold_max_s``, whatever the lag.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import Protocol
+
+from pacs_common.consumer_lag import ConsumerLagProbe
+from pacs_common.errors import UnavailableError
+from prometheus_client import Counter, Histogram
+
+log = logging.getLogger(__name__)
+
+INDEX_LAG_HOLDS = Counter(
+    "pacs_gateway_index_lag_holds",
+    "C-STOREs that waited because the indexer was behind",
+)
+INDEX_LAG_HOLD_SECONDS = Histogram(
+    "pacs_gateway_index_lag_hold_seconds",
+    "How long a C-STORE waited for the indexer to catch up",
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0),
+)
+
+
+class LagSource(Protocol):
+    """Where the gate reads the indexer's position
+    (:class:`pacs_common.consumer_lag.ConsumerLagProbe`)."""
+
+    async def positions(self, group: str, topic: str) -> tuple[int, int]:
+        """(end offsets, committed offsets), each summed over the topic's partitions."""
+        ...
+
+
+class IndexLagGate:
+    """Holds C-STOREs while the indexer's lag is above a bound; :meth:`run` keeps it current."""
+
+    def __init__(
+        self,
+        source: LagSource,
+        group: str,
+        topic: str,
+        *,
+        max_events: int,
+        hold_max_s: float,
+        stall_s: float,
+        poll_s: float,
+    ) -> None:
+        self._source = source
+        self._group = group
+        self._topic = topic
+        self.max_events = max_events
+        self.hold_max_s = hold_max_s
+        self.stall_s = stall_s
+        self.poll_s = poll_s
+        self._open = asyncio.Event()
+        self._open.set()  # until the first reading says otherwise
+        self._committed: int | None = None
+        # Progress is seen between two readings; until then the indexer counts as stalled, so
+        # a backlog nobody is indexing (no indexer running yet) holds nothing.
+        self._progress_at = float("-inf")
+        self.lag: int | None = None
+        """The last lag read (None: unknown, Kafka did not answer)."""
+
+    async def run(self) -> None:
+        """Read the lag every ``poll_s`` until cancelled."""
+        while True:
+            await self.check()
+            await asyncio.sleep(self.poll_s)
+
+    async def check(self) -> None:
+        """Read the lag once and open or close the gate."""
+        try:
+            ends, committed = await self._source.positions(self._group, self._topic)
+        except UnavailableError as exc:
+            if self.lag is not None:
+                log.warning("indexer lag unknown: not holding C-STOREs", extra={"error": exc})
+            self.lag = None
+            self._open.set()
+            return
+        now = time.monotonic()
+        if self._committed is not None and committed != self._committed:
+            self._progress_at = now
+        self._committed = committed
+        self.lag = ends - committed
+        stalled = now - self._progress_at > self.stall_s
+        if self.lag <= self.max_events or stalled:
+            self._open.set()
+        else:
+            self._open.clear()
+
+    async def admit(self) -> float:
+        """Wait while the indexer is behind (at most ``hold_max_s``); the seconds waited."""
+        if self._open.is_set():
+            return 0.0
+        started = time.monotonic()
+        INDEX_LAG_HOLDS.inc()
+        with contextlib.suppress(TimeoutError):  # never stop ingest: the index catches up
+            await asyncio.wait_for(self._open.wait(), self.hold_max_s)
+        waited = time.monotonic() - started
+        INDEX_LAG_HOLD_SECONDS.observe(waited)
+        return waited
+
+
+class IndexLagWatch:
+    """The gate and the probe that feeds it, run in the gateway's io loop: the probe connects
+    in the background (retrying while Kafka is down; the gate stays open meanwhile)."""
+
+    def __init__(self, probe: ConsumerLagProbe, gate: IndexLagGate, retry_s: float = 2.0) -> None:
+        self.probe = probe
+        self.gate = gate
+        self._retry_s = retry_s
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        """Start watching (in the running loop)."""
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self.probe.start()
+                break
+            except UnavailableError:
+                await asyncio.sleep(self._retry_s)
+        await self.gate.run()
+
+    async def stop(self) -> None:
+        """Stop watching and disconnect; safe to call twice."""
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self.probe.stop()
