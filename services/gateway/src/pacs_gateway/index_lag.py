@@ -111,6 +111,12 @@ class IndexLagGate:
         else:
             self._open.clear()
 
+    @property
+    def holding(self) -> bool:
+        """Whether a C-STORE would wait now (read from any thread: the C-STORE handler asks
+        before it hands :meth:`admit` to the io loop, which costs a thread round trip)."""
+        return not self._open.is_set()
+
     async def admit(self) -> float:
         """Wait while the indexer is behind (at most ``hold_max_s``); the seconds waited."""
         if self._open.is_set():

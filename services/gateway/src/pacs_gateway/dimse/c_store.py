@@ -65,7 +65,7 @@ class StoreScp(DimseHandler):
     def _store(self, event: Any) -> Dataset:
         instance, part10 = self._checked(event)
         calling_ae = self.caller(event).calling_ae_title
-        if self._index_gate is not None:
+        if self._index_gate is not None and self._index_gate.holding:
             self.run(self._index_gate.admit())
         try:
             stored = self.run(self._ingest.put(instance, part10, sending_ae_title=calling_ae))
