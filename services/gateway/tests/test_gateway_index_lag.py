@@ -11,18 +11,27 @@ import asyncio
 import time
 
 from pacs_common.errors import UnavailableError
-from pacs_gateway.index_lag import IndexLagGate
+from pacs_gateway.index_lag import IndexLagGate, IndexLagWatch
 
 
 class ScriptedLag:
-    """Readings (ends, committed) the test sets; None: Kafka does not answer."""
+    """Readings (ends, committed) the test sets; None: Kafka does not answer; "broken": a
+    failure nobody foresaw."""
 
     def __init__(self) -> None:
-        self.reading: tuple[int, int] | None = (0, 0)
+        self.reading: tuple[int, int] | str | None = (0, 0)
+
+    async def start(self) -> None:
+        pass
+
+    async def stop(self) -> None:
+        pass
 
     async def positions(self, group: str, topic: str) -> tuple[int, int]:
         if self.reading is None:
             raise UnavailableError("Kafka did not answer")
+        if isinstance(self.reading, str):
+            raise RuntimeError(self.reading)
         return self.reading
 
 
@@ -110,3 +119,21 @@ async def test_kafka_not_answering_holds_nothing() -> None:
     await lag_gate.check()
     assert lag_gate.lag is None
     assert await lag_gate.admit() == 0
+
+
+async def test_a_reading_that_fails_unforeseen_opens_the_gate_and_reading_goes_on() -> None:
+    source = ScriptedLag()
+    lag_gate = gate(source)
+    await behind(source, lag_gate)
+    assert lag_gate.holding
+    watch = IndexLagWatch(source, lag_gate)  # type: ignore[arg-type]  (scripted probe)
+    source.reading = "broken"
+    watch.start()
+    try:
+        await asyncio.sleep(0.2)
+        assert not lag_gate.holding
+        source.reading = (900, 350)  # progress, 550 behind: held again by the next readings
+        await asyncio.sleep(0.2)
+        assert lag_gate.holding
+    finally:
+        await watch.stop()

@@ -30,6 +30,7 @@ from typing import Protocol
 
 from pacs_common.consumer_lag import ConsumerLagProbe
 from pacs_common.errors import UnavailableError
+from pacs_common.periodic import PeriodicTask
 from prometheus_client import Counter, Histogram
 
 log = logging.getLogger(__name__)
@@ -55,7 +56,7 @@ class LagSource(Protocol):
 
 
 class IndexLagGate:
-    """Holds C-STOREs while the indexer's lag is above a bound; :meth:`run` keeps it current."""
+    """Holds C-STOREs while the indexer's lag is above a bound; :meth:`check` reads it."""
 
     def __init__(
         self,
@@ -84,12 +85,6 @@ class IndexLagGate:
         self.lag: int | None = None
         """The last lag read (None: unknown, Kafka did not answer)."""
 
-    async def run(self) -> None:
-        """Read the lag every ``poll_s`` until cancelled."""
-        while True:
-            await self.check()
-            await asyncio.sleep(self.poll_s)
-
     async def check(self) -> None:
         """Read the lag once and open or close the gate."""
         try:
@@ -111,6 +106,10 @@ class IndexLagGate:
         else:
             self._open.clear()
 
+    def release(self) -> None:
+        """Open the gate until the next reading."""
+        self._open.set()
+
     @property
     def holding(self) -> bool:
         """Whether a C-STORE would wait now (read from any thread: the C-STORE handler asks
@@ -131,33 +130,34 @@ class IndexLagGate:
 
 
 class IndexLagWatch:
-    """The gate and the probe that feeds it, run in the gateway's io loop: the probe connects
-    in the background (retrying while Kafka is down; the gate stays open meanwhile)."""
+    """The gate and the probe that feeds it, run in the gateway's io loop: one reading every
+    ``poll_s`` (:class:`pacs_common.periodic.PeriodicTask`); the probe connects on a reading
+    while Kafka answers, and the gate stays open while it does not."""
 
-    def __init__(self, probe: ConsumerLagProbe, gate: IndexLagGate, retry_s: float = 2.0) -> None:
+    def __init__(self, probe: ConsumerLagProbe, gate: IndexLagGate) -> None:
         self.probe = probe
         self.gate = gate
-        self._retry_s = retry_s
-        self._task: asyncio.Task[None] | None = None
+        self._connected = False
+        self._task = PeriodicTask("index lag", self._read, gate.poll_s, log)
 
     def start(self) -> None:
-        """Start watching (in the running loop)."""
-        self._task = asyncio.get_running_loop().create_task(self._run())
+        """Start reading (in the running loop)."""
+        self._task.start()
 
-    async def _run(self) -> None:
-        while True:
+    async def _read(self) -> None:
+        if not self._connected:
             try:
                 await self.probe.start()
-                break
             except UnavailableError:
-                await asyncio.sleep(self._retry_s)
-        await self.gate.run()
+                return  # the gate is open (nothing read yet, or Kafka lost: check() opened it)
+            self._connected = True
+        try:
+            await self.gate.check()
+        except BaseException:
+            self.gate.release()  # an unforeseen failure must not leave C-STOREs held
+            raise
 
     async def stop(self) -> None:
-        """Stop watching and disconnect; safe to call twice."""
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        """Stop reading and disconnect; safe to call twice."""
+        await self._task.stop()
         await self.probe.stop()
