@@ -12,7 +12,10 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from pacs_common.errors import UnavailableError
+from pacs_common.s3 import make_s3_client
 from pacs_common.settings import S3Settings
+from pacs_storage.bucket import Bucket
 from pacs_storage.signed_http import S3RefusedError, SignedS3Requests
 
 
@@ -107,3 +110,16 @@ def test_transient_answers_are_retried_like_boto3_standard_mode_and_others_are_n
         signed.send("PUT", "key", {}, b"x")
     assert (refused.value.code, refused.value.status) == (code, status)
     assert handler.seen == attempts
+
+
+async def test_a_missing_bucket_is_unavailable_not_a_missing_object(
+    s3_settings: S3Settings,
+) -> None:
+    """NoSuchBucket answers 404 too; it means "wait" (created at start or first use), never
+    "this instance does not exist"."""
+    settings = s3_settings.model_copy(update={"bucket": f"missing-{uuid.uuid4().hex[:12]}"})
+    bucket = Bucket(make_s3_client(settings), settings, {})
+    with pytest.raises(UnavailableError):
+        await bucket.open("tenant/study/series/sop.dcm")
+    with pytest.raises(UnavailableError):
+        await bucket.put("tenant/key", b"x", _sha256_b64(b"x"), {})

@@ -149,12 +149,13 @@ def _error_for(operation: str, exc: Exception) -> PacsError:
 
 
 def _error_for_answer(operation: str, code: str, status: int) -> PacsError:
-    """The domain error for S3's error ``code`` (or bare HTTP ``status``)."""
-    if code in {"PreconditionFailed", "ConditionalRequestConflict"} or status == 412:
+    """The domain error for S3's error ``code`` (the status as text when the answer had no
+    body, as for HEAD; a missing bucket is NoSuchBucket, retriable, not a missing object)."""
+    if code in {"PreconditionFailed", "ConditionalRequestConflict", "412"}:
         return WriteConflictError("the object changed while it was being replaced")
-    if code in _NOT_FOUND or status == 404:
+    if code in _NOT_FOUND:
         return NotFoundError("object not found")
-    if code == "InvalidRange" or status == 416:
+    if code == "InvalidRange":
         return InvalidArgumentError("the requested range is outside the object")
     if code in _RETRIABLE or status >= 500:
         return UnavailableError(f"S3 {operation} failed: {code or status}")
