@@ -91,7 +91,9 @@ class IndexLagGate:
             ends, committed = await self._source.positions(self._group, self._topic)
         except UnavailableError as exc:
             if self.lag is not None:
-                log.warning("indexer lag unknown: not holding C-STOREs", extra={"error": exc})
+                log.warning(
+                    "indexer lag unknown: not holding C-STOREs", extra={"error": exc.message}
+                )
             self.lag = None
             self._open.set()
             return
