@@ -3,8 +3,6 @@ against the real S3 server, and against a server that fails, for boto3's retry r
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import http.server
 import threading
 import uuid
@@ -17,10 +15,7 @@ from pacs_common.s3 import make_s3_client
 from pacs_common.settings import S3Settings
 from pacs_storage.bucket import Bucket
 from pacs_storage.signed_http import S3RefusedError, SignedS3Requests
-
-
-def _sha256_b64(data: bytes) -> str:
-    return base64.b64encode(hashlib.sha256(data).digest()).decode()
+from pacs_storage.versions import sha256_b64
 
 
 @pytest.fixture
@@ -35,7 +30,7 @@ def test_a_put_is_stored_with_its_metadata_and_read_back(signed: SignedS3Request
     signed.send(
         "PUT",
         key,
-        {"x-amz-checksum-sha256": _sha256_b64(body), "x-amz-meta-sha256": "abc"},
+        {"x-amz-checksum-sha256": sha256_b64(body), "x-amz-meta-sha256": "abc"},
         body,
     )
     head = signed.send("HEAD", key, {"x-amz-checksum-mode": "ENABLED"})
@@ -50,7 +45,7 @@ def test_bytes_that_differ_from_their_signed_checksum_are_refused_and_not_stored
 ) -> None:
     key = f"signed/{uuid.uuid4().hex}"
     with pytest.raises(S3RefusedError) as refused:
-        signed.send("PUT", key, {"x-amz-checksum-sha256": _sha256_b64(b"other")}, b"these")
+        signed.send("PUT", key, {"x-amz-checksum-sha256": sha256_b64(b"other")}, b"these")
     assert 400 <= refused.value.status < 500
     with pytest.raises(S3RefusedError) as missing:
         signed.send("HEAD", key)
@@ -59,7 +54,7 @@ def test_bytes_that_differ_from_their_signed_checksum_are_refused_and_not_stored
 
 def test_a_create_only_put_of_an_existing_key_is_refused(signed: SignedS3Requests) -> None:
     key = f"signed/{uuid.uuid4().hex}"
-    headers = {"x-amz-checksum-sha256": _sha256_b64(b"x"), "If-None-Match": "*"}
+    headers = {"x-amz-checksum-sha256": sha256_b64(b"x"), "If-None-Match": "*"}
     signed.send("PUT", key, headers, b"x")
     with pytest.raises(S3RefusedError) as refused:
         signed.send("PUT", key, headers, b"x")
@@ -122,4 +117,4 @@ async def test_a_missing_bucket_is_unavailable_not_a_missing_object(
     with pytest.raises(UnavailableError):
         await bucket.open("tenant/study/series/sop.dcm")
     with pytest.raises(UnavailableError):
-        await bucket.put("tenant/key", b"x", _sha256_b64(b"x"), {})
+        await bucket.put("tenant/key", b"x", sha256_b64(b"x"), {})
